@@ -1,0 +1,309 @@
+/*
+ * Who am I, where are my peers: identity from dlaunch's DCOMM_* variables,
+ * Open MPI's OMPI_COMM_WORLD_* or Slurm's SLURM_* (a single rank when none);
+ * the rendezvous store; which ranks share a host; then the network.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "config.h"
+#include "core.h"
+#include "log.h"
+#include "rdv.h"
+
+#define HOST_ID_MAX 320
+
+/* 1 and *v_p when set and a valid integer, 0 when unset, -1 when malformed. */
+static int env_int(const char *name, int *v_p)
+{
+    const char *text = getenv(name);
+    char *end;
+    long v;
+
+    if (text == NULL || *text == '\0') {
+        return 0;
+    }
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno != 0 || *end != '\0' || v < INT_MIN || v > INT_MAX) {
+        return -1;
+    }
+    *v_p = (int)v;
+    return 1;
+}
+
+static dc_status_t identity_from(dc_state_t *st, const char *rank_var, const char *size_var,
+                                 const char *source)
+{
+    int rc1 = env_int(rank_var, &st->rank), rc2 = env_int(size_var, &st->size);
+
+    if (rc1 < 0 || rc2 <= 0) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: %s='%s' / %s='%s' are not valid integers",
+                            source, rank_var, getenv(rank_var) ? getenv(rank_var) : "",
+                            size_var, getenv(size_var) ? getenv(size_var) : "(unset)");
+    }
+    if (st->size < 1 || st->rank < 0 || st->rank >= st->size) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: rank %d is outside a job of size %d",
+                            source, st->rank, st->size);
+    }
+    return DCOMM_OK;
+}
+
+dc_status_t dc_bootstrap_identity(dc_state_t *st)
+{
+    dc_status_t status;
+    const char *source;
+
+    st->rank = 0;
+    st->size = 1;
+    if (getenv("DCOMM_RANK") != NULL) {
+        source = "dlaunch";
+        status = identity_from(st, "DCOMM_RANK", "DCOMM_SIZE", source);
+    } else if (getenv("OMPI_COMM_WORLD_RANK") != NULL) {
+        source = "Open MPI";
+        status = identity_from(st, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", source);
+    } else if (getenv("SLURM_PROCID") != NULL) {
+        source = "Slurm";
+        status = identity_from(st, "SLURM_PROCID", "SLURM_NTASKS", source);
+    } else {
+        source = "no launcher";
+        status = DCOMM_OK;
+    }
+    st->local_rank = 0;
+    st->local_size = 1;
+    st->cross_rank = 0;
+    st->cross_size = 1;
+    if (status == DCOMM_OK) {
+        DC_DEBUG("identity from %s: rank %d of %d", source, st->rank, st->size);
+    }
+    return status;
+}
+
+/* Host identity: host name, network namespace and boot id, so that ranks in
+ * different network namespaces of one machine count as different hosts (that
+ * is how multi-host runs are tested). */
+static void host_id(char *buf, size_t cap)
+{
+    char name[256] = "", boot[64] = "";
+    struct stat sb;
+    FILE *f;
+
+    gethostname(name, sizeof(name) - 1);
+    f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f != NULL) {
+        if (fgets(boot, sizeof(boot), f) == NULL) {
+            boot[0] = '\0';
+        }
+        boot[strcspn(boot, "\n")] = '\0';
+        fclose(f);
+    }
+    if (stat("/proc/self/ns/net", &sb) != 0) {
+        sb.st_ino = 0;
+    }
+    snprintf(buf, cap, "%s|%s|%llu", name, boot, (unsigned long long)sb.st_ino);
+}
+
+static dc_status_t exchange_hosts(dc_state_t *st, int timeout_ms)
+{
+    int n = st->size;
+    char (*ids)[HOST_ID_MAX] = calloc((size_t)n, HOST_ID_MAX);
+    int *count_on = calloc((size_t)n, sizeof(int));
+    char key[64];
+    dc_status_t status = DCOMM_OK;
+
+    st->host_of = calloc((size_t)n, sizeof(int));
+    st->local_rank_of = calloc((size_t)n, sizeof(int));
+    if (ids == NULL || count_on == NULL || st->host_of == NULL || st->local_rank_of == NULL) {
+        status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for the host table");
+        goto out;
+    }
+    host_id(ids[st->rank], HOST_ID_MAX);
+    snprintf(key, sizeof(key), "host/%d", st->rank);
+    DC_CHECK_GOTO(dc_store_set(st->store, key, ids[st->rank], strlen(ids[st->rank]) + 1),
+                  status, out);
+    for (int r = 0; r < n; r++) {
+        size_t len;
+
+        if (r == st->rank) {
+            continue;
+        }
+        snprintf(key, sizeof(key), "host/%d", r);
+        status = dc_store_get(st->store, key, ids[r], HOST_ID_MAX - 1, &len, timeout_ms);
+        if (status < 0) {
+            status = dc_error_set(status, "rank %d: rank %d never registered (%s)", st->rank, r,
+                                  dc_error_get());
+            goto out;
+        }
+        ids[r][HOST_ID_MAX - 1] = '\0';
+    }
+    /* Hosts are numbered in order of their lowest rank (Horovod's cross_rank). */
+    st->cross_size = 0;
+    for (int r = 0; r < n; r++) {
+        int h = -1;
+
+        for (int q = 0; q < r && h < 0; q++) {
+            if (strcmp(ids[q], ids[r]) == 0) {
+                h = st->host_of[q];
+            }
+        }
+        if (h < 0) {
+            h = st->cross_size++;
+        }
+        st->host_of[r] = h;
+        st->local_rank_of[r] = count_on[h]++;
+    }
+    st->cross_rank = st->host_of[st->rank];
+    st->local_rank = st->local_rank_of[st->rank];
+    st->local_size = count_on[st->cross_rank];
+out:
+    free(ids);
+    free(count_on);
+    return status;
+}
+
+static int usable_cores(void)
+{
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        return CPU_COUNT(&set);
+    }
+    return (int)sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+static dc_status_t open_store(dc_state_t *st, int timeout_ms)
+{
+    const char *rdv = getenv("DCOMM_RENDEZVOUS"), *dir = getenv("DCOMM_STORE_DIR");
+    const char *hex = getenv("DCOMM_JOB_SECRET");
+    int have_secret = 0;
+
+    if (hex != NULL) {
+        if (dc_auth_secret_from_hex(hex, st->secret) != 0) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG,
+                                "DCOMM_JOB_SECRET must be 64 hexadecimal characters");
+        }
+        have_secret = 1;
+    }
+    if (rdv != NULL && *rdv != '\0') {
+        if (!have_secret) {
+            return dc_error_set(DCOMM_ERR_AUTH, "DCOMM_RENDEZVOUS is set but DCOMM_JOB_SECRET "
+                                                "is not: start the job with dlaunch");
+        }
+        return dc_rdv_client_open(rdv, st->secret, st->rank, timeout_ms, &st->store);
+    }
+    if (dir != NULL && *dir != '\0') {
+        dc_status_t status = dc_filestore_open(dir, &st->store);
+        size_t len;
+
+        if (status < 0 || have_secret) {
+            return status;
+        }
+        /* The directory is private (0700): it may carry the secret itself. */
+        if (st->rank == 0) {
+            dc_auth_random(st->secret, sizeof(st->secret));
+            return dc_store_set(st->store, "secret", st->secret, sizeof(st->secret));
+        }
+        return dc_store_get(st->store, "secret", st->secret, sizeof(st->secret), &len,
+                            timeout_ms);
+    }
+    return dc_error_set(DCOMM_ERR_INVALID_ARG,
+                        "rank %d of %d has no rendezvous: start the job with dlaunch (or set "
+                        "DCOMM_STORE_DIR to a directory shared by all ranks)",
+                        st->rank, st->size);
+}
+
+static dc_status_t events_watch(void *arg)
+{
+    dc_state_t *st = arg;
+    char msg[512];
+    int rc = dc_rdv_events_read(st->events_fd, msg, sizeof(msg));
+
+    if (rc == 1) {
+        return dc_error_set(DCOMM_ERR_PEER_LOST, "%s", msg);
+    }
+    if (rc < 0) {
+        return dc_error_set(DCOMM_ERR_PEER_LOST, "lost the connection to dlaunch");
+    }
+    return DCOMM_OK;
+}
+
+dc_status_t dc_bootstrap_connect(dc_state_t *st)
+{
+    int start_ms = (int)DC_MAX(dc_config.timeout_ms, 60000u);
+    dc_bootstrap_t boot = {0};
+    dc_status_t status;
+    int s;
+
+    st->events_fd = -1;
+    if (env_int("DCOMM_START_TIMEOUT", &s) == 1 && s > 0) {
+        start_ms = s * 1000;
+    }
+    if (st->size > 1) {
+        DC_CHECK_GOTO(open_store(st, start_ms), status, err);
+        DC_CHECK_GOTO(exchange_hosts(st, start_ms), status, err);
+        if (getenv("DCOMM_RENDEZVOUS") != NULL) {
+            boot.local_addr = dc_rdv_client_local_addr(st->store);
+            if (dc_rdv_events_open(getenv("DCOMM_RENDEZVOUS"), st->secret, st->rank, start_ms,
+                                   &st->events_fd) < 0) {
+                DC_WARN("no event channel from dlaunch (%s): peer loss is detected by the "
+                        "transports alone", dc_error_get());
+                st->events_fd = -1;
+            }
+        }
+    } else {
+        st->host_of = calloc(1, sizeof(int));
+        st->local_rank_of = calloc(1, sizeof(int));
+        if (st->host_of == NULL || st->local_rank_of == NULL) {
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory");
+            goto err;
+        }
+    }
+    st->topo = (dc_topo_t){
+        .rank = st->rank,
+        .size = st->size,
+        .nhosts = st->cross_size,
+        .host_of = st->host_of,
+        .local_rank_of = st->local_rank_of,
+        .local_size = st->local_size,
+        .ncores = usable_cores(),
+    };
+    boot.topo = &st->topo;
+    boot.store = st->store;
+    boot.secret = st->secret;
+    boot.ifname = dc_config.ifname[0] ? dc_config.ifname : NULL;
+    boot.timeout_ms = start_ms;
+    DC_CHECK_GOTO(dc_net_open(&boot, dc_config.transports, &st->net), status, err);
+    dc_net_set_timeout(st->net, (int)dc_config.timeout_ms);
+    if (st->events_fd >= 0) {
+        dc_net_set_watch(st->net, st->events_fd, events_watch, st);
+    }
+    return DCOMM_OK;
+err:
+    return status;
+}
+
+void dc_bootstrap_close(dc_state_t *st)
+{
+    if (st->net != NULL) {
+        dc_net_close(st->net);
+        st->net = NULL;
+    }
+    if (st->events_fd >= 0) {
+        close(st->events_fd);
+        st->events_fd = -1;
+    }
+    if (st->store != NULL) {
+        st->store->ops->close(st->store);
+        st->store = NULL;
+    }
+    free(st->host_of);
+    free(st->local_rank_of);
+    st->host_of = st->local_rank_of = NULL;
+}

@@ -1,0 +1,258 @@
+/* The config table (UCX's parser.h idea): each row names a DCOMM_* variable, its
+ * default as text, a parser and a one-line doc; dcomm-info prints them all. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+dc_config_t dc_config;
+
+typedef enum { CFG_SIZE, CFG_DURATION_US, CFG_DURATION_MS, CFG_INT, CFG_BOOL, CFG_STRING,
+               CFG_LOG_LEVEL } cfg_type_t;
+
+typedef struct cfg_row {
+    const char *name;
+    const char *dflt;
+    cfg_type_t type;
+    size_t offset;
+    size_t size; /* strings: capacity */
+    const char *doc;
+} cfg_row_t;
+
+#define CFG_FIELD(f) offsetof(dc_config_t, f), sizeof(((dc_config_t *)0)->f)
+
+static const cfg_row_t cfg_table[] = {
+    {"DCOMM_FUSION_THRESHOLD", "128M", CFG_SIZE, CFG_FIELD(fusion_threshold),
+     "fuse tensors into buffers up to this size; 0 disables [HOROVOD_FUSION_THRESHOLD]"},
+    {"DCOMM_CYCLE_TIME", "1ms", CFG_DURATION_US, CFG_FIELD(cycle_time_us),
+     "pace of the coordinator's negotiation cycles [HOROVOD_CYCLE_TIME]"},
+    {"DCOMM_CACHE_CAPACITY", "1024", CFG_INT, CFG_FIELD(cache_capacity),
+     "response cache entries for the fast path; 0 disables [HOROVOD_CACHE_CAPACITY]"},
+    {"DCOMM_TIMELINE", "", CFG_STRING, CFG_FIELD(timeline),
+     "write a Chrome-trace timeline to this path from rank 0 [HOROVOD_TIMELINE]"},
+    {"DCOMM_AUTOTUNE", "off", CFG_BOOL, CFG_FIELD(autotune),
+     "tune fusion threshold and cycle time from measured throughput [HOROVOD_AUTOTUNE]"},
+    {"DCOMM_STALL_WARNING", "60s", CFG_DURATION_MS, CFG_FIELD(stall_warning_ms),
+     "warn when a tensor waited this long on some ranks [HOROVOD_STALL_CHECK_TIME_SECONDS]"},
+    {"DCOMM_STALL_SHUTDOWN", "0", CFG_DURATION_MS, CFG_FIELD(stall_shutdown_ms),
+     "fail stalled tensors with DCOMM_ERR_TIMEOUT after this long; 0 never "
+     "[HOROVOD_STALL_SHUTDOWN_TIME_SECONDS]"},
+    {"DCOMM_TIMEOUT", "30s", CFG_DURATION_MS, CFG_FIELD(timeout_ms),
+     "declare a peer lost when a wait on it makes no progress this long; 0 never"},
+    {"DCOMM_TRANSPORTS", "", CFG_STRING, CFG_FIELD(transports),
+     "transports to use, e.g. 'shm,tcp', or to exclude with '^', e.g. '^shm'"},
+    {"DCOMM_TUNE", "", CFG_STRING, CFG_FIELD(tune),
+     "algorithm overrides per op and size, e.g. 'allreduce:0-64K:rd#allreduce:64K-inf:ring'"},
+    {"DCOMM_LOG_LEVEL", "warn", CFG_LOG_LEVEL, CFG_FIELD(log_level),
+     "none, error, warn, info, debug or trace [HOROVOD_LOG_LEVEL]"},
+    {"DCOMM_IFNAME", "", CFG_STRING, CFG_FIELD(ifname),
+     "network interface that carries tcp traffic [HOROVOD_GLOO_IFACE]"},
+    {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
+     "print per-rank statistics at shutdown"},
+};
+
+/* Variables read elsewhere (identity, launcher, backends), so not "unknown". */
+static const char *const known_vars[] = {
+    "DCOMM_RANK", "DCOMM_SIZE", "DCOMM_LOCAL_RANK", "DCOMM_LOCAL_SIZE", "DCOMM_CROSS_RANK",
+    "DCOMM_CROSS_SIZE", "DCOMM_RENDEZVOUS", "DCOMM_JOB_SECRET", "DCOMM_JOB_ID",
+    "DCOMM_START_TIMEOUT", "DCOMM_SHM_RING_SIZE", "DCOMM_TCP_SOCKETS", "DCOMM_REDUCE_ISA",
+    "DCOMM_LIBRARY", "DCOMM_MODULE_PATH", "DCOMM_TOPO_FILE", "DCOMM_STORE_DIR",
+    "DCOMM_AUTOTUNE_LOG", "DCOMM_RDV_ADDR",
+};
+
+static int parse_scaled(const char *text, uint64_t *value_p, const char *const *units,
+                        const uint64_t *scales, size_t nunits)
+{
+    char *end;
+    double value;
+
+    while (isspace((unsigned char)*text)) {
+        text++;
+    }
+    if (*text == '\0' || *text == '-') {
+        return -1;
+    }
+    errno = 0;
+    value = strtod(text, &end);
+    if (errno != 0 || end == text || value < 0) {
+        return -1;
+    }
+    if (*end == '\0') {
+        *value_p = (uint64_t)(value * (double)scales[0] + 0.5);
+        return 0;
+    }
+    for (size_t i = 0; i < nunits; i++) {
+        if (strcasecmp(end, units[i]) == 0) {
+            *value_p = (uint64_t)(value * (double)scales[i] + 0.5);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int dc_config_parse_size(const char *text, uint64_t *bytes_p)
+{
+    static const char *const units[] = {"", "b", "k", "kb", "kib", "m", "mb", "mib",
+                                        "g", "gb", "gib", "t", "tb", "tib"};
+    static const uint64_t scales[] = {1, 1, 1ull << 10, 1ull << 10, 1ull << 10, 1ull << 20,
+                                      1ull << 20, 1ull << 20, 1ull << 30, 1ull << 30, 1ull << 30,
+                                      1ull << 40, 1ull << 40, 1ull << 40};
+
+    return parse_scaled(text, bytes_p, units, scales, DC_ARRAY_SIZE(units));
+}
+
+int dc_config_parse_duration(const char *text, uint64_t *us_p)
+{
+    /* A bare number is seconds, as in Horovod's *_SECONDS variables. */
+    static const char *const units[] = {"", "us", "ms", "s", "m", "min", "h"};
+    static const uint64_t scales[] = {1000000, 1, 1000, 1000000, 60000000, 60000000,
+                                      3600000000ull};
+
+    return parse_scaled(text, us_p, units, scales, DC_ARRAY_SIZE(units));
+}
+
+int dc_config_parse_bool(const char *text, int *value_p)
+{
+    static const char *const yes[] = {"1", "on", "yes", "true", "y"};
+    static const char *const no[] = {"0", "off", "no", "false", "n", ""};
+
+    for (size_t i = 0; i < DC_ARRAY_SIZE(yes); i++) {
+        if (strcasecmp(text, yes[i]) == 0) {
+            *value_p = 1;
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < DC_ARRAY_SIZE(no); i++) {
+        if (strcasecmp(text, no[i]) == 0) {
+            *value_p = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int cfg_parse_row(const cfg_row_t *row, const char *text)
+{
+    void *field = (char *)&dc_config + row->offset;
+    uint64_t u;
+    char *end;
+
+    switch (row->type) {
+    case CFG_SIZE:
+        return dc_config_parse_size(text, (uint64_t *)field);
+    case CFG_DURATION_US:
+        return dc_config_parse_duration(text, (uint64_t *)field);
+    case CFG_DURATION_MS:
+        if (dc_config_parse_duration(text, &u) != 0) {
+            return -1;
+        }
+        *(uint64_t *)field = (u + 999) / 1000;
+        return 0;
+    case CFG_INT:
+        errno = 0;
+        *(int64_t *)field = strtoll(text, &end, 10);
+        return (errno != 0 || end == text || *end != '\0' || *(int64_t *)field < 0) ? -1 : 0;
+    case CFG_BOOL:
+        return dc_config_parse_bool(text, (int *)field);
+    case CFG_STRING:
+        if (strlen(text) >= row->size) {
+            return -1;
+        }
+        memcpy(field, text, strlen(text) + 1);
+        return 0;
+    case CFG_LOG_LEVEL:
+        *(int *)field = dc_log_level_parse(text);
+        return *(int *)field < 0 ? -1 : 0;
+    }
+    return -1;
+}
+
+static int cfg_is_known(const char *name, size_t len)
+{
+    for (size_t i = 0; i < DC_ARRAY_SIZE(cfg_table); i++) {
+        if (strlen(cfg_table[i].name) == len && strncmp(cfg_table[i].name, name, len) == 0) {
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < DC_ARRAY_SIZE(known_vars); i++) {
+        if (strlen(known_vars[i]) == len && strncmp(known_vars[i], name, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+extern char **environ;
+
+dc_status_t dc_config_load(void)
+{
+    for (size_t i = 0; i < DC_ARRAY_SIZE(cfg_table); i++) {
+        const cfg_row_t *row = &cfg_table[i];
+        const char *value = getenv(row->name);
+
+        if (cfg_parse_row(row, row->dflt) != 0) {
+            return dc_error_set(DCOMM_ERR_INTERNAL, "bad default for %s", row->name);
+        }
+        if (value != NULL && cfg_parse_row(row, value) != 0) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s='%s' is not valid: %s", row->name,
+                                value, row->doc);
+        }
+    }
+    dc_log_set_level((dc_log_level_t)dc_config.log_level);
+    for (char **env = environ; env != NULL && *env != NULL; env++) {
+        const char *eq = strchr(*env, '=');
+
+        if (strncmp(*env, "DCOMM_", 6) == 0 && eq != NULL &&
+            !cfg_is_known(*env, (size_t)(eq - *env))) {
+            DC_WARN("unknown variable %.*s ignored (dcomm-info lists the settings)",
+                    (int)(eq - *env), *env);
+        }
+    }
+    return DCOMM_OK;
+}
+
+static void cfg_format(const cfg_row_t *row, char *buf, size_t cap)
+{
+    const void *field = (const char *)&dc_config + row->offset;
+    static const char *const levels[] = {"none", "error", "warn", "info", "debug", "trace"};
+
+    switch (row->type) {
+    case CFG_SIZE:
+    case CFG_DURATION_MS:
+        snprintf(buf, cap, "%" PRIu64 "%s", *(const uint64_t *)field,
+                 row->type == CFG_SIZE ? "" : "ms");
+        break;
+    case CFG_DURATION_US:
+        snprintf(buf, cap, "%" PRIu64 "us", *(const uint64_t *)field);
+        break;
+    case CFG_INT:
+        snprintf(buf, cap, "%" PRId64, *(const int64_t *)field);
+        break;
+    case CFG_BOOL:
+        snprintf(buf, cap, "%s", *(const int *)field ? "on" : "off");
+        break;
+    case CFG_STRING:
+        snprintf(buf, cap, "%s", (const char *)field);
+        break;
+    case CFG_LOG_LEVEL:
+        snprintf(buf, cap, "%s", levels[*(const int *)field]);
+        break;
+    }
+}
+
+void dc_config_print(FILE *out)
+{
+    char value[600];
+
+    for (size_t i = 0; i < DC_ARRAY_SIZE(cfg_table); i++) {
+        cfg_format(&cfg_table[i], value, sizeof(value));
+        fprintf(out, "%-24s = %-12s (default %s)\n    %s\n", cfg_table[i].name, value,
+                cfg_table[i].dflt[0] ? cfg_table[i].dflt : "\"\"", cfg_table[i].doc);
+    }
+}

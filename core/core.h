@@ -1,0 +1,117 @@
+/*
+ * Internal state of a dcomm process: identity, communicators, the user-request
+ * queue, the handle table and the coordinator thread that owns all
+ * communication.
+ */
+#ifndef DC_CORE_H
+#define DC_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "dcomm.h"
+#include "net.h"
+#include "map.h"
+#include "status.h"
+#include "store.h"
+#include "wire.h"
+
+#define DC_MAX_COMMS 256
+
+/* One collective a user submitted, queued for the coordinator. */
+typedef struct dc_op {
+    dc_wire_req_t req;    /* what is negotiated: name, coll, dtype, op, count, root, comm */
+    const void *sendbuf;
+    void *recvbuf;
+    dcomm_handle_t handle;
+    uint64_t submit_ns;
+    struct dc_op *next;   /* queue link */
+} dc_op_t;
+
+/* A communicator (process set); world is id 0. */
+typedef struct dc_comm {
+    int in_use;
+    int size;
+    int rank;          /* this process's rank in the comm, -1 when not a member */
+    int *ranks;        /* [size] world ranks in comm order */
+    uint64_t noname_seq[DC_COLL_COUNT]; /* numbering of NULL names, per op */
+} dc_comm_t;
+
+/* Handle table entry. */
+typedef struct dc_handle_slot {
+    uint32_t gen;          /* bumped on release, so stale handles are refused */
+    int in_use;
+    _Atomic int done;
+    dc_status_t status;
+    char *error;           /* message for dcomm_last_error when status < 0 */
+    char key[DC_WIRE_NAME_MAX + 16]; /* "<comm>:<name>", for the in-flight set */
+    dcomm_comm_t comm;
+    void *result;          /* allgather/alltoall/reducescatter/join output */
+    size_t result_count;
+    size_t *rank_counts;
+} dc_handle_slot_t;
+
+typedef struct dc_state {
+    /* identity */
+    int rank, size, local_rank, local_size, cross_rank, cross_size;
+    int *host_of, *local_rank_of;
+    dc_topo_t topo;
+    char job_id[64];
+    uint8_t secret[32];
+
+    dc_store_t *store;
+    int events_fd;         /* dlaunch's event channel, -1 when none */
+    dc_net_t *net;
+
+    /* everything below is guarded by lock */
+    pthread_mutex_t lock;
+    pthread_cond_t done_cond;  /* handle completions */
+    dc_comm_t comms[DC_MAX_COMMS];
+    dc_op_t *queue_head, *queue_tail;  /* submitted, not yet taken by the coordinator */
+    _Atomic int queue_nonempty;
+    dc_handle_slot_t *slots;
+    uint32_t nslots;
+    uint32_t free_hint;
+    /* keys ("<comm>:<name>") in flight, for DCOMM_ERR_DUPLICATE_NAME */
+    dc_map_t inflight;
+
+    /* life cycle */
+    pthread_t coord_thread;
+    _Atomic int shutdown_requested;
+    _Atomic int coord_exited;
+    dc_status_t fatal_status;  /* first fatal error, 0 when none */
+    char fatal_msg[1024];
+} dc_state_t;
+
+extern dc_state_t *dc_state;
+
+/* handle.c */
+/* Lock held by the caller for alloc and lookup. */
+dc_status_t dc_handle_alloc(dc_state_t *st, const char *key, dcomm_handle_t *handle_p);
+dc_handle_slot_t *dc_handle_lookup(dc_state_t *st, dcomm_handle_t handle);
+/* Completes a handle; msg is copied (NULL when status >= 0). Takes the lock. */
+void dc_handle_complete(dc_state_t *st, dcomm_handle_t handle, dc_status_t status,
+                        const char *msg);
+/* Waits (lock held) until the handle completes; NULL when it is not (or no
+ * longer) a valid handle. */
+dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle);
+void dc_handle_free_slot(dc_state_t *st, dc_handle_slot_t *slot);
+void dc_handle_table_free(dc_state_t *st);
+
+/* "<comm>:<name>": the key of a tensor among the in-flight ones. */
+void dc_op_key(char *buf, size_t cap, dcomm_comm_t comm, const char *name);
+
+/* bootstrap.c: identity (environment), store, hosts, network */
+dc_status_t dc_bootstrap_identity(dc_state_t *st);
+dc_status_t dc_bootstrap_connect(dc_state_t *st);
+void dc_bootstrap_close(dc_state_t *st);
+
+/* coord.c */
+dc_status_t dc_coord_start(dc_state_t *st);
+void dc_coord_stop(dc_state_t *st);
+/* Queues op (takes ownership) / wakes the coordinator. Lock held by caller. */
+void dc_coord_enqueue(dc_state_t *st, dc_op_t *op);
+void dc_coord_wake(dc_state_t *st);
+
+#endif

@@ -1,0 +1,314 @@
+/*
+ * Encoding and checked decoding of negotiation messages (see wire.h).
+ * Integers are little-endian; names travel without their NUL.
+ */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define WIRE_VERSION  1
+#define WIRE_HDR_LEN  16 /* magic u32, version u16, kind u16, flags u32, n u32 */
+#define WIRE_KIND_REQ 1
+#define WIRE_KIND_RSP 2
+
+static const char *const coll_names[DC_COLL_COUNT] = {
+    [DC_COLL_ALLREDUCE] = "allreduce",         [DC_COLL_BROADCAST] = "broadcast",
+    [DC_COLL_ALLGATHER] = "allgather",         [DC_COLL_ALLTOALL] = "alltoall",
+    [DC_COLL_REDUCESCATTER] = "reducescatter", [DC_COLL_BARRIER] = "barrier",
+    [DC_COLL_JOIN] = "join",
+};
+
+const char *dc_coll_name(int coll)
+{
+    return (coll >= 0 && coll < DC_COLL_COUNT) ? coll_names[coll] : "unknown";
+}
+
+void dc_wire_buf_reset(dc_wire_buf_t *buf)
+{
+    buf->len = 0;
+}
+
+void dc_wire_buf_free(dc_wire_buf_t *buf)
+{
+    free(buf->data);
+    buf->data = NULL;
+    buf->len = buf->cap = 0;
+}
+
+dc_status_t dc_wire_buf_reserve(dc_wire_buf_t *buf, size_t cap)
+{
+    size_t ncap = buf->cap ? buf->cap : 256;
+    uint8_t *data;
+
+    if (cap <= buf->cap) {
+        return DCOMM_OK;
+    }
+    if (cap > DC_WIRE_MSG_MAX) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG,
+                            "negotiation message of %zu bytes exceeds the %u-byte limit", cap,
+                            DC_WIRE_MSG_MAX);
+    }
+    while (ncap < cap) {
+        ncap *= 2;
+    }
+    data = realloc(buf->data, ncap);
+    if (data == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a %zu-byte message", ncap);
+    }
+    buf->data = data;
+    buf->cap = ncap;
+    return DCOMM_OK;
+}
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint16_t get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 3; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static dc_status_t put_header(dc_wire_buf_t *buf, uint16_t kind, uint32_t flags, uint32_t n)
+{
+    dc_status_t status = dc_wire_buf_reserve(buf, WIRE_HDR_LEN);
+
+    if (status < 0) {
+        return status;
+    }
+    put_u32(buf->data, DC_WIRE_MAGIC);
+    put_u16(buf->data + 4, WIRE_VERSION);
+    put_u16(buf->data + 6, kind);
+    put_u32(buf->data + 8, flags);
+    put_u32(buf->data + 12, n);
+    buf->len = WIRE_HDR_LEN;
+    return DCOMM_OK;
+}
+
+/* name_len u16, name, coll u8, dtype u8, op u8, 0 u8, root i32, comm i32, count u64 */
+static dc_status_t put_req(dc_wire_buf_t *buf, const dc_wire_req_t *req)
+{
+    size_t nlen = strnlen(req->name, DC_WIRE_NAME_MAX);
+    uint8_t *p;
+    dc_status_t status;
+
+    if (nlen >= DC_WIRE_NAME_MAX) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "tensor name longer than %d bytes",
+                            DC_WIRE_NAME_MAX - 1);
+    }
+    status = dc_wire_buf_reserve(buf, buf->len + 2 + nlen + 20);
+    if (status < 0) {
+        return status;
+    }
+    p = buf->data + buf->len;
+    put_u16(p, (uint16_t)nlen);
+    memcpy(p + 2, req->name, nlen);
+    p += 2 + nlen;
+    p[0] = req->coll;
+    p[1] = req->dtype;
+    p[2] = req->op;
+    p[3] = 0;
+    put_u32(p + 4, (uint32_t)req->root);
+    put_u32(p + 8, (uint32_t)req->comm);
+    put_u64(p + 12, req->count);
+    buf->len += 2 + nlen + 20;
+    return DCOMM_OK;
+}
+
+static dc_status_t malformed(const char *what)
+{
+    return dc_error_set(DCOMM_ERR_TRANSPORT, "malformed negotiation message: %s", what);
+}
+
+static dc_status_t get_header(dc_wire_reader_t *rd, const void *data, size_t len, uint16_t kind,
+                              uint32_t *flags_p, uint32_t *n_p)
+{
+    const uint8_t *p = data;
+
+    if (data == NULL || len < WIRE_HDR_LEN) {
+        return malformed("shorter than its header");
+    }
+    if (len > DC_WIRE_MSG_MAX) {
+        return malformed("longer than the message limit");
+    }
+    if (get_u32(p) != DC_WIRE_MAGIC || get_u16(p + 4) != WIRE_VERSION) {
+        return malformed("bad magic or version");
+    }
+    if (get_u16(p + 6) != kind) {
+        return malformed("unexpected message kind");
+    }
+    *flags_p = get_u32(p + 8);
+    *n_p = get_u32(p + 12);
+    /* Every entry takes at least 22 bytes: refuse counts the length cannot hold. */
+    if (*n_p > (len - WIRE_HDR_LEN) / 22) {
+        return malformed("entry count larger than the message");
+    }
+    rd->pos = p + WIRE_HDR_LEN;
+    rd->end = p + len;
+    return DCOMM_OK;
+}
+
+static dc_status_t get_req(dc_wire_reader_t *rd, dc_wire_req_t *req)
+{
+    size_t avail = (size_t)(rd->end - rd->pos);
+    uint16_t nlen;
+    const uint8_t *p;
+
+    if (avail < 2) {
+        return malformed("truncated entry");
+    }
+    nlen = get_u16(rd->pos);
+    if (nlen >= DC_WIRE_NAME_MAX) {
+        return malformed("name too long");
+    }
+    if (avail < 2u + nlen + 20u) {
+        return malformed("truncated entry");
+    }
+    memcpy(req->name, rd->pos + 2, nlen);
+    req->name[nlen] = '\0';
+    if (memchr(req->name, '\0', nlen) != NULL) {
+        return malformed("NUL byte inside a name");
+    }
+    p = rd->pos + 2 + nlen;
+    req->coll = p[0];
+    req->dtype = p[1];
+    req->op = p[2];
+    req->root = (int32_t)get_u32(p + 4);
+    req->comm = (int32_t)get_u32(p + 8);
+    req->count = get_u64(p + 12);
+    if (req->coll >= DC_COLL_COUNT || req->dtype >= DCOMM_DTYPE_COUNT ||
+        req->op >= DCOMM_OP_COUNT) {
+        return malformed("unknown collective, dtype or op");
+    }
+    rd->pos = p + 20;
+    return DCOMM_OK;
+}
+
+dc_status_t dc_wire_reqs_encode(dc_wire_buf_t *buf, uint32_t flags, const dc_wire_req_t *const *reqs,
+                                uint32_t nreqs)
+{
+    dc_status_t status = put_header(buf, WIRE_KIND_REQ, flags, nreqs);
+
+    for (uint32_t i = 0; status == DCOMM_OK && i < nreqs; i++) {
+        status = put_req(buf, reqs[i]);
+    }
+    return status;
+}
+
+dc_status_t dc_wire_reqs_begin(dc_wire_reader_t *rd, const void *data, size_t len,
+                               uint32_t *flags_p, uint32_t *nreqs_p)
+{
+    return get_header(rd, data, len, WIRE_KIND_REQ, flags_p, nreqs_p);
+}
+
+dc_status_t dc_wire_req_next(dc_wire_reader_t *rd, dc_wire_req_t *req)
+{
+    return get_req(rd, req);
+}
+
+dc_status_t dc_wire_resps_begin_encode(dc_wire_buf_t *buf, uint32_t flags)
+{
+    return put_header(buf, WIRE_KIND_RSP, flags, 0);
+}
+
+void dc_wire_set_flags(dc_wire_buf_t *buf, uint32_t flags)
+{
+    if (buf->len >= WIRE_HDR_LEN) {
+        put_u32(buf->data + 8, flags);
+    }
+}
+
+/* A response: the request, error i32, text_len u16, text. */
+dc_status_t dc_wire_resp_append(dc_wire_buf_t *buf, const dc_wire_resp_t *resp)
+{
+    size_t tlen = resp->error ? strnlen(resp->text, DC_WIRE_ERROR_MAX - 1) : 0;
+    dc_status_t status;
+    uint8_t *p;
+
+    if (buf->len < WIRE_HDR_LEN) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "response appended before the header");
+    }
+    status = put_req(buf, &resp->req);
+    if (status < 0) {
+        return status;
+    }
+    status = dc_wire_buf_reserve(buf, buf->len + 6 + tlen);
+    if (status < 0) {
+        return status;
+    }
+    p = buf->data + buf->len;
+    put_u32(p, (uint32_t)resp->error);
+    put_u16(p + 4, (uint16_t)tlen);
+    memcpy(p + 6, resp->text, tlen);
+    buf->len += 6 + tlen;
+    put_u32(buf->data + 12, get_u32(buf->data + 12) + 1);
+    return DCOMM_OK;
+}
+
+dc_status_t dc_wire_resps_begin(dc_wire_reader_t *rd, const void *data, size_t len,
+                                uint32_t *flags_p, uint32_t *nresps_p)
+{
+    return get_header(rd, data, len, WIRE_KIND_RSP, flags_p, nresps_p);
+}
+
+dc_status_t dc_wire_resp_next(dc_wire_reader_t *rd, dc_wire_resp_t *resp)
+{
+    dc_status_t status = get_req(rd, &resp->req);
+    uint16_t tlen;
+
+    if (status < 0) {
+        return status;
+    }
+    if (rd->end - rd->pos < 6) {
+        return malformed("truncated response");
+    }
+    resp->error = (int32_t)get_u32(rd->pos);
+    tlen = get_u16(rd->pos + 4);
+    if (tlen >= DC_WIRE_ERROR_MAX || (size_t)(rd->end - rd->pos) < 6u + tlen) {
+        return malformed("truncated or oversized error text");
+    }
+    if (resp->error > 0 || resp->error < DCOMM_ERR_INTERNAL) {
+        return malformed("unknown status in a response");
+    }
+    memcpy(resp->text, rd->pos + 6, tlen);
+    resp->text[tlen] = '\0';
+    rd->pos += 6 + tlen;
+    return DCOMM_OK;
+}

@@ -1,0 +1,92 @@
+/*
+ * Negotiation messages between ranks and the comm's rank 0: request lists up,
+ * response lists down. Fixed little-endian layout, length-checked on decode so
+ * a truncated or hostile message is an error, never an out-of-bounds read.
+ */
+#ifndef DC_WIRE_H
+#define DC_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#define DC_WIRE_NAME_MAX  256        /* including the NUL */
+#define DC_WIRE_ERROR_MAX 1024       /* error text of a response, including the NUL */
+#define DC_WIRE_MSG_MAX   (64u << 20) /* a larger message is refused */
+#define DC_WIRE_MAGIC     0x44434d31u /* "DCM1" */
+
+typedef enum dc_coll {
+    DC_COLL_ALLREDUCE = 0,
+    DC_COLL_BROADCAST,
+    DC_COLL_ALLGATHER,
+    DC_COLL_ALLTOALL,
+    DC_COLL_REDUCESCATTER,
+    DC_COLL_BARRIER,
+    DC_COLL_JOIN,
+    DC_COLL_COUNT
+} dc_coll_t;
+
+const char *dc_coll_name(int coll);
+
+/* What a rank asks for; identical on every rank for one tensor (else mismatch). */
+typedef struct dc_wire_req {
+    char name[DC_WIRE_NAME_MAX];
+    uint8_t coll;
+    uint8_t dtype;
+    uint8_t op;
+    int32_t root;
+    int32_t comm;
+    uint64_t count;
+} dc_wire_req_t;
+
+/* Flags of a request list (rank -> rank 0) and of a response list (back). */
+enum {
+    DC_WIRE_FLAG_SHUTDOWN = 1u << 0, /* up: this rank called dcomm_shutdown;
+                                        down: every rank did, stop after this list */
+    DC_WIRE_FLAG_IDLE = 1u << 1,     /* down: nothing pending anywhere, go idle */
+    DC_WIRE_FLAG_PENDING = 1u << 2,  /* up: this rank has requests not yet executed */
+};
+
+/* Down: bits 8.. of the flags carry the rank that asked for shutdown. */
+#define DC_WIRE_FLAG_RANK(r)     ((uint32_t)(r) << 8)
+#define DC_WIRE_FLAG_GET_RANK(f) ((int)((f) >> 8))
+
+typedef struct dc_wire_resp {
+    dc_wire_req_t req;
+    int32_t error;                   /* 0, or a negative dcomm status for this tensor */
+    char text[DC_WIRE_ERROR_MAX];    /* why, when error != 0 */
+} dc_wire_resp_t;
+
+/* A growable byte buffer, reused across cycles (no allocation in steady state). */
+typedef struct dc_wire_buf {
+    uint8_t *data;
+    size_t len, cap;
+} dc_wire_buf_t;
+
+void dc_wire_buf_reset(dc_wire_buf_t *buf);
+void dc_wire_buf_free(dc_wire_buf_t *buf);
+dc_status_t dc_wire_buf_reserve(dc_wire_buf_t *buf, size_t cap);
+
+/* Request list: header then each request. */
+dc_status_t dc_wire_reqs_encode(dc_wire_buf_t *buf, uint32_t flags, const dc_wire_req_t *const *reqs,
+                                uint32_t nreqs);
+/* Decodes the header; *nreqs_p requests follow, read one by one with next. */
+typedef struct dc_wire_reader {
+    const uint8_t *pos, *end;
+} dc_wire_reader_t;
+
+dc_status_t dc_wire_reqs_begin(dc_wire_reader_t *rd, const void *data, size_t len,
+                               uint32_t *flags_p, uint32_t *nreqs_p);
+dc_status_t dc_wire_req_next(dc_wire_reader_t *rd, dc_wire_req_t *req);
+
+/* Response list, same scheme. */
+dc_status_t dc_wire_resps_begin_encode(dc_wire_buf_t *buf, uint32_t flags);
+/* Rewrites the flags of an encoded list (known only after its entries). */
+void dc_wire_set_flags(dc_wire_buf_t *buf, uint32_t flags);
+dc_status_t dc_wire_resp_append(dc_wire_buf_t *buf, const dc_wire_resp_t *resp);
+dc_status_t dc_wire_resps_begin(dc_wire_reader_t *rd, const void *data, size_t len,
+                                uint32_t *flags_p, uint32_t *nresps_p);
+dc_status_t dc_wire_resp_next(dc_wire_reader_t *rd, dc_wire_resp_t *resp);
+
+#endif

@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs what dcomm needs to build (Debian 12, as root), then builds it into
+# build/ (or $DCOMM_BUILD_DIR). Extra arguments go to cmake's configure step.
+set -eu
+cd "$(dirname "$0")/.."
+packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-dev procps"
+missing=""
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing
+fi
+build=${DCOMM_BUILD_DIR:-build}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="${CFLAGS:-} -Werror" "$@"
+cmake --build "$build" -j"$(nproc)"

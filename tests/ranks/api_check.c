@@ -1,0 +1,129 @@
+/*
+ * The ABI's contract around the collectives: argument checks name the bad
+ * argument, handles are safe against double release and forgery, NULL names
+ * are numbered per comm, a duplicate in-flight name is refused, broadcast from
+ * every root, barrier, blocking and async forms, and unimplemented calls say so.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "rank_util.h"
+
+static int failures;
+
+#define EXPECT(cond, ...)                                                                  \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "rank %d: line %d: ", dcomm_rank(), __LINE__);                 \
+            fprintf(stderr, __VA_ARGS__);                                                  \
+            fprintf(stderr, " (last error: %s)\n", dcomm_last_error());                    \
+            failures++;                                                                    \
+        }                                                                                  \
+    } while (0)
+
+static void check_args(void)
+{
+    float x[4] = {0};
+    dcomm_handle_t h = 0;
+    int done = 0;
+
+    EXPECT(dcomm_allreduce_async(DCOMM_COMM_WORLD, "a", NULL, x, 4, DCOMM_FLOAT32, DCOMM_SUM, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "sendbuf"), "NULL sendbuf");
+    EXPECT(dcomm_allreduce_async(DCOMM_COMM_WORLD, "a", x, x, 4, (dcomm_dtype_t)42, DCOMM_SUM, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "dtype"), "bad dtype");
+    EXPECT(dcomm_allreduce_async(DCOMM_COMM_WORLD, "a", x, x, 4, DCOMM_FLOAT32, (dcomm_op_t)9, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "op"), "bad op");
+    EXPECT(dcomm_allreduce_async(7, "a", x, x, 4, DCOMM_FLOAT32, DCOMM_SUM, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "comm"), "bad comm");
+    EXPECT(dcomm_allreduce_async(DCOMM_COMM_WORLD, "a", x, x, 4, DCOMM_FLOAT32, DCOMM_SUM, NULL) ==
+               DCOMM_ERR_INVALID_ARG, "NULL handle_p");
+    EXPECT(dcomm_broadcast_async(DCOMM_COMM_WORLD, "b", x, 4, DCOMM_FLOAT32, dcomm_size(), &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "root"), "bad root");
+    EXPECT(dcomm_poll(0, &done) == DCOMM_ERR_INVALID_ARG, "poll of handle 0");
+    EXPECT(dcomm_poll(0xdeadbeef12345ull, &done) == DCOMM_ERR_INVALID_ARG, "forged handle");
+    EXPECT(dcomm_wait(0x100000001ull) == DCOMM_ERR_INVALID_ARG, "wait of unknown handle");
+    EXPECT(dcomm_release(12345) == DCOMM_ERR_INVALID_ARG, "release of unknown handle");
+    EXPECT(dcomm_comm_destroy(DCOMM_COMM_WORLD) == DCOMM_ERR_INVALID_ARG, "destroy world");
+    EXPECT(dcomm_allgather_async(DCOMM_COMM_WORLD, "g", x, 1, DCOMM_FLOAT32, &h) ==
+               DCOMM_ERR_UNSUPPORTED && strstr(dcomm_last_error(), "not implemented"),
+           "allgather reports that it is not implemented");
+}
+
+static void check_handles(int rank, int size)
+{
+    float x[8], y[8];
+    dcomm_handle_t h1, h2, h3;
+    int done = -1;
+
+    for (int i = 0; i < 8; i++) {
+        x[i] = (float)(rank * 10 + i);
+    }
+    CHECK_OK(dcomm_allreduce_async(DCOMM_COMM_WORLD, "h.one", x, y, 8, DCOMM_FLOAT32, DCOMM_MAX,
+                                   &h1));
+    EXPECT(dcomm_allreduce_async(DCOMM_COMM_WORLD, "h.one", x, y, 8, DCOMM_FLOAT32, DCOMM_MAX,
+                                 &h2) == DCOMM_ERR_DUPLICATE_NAME &&
+               strstr(dcomm_last_error(), "h.one"),
+           "duplicate in-flight name");
+    EXPECT(dcomm_poll(h1, &done) == DCOMM_OK && (done == 0 || done == 1), "poll");
+    CHECK_OK(dcomm_wait(h1));
+    EXPECT(dcomm_poll(h1, &done) == DCOMM_OK && done == 1, "poll after wait");
+    for (int i = 0; i < 8; i++) {
+        EXPECT(y[i] == (float)((size - 1) * 10 + i), "MAX result at %d: %g", i, y[i]);
+    }
+    CHECK_OK(dcomm_release(h1));
+    EXPECT(dcomm_release(h1) == DCOMM_ERR_INVALID_ARG, "double release");
+    EXPECT(dcomm_poll(h1, &done) == DCOMM_ERR_INVALID_ARG, "poll of released handle");
+
+    /* NULL names: numbered in call order, the same on every rank. */
+    CHECK_OK(dcomm_allreduce_async(DCOMM_COMM_WORLD, NULL, x, x, 8, DCOMM_FLOAT32, DCOMM_SUM, &h2));
+    CHECK_OK(dcomm_allreduce_async(DCOMM_COMM_WORLD, NULL, y, y, 8, DCOMM_FLOAT32, DCOMM_SUM, &h3));
+    /* Release while in flight waits for completion. */
+    CHECK_OK(dcomm_release(h3));
+    CHECK_OK(dcomm_wait(h2));
+    CHECK_OK(dcomm_release(h2));
+}
+
+static void check_broadcast(int rank, int size)
+{
+    int64_t v[1000];
+
+    for (int root = 0; root < size; root++) {
+        char name[32];
+
+        for (int i = 0; i < 1000; i++) {
+            v[i] = rank == root ? (int64_t)root * 1000000 + i : -1;
+        }
+        snprintf(name, sizeof(name), "bcast.%d", root);
+        CHECK_OK(dcomm_broadcast(DCOMM_COMM_WORLD, name, v, 1000, DCOMM_INT64, root));
+        for (int i = 0; i < 1000; i++) {
+            if (v[i] != (int64_t)root * 1000000 + i) {
+                EXPECT(0, "broadcast from %d wrong at %d", root, i);
+                break;
+            }
+        }
+    }
+    CHECK_OK(dcomm_barrier(DCOMM_COMM_WORLD));
+}
+
+int main(void)
+{
+    int rank, size;
+
+    EXPECT(dcomm_rank() == -1 && dcomm_is_initialized() == 0, "identity before init");
+    EXPECT(dcomm_barrier(DCOMM_COMM_WORLD) == DCOMM_ERR_NOT_INITIALIZED, "barrier before init");
+    CHECK_OK(dcomm_init());
+    CHECK_OK(dcomm_init()); /* a no-op */
+    rank = dcomm_rank();
+    size = dcomm_size();
+    EXPECT(rank >= 0 && rank < size && dcomm_local_rank() >= 0 && dcomm_cross_size() >= 1,
+           "identity");
+    check_args();
+    check_handles(rank, size);
+    check_broadcast(rank, size);
+    CHECK_OK(dcomm_shutdown());
+    EXPECT(dcomm_shutdown() == DCOMM_ERR_NOT_INITIALIZED, "second shutdown");
+    if (failures == 0 && rank == 0) {
+        printf("api check passed on %d ranks\n", size);
+    }
+    return failures ? 1 : 0;
+}

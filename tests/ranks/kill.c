@@ -1,0 +1,56 @@
+/*
+ * The last rank kills itself with SIGKILL in a loop of allreduces. Every other
+ * rank must see DCOMM_ERR_PEER_LOST within DCOMM_TIMEOUT and say so; SIGTERM
+ * from dlaunch is ignored so that the library's own error path is what ends
+ * the survivors. The driver (kill_test.sh) checks dlaunch's verdict.
+ */
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rank_util.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int main(void)
+{
+    static float buf[1 << 16];
+    int rank, size;
+
+    signal(SIGTERM, SIG_IGN);
+    CHECK_OK(dcomm_init());
+    rank = dcomm_rank();
+    size = dcomm_size();
+    for (int it = 0;; it++) {
+        double t0 = now_s();
+        dcomm_status_t s;
+
+        if (rank == size - 1 && it == 20) {
+            raise(SIGKILL);
+        }
+        s = dcomm_allreduce(DCOMM_COMM_WORLD, "kill.loop", buf, buf, sizeof(buf) / sizeof(float),
+                            DCOMM_FLOAT32, DCOMM_SUM);
+        if (s == DCOMM_OK) {
+            continue;
+        }
+        printf("rank %d: iteration %d: %s after %.0f ms: %s\n", rank, it, dcomm_status_string(s),
+               (now_s() - t0) * 1e3, dcomm_last_error());
+        fflush(stdout);
+        if (now_s() - t0 > 10.0) {
+            fprintf(stderr, "rank %d: the error took longer than DCOMM_TIMEOUT\n", rank);
+            return 1;
+        }
+        /* A later call must fail the same way, at once. */
+        s = dcomm_allreduce(DCOMM_COMM_WORLD, "kill.after", buf, buf, 4, DCOMM_FLOAT32, DCOMM_SUM);
+        printf("rank %d: next call: %s\n", rank, dcomm_status_string(s));
+        dcomm_shutdown();
+        return s == DCOMM_ERR_PEER_LOST ? 0 : 1;
+    }
+}

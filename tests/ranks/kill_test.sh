@@ -1,0 +1,27 @@
+#!/bin/sh
+# Runs kill.c through dlaunch and checks: dlaunch exits non-zero naming the
+# killed rank; every survivor got DCOMM_ERR_PEER_LOST (twice: the pending call
+# and the next one); no rank process and no /dev/shm file is left behind.
+# usage: kill_test.sh DLAUNCH KILL_PROG NP [TRANSPORTS]
+set -u
+dlaunch=$1 prog=$2 np=$3
+out=$(mktemp) err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+shm_before=$(ls /dev/shm | wc -l)
+DCOMM_TRANSPORTS=${4:-} DCOMM_TIMEOUT=10s timeout 60 "$dlaunch" -np "$np" "$prog" >"$out" 2>"$err"
+rc=$?
+cat "$out"; cat "$err" >&2
+fail() { echo "FAIL: $*" >&2; exit 1; }
+[ "$rc" -ne 0 ] || fail "dlaunch exited 0"
+[ "$rc" -ne 124 ] || fail "the job hung (timeout)"
+last=$((np - 1))
+grep -q "rank $last killed by signal 9" "$err" || fail "dlaunch did not name rank $last"
+survivors=$(grep -c "PEER_LOST\|a peer rank was lost" "$out")
+[ "$(grep -c ': a peer rank was lost after' "$out")" -eq "$last" ] ||
+    fail "expected $last survivors to report PEER_LOST, output above"
+[ "$(grep -c 'next call: a peer rank was lost' "$out")" -eq "$last" ] ||
+    fail "later calls did not fail with PEER_LOST"
+sleep 0.5
+pgrep -f "$prog" >/dev/null && fail "rank processes left behind"
+[ "$(ls /dev/shm | wc -l)" -le "$shm_before" ] || fail "files left in /dev/shm"
+echo "kill test passed ($survivors survivor lines)"

@@ -1,0 +1,201 @@
+/* Negotiation messages: round trips, and every kind of malformed input is
+ * refused without reading out of bounds (run under ASan in CI). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "wire.h"
+
+static dc_wire_req_t make_req(const char *name, int coll, uint64_t count)
+{
+    dc_wire_req_t r;
+
+    memset(&r, 0, sizeof(r));
+    snprintf(r.name, sizeof(r.name), "%s", name);
+    r.coll = (uint8_t)coll;
+    r.dtype = DCOMM_BFLOAT16;
+    r.op = DCOMM_MAX;
+    r.root = 3;
+    r.comm = 0;
+    r.count = count;
+    return r;
+}
+
+static void test_reqs_roundtrip(void **state)
+{
+    dc_wire_req_t a = make_req("grad.conv1.weight", DC_COLL_ALLREDUCE, 1ull << 40);
+    dc_wire_req_t b = make_req("b", DC_COLL_BROADCAST, 0);
+    const dc_wire_req_t *list[] = {&a, &b};
+    dc_wire_buf_t buf = {0};
+    dc_wire_reader_t rd;
+    dc_wire_req_t out;
+    uint32_t flags, n;
+
+    (void)state;
+    assert_int_equal(dc_wire_reqs_encode(&buf, DC_WIRE_FLAG_SHUTDOWN, list, 2), DCOMM_OK);
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(flags, DC_WIRE_FLAG_SHUTDOWN);
+    assert_int_equal(n, 2);
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_OK);
+    assert_string_equal(out.name, a.name);
+    assert_int_equal(out.count, a.count);
+    assert_int_equal(out.dtype, DCOMM_BFLOAT16);
+    assert_int_equal(out.op, DCOMM_MAX);
+    assert_int_equal(out.root, 3);
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_OK);
+    assert_string_equal(out.name, "b");
+    assert_int_equal(out.coll, DC_COLL_BROADCAST);
+    /* Reading past the announced entries fails cleanly. */
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_ERR_TRANSPORT);
+    dc_wire_buf_free(&buf);
+}
+
+static void test_resps_roundtrip(void **state)
+{
+    dc_wire_buf_t buf = {0};
+    dc_wire_resp_t r, out;
+    dc_wire_reader_t rd;
+    uint32_t flags, n;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    r.req = make_req("t", DC_COLL_ALLREDUCE, 7);
+    assert_int_equal(dc_wire_resps_begin_encode(&buf, 0), DCOMM_OK);
+    assert_int_equal(dc_wire_resp_append(&buf, &r), DCOMM_OK);
+    r.error = DCOMM_ERR_MISMATCH;
+    snprintf(r.text, sizeof(r.text), "ranks disagree on the count");
+    assert_int_equal(dc_wire_resp_append(&buf, &r), DCOMM_OK);
+    dc_wire_set_flags(&buf, DC_WIRE_FLAG_SHUTDOWN | DC_WIRE_FLAG_RANK(5));
+    assert_int_equal(dc_wire_resps_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(DC_WIRE_FLAG_GET_RANK(flags), 5);
+    assert_true(flags & DC_WIRE_FLAG_SHUTDOWN);
+    assert_int_equal(dc_wire_resp_next(&rd, &out), DCOMM_OK);
+    assert_int_equal(out.error, 0);
+    assert_int_equal(dc_wire_resp_next(&rd, &out), DCOMM_OK);
+    assert_int_equal(out.error, DCOMM_ERR_MISMATCH);
+    assert_string_equal(out.text, "ranks disagree on the count");
+    /* A request list is not a response list. */
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_ERR_TRANSPORT);
+    dc_wire_buf_free(&buf);
+}
+
+/* Every truncation of a valid message is refused or yields only whole entries. */
+static void test_truncated(void **state)
+{
+    dc_wire_req_t a = make_req("some.tensor", DC_COLL_ALLREDUCE, 99);
+    const dc_wire_req_t *list[] = {&a, &a, &a};
+    dc_wire_buf_t buf = {0};
+
+    (void)state;
+    assert_int_equal(dc_wire_reqs_encode(&buf, 0, list, 3), DCOMM_OK);
+    for (size_t len = 0; len < buf.len; len++) {
+        uint8_t *copy = malloc(len ? len : 1); /* exact size: ASan catches overreads */
+        dc_wire_reader_t rd;
+        dc_wire_req_t out;
+        uint32_t flags, n;
+        dc_status_t s;
+
+        memcpy(copy, buf.data, len);
+        s = dc_wire_reqs_begin(&rd, copy, len, &flags, &n);
+        if (s == DCOMM_OK) {
+            uint32_t ok = 0;
+
+            while (ok < n && dc_wire_req_next(&rd, &out) == DCOMM_OK) {
+                ok++;
+            }
+            assert_true(ok < n); /* something was missing, and it was noticed */
+        }
+        free(copy);
+    }
+    dc_wire_buf_free(&buf);
+}
+
+static void test_hostile(void **state)
+{
+    dc_wire_req_t a = make_req("x", DC_COLL_ALLREDUCE, 1);
+    const dc_wire_req_t *list[] = {&a};
+    dc_wire_buf_t buf = {0};
+    dc_wire_reader_t rd;
+    dc_wire_req_t out;
+    uint32_t flags, n;
+
+    (void)state;
+    assert_int_equal(dc_wire_reqs_encode(&buf, 0, list, 1), DCOMM_OK);
+    /* Entry count far beyond what the length can hold. */
+    buf.data[12] = 0xff;
+    buf.data[13] = 0xff;
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_ERR_TRANSPORT);
+    buf.data[12] = 1;
+    buf.data[13] = 0;
+    /* Name length beyond the limit. */
+    buf.data[16] = 0xff;
+    buf.data[17] = 0xff;
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_ERR_TRANSPORT);
+    buf.data[16] = 1;
+    buf.data[17] = 0;
+    /* Unknown dtype. */
+    buf.data[16 + 2 + 1 + 1] = 200;
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_ERR_TRANSPORT);
+    /* Bad magic, NULL data, oversized length. */
+    buf.data[0] ^= 1;
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_ERR_TRANSPORT);
+    assert_int_equal(dc_wire_reqs_begin(&rd, NULL, 100, &flags, &n), DCOMM_ERR_TRANSPORT);
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, (size_t)DC_WIRE_MSG_MAX + 1, &flags, &n),
+                     DCOMM_ERR_TRANSPORT);
+    /* Random bytes never crash the decoder. */
+    srand(7);
+    for (int round = 0; round < 2000; round++) {
+        size_t len = (size_t)(rand() % 96);
+        uint8_t *junk = malloc(len ? len : 1);
+
+        for (size_t i = 0; i < len; i++) {
+            junk[i] = (uint8_t)rand();
+        }
+        if (len >= 8 && round % 2) { /* a valid header now and then */
+            memcpy(junk, buf.data, 8);
+            junk[0] ^= 1;
+            junk[0] ^= 1;
+            junk[0] = (uint8_t)(DC_WIRE_MAGIC & 0xff);
+        }
+        if (dc_wire_resps_begin(&rd, junk, len, &flags, &n) == DCOMM_OK) {
+            dc_wire_resp_t r;
+
+            for (uint32_t i = 0; i < n && dc_wire_resp_next(&rd, &r) == DCOMM_OK; i++) {
+            }
+        }
+        free(junk);
+    }
+    dc_wire_buf_free(&buf);
+}
+
+static void test_name_limit(void **state)
+{
+    dc_wire_req_t a = make_req("", DC_COLL_ALLREDUCE, 1);
+    const dc_wire_req_t *list[] = {&a};
+    dc_wire_buf_t buf = {0};
+
+    (void)state;
+    memset(a.name, 'n', sizeof(a.name)); /* no NUL: too long */
+    assert_int_equal(dc_wire_reqs_encode(&buf, 0, list, 1), DCOMM_ERR_INVALID_ARG);
+    dc_wire_buf_free(&buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reqs_roundtrip), cmocka_unit_test(test_resps_roundtrip),
+        cmocka_unit_test(test_truncated),      cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_name_limit),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,787 @@
+/*
+ * The shm transport: peers on one host exchange messages through SPSC byte rings
+ * in shared memory (layout in shm.h), streaming messages larger than a ring, and
+ * wake each other through the receiver's doorbell futex.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "shm.h"
+#include "dc_time.h"
+#include "transport.h"
+
+#define SHM_CHUNK (256u << 10) /* publish head/tail this often while streaming */
+
+typedef struct shm_ep {
+    dc_endpoint_t super;
+    pid_t pid;
+    int pidfd; /* -1: fall back to kill(pid, 0) */
+    dc_shm_seg_t *seg; /* the peer's segment (ours for a self peer) */
+    size_t seg_size;
+    dc_shm_ring_t *tx; /* our ring in the peer's segment */
+    uint8_t *tx_data;
+    uint64_t tx_mask;
+    uint64_t tx_head; /* producer's own copy */
+    dc_shm_ring_t *rx; /* the peer's ring in our segment */
+    uint8_t *rx_data;
+    uint64_t rx_mask;
+    uint64_t rx_tail; /* consumer's own copy */
+    /* sends: [sends, send_cur) are fully in the ring, awaiting completion */
+    dc_request_t *sends, *sends_tail, *send_cur;
+    int send_hdr_done; /* send_cur's header is in the ring */
+    dc_request_t *recvs, *recvs_tail;
+    /* the inbound message being consumed */
+    int rx_active;
+    int rx_discard; /* its receive failed: drop the payload */
+    uint64_t rx_len, rx_left;
+    int connected;
+    int dead;
+} shm_ep_t;
+
+struct dc_transport {
+    int rank;
+    int timeout_ms;
+    dc_shm_seg_t *seg;
+    size_t seg_size;
+    int memfd;
+    int npeers;
+    shm_ep_t *eps; /* [npeers], in boot->peers order */
+};
+
+static void queue_push(dc_request_t **head, dc_request_t **tail, dc_request_t *req)
+{
+    req->next = NULL;
+    if (*tail != NULL) {
+        (*tail)->next = req;
+    } else {
+        *head = req;
+    }
+    *tail = req;
+}
+
+static dc_request_t *queue_pop(dc_request_t **head, dc_request_t **tail)
+{
+    dc_request_t *req = *head;
+
+    *head = req->next;
+    if (*head == NULL) {
+        *tail = NULL;
+    }
+    req->next = NULL;
+    return req;
+}
+
+static void ring_put(uint8_t *data, uint64_t mask, uint64_t pos, const void *src, size_t n)
+{
+    size_t off = (size_t)(pos & mask);
+    size_t first = DC_MIN(n, (size_t)(mask + 1) - off);
+
+    if (n == 0) {
+        return;
+    }
+    memcpy(data + off, src, first);
+    if (n > first) {
+        memcpy(data, (const uint8_t *)src + first, n - first);
+    }
+}
+
+static void ring_get(const uint8_t *data, uint64_t mask, uint64_t pos, void *dst, size_t n)
+{
+    size_t off = (size_t)(pos & mask);
+    size_t first = DC_MIN(n, (size_t)(mask + 1) - off);
+
+    if (n == 0) {
+        return;
+    }
+    memcpy(dst, data + off, first);
+    if (n > first) {
+        memcpy((uint8_t *)dst + first, data, n - first);
+    }
+}
+
+/* DCOMM_SHM_RING_SIZE ("64K", "4M", bytes), rounded up to a power of two; by
+ * default 4 MiB, less when many peers would make the segment too large. */
+static dc_status_t ring_size_get(int nrings, uint64_t *size_p)
+{
+    const char *text = getenv("DCOMM_SHM_RING_SIZE");
+    uint64_t size = DC_SHM_RING_DEFAULT;
+
+    if (text != NULL && *text != '\0') {
+        char *end;
+        unsigned long long v = strtoull(text, &end, 10);
+
+        const char *units = "kKmMgG";
+        const char *unit = (*end != '\0') ? strchr(units, *end) : NULL;
+        if (unit != NULL) {
+            v = (v > DC_SHM_RING_MAX) ? v : v << (10 * (1 + (unit - units) / 2)); /* no wrap */
+            end++;
+        }
+        if (end == text || (*end != '\0' && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0) ||
+            v < DC_SHM_RING_MIN || v > DC_SHM_RING_MAX) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG,
+                                "shm: DCOMM_SHM_RING_SIZE='%s' is not a size between %u and %u "
+                                "bytes",
+                                text, DC_SHM_RING_MIN, DC_SHM_RING_MAX);
+        }
+        size = v;
+    } else {
+        while (nrings > 0 && size > 256u * 1024u && size * (uint64_t)nrings > DC_SHM_SEG_BUDGET) {
+            size /= 2;
+        }
+    }
+    uint64_t pow2 = DC_SHM_RING_MIN;
+    while (pow2 < size) {
+        pow2 *= 2;
+    }
+    *size_p = pow2;
+    return DCOMM_OK;
+}
+
+static size_t seg_data_offset(int nrings)
+{
+    size_t hdr = sizeof(dc_shm_seg_t) + (size_t)nrings * sizeof(dc_shm_ring_t);
+
+    return (hdr + 4095) & ~(size_t)4095;
+}
+
+static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
+{
+    uint64_t ring_size = 0;
+    dc_status_t status = ring_size_get(npeers, &ring_size);
+
+    if (status < 0) {
+        return status;
+    }
+    size_t size = seg_data_offset(npeers) + (size_t)npeers * ring_size;
+
+    tp->memfd = memfd_create("dcomm-shm", MFD_CLOEXEC);
+    if (tp->memfd < 0) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: memfd_create failed: %s", strerror(errno));
+    }
+    if (ftruncate(tp->memfd, (off_t)size) != 0) {
+        status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: cannot size segment to %zu bytes: %s",
+                              size, strerror(errno));
+        goto err_close;
+    }
+    void *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, tp->memfd, 0);
+    if (addr == MAP_FAILED) {
+        status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: cannot map %zu bytes: %s", size,
+                              strerror(errno));
+        goto err_close;
+    }
+    tp->seg = addr;
+    tp->seg_size = size;
+    tp->seg->magic = DC_SHM_MAGIC;
+    tp->seg->version = DC_SHM_VERSION;
+    tp->seg->rank = tp->rank;
+    tp->seg->pid = (int32_t)getpid();
+    tp->seg->nrings = (uint32_t)npeers;
+    tp->seg->ring_size = ring_size;
+    tp->seg->size = size;
+    for (int i = 0; i < npeers; i++) {
+        tp->seg->rings[i].sender = peers[i];
+        tp->seg->rings[i].data_offset = seg_data_offset(npeers) + (size_t)i * ring_size;
+    }
+    return DCOMM_OK;
+
+err_close:
+    close(tp->memfd);
+    tp->memfd = -1;
+    return status;
+}
+
+/* Maps a peer's segment and finds the ring it keeps for us. */
+static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_addr_t *addr)
+{
+    int peer = ep->super.peer;
+    char path[64];
+    struct stat st;
+    dc_status_t status;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)addr->pid, (int)addr->fd);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: cannot open rank %d's segment %s: %s",
+                            peer, path, strerror(errno));
+    }
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != addr->size) {
+        status = dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment %s has the wrong size",
+                              peer, path);
+        goto out;
+    }
+    void *map = mmap(NULL, addr->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    if (map == MAP_FAILED) {
+        status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: cannot map rank %d's segment: %s", peer,
+                              strerror(errno));
+        goto out;
+    }
+    ep->seg = map;
+    ep->seg_size = addr->size;
+    if (ep->seg->magic != DC_SHM_MAGIC || ep->seg->version != DC_SHM_VERSION ||
+        ep->seg->rank != peer || ep->seg->pid != addr->pid || ep->seg->size != addr->size) {
+        status = dc_error_set(DCOMM_ERR_TRANSPORT,
+                              "shm: %s is not rank %d's segment (stale address or version "
+                              "mismatch)",
+                              path, peer);
+        goto out;
+    }
+    status = dc_error_set(DCOMM_ERR_MISMATCH, "shm: rank %d does not list rank %d as a peer",
+                          peer, tp->rank);
+    for (uint32_t i = 0; i < ep->seg->nrings; i++) {
+        if (ep->seg->rings[i].sender == tp->rank) {
+            ep->tx = &ep->seg->rings[i];
+            ep->tx_data = (uint8_t *)ep->seg + ep->tx->data_offset;
+            ep->tx_mask = ep->seg->ring_size - 1;
+            ep->tx_head = atomic_load_explicit(&ep->tx->head, memory_order_relaxed);
+            status = DCOMM_OK;
+            break;
+        }
+    }
+out:
+    close(fd);
+    return status;
+}
+
+static dc_status_t ep_open(dc_transport_t *tp, const dc_bootstrap_t *boot, int idx,
+                           uint64_t deadline)
+{
+    shm_ep_t *ep = &tp->eps[idx];
+    int peer = boot->peers[idx];
+    dc_shm_addr_t addr;
+    char key[64];
+    size_t len;
+    dc_status_t status;
+
+    ep->super.ops = &dc_transport_shm_ops;
+    ep->super.tp = tp;
+    ep->super.peer = peer;
+    ep->pidfd = -1;
+    ep->rx = &tp->seg->rings[idx];
+    ep->rx_data = (uint8_t *)tp->seg + ep->rx->data_offset;
+    ep->rx_mask = tp->seg->ring_size - 1;
+    if (peer == tp->rank) {
+        ep->seg = tp->seg;
+        ep->pid = getpid();
+        ep->tx = ep->rx;
+        ep->tx_data = ep->rx_data;
+        ep->tx_mask = ep->rx_mask;
+        return DCOMM_OK;
+    }
+    snprintf(key, sizeof(key), "shm/%d", peer);
+    int left_ms = (int)((deadline - DC_MIN(deadline, dc_now_ns())) / 1000000ull);
+    status = dc_store_get(boot->store, key, &addr, sizeof(addr), &len,
+                          boot->timeout_ms <= 0 ? 0 : DC_MAX(left_ms, 1));
+    if (status < 0) {
+        return status;
+    }
+    if (len != sizeof(addr) || addr.magic != DC_SHM_MAGIC) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: bad address record for rank %d", peer);
+    }
+    ep->pid = addr.pid;
+    status = ep_map_peer(tp, ep, &addr);
+    if (status < 0) {
+        return status;
+    }
+#ifdef SYS_pidfd_open
+    ep->pidfd = (int)syscall(SYS_pidfd_open, ep->pid, 0);
+#endif
+    return DCOMM_OK;
+}
+
+static dc_status_t check_peers(const dc_bootstrap_t *boot)
+{
+    const dc_topo_t *topo = boot->topo;
+
+    for (int i = 0; i < boot->npeers; i++) {
+        int p = boot->peers[i];
+
+        if (p < 0 || p >= topo->size) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "shm: peer rank %d out of range [0, %d)",
+                                p, topo->size);
+        }
+        if (topo->host_of != NULL && topo->host_of[p] != topo->host_of[topo->rank]) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "shm: rank %d is not on rank %d's host", p,
+                                topo->rank);
+        }
+        for (int j = 0; j < i; j++) {
+            if (boot->peers[j] == p) {
+                return dc_error_set(DCOMM_ERR_INVALID_ARG, "shm: rank %d listed twice", p);
+            }
+        }
+    }
+    return DCOMM_OK;
+}
+
+/* A barrier name that only this set of ranks shares: FNV-1a over the sorted set. */
+static void barrier_name(const dc_bootstrap_t *boot, char *name, size_t cap)
+{
+    uint64_t hash = 1469598103934665603ull;
+    int n = 0, prev = -1;
+
+    for (;;) { /* ascending walk over peers plus self without sorting a copy */
+        int next = -1;
+        if (boot->topo->rank > prev) {
+            next = boot->topo->rank;
+        }
+        for (int i = 0; i < boot->npeers; i++) {
+            if (boot->peers[i] > prev && (next < 0 || boot->peers[i] < next)) {
+                next = boot->peers[i];
+            }
+        }
+        if (next < 0) {
+            break;
+        }
+        for (int b = 0; b < 4; b++) {
+            hash = (hash ^ (uint8_t)((uint32_t)next >> (8 * b))) * 1099511628211ull;
+        }
+        prev = next;
+        n++;
+    }
+    snprintf(name, cap, "shm/open/%d/%016llx", n, (unsigned long long)hash);
+}
+
+static int barrier_size(const dc_bootstrap_t *boot)
+{
+    int n = 1;
+
+    for (int i = 0; i < boot->npeers; i++) {
+        n += (boot->peers[i] != boot->topo->rank);
+    }
+    return n;
+}
+
+static void shm_tp_close(dc_transport_t *tp);
+
+static dc_status_t shm_tp_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p)
+{
+    dc_status_t status;
+    char key[64], name[96];
+
+    if (boot == NULL || boot->topo == NULL || boot->store == NULL ||
+        (boot->npeers > 0 && boot->peers == NULL) || boot->npeers < 0) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "shm: incomplete bootstrap");
+    }
+    status = check_peers(boot);
+    if (status < 0) {
+        return status;
+    }
+    uint64_t deadline = dc_deadline_ms(boot->timeout_ms);
+    dc_transport_t *tp = calloc(1, sizeof(*tp));
+    if (tp == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: out of memory");
+    }
+    tp->rank = boot->topo->rank;
+    tp->timeout_ms = boot->timeout_ms;
+    tp->memfd = -1;
+    tp->eps = calloc((size_t)DC_MAX(boot->npeers, 1), sizeof(*tp->eps));
+    if (tp->eps == NULL) {
+        status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: out of memory");
+        goto err;
+    }
+    DC_CHECK_GOTO(seg_create(tp, boot->peers, boot->npeers), status, err);
+    dc_shm_addr_t addr = {.magic = DC_SHM_MAGIC, .pid = (int32_t)getpid(), .fd = tp->memfd,
+                          .size = tp->seg_size};
+    snprintf(key, sizeof(key), "shm/%d", tp->rank);
+    DC_CHECK_GOTO(dc_store_set(boot->store, key, &addr, sizeof(addr)), status, err);
+    for (int i = 0; i < boot->npeers; i++) {
+        tp->npeers = i + 1; /* close() cleans up what is mapped so far */
+        DC_CHECK_GOTO(ep_open(tp, boot, i, deadline), status, err);
+    }
+    if (barrier_size(boot) > 1) {
+        /* Nobody may exit (closing its memfd) before every peer has opened it. */
+        barrier_name(boot, name, sizeof(name));
+        int left_ms = (int)((deadline - DC_MIN(deadline, dc_now_ns())) / 1000000ull);
+        DC_CHECK_GOTO(dc_store_barrier(boot->store, name, barrier_size(boot),
+                                       boot->timeout_ms <= 0 ? 0 : DC_MAX(left_ms, 1)),
+                      status, err);
+    }
+    close(tp->memfd); /* the mappings keep the memory; nothing to remove at exit */
+    tp->memfd = -1;
+    DC_DEBUG("shm: rank %d open, %d peers, ring %llu bytes, segment %zu bytes", tp->rank,
+             tp->npeers, (unsigned long long)tp->seg->ring_size, tp->seg_size);
+    *tp_p = tp;
+    return DCOMM_OK;
+
+err:
+    shm_tp_close(tp);
+    return status;
+}
+
+static dc_status_t shm_connect(dc_transport_t *tp, int peer, dc_endpoint_t **ep_p)
+{
+    for (int i = 0; i < tp->npeers; i++) {
+        if (tp->eps[i].super.peer == peer) {
+            tp->eps[i].connected = 1;
+            *ep_p = &tp->eps[i].super;
+            return DCOMM_OK;
+        }
+    }
+    return dc_error_set(DCOMM_ERR_INVALID_ARG, "shm: rank %d is not a shm peer of rank %d", peer,
+                        tp->rank);
+}
+
+/* Streams queued sends into the peer's ring; returns the chunks moved. */
+static int ep_send_move(shm_ep_t *ep)
+{
+    uint64_t size = ep->tx_mask + 1;
+    uint64_t published = ep->tx_head;
+    int events = 0, waiting = 0;
+
+    while (ep->send_cur != NULL) {
+        dc_request_t *req = ep->send_cur;
+        uint64_t tail = atomic_load(&ep->tx->tail); /* seq_cst: pairs with sender_waiting */
+        uint64_t space = size - (ep->tx_head - tail);
+
+        if (space < (ep->send_hdr_done ? 1 : sizeof(dc_shm_msg_hdr_t))) {
+            if (waiting) {
+                break;
+            }
+            /* Ask for a doorbell when space frees up, then look once more:
+             * the receiver stores tail before it reads the flag (seq_cst on
+             * both sides), so one of us sees the other. */
+            atomic_store(&ep->tx->sender_waiting, 1);
+            waiting = 1;
+            continue;
+        }
+        if (!ep->send_hdr_done) {
+            dc_shm_msg_hdr_t hdr = {.tag = req->tag, .len = req->len};
+
+            ring_put(ep->tx_data, ep->tx_mask, ep->tx_head, &hdr, sizeof(hdr));
+            ep->tx_head += sizeof(hdr);
+            space -= sizeof(hdr);
+            ep->send_hdr_done = 1;
+        }
+        size_t n = (size_t)DC_MIN((uint64_t)(req->len - req->done), DC_MIN(space, SHM_CHUNK));
+        ring_put(ep->tx_data, ep->tx_mask, ep->tx_head, (const uint8_t *)req->buf + req->done, n);
+        ep->tx_head += n;
+        req->done += n;
+        if (ep->tx_head != published) {
+            atomic_store_explicit(&ep->tx->head, ep->tx_head, memory_order_release);
+            published = ep->tx_head;
+            events++;
+        }
+        if (req->done == req->len) {
+            ep->send_cur = req->next;
+            ep->send_hdr_done = 0;
+        }
+    }
+    if (events > 0) {
+        dc_doorbell_ring(&ep->seg->doorbell);
+    }
+    return events;
+}
+
+static void ep_recv_complete(shm_ep_t *ep, dc_status_t status)
+{
+    dc_request_t *req = queue_pop(&ep->recvs, &ep->recvs_tail);
+
+    if (status == DCOMM_OK) {
+        req->len = (size_t)ep->rx_len;
+    }
+    req->status = status;
+}
+
+/* Takes the next message's header and matches it to the first posted receive. */
+static void ep_recv_start(shm_ep_t *ep, dc_transport_t *tp, int *events)
+{
+    dc_request_t *req = ep->recvs;
+    dc_shm_msg_hdr_t hdr;
+
+    ring_get(ep->rx_data, ep->rx_mask, ep->rx_tail, &hdr, sizeof(hdr));
+    ep->rx_tail += sizeof(hdr);
+    ep->rx_active = 1;
+    ep->rx_len = hdr.len;
+    ep->rx_left = hdr.len;
+    ep->rx_discard = 0;
+    req->done = 0;
+    if (hdr.tag != req->tag || hdr.len > req->len) {
+        ep_recv_complete(ep, dc_error_set(DCOMM_ERR_INTERNAL,
+                                          "shm: rank %d expected tag 0x%llx (<= %zu bytes) from "
+                                          "rank %d, got tag 0x%llx (%llu bytes)",
+                                          tp->rank, (unsigned long long)req->tag, req->len,
+                                          ep->super.peer, (unsigned long long)hdr.tag,
+                                          (unsigned long long)hdr.len));
+        ep->rx_discard = 1;
+        (*events)++;
+    }
+}
+
+/* Consumes our inbound ring from this peer into posted receives. */
+static int ep_recv_move(shm_ep_t *ep, dc_transport_t *tp)
+{
+    int events = 0, freed = 0;
+
+    for (;;) {
+        uint64_t head = atomic_load_explicit(&ep->rx->head, memory_order_acquire);
+        uint64_t avail = head - ep->rx_tail;
+
+        if (!ep->rx_active) {
+            if (avail < sizeof(dc_shm_msg_hdr_t) || ep->recvs == NULL) {
+                break; /* a message without a receive waits in the ring */
+            }
+            ep_recv_start(ep, tp, &events);
+            avail -= sizeof(dc_shm_msg_hdr_t);
+            freed = 1;
+        }
+        size_t n = (size_t)DC_MIN(ep->rx_left, DC_MIN(avail, SHM_CHUNK));
+        if (!ep->rx_discard) {
+            dc_request_t *req = ep->recvs;
+            ring_get(ep->rx_data, ep->rx_mask, ep->rx_tail, (uint8_t *)req->buf + req->done, n);
+            req->done += n;
+        }
+        ep->rx_tail += n;
+        ep->rx_left -= n;
+        if (n > 0 || freed) {
+            atomic_store(&ep->rx->tail, ep->rx_tail); /* seq_cst: see ep_send_move */
+            if (atomic_load(&ep->rx->sender_waiting) != 0 &&
+                atomic_exchange(&ep->rx->sender_waiting, 0) != 0) {
+                dc_doorbell_ring(&ep->seg->doorbell); /* the blocked sender may go on */
+            }
+            events += (n > 0);
+            freed = 0;
+        }
+        if (ep->rx_left == 0) {
+            ep->rx_active = 0;
+            if (!ep->rx_discard) {
+                ep_recv_complete(ep, DCOMM_OK);
+                events++;
+            }
+            ep->rx_discard = 0;
+        } else if (n == 0) {
+            break;
+        }
+    }
+    return events;
+}
+
+static int ep_send_complete(shm_ep_t *ep)
+{
+    int events = 0;
+
+    while (ep->sends != NULL && ep->sends != ep->send_cur) {
+        queue_pop(&ep->sends, &ep->sends_tail)->status = DCOMM_OK;
+        events++;
+    }
+    return events;
+}
+
+static dc_status_t ep_lost_error(shm_ep_t *ep)
+{
+    return dc_error_set(DCOMM_ERR_PEER_LOST, "shm: rank %d (pid %d) is gone", ep->super.peer,
+                        (int)ep->pid);
+}
+
+static dc_status_t shm_post_check(dc_endpoint_t *ep, const void *buf, size_t len,
+                                  dc_request_t *req)
+{
+    if (ep == NULL || req == NULL || (buf == NULL && len > 0)) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "shm: %s is NULL",
+                            ep == NULL ? "endpoint" : req == NULL ? "request" : "buffer");
+    }
+    return DCOMM_OK;
+}
+
+static void req_init(dc_request_t *req, dc_endpoint_t *ep, const void *buf, size_t len,
+                     uint64_t tag)
+{
+    req->status = DCOMM_INPROGRESS;
+    req->buf = (void *)buf;
+    req->len = len;
+    req->tag = tag;
+    req->done = 0;
+    req->next = NULL;
+    req->ep = ep;
+}
+
+static dc_status_t shm_isend(dc_endpoint_t *ep, const void *buf, size_t len, uint64_t tag,
+                             dc_request_t *req)
+{
+    dc_status_t status = shm_post_check(ep, buf, len, req);
+    shm_ep_t *sep = (shm_ep_t *)ep;
+
+    if (status < 0) {
+        return status;
+    }
+    req_init(req, ep, buf, len, tag);
+    if (sep->dead) {
+        req->status = ep_lost_error(sep);
+        return req->status;
+    }
+    queue_push(&sep->sends, &sep->sends_tail, req);
+    if (sep->send_cur == NULL) {
+        sep->send_cur = req;
+        ep_send_move(sep); /* eager: the data moves now, completion in progress() */
+    }
+    return DCOMM_OK;
+}
+
+static dc_status_t shm_irecv(dc_endpoint_t *ep, void *buf, size_t len, uint64_t tag,
+                             dc_request_t *req)
+{
+    dc_status_t status = shm_post_check(ep, buf, len, req);
+    shm_ep_t *sep = (shm_ep_t *)ep;
+
+    if (status < 0) {
+        return status;
+    }
+    req_init(req, ep, buf, len, tag);
+    if (sep->dead) {
+        req->status = ep_lost_error(sep);
+        return req->status;
+    }
+    queue_push(&sep->recvs, &sep->recvs_tail, req);
+    return DCOMM_OK;
+}
+
+static int shm_progress(dc_transport_t *tp)
+{
+    int events = 0;
+
+    for (int i = 0; i < tp->npeers; i++) {
+        shm_ep_t *ep = &tp->eps[i];
+
+        if (ep->dead) {
+            continue;
+        }
+        events += ep_recv_move(ep, tp);
+        events += ep_send_move(ep);
+        events += ep_send_complete(ep);
+    }
+    return events;
+}
+
+static dc_status_t shm_wait_fd(dc_transport_t *tp, int *fd_p)
+{
+    (void)tp;
+    *fd_p = -1;
+    return DCOMM_OK;
+}
+
+static dc_doorbell_t *shm_doorbell(dc_transport_t *tp)
+{
+    return &tp->seg->doorbell;
+}
+
+static int peer_gone(shm_ep_t *ep)
+{
+    if (ep->pid == getpid()) {
+        return 0;
+    }
+    if (ep->pidfd >= 0) {
+        struct pollfd pfd = {.fd = ep->pidfd, .events = POLLIN};
+        return poll(&pfd, 1, 0) > 0;
+    }
+    return kill(ep->pid, 0) != 0 && errno == ESRCH;
+}
+
+/* The peer is gone: deliver what it left in our ring, fail the rest. Returns
+ * how many requests failed. */
+static int ep_fail(shm_ep_t *ep, dc_transport_t *tp, dc_status_t status)
+{
+    int failed = 0;
+
+    if (status == DCOMM_ERR_PEER_LOST) {
+        ep_recv_move(ep, tp);
+        ep_send_complete(ep);
+    }
+    while (ep->recvs != NULL) {
+        queue_pop(&ep->recvs, &ep->recvs_tail)->status = status;
+        failed++;
+    }
+    while (ep->sends != NULL) {
+        queue_pop(&ep->sends, &ep->sends_tail)->status = status;
+        failed++;
+    }
+    ep->send_cur = NULL;
+    ep->dead = 1;
+    return failed;
+}
+
+static dc_status_t shm_check(dc_transport_t *tp)
+{
+    dc_status_t first = DCOMM_OK;
+
+    for (int i = 0; i < tp->npeers; i++) {
+        shm_ep_t *ep = &tp->eps[i];
+
+        if (!ep->dead && peer_gone(ep)) {
+            int clean = atomic_load(&ep->seg->closed) != 0;
+            int failed = ep_fail(ep, tp, DCOMM_ERR_PEER_LOST);
+
+            if (!clean || failed > 0) {
+                DC_WARN("shm: rank %d (pid %d) is gone%s; %d requests failed", ep->super.peer,
+                        (int)ep->pid, clean ? " (after closing)" : "", failed);
+                ep->dead = 2; /* counts as a loss */
+            }
+        }
+        if (ep->dead == 2 && first == DCOMM_OK) {
+            first = ep_lost_error(ep);
+        }
+    }
+    return first;
+}
+
+static void shm_tp_close(dc_transport_t *tp)
+{
+    for (int i = 0; i < tp->npeers; i++) {
+        shm_ep_t *ep = &tp->eps[i];
+
+        ep_fail(ep, tp, DCOMM_ERR_SHUT_DOWN);
+        if (ep->seg != NULL && ep->seg != tp->seg) {
+            munmap(ep->seg, ep->seg_size);
+        }
+        if (ep->pidfd >= 0) {
+            close(ep->pidfd);
+        }
+    }
+    if (tp->seg != NULL) {
+        atomic_store(&tp->seg->closed, 1);
+        munmap(tp->seg, tp->seg_size);
+    }
+    if (tp->memfd >= 0) {
+        close(tp->memfd);
+    }
+    free(tp->eps);
+    free(tp);
+}
+
+static dc_status_t shm_query(const dc_topo_t *topo, dc_transport_attr_t *attr_p)
+{
+    (void)topo;
+#ifdef __linux__
+    *attr_p = (dc_transport_attr_t){.usable = 1, .same_host_only = 1, .priority = 100,
+                                    .latency_us = 1.0, .bandwidth_gbs = 8.0};
+#else
+    *attr_p = (dc_transport_attr_t){.usable = 0, .same_host_only = 1};
+#endif
+    return DCOMM_OK;
+}
+
+const dc_transport_ops_t dc_transport_shm_ops = {
+    .abi_version = DC_TRANSPORT_ABI_VERSION,
+    .name = "shm",
+    /* setup */
+    .query = shm_query,
+    .open = shm_tp_open,
+    .connect = shm_connect,
+    /* data path */
+    .isend = shm_isend,
+    .irecv = shm_irecv,
+    .progress = shm_progress,
+    /* sleeping and liveness */
+    .wait_fd = shm_wait_fd,
+    .doorbell = shm_doorbell,
+    .check = shm_check,
+    .close = shm_tp_close,
+    .allreduce = NULL,
+};

@@ -1,0 +1,148 @@
+/*
+ * The transport interface: one const ops table per backend (self, shm, tcp built
+ * in; mpi, ucx, nccl as modules). Collectives see only endpoints and requests.
+ *
+ * Message semantics, the same for every backend:
+ *  - isend/irecv on an endpoint are point-to-point with one peer.
+ *  - Per endpoint and direction, messages are delivered in send order and
+ *    matched to receives in post order (strict FIFO, no wildcards). The tag of
+ *    the message must equal the tag of the receive it matches, and its length
+ *    must not exceed the receive's; otherwise the receive completes with
+ *    DCOMM_ERR_INTERNAL (the ranks disagree on the schedule: a bug).
+ *  - A message whose receive is not posted yet waits at the sender or in the
+ *    transport; transports never allocate per message on the data path.
+ *  - Zero-length messages are legal and still carry their tag.
+ *  - Requests complete only inside progress(); a request's status is
+ *    DCOMM_INPROGRESS until then, and DCOMM_OK or a negative status after.
+ *  - A lost peer completes every request on its endpoints with
+ *    DCOMM_ERR_PEER_LOST and a dc_error_set() message naming the rank.
+ */
+#ifndef DC_TRANSPORT_H
+#define DC_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "futex.h"
+#include "status.h"
+#include "store.h"
+
+#define DC_TRANSPORT_ABI_VERSION 1
+
+typedef struct dc_transport dc_transport_t; /* backend's instance, opaque */
+typedef struct dc_endpoint dc_endpoint_t;
+typedef struct dc_request dc_request_t;
+typedef struct dc_transport_ops dc_transport_ops_t;
+
+/* Which ranks share a host. Built before transports open (core/bootstrap). */
+typedef struct dc_topo {
+    int rank, size;
+    int nhosts;
+    const int *host_of;    /* [size] host index of each rank */
+    const int *local_rank_of; /* [size] index of each rank among its host's ranks */
+    int local_size;        /* ranks on this rank's host */
+    int ncores;            /* cores usable by this process's host (hwloc) */
+} dc_topo_t;
+
+/* What a transport gets at open(). */
+typedef struct dc_bootstrap {
+    const dc_topo_t *topo;
+    dc_store_t *store;            /* address exchange; keys are job-scoped */
+    const uint8_t *secret;        /* DC_AUTH_SECRET_LEN bytes */
+    const char *ifname;           /* DCOMM_IFNAME or NULL */
+    const char *local_addr;       /* this host's address as peers reach it, or NULL */
+    int timeout_ms;               /* DCOMM_TIMEOUT: deadline for any wait on a peer */
+    int *peers;                   /* [npeers] ranks this transport will be asked to serve */
+    int npeers;
+} dc_bootstrap_t;
+
+/* Every backend's endpoint starts with this header so generic code can reach
+ * the ops table. */
+struct dc_endpoint {
+    const dc_transport_ops_t *ops;
+    dc_transport_t *tp;
+    int peer; /* world rank */
+};
+
+/* A point-to-point request. Owned by the caller, who must keep it alive (and
+ * not touch it) until status != DCOMM_INPROGRESS. */
+struct dc_request {
+    dc_status_t status; /* DCOMM_INPROGRESS, then DCOMM_OK or an error */
+    size_t len;         /* bytes: posted length; on receive completion the actual */
+    uint64_t tag;
+    void *buf;
+    size_t done;        /* backend use: bytes moved so far */
+    dc_request_t *next; /* backend use: queue link */
+    dc_endpoint_t *ep;  /* set by isend/irecv */
+};
+
+/* Attributes from query(). */
+typedef struct dc_transport_attr {
+    int usable;          /* 0: this backend cannot run here (reason logged) */
+    int same_host_only;  /* shm: can serve only peers on this host */
+    int priority;        /* higher wins among usable backends for a pair */
+    double latency_us;   /* alpha of the cost model, a first guess */
+    double bandwidth_gbs;/* 1/beta */
+} dc_transport_attr_t;
+
+typedef struct dc_coll_args dc_coll_args_t; /* native collectives (mpi, nccl) */
+
+struct dc_transport_ops {
+    uint32_t abi_version;
+    const char *name; /* "self", "shm", "tcp" ... */
+
+    /* Can this backend run here, and how good is it? */
+    dc_status_t (*query)(const dc_topo_t *topo, dc_transport_attr_t *attr_p);
+    /* Collective over the ranks in boot->peers plus this rank: every one of them
+     * opens this transport at the same time (address exchange over the store). */
+    dc_status_t (*open)(const dc_bootstrap_t *boot, dc_transport_t **tp_p);
+    /* Endpoint for one peer of boot->peers. Called by the core for every peer,
+     * in ascending rank order; may block up to timeout_ms. */
+    dc_status_t (*connect)(dc_transport_t *tp, int peer, dc_endpoint_t **ep_p);
+
+    /* Data path: post, then drive with progress(). */
+    dc_status_t (*isend)(dc_endpoint_t *ep, const void *buf, size_t len, uint64_t tag,
+                         dc_request_t *req);
+    dc_status_t (*irecv)(dc_endpoint_t *ep, void *buf, size_t len, uint64_t tag,
+                         dc_request_t *req);
+    /* Moves data, completes requests; returns how many events it handled
+     * (bytes moved or requests completed count as events), never blocks. */
+    int (*progress)(dc_transport_t *tp);
+
+    /* Sleeping, so waiting ranks do not spin. A backend offers a file
+     * descriptor to poll (tcp) and/or a doorbell that remote writers ring (shm).
+     * Either may be absent (NULL op, or *fd_p = -1 / NULL). */
+    dc_status_t (*wait_fd)(dc_transport_t *tp, int *fd_p);
+    dc_doorbell_t *(*doorbell)(dc_transport_t *tp);
+
+    /* Liveness: called while the core sleeps (every ~100 ms). Fails the requests
+     * of peers that died (process gone, connection closed) and returns
+     * DCOMM_ERR_PEER_LOST for the first such peer, else DCOMM_OK. Optional. */
+    dc_status_t (*check)(dc_transport_t *tp);
+
+    /* Closes every endpoint; pending requests complete with DCOMM_ERR_SHUT_DOWN. */
+    void (*close)(dc_transport_t *tp);
+
+    /* Optional: whole collectives the backend does natively (NCCL, MPI). */
+    dc_status_t (*allreduce)(dc_transport_t *tp, const dc_coll_args_t *args);
+};
+
+/* Generic helpers over the ep header. */
+static inline dc_status_t dc_ep_isend(dc_endpoint_t *ep, const void *buf, size_t len,
+                                      uint64_t tag, dc_request_t *req)
+{
+    return ep->ops->isend(ep, buf, len, tag, req);
+}
+
+static inline dc_status_t dc_ep_irecv(dc_endpoint_t *ep, void *buf, size_t len, uint64_t tag,
+                                      dc_request_t *req)
+{
+    return ep->ops->irecv(ep, buf, len, tag, req);
+}
+
+/* Built-in backends. */
+extern const dc_transport_ops_t dc_transport_self_ops;
+extern const dc_transport_ops_t dc_transport_shm_ops;
+extern const dc_transport_ops_t dc_transport_tcp_ops;
+
+#endif

@@ -1,0 +1,134 @@
+/* The rendezvous store of a dlaunch job: a key-value server inside dlaunch's event
+ * loop, the client every rank uses (a dc_store_t), a job-event subscription, and
+ * the wire codec shared by both ends. Every connection is authenticated with a
+ * mutual HMAC challenge-response over the 32-byte job secret (auth.h). */
+#ifndef DC_RDV_H
+#define DC_RDV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+#include "status.h"
+#include "store.h"
+
+/* ---- Client ------------------------------------------------------------------ */
+
+/* Connects to "host:port", authenticates with the job secret and returns a store
+ * (set / get with timeout / add / close). timeout_ms bounds the connection and
+ * handshake, and each later set/add (<= 0: 60 s). Thread-safe: one request at a
+ * time per store (a waiting get holds the connection). A wrong secret gives
+ * DCOMM_ERR_AUTH, an unreachable server DCOMM_ERR_TIMEOUT or _TRANSPORT. */
+dc_status_t dc_rdv_client_open(const char *hostport, const uint8_t secret[DC_AUTH_SECRET_LEN],
+                               int rank, int timeout_ms, dc_store_t **store_p);
+
+/* The local IPv4 address of the client's socket, i.e. how this host reaches the
+ * launcher's host ("127.0.0.1", "10.0.0.2"). Owned by the store. */
+const char *dc_rdv_client_local_addr(dc_store_t *store);
+
+/* A second authenticated connection on which the server pushes job events
+ * ("rank 2 killed by signal 9 (Killed)"). *fd_p is non-blocking, for poll(); the
+ * caller closes it. */
+dc_status_t dc_rdv_events_open(const char *hostport, const uint8_t secret[DC_AUTH_SECRET_LEN],
+                               int rank, int timeout_ms, int *fd_p);
+
+/* Reads one pending event into msg (NUL-terminated, truncated to cap): 1 with a
+ * message, 0 when none is pending, DCOMM_ERR_PEER_LOST when the launcher closed
+ * the connection (or sent garbage). Never blocks. */
+int dc_rdv_events_read(int fd, char *msg, size_t cap);
+
+/* ---- Server (runs inside a caller's single-threaded event loop) ---------------- */
+
+typedef struct dc_rdv_server dc_rdv_server_t;
+
+/* Listens on bind_addr:port (IPv4; port 0 picks one). */
+dc_status_t dc_rdv_server_create(const char *bind_addr, int port,
+                                 const uint8_t secret[DC_AUTH_SECRET_LEN],
+                                 dc_rdv_server_t **server_p);
+void dc_rdv_server_destroy(dc_rdv_server_t *server);
+int dc_rdv_server_port(const dc_rdv_server_t *server);
+/* One fd (an epoll set of the listener and all connections) that polls readable
+ * when dc_rdv_server_progress has work. */
+int dc_rdv_server_fd(const dc_rdv_server_t *server);
+/* Handles every ready socket without blocking and drops connections whose
+ * handshake is overdue. Returns the number of events handled. */
+int dc_rdv_server_progress(dc_rdv_server_t *server);
+/* Milliseconds until the next handshake deadline (-1: none), to bound poll(). */
+int dc_rdv_server_timeout_ms(const dc_rdv_server_t *server);
+/* Queues text as an event to every subscribed connection. */
+void dc_rdv_server_broadcast(dc_rdv_server_t *server, const char *text);
+/* How many distinct ranks in [0, nranks) have authenticated so far. */
+int dc_rdv_server_ranks_seen(const dc_rdv_server_t *server, int nranks);
+
+/* ---- Wire format (exposed for tests and fuzzers) -------------------------------
+ * A frame is a 4-byte big-endian body length, then the body: a type byte and the
+ * type's fields, all big-endian. Keys are u16 length + bytes (1..256, no NUL);
+ * values are u32 length + bytes (<= 1 MiB). A frame must be consumed exactly. */
+
+#define DC_RDV_MAGIC         0x44435256u /* "DCRV" */
+#define DC_RDV_VERSION       1u
+#define DC_RDV_HDR_LEN       4
+#define DC_RDV_MAX_KEY       256
+#define DC_RDV_MAX_VALUE     (1u << 20)
+#define DC_RDV_MAX_EVENT     4096
+#define DC_RDV_MAX_FRAME     (DC_RDV_MAX_VALUE + 512)
+#define DC_RDV_MAX_AUTH_FRAME 128 /* anything larger before authentication is garbage */
+
+typedef enum dc_rdv_msg_type {
+    DC_RDV_MSG_HELLO = 1,   /* server: magic, version, nonce */
+    DC_RDV_MSG_AUTH = 2,    /* client: rank, role, nonce, mac */
+    DC_RDV_MSG_AUTH_OK = 3, /* server: mac */
+    DC_RDV_MSG_SET = 4,     /* id, key, val */
+    DC_RDV_MSG_GET = 5,     /* id, wait, key */
+    DC_RDV_MSG_ADD = 6,     /* id, num (delta), key */
+    DC_RDV_MSG_REPLY = 7,   /* id, status, num (ADD result), val (GET value) */
+    DC_RDV_MSG_EVENT = 8    /* val (text) */
+} dc_rdv_msg_type_t;
+
+typedef enum dc_rdv_role {
+    DC_RDV_ROLE_STORE = 0,
+    DC_RDV_ROLE_EVENTS = 1
+} dc_rdv_role_t;
+
+/* Decoded key/val point into the decoded buffer (not NUL-terminated). */
+typedef struct dc_rdv_msg {
+    dc_rdv_msg_type_t type;
+    uint32_t version;
+    uint32_t id;
+    int32_t rank;
+    uint8_t role;
+    uint8_t wait;
+    int32_t status;
+    int64_t num;
+    const char *key;
+    size_t key_len;
+    const void *val;
+    size_t val_len;
+    uint8_t nonce[DC_AUTH_NONCE_LEN];
+    uint8_t mac[DC_AUTH_MAC_LEN];
+} dc_rdv_msg_t;
+
+/* Size of msg's frame, 0 when msg is invalid (bad type, key or value length). */
+size_t dc_rdv_msg_size(const dc_rdv_msg_t *msg);
+/* Writes msg's frame into buf; returns its length, 0 when invalid or cap is short. */
+size_t dc_rdv_msg_encode(const dc_rdv_msg_t *msg, uint8_t *buf, size_t cap);
+/* Decodes the frame at the start of buf[0..len), refusing bodies over max_frame:
+ * DCOMM_OK with *used_p set, DCOMM_INPROGRESS when more bytes are needed, or
+ * DCOMM_ERR_INVALID_ARG when malformed (detail in dc_error_get). */
+dc_status_t dc_rdv_msg_decode(const uint8_t *buf, size_t len, size_t max_frame,
+                              dc_rdv_msg_t *msg_p, size_t *used_p);
+
+/* MACs of the handshake: the client proves the secret over the server's nonce and
+ * its own (nonce, rank, role); the server answers over the client's nonce. */
+void dc_rdv_client_mac(const uint8_t secret[DC_AUTH_SECRET_LEN],
+                       const uint8_t server_nonce[DC_AUTH_NONCE_LEN],
+                       const uint8_t client_nonce[DC_AUTH_NONCE_LEN], int32_t rank, uint8_t role,
+                       uint8_t mac[DC_AUTH_MAC_LEN]);
+void dc_rdv_server_mac(const uint8_t secret[DC_AUTH_SECRET_LEN],
+                       const uint8_t client_nonce[DC_AUTH_NONCE_LEN],
+                       const uint8_t server_nonce[DC_AUTH_NONCE_LEN],
+                       uint8_t mac[DC_AUTH_MAC_LEN]);
+/* Constant-time comparison of two MACs; 1 when equal. */
+int dc_rdv_mac_equal(const uint8_t a[DC_AUTH_MAC_LEN], const uint8_t b[DC_AUTH_MAC_LEN]);
+
+#endif

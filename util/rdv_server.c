@@ -1,0 +1,709 @@
+/* The rendezvous server: a key-value store with blocking gets and atomic adds,
+ * served over authenticated TCP from the caller's single-threaded event loop
+ * (dlaunch). Non-blocking sockets, per-connection buffers; a connection that
+ * sends garbage, fails the handshake or is too slow to finish it is logged and
+ * dropped without disturbing the others. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "rdv.h"
+#include "dc_time.h"
+
+#define AUTH_TIMEOUT_MS   5000
+#define MAX_CONNS         4096
+#define MAX_OUT_BYTES     (64u << 20) /* a reader this far behind is dropped */
+#define MAX_STORE_BYTES   (256u << 20)
+#define NBUCKETS          1024
+#define INBUF_INITIAL     4096
+
+typedef enum conn_state {
+    CONN_AUTH_WAIT,
+    CONN_STORE,
+    CONN_EVENTS,
+    CONN_DEAD
+} conn_state_t;
+
+typedef struct conn {
+    int fd;
+    conn_state_t state;
+    int32_t rank;
+    uint64_t deadline_ns;
+    uint8_t nonce[DC_AUTH_NONCE_LEN];
+    uint8_t *in;
+    size_t in_len, in_cap;
+    uint8_t *out;
+    size_t out_off, out_len, out_cap;
+    int want_out;
+    char peer[64];
+    struct conn *next;
+} conn_t;
+
+typedef struct entry {
+    struct entry *next;
+    char *key;
+    uint8_t *val;
+    size_t len;
+} entry_t;
+
+typedef struct waiter {
+    struct waiter *next;
+    conn_t *conn;
+    uint32_t id;
+    char key[DC_RDV_MAX_KEY + 1];
+} waiter_t;
+
+struct dc_rdv_server {
+    int listen_fd;
+    int epfd;
+    int port;
+    uint8_t secret[DC_AUTH_SECRET_LEN];
+    conn_t *conns;
+    int nconns;
+    entry_t *buckets[NBUCKETS];
+    size_t store_bytes;
+    waiter_t *waiters;
+    uint8_t *seen;
+    int seen_cap;
+};
+
+/* ---- Store ------------------------------------------------------------------ */
+
+static entry_t **bucket_of(dc_rdv_server_t *s, const char *key)
+{
+    uint32_t h = 2166136261u;
+
+    for (const char *c = key; *c != '\0'; c++) {
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    }
+    return &s->buckets[h % NBUCKETS];
+}
+
+static entry_t *store_find(dc_rdv_server_t *s, const char *key)
+{
+    for (entry_t *e = *bucket_of(s, key); e != NULL; e = e->next) {
+        if (strcmp(e->key, key) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static dc_status_t store_put(dc_rdv_server_t *s, const char *key, const void *val, size_t len)
+{
+    entry_t *e = store_find(s, key);
+    uint8_t *copy;
+
+    if (s->store_bytes + len > MAX_STORE_BYTES) {
+        return DCOMM_ERR_NO_MEMORY;
+    }
+    copy = malloc(len > 0 ? len : 1);
+    if (copy == NULL) {
+        return DCOMM_ERR_NO_MEMORY;
+    }
+    memcpy(copy, val, len);
+    if (e == NULL) {
+        entry_t **b = bucket_of(s, key);
+
+        e = calloc(1, sizeof(*e));
+        if (e == NULL || (e->key = strdup(key)) == NULL) {
+            free(e);
+            free(copy);
+            return DCOMM_ERR_NO_MEMORY;
+        }
+        e->next = *b;
+        *b = e;
+    } else {
+        s->store_bytes -= e->len;
+        free(e->val);
+    }
+    e->val = copy;
+    e->len = len;
+    s->store_bytes += len;
+    return DCOMM_OK;
+}
+
+/* ---- Connection output -------------------------------------------------------- */
+
+static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why);
+
+static void conn_watch_out(dc_rdv_server_t *s, conn_t *c, int want)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
+
+    if (c->want_out != want && epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
+        c->want_out = want;
+    }
+}
+
+static void conn_flush(dc_rdv_server_t *s, conn_t *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            conn_watch_out(s, c, 1);
+            return;
+        }
+        if (n <= 0) {
+            conn_kill(s, c, strerror(errno));
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    conn_watch_out(s, c, 0);
+}
+
+static void conn_send(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *msg)
+{
+    size_t size = dc_rdv_msg_size(msg);
+
+    if (c->state == CONN_DEAD) {
+        return;
+    }
+    if (size == 0) {
+        DC_ERROR("rdv server: cannot encode message type %d", (int)msg->type);
+        return;
+    }
+    if (c->out_len + size > MAX_OUT_BYTES) {
+        conn_kill(s, c, "peer does not read its replies");
+        return;
+    }
+    if (c->out_len + size > c->out_cap) {
+        size_t cap = DC_MAX(c->out_cap * 2, c->out_len + size);
+        uint8_t *out = realloc(c->out, cap);
+
+        if (out == NULL) {
+            conn_kill(s, c, "out of memory");
+            return;
+        }
+        c->out = out;
+        c->out_cap = cap;
+    }
+    c->out_len += dc_rdv_msg_encode(msg, c->out + c->out_len, c->out_cap - c->out_len);
+    conn_flush(s, c);
+}
+
+static void send_reply(dc_rdv_server_t *s, conn_t *c, uint32_t id, dc_status_t status,
+                       int64_t num, const void *val, size_t len)
+{
+    dc_rdv_msg_t reply = {.type = DC_RDV_MSG_REPLY, .id = id, .status = status, .num = num,
+                          .val = val, .val_len = len};
+
+    conn_send(s, c, &reply);
+}
+
+/* ---- Requests ------------------------------------------------------------------- */
+
+static void wake_waiters(dc_rdv_server_t *s, const char *key, const entry_t *e)
+{
+    waiter_t **wp = &s->waiters;
+
+    while (*wp != NULL) {
+        waiter_t *w = *wp;
+
+        if (strcmp(w->key, key) == 0) {
+            *wp = w->next;
+            send_reply(s, w->conn, w->id, DCOMM_OK, 0, e->val, e->len);
+            free(w);
+        } else {
+            wp = &w->next;
+        }
+    }
+}
+
+static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, const char *key)
+{
+    entry_t *e = store_find(s, key);
+    waiter_t *w;
+
+    if (e != NULL) {
+        send_reply(s, c, m->id, DCOMM_OK, 0, e->val, e->len);
+        return;
+    }
+    if (!m->wait) {
+        send_reply(s, c, m->id, DCOMM_ERR_TIMEOUT, 0, NULL, 0);
+        return;
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        send_reply(s, c, m->id, DCOMM_ERR_NO_MEMORY, 0, NULL, 0);
+        return;
+    }
+    w->conn = c;
+    w->id = m->id;
+    memcpy(w->key, key, strlen(key) + 1);
+    w->next = s->waiters;
+    s->waiters = w;
+}
+
+/* Counters are stored as decimal text, so a get of a counter reads its value. */
+static void handle_add(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, const char *key)
+{
+    entry_t *e = store_find(s, key);
+    int64_t value = 0;
+    char text[32];
+    dc_status_t status;
+
+    if (e != NULL) {
+        char *end;
+
+        if (e->len == 0 || e->len >= sizeof(text)) {
+            send_reply(s, c, m->id, DCOMM_ERR_INVALID_ARG, 0, NULL, 0);
+            return;
+        }
+        memcpy(text, e->val, e->len);
+        text[e->len] = '\0';
+        errno = 0;
+        value = strtoll(text, &end, 10);
+        if (*end != '\0' || errno != 0) {
+            send_reply(s, c, m->id, DCOMM_ERR_INVALID_ARG, 0, NULL, 0);
+            return;
+        }
+    }
+    if ((m->num > 0 && value > INT64_MAX - m->num) || (m->num < 0 && value < INT64_MIN - m->num)) {
+        send_reply(s, c, m->id, DCOMM_ERR_INVALID_ARG, 0, NULL, 0);
+        return;
+    }
+    value += m->num;
+    int n = snprintf(text, sizeof(text), "%" PRId64, value);
+    status = store_put(s, key, text, (size_t)n);
+    send_reply(s, c, m->id, status, value, NULL, 0);
+    if (status == DCOMM_OK) {
+        wake_waiters(s, key, store_find(s, key));
+    }
+}
+
+static void handle_store_msg(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
+{
+    char key[DC_RDV_MAX_KEY + 1];
+    dc_status_t status;
+
+    if (m->type != DC_RDV_MSG_SET && m->type != DC_RDV_MSG_GET && m->type != DC_RDV_MSG_ADD) {
+        conn_kill(s, c, "unexpected message type for a store connection");
+        return;
+    }
+    memcpy(key, m->key, m->key_len);
+    key[m->key_len] = '\0';
+    switch (m->type) {
+    case DC_RDV_MSG_SET:
+        status = store_put(s, key, m->val, m->val_len);
+        send_reply(s, c, m->id, status, 0, NULL, 0);
+        if (status == DCOMM_OK) {
+            wake_waiters(s, key, store_find(s, key));
+        }
+        break;
+    case DC_RDV_MSG_GET:
+        handle_get(s, c, m, key);
+        break;
+    default:
+        handle_add(s, c, m, key);
+        break;
+    }
+}
+
+static void mark_seen(dc_rdv_server_t *s, int32_t rank)
+{
+    if (rank < 0 || rank >= (1 << 20)) {
+        return;
+    }
+    if (rank >= s->seen_cap) {
+        int cap = DC_MAX(rank + 1, 2 * s->seen_cap);
+        uint8_t *seen = realloc(s->seen, (size_t)cap);
+
+        if (seen == NULL) {
+            return;
+        }
+        memset(seen + s->seen_cap, 0, (size_t)(cap - s->seen_cap));
+        s->seen = seen;
+        s->seen_cap = cap;
+    }
+    s->seen[rank] = 1;
+}
+
+static void handle_auth(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
+{
+    uint8_t expect[DC_AUTH_MAC_LEN];
+    dc_rdv_msg_t ok = {.type = DC_RDV_MSG_AUTH_OK};
+
+    if (m->type != DC_RDV_MSG_AUTH) {
+        conn_kill(s, c, "expected an authentication message");
+        return;
+    }
+    dc_rdv_client_mac(s->secret, c->nonce, m->nonce, m->rank, m->role, expect);
+    if (!dc_rdv_mac_equal(expect, m->mac)) {
+        conn_kill(s, c, "authentication failed (wrong job secret)");
+        return;
+    }
+    dc_rdv_server_mac(s->secret, m->nonce, c->nonce, ok.mac);
+    c->state = (m->role == DC_RDV_ROLE_EVENTS) ? CONN_EVENTS : CONN_STORE;
+    c->rank = m->rank;
+    mark_seen(s, m->rank);
+    DC_DEBUG("rdv server: rank %d authenticated from %s (%s)", (int)m->rank, c->peer,
+             c->state == CONN_EVENTS ? "events" : "store");
+    conn_send(s, c, &ok);
+}
+
+static void conn_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
+{
+    switch (c->state) {
+    case CONN_AUTH_WAIT:
+        handle_auth(s, c, m);
+        break;
+    case CONN_STORE:
+        handle_store_msg(s, c, m);
+        break;
+    case CONN_EVENTS:
+        conn_kill(s, c, "unexpected message on an event connection");
+        break;
+    case CONN_DEAD:
+        break;
+    }
+}
+
+/* ---- Connection life cycle ----------------------------------------------------- */
+
+/* Dead connections stay in the list (fd closed) until the end of progress, so an
+ * event later in the same epoll batch never touches freed memory. */
+static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
+{
+    waiter_t **wp = &s->waiters;
+
+    if (c->state == CONN_DEAD) {
+        return;
+    }
+    if (c->state == CONN_AUTH_WAIT) {
+        DC_WARN("rdv server: dropped unauthenticated connection from %s: %s", c->peer, why);
+    } else if (why != NULL) {
+        DC_WARN("rdv server: dropped connection of rank %d from %s: %s", (int)c->rank, c->peer,
+                why);
+    }
+    while (*wp != NULL) {
+        waiter_t *w = *wp;
+
+        if (w->conn == c) {
+            *wp = w->next;
+            free(w);
+        } else {
+            wp = &w->next;
+        }
+    }
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->state = CONN_DEAD;
+}
+
+static void conn_parse(dc_rdv_server_t *s, conn_t *c)
+{
+    size_t off = 0;
+
+    while (c->state != CONN_DEAD) {
+        size_t max = (c->state == CONN_AUTH_WAIT) ? DC_RDV_MAX_AUTH_FRAME : DC_RDV_MAX_FRAME;
+        dc_rdv_msg_t msg;
+        size_t used;
+        dc_status_t status = dc_rdv_msg_decode(c->in + off, c->in_len - off, max, &msg, &used);
+
+        if (status == DCOMM_INPROGRESS) {
+            break;
+        }
+        if (status != DCOMM_OK) {
+            conn_kill(s, c, dc_error_get());
+            return;
+        }
+        conn_handle(s, c, &msg);
+        off += used;
+    }
+    if (c->state != CONN_DEAD && off > 0) {
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+}
+
+static void conn_read(dc_rdv_server_t *s, conn_t *c)
+{
+    const size_t limit = DC_RDV_HDR_LEN + DC_RDV_MAX_FRAME;
+
+    while (c->state != CONN_DEAD) {
+        ssize_t n;
+
+        if (c->in_len == c->in_cap) {
+            size_t cap = DC_MIN(DC_MAX(c->in_cap * 2, (size_t)INBUF_INITIAL), limit);
+            uint8_t *in;
+
+            if (cap <= c->in_cap) { /* a full frame always fits: cannot happen */
+                conn_kill(s, c, "input buffer overflow");
+                return;
+            }
+            in = realloc(c->in, cap);
+            if (in == NULL) {
+                conn_kill(s, c, "out of memory");
+                return;
+            }
+            c->in = in;
+            c->in_cap = cap;
+        }
+        n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        }
+        if (n <= 0) {
+            conn_kill(s, c, c->state == CONN_AUTH_WAIT ? "closed during the handshake" : NULL);
+            if (n < 0) {
+                DC_DEBUG("rdv server: recv: %s", strerror(errno));
+            }
+            return;
+        }
+        c->in_len += (size_t)n;
+        conn_parse(s, c);
+    }
+}
+
+static void server_accept(dc_rdv_server_t *s)
+{
+    for (;;) {
+        struct sockaddr_in addr;
+        socklen_t alen = sizeof(addr);
+        int fd = accept4(s->listen_fd, (struct sockaddr *)&addr, &alen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        dc_rdv_msg_t hello = {.type = DC_RDV_MSG_HELLO, .version = DC_RDV_VERSION};
+        struct epoll_event ev;
+        conn_t *c;
+        int one = 1;
+
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                DC_WARN("rdv server: accept: %s", strerror(errno));
+            }
+            return;
+        }
+        c = (s->nconns < MAX_CONNS) ? calloc(1, sizeof(*c)) : NULL;
+        if (c == NULL) {
+            DC_WARN("rdv server: refusing a connection: %d connections open", s->nconns);
+            close(fd);
+            continue;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->fd = fd;
+        c->state = CONN_AUTH_WAIT;
+        c->rank = -1;
+        c->deadline_ns = dc_now_ns() + AUTH_TIMEOUT_MS * 1000000ull;
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", inet_ntoa(addr.sin_addr),
+                 (int)ntohs(addr.sin_port));
+        ev.events = EPOLLIN;
+        ev.data.ptr = c;
+        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            DC_WARN("rdv server: epoll_ctl: %s", strerror(errno));
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = s->conns;
+        s->conns = c;
+        s->nconns++;
+        dc_auth_random(c->nonce, sizeof(c->nonce));
+        memcpy(hello.nonce, c->nonce, sizeof(c->nonce));
+        conn_send(s, c, &hello);
+    }
+}
+
+static void reap_dead(dc_rdv_server_t *s)
+{
+    conn_t **cp = &s->conns;
+
+    while (*cp != NULL) {
+        conn_t *c = *cp;
+
+        if (c->state == CONN_DEAD) {
+            *cp = c->next;
+            s->nconns--;
+            free(c->in);
+            free(c->out);
+            free(c);
+        } else {
+            cp = &c->next;
+        }
+    }
+}
+
+/* ---- Public ---------------------------------------------------------------------- */
+
+int dc_rdv_server_progress(dc_rdv_server_t *s)
+{
+    struct epoll_event evs[64];
+    uint64_t now;
+    int n, handled = 0;
+
+    do {
+        n = epoll_wait(s->epfd, evs, (int)DC_ARRAY_SIZE(evs), 0);
+        for (int i = 0; i < n; i++) {
+            conn_t *c = evs[i].data.ptr;
+
+            if (c == NULL) {
+                server_accept(s);
+            } else if (c->state != CONN_DEAD) {
+                if (evs[i].events & EPOLLOUT) {
+                    conn_flush(s, c);
+                }
+                if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+                    conn_read(s, c);
+                }
+            }
+        }
+        handled += DC_MAX(n, 0);
+    } while (n == (int)DC_ARRAY_SIZE(evs));
+    now = dc_now_ns();
+    for (conn_t *c = s->conns; c != NULL; c = c->next) {
+        if (c->state == CONN_AUTH_WAIT && now >= c->deadline_ns) {
+            conn_kill(s, c, "handshake not completed in time");
+            handled++;
+        }
+    }
+    reap_dead(s);
+    return handled;
+}
+
+int dc_rdv_server_timeout_ms(const dc_rdv_server_t *s)
+{
+    uint64_t now = dc_now_ns(), next = UINT64_MAX;
+
+    for (const conn_t *c = s->conns; c != NULL; c = c->next) {
+        if (c->state == CONN_AUTH_WAIT) {
+            next = DC_MIN(next, c->deadline_ns);
+        }
+    }
+    if (next == UINT64_MAX) {
+        return -1;
+    }
+    return next <= now ? 0 : (int)((next - now + 999999) / 1000000);
+}
+
+void dc_rdv_server_broadcast(dc_rdv_server_t *s, const char *text)
+{
+    dc_rdv_msg_t ev = {.type = DC_RDV_MSG_EVENT, .val = text,
+                       .val_len = DC_MIN(strlen(text), (size_t)DC_RDV_MAX_EVENT)};
+
+    for (conn_t *c = s->conns; c != NULL; c = c->next) {
+        if (c->state == CONN_EVENTS) {
+            conn_send(s, c, &ev);
+        }
+    }
+}
+
+int dc_rdv_server_ranks_seen(const dc_rdv_server_t *s, int nranks)
+{
+    int count = 0;
+
+    for (int r = 0; r < DC_MIN(nranks, s->seen_cap); r++) {
+        count += s->seen[r];
+    }
+    return count;
+}
+
+int dc_rdv_server_port(const dc_rdv_server_t *s)
+{
+    return s->port;
+}
+
+int dc_rdv_server_fd(const dc_rdv_server_t *s)
+{
+    return s->epfd;
+}
+
+dc_status_t dc_rdv_server_create(const char *bind_addr, int port,
+                                 const uint8_t secret[DC_AUTH_SECRET_LEN],
+                                 dc_rdv_server_t **server_p)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    socklen_t alen = sizeof(addr);
+    dc_rdv_server_t *s;
+    dc_status_t status;
+    int one = 1;
+
+    if (bind_addr == NULL || port < 0 || port > 65535 ||
+        inet_pton(AF_INET, bind_addr, &addr.sin_addr) != 1) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "rdv server: bad bind address '%s:%d'",
+                            bind_addr ? bind_addr : "(null)", port);
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "rdv server: out of memory");
+    }
+    memcpy(s->secret, secret, DC_AUTH_SECRET_LEN);
+    s->epfd = -1;
+    s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0) {
+        status = dc_error_set(DCOMM_ERR_TRANSPORT, "rdv server: socket: %s", strerror(errno));
+        goto err_free;
+    }
+    setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+        listen(s->listen_fd, 1024) != 0 ||
+        getsockname(s->listen_fd, (struct sockaddr *)&addr, &alen) != 0) {
+        status = dc_error_set(DCOMM_ERR_TRANSPORT, "rdv server: cannot listen on %s:%d: %s",
+                              bind_addr, port, strerror(errno));
+        goto err_close;
+    }
+    s->port = ntohs(addr.sin_port);
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->epfd < 0 || epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->listen_fd, &ev) != 0) {
+        status = dc_error_set(DCOMM_ERR_INTERNAL, "rdv server: epoll: %s", strerror(errno));
+        goto err_close;
+    }
+    *server_p = s;
+    return DCOMM_OK;
+
+err_close:
+    if (s->epfd >= 0) {
+        close(s->epfd);
+    }
+    close(s->listen_fd);
+err_free:
+    free(s);
+    return status;
+}
+
+void dc_rdv_server_destroy(dc_rdv_server_t *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    for (conn_t *c = s->conns; c != NULL; c = c->next) {
+        if (c->state != CONN_DEAD) {
+            c->state = CONN_STORE; /* closing at shutdown is not worth a warning */
+            conn_kill(s, c, NULL);
+        }
+    }
+    reap_dead(s);
+    for (int b = 0; b < NBUCKETS; b++) {
+        while (s->buckets[b] != NULL) {
+            entry_t *e = s->buckets[b];
+
+            s->buckets[b] = e->next;
+            free(e->key);
+            free(e->val);
+            free(e);
+        }
+    }
+    close(s->epfd);
+    close(s->listen_fd);
+    free(s->seen);
+    free(s);
+}

@@ -1,0 +1,53 @@
+/* Key-value store used to exchange addresses at start-up (the rendezvous
+ * server of dlaunch, or a directory on a shared file system). Transports get it
+ * through the bootstrap; they never see its implementation. */
+#ifndef DC_STORE_H
+#define DC_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct dc_store dc_store_t;
+
+typedef struct dc_store_ops {
+    dc_status_t (*set)(dc_store_t *store, const char *key, const void *val, size_t len);
+    /* Waits until key exists (at most timeout_ms; <= 0: no waiting), copies at most
+     * cap bytes into buf and sets *len_p to the value's full length. */
+    dc_status_t (*get)(dc_store_t *store, const char *key, void *buf, size_t cap, size_t *len_p,
+                       int timeout_ms);
+    /* Atomically adds delta to the integer at key (0 when absent); new value out. */
+    dc_status_t (*add)(dc_store_t *store, const char *key, int64_t delta, int64_t *value_p);
+    void (*close)(dc_store_t *store);
+} dc_store_ops_t;
+
+struct dc_store {
+    const dc_store_ops_t *ops;
+};
+
+static inline dc_status_t dc_store_set(dc_store_t *s, const char *key, const void *val, size_t len)
+{
+    return s->ops->set(s, key, val, len);
+}
+
+static inline dc_status_t dc_store_get(dc_store_t *s, const char *key, void *buf, size_t cap,
+                                       size_t *len_p, int timeout_ms)
+{
+    return s->ops->get(s, key, buf, cap, len_p, timeout_ms);
+}
+
+static inline dc_status_t dc_store_add(dc_store_t *s, const char *key, int64_t delta,
+                                       int64_t *value_p)
+{
+    return s->ops->add(s, key, delta, value_p);
+}
+
+/* Waits until every one of n ranks has reached barrier `name` (counter at key). */
+dc_status_t dc_store_barrier(dc_store_t *s, const char *name, int n, int timeout_ms);
+
+/* A store in a directory (one file per key, written atomically). Used for tests
+ * and single-host jobs started without dlaunch. dir is created mode 0700. */
+dc_status_t dc_filestore_open(const char *dir, dc_store_t **store_p);
+
+#endif
