@@ -201,16 +201,23 @@ static int describe_mismatch(coord_t *c, const neg_entry_t *e, char *text, size_
         case 3: snprintf(value, sizeof(value), "%llu", (unsigned long long)q->count); break;
         default: snprintf(value, sizeof(value), "%d", q->root); break;
         }
-        len += (size_t)snprintf(text + len, cap - len, "%s ranks", r ? ";" : "");
-        for (int s = r; s < c->size && len < cap; s++) {
+        char group[256];
+        size_t glen = 0;
+        int members = 0;
+
+        for (int s = r; s < c->size && glen < sizeof(group); s++) {
             const dc_wire_req_t *p = &e->per_rank[s];
             int64_t w[] = {p->coll, p->dtype, p->op, (int64_t)p->count, p->root};
 
             if (!listed[s] && w[field] == v[field]) {
                 listed[s] = 1;
-                len += (size_t)snprintf(text + len, cap - len, "%s%d", s == r ? " " : ",", s);
+                members++;
+                glen += (size_t)snprintf(group + glen, sizeof(group) - glen, "%s%d",
+                                         s == r ? "" : ",", s);
             }
         }
+        len += (size_t)snprintf(text + len, cap - len, "%s %s %s", r ? ";" : "",
+                                members > 1 ? "ranks" : "rank", group);
         if (len < cap) {
             len += (size_t)snprintf(text + len, cap - len, " sent %s", value);
         }

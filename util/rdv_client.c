@@ -306,7 +306,7 @@ static dc_status_t connect_auth(const char *hostport, const uint8_t secret[DC_AU
 {
     uint64_t deadline = dc_deadline_ms(timeout_ms > 0 ? timeout_ms : DEFAULT_OP_TIMEOUT_MS);
     dc_status_t status;
-    int fd;
+    int fd = -1;
 
     if (hostport == NULL || secret == NULL) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "rdv client: NULL address or secret");
@@ -485,7 +485,7 @@ dc_status_t dc_rdv_client_open(const char *hostport, const uint8_t secret[DC_AUT
     socklen_t llen = sizeof(local);
     rdv_client_t *c;
     dc_status_t status;
-    int fd;
+    int fd = -1;
 
     status = connect_auth(hostport, secret, rank, DC_RDV_ROLE_STORE, timeout_ms, &fd);
     if (status != DCOMM_OK) {

@@ -71,19 +71,13 @@ static inline __m256d max_pd(__m256d a, __m256d b)
 #define ST_PD(p, v)  _mm256_storeu_pd((double *)(p), (v))
 #define LD_F16(p)    _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define ST_F16(p, v) _mm_storeu_si128((__m128i *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
-#define LD_BF16(p)   load_bf16(p)
-#define ST_BF16(p, v) store_bf16((p), (v))
 
-static inline __m256 load_bf16(const unsigned char *p)
+/* bfloat16 is the top half of a float: interleaving zeros below each element
+ * widens 16 of them into two float vectors (unpack works per 128-bit lane, and
+ * so does the pack on the way back: the element order comes out unchanged). */
+static inline __m256i bf16_round(__m256 v)
 {
-    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-
-    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-
-/* Same rounding as dc_float_to_bf16, 8 lanes at a time. */
-static inline void store_bf16(unsigned char *p, __m256 v)
-{
+    /* same rounding as dc_float_to_bf16; the result is in the low 16 bits */
     __m256i bits    = _mm256_castps_si256(v);
     __m256i hi      = _mm256_srli_epi32(bits, 16);
     __m256i lsb     = _mm256_and_si256(hi, _mm256_set1_epi32(1));
@@ -91,12 +85,21 @@ static inline void store_bf16(unsigned char *p, __m256 v)
         _mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7fff)), lsb), 16);
     __m256i quiet  = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
     __m256i is_nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    __m256i r      = _mm256_blendv_epi8(rounded, quiet, is_nan);
-    /* pack works per 128-bit lane: gather the two low quadwords afterwards */
-    __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xd8);
 
-    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(packed));
+    return _mm256_blendv_epi8(rounded, quiet, is_nan);
 }
+
+#define BF16X16(x, y, vop)                                                                 \
+    _mm256_packus_epi32(                                                                   \
+        bf16_round(vop(_mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), x)), \
+                       _mm256_castsi256_ps(_mm256_unpacklo_epi16(_mm256_setzero_si256(), y)))), \
+        bf16_round(vop(_mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), x)), \
+                       _mm256_castsi256_ps(_mm256_unpackhi_epi16(_mm256_setzero_si256(), y)))))
+
+static inline __m256i bf16_sum(__m256i x, __m256i y) { return BF16X16(x, y, _mm256_add_ps); }
+static inline __m256i bf16_prod(__m256i x, __m256i y) { return BF16X16(x, y, _mm256_mul_ps); }
+static inline __m256i bf16_min(__m256i x, __m256i y) { return BF16X16(x, y, min_ps); }
+static inline __m256i bf16_max(__m256i x, __m256i y) { return BF16X16(x, y, max_ps); }
 
 /* ---- kernels ----------------------------------------------------------------- */
 
@@ -156,8 +159,8 @@ FLOAT_KERNELS(f64, double, DCOMM_FLOAT64, __m256d, 4, LD_PD, ST_PD, _mm256_add_p
               _mm256_mul_pd, min_pd, max_pd)
 FLOAT_KERNELS(f16, uint16_t, DCOMM_FLOAT16, __m256, 8, LD_F16, ST_F16, _mm256_add_ps,
               _mm256_mul_ps, min_ps, max_ps)
-FLOAT_KERNELS(bf16, uint16_t, DCOMM_BFLOAT16, __m256, 8, LD_BF16, ST_BF16, _mm256_add_ps,
-              _mm256_mul_ps, min_ps, max_ps)
+FLOAT_KERNELS(bf16, uint16_t, DCOMM_BFLOAT16, __m256i, 16, LD_I, ST_I, bf16_sum, bf16_prod,
+              bf16_min, bf16_max)
 
 const dc_reduce_table_t dc_reduce_table_avx2 = {
     .name = "avx2",

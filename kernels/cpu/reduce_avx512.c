@@ -61,30 +61,34 @@ static inline __m512d max_pd(__m512d a, __m512d b)
 #define LD_F16(p)     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define ST_F16(p, v)                                                                       \
     _mm256_storeu_si256((__m256i *)(p), _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
-#define LD_BF16(p)    load_bf16(p)
-#define ST_BF16(p, v) store_bf16((p), (v))
 
-static inline __m512 load_bf16(const unsigned char *p)
+/* bfloat16 is the top half of a float: interleaving zeros below each element
+ * widens 32 of them into two float vectors (unpack works per 128-bit lane, and
+ * so does the pack on the way back: the element order comes out unchanged). */
+static inline __m512i bf16_round(__m512 v)
 {
-    __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
-
-    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-}
-
-/* Same rounding as dc_float_to_bf16, 16 lanes at a time. */
-static inline void store_bf16(unsigned char *p, __m512 v)
-{
+    /* same rounding as dc_float_to_bf16; the result is in the low 16 bits */
     __m512i bits    = _mm512_castps_si512(v);
     __m512i hi      = _mm512_srli_epi32(bits, 16);
     __m512i lsb     = _mm512_and_si512(hi, _mm512_set1_epi32(1));
     __m512i rounded = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb), 16);
-    __m512i quiet     = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
-    __mmask16 is_nan  = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    __m512i r         = _mm512_mask_mov_epi32(rounded, is_nan, quiet);
+    __m512i quiet = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
 
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(r));
+    return _mm512_mask_mov_epi32(rounded, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), quiet);
 }
+
+#define BF16X32(x, y, vop)                                                                 \
+    _mm512_packus_epi32(                                                                   \
+        bf16_round(vop(_mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), x)), \
+                       _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), y)))), \
+        bf16_round(vop(_mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), x)), \
+                       _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), y)))))
+
+static inline __m512i bf16_sum(__m512i x, __m512i y) { return BF16X32(x, y, _mm512_add_ps); }
+static inline __m512i bf16_prod(__m512i x, __m512i y) { return BF16X32(x, y, _mm512_mul_ps); }
+static inline __m512i bf16_min(__m512i x, __m512i y) { return BF16X32(x, y, min_ps); }
+static inline __m512i bf16_max(__m512i x, __m512i y) { return BF16X32(x, y, max_ps); }
 
 /* ---- kernels ----------------------------------------------------------------- */
 
@@ -145,8 +149,8 @@ FLOAT_KERNELS(f64, double, DCOMM_FLOAT64, __m512d, 8, LD_PD, ST_PD, _mm512_add_p
               _mm512_mul_pd, min_pd, max_pd)
 FLOAT_KERNELS(f16, uint16_t, DCOMM_FLOAT16, __m512, 16, LD_F16, ST_F16, _mm512_add_ps,
               _mm512_mul_ps, min_ps, max_ps)
-FLOAT_KERNELS(bf16, uint16_t, DCOMM_BFLOAT16, __m512, 16, LD_BF16, ST_BF16, _mm512_add_ps,
-              _mm512_mul_ps, min_ps, max_ps)
+FLOAT_KERNELS(bf16, uint16_t, DCOMM_BFLOAT16, __m512i, 32, LD_I, ST_I, bf16_sum, bf16_prod,
+              bf16_min, bf16_max)
 
 const dc_reduce_table_t dc_reduce_table_avx512 = {
     .name = "avx512",

@@ -8,6 +8,10 @@
 
 #include "reduce_impl.h"
 
+#if defined(DC_REDUCE_BUILD_AVX2)
+#include <cpuid.h>
+#endif
+
 typedef struct isa_level {
     const char *name;
     const dc_reduce_table_t *table;
@@ -20,10 +24,19 @@ static int cpu_any(void)
 }
 
 #if defined(DC_REDUCE_BUILD_AVX2)
+/* Not every compiler knows "f16c" for __builtin_cpu_supports: ask CPUID (leaf 1,
+ * ECX bit 29). The AVX2 check already covers the OS saving the ymm state. */
+static int cpu_f16c(void)
+{
+    unsigned eax, ebx, ecx, edx;
+
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C);
+}
+
 static int cpu_avx2(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && cpu_f16c();
 }
 #endif
 
@@ -34,7 +47,7 @@ static int cpu_avx512(void)
     /* the AVX-512 kernels fall back on the scalar ones only, but F16C is checked
      * too so that a level never needs more than the level below it */
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("f16c");
+           cpu_f16c();
 }
 #endif
 

@@ -496,7 +496,8 @@ static void test_peer_killed(void **state)
 }
 
 /* A sender that closes and exits right after its send completed: the message is
- * still delivered and check() does not call that a loss. */
+ * still delivered, even to a receive posted after check() saw the exit, and
+ * check() does not call that a loss until a request fails. */
 static int body_clean_exit(ctx_t *c)
 {
     uint8_t buf[3000];
@@ -517,14 +518,20 @@ static int body_clean_exit(ctx_t *c)
         dc_sleep_ns(1000000);
     }
     CHECK(kill(addr.pid, 0) != 0);
+    CHECK(ops->check(c->tp) == DCOMM_OK); /* noticed, but a clean exit */
     CHECK(ops->irecv(c->eps[1], buf, sizeof(buf), 5, &req) == DCOMM_OK);
     CHECK(drive(c, reqs, 1, DRIVE_MS, &check) == 0);
     CHECK(req.status == DCOMM_OK);
     CHECK(verify(buf, sizeof(buf), 1, 0, 5));
     CHECK(check == DCOMM_OK);
     CHECK(ops->check(c->tp) == DCOMM_OK);
-    /* a new receive from the departed rank fails at once */
-    CHECK(ops->irecv(c->eps[1], buf, sizeof(buf), 6, &req) == DCOMM_ERR_PEER_LOST);
+    /* a receive the departed rank can no longer satisfy fails, and so do sends */
+    CHECK(ops->irecv(c->eps[1], buf, sizeof(buf), 6, &req) == DCOMM_OK);
+    CHECK(drive(c, reqs, 1, DRIVE_MS, NULL) == 0);
+    CHECK(req.status == DCOMM_ERR_PEER_LOST);
+    CHECK(strstr(dc_error_get(), "rank 1 (pid") != NULL);
+    CHECK(ops->check(c->tp) == DCOMM_ERR_PEER_LOST);
+    CHECK(ops->isend(c->eps[1], buf, 1, 7, &req) == DCOMM_ERR_PEER_LOST);
     return 0;
 }
 

@@ -45,7 +45,9 @@ typedef struct shm_ep {
     int rx_discard; /* its receive failed: drop the payload */
     uint64_t rx_len, rx_left;
     int connected;
-    int dead;
+    int gone; /* the peer's process has ended: only what it left in our ring remains */
+    int lost; /* ... and that failed requests or was not a clean close */
+    int closed; /* close() failed everything */
 } shm_ep_t;
 
 struct dc_transport {
@@ -613,7 +615,8 @@ static dc_status_t shm_isend(dc_endpoint_t *ep, const void *buf, size_t len, uin
         return status;
     }
     req_init(req, ep, buf, len, tag);
-    if (sep->dead) {
+    if (sep->gone) {
+        sep->lost = 1;
         req->status = ep_lost_error(sep);
         return req->status;
     }
@@ -635,13 +638,12 @@ static dc_status_t shm_irecv(dc_endpoint_t *ep, void *buf, size_t len, uint64_t 
         return status;
     }
     req_init(req, ep, buf, len, tag);
-    if (sep->dead) {
-        req->status = ep_lost_error(sep);
-        return req->status;
-    }
+    /* even from a departed peer: its last messages may still sit in our ring */
     queue_push(&sep->recvs, &sep->recvs_tail, req);
     return DCOMM_OK;
 }
+
+static int ep_gone_progress(shm_ep_t *ep, dc_transport_t *tp);
 
 static int shm_progress(dc_transport_t *tp)
 {
@@ -650,7 +652,8 @@ static int shm_progress(dc_transport_t *tp)
     for (int i = 0; i < tp->npeers; i++) {
         shm_ep_t *ep = &tp->eps[i];
 
-        if (ep->dead) {
+        if (ep->gone) {
+            events += ep_gone_progress(ep, tp);
             continue;
         }
         events += ep_recv_move(ep, tp);
@@ -684,16 +687,11 @@ static int peer_gone(shm_ep_t *ep)
     return kill(ep->pid, 0) != 0 && errno == ESRCH;
 }
 
-/* The peer is gone: deliver what it left in our ring, fail the rest. Returns
- * how many requests failed. */
-static int ep_fail(shm_ep_t *ep, dc_transport_t *tp, dc_status_t status)
+/* Completes every request still queued on ep with status; returns how many. */
+static int ep_fail(shm_ep_t *ep, dc_status_t status)
 {
     int failed = 0;
 
-    if (status == DCOMM_ERR_PEER_LOST) {
-        ep_recv_move(ep, tp);
-        ep_send_complete(ep);
-    }
     while (ep->recvs != NULL) {
         queue_pop(&ep->recvs, &ep->recvs_tail)->status = status;
         failed++;
@@ -703,8 +701,24 @@ static int ep_fail(shm_ep_t *ep, dc_transport_t *tp, dc_status_t status)
         failed++;
     }
     ep->send_cur = NULL;
-    ep->dead = 1;
     return failed;
+}
+
+/* The peer is gone: deliver what it left in our ring (its sends completed when
+ * the data was there), then fail what can never complete. */
+static int ep_gone_progress(shm_ep_t *ep, dc_transport_t *tp)
+{
+    int events = ep_recv_move(ep, tp) + ep_send_complete(ep);
+
+    if (ep->recvs != NULL || ep->sends != NULL) {
+        int failed = ep_fail(ep, ep_lost_error(ep));
+
+        DC_WARN("shm: rank %d (pid %d) is gone; %d requests failed", ep->super.peer,
+                (int)ep->pid, failed);
+        ep->lost = 1;
+        events += failed;
+    }
+    return events;
 }
 
 static dc_status_t shm_check(dc_transport_t *tp)
@@ -714,17 +728,13 @@ static dc_status_t shm_check(dc_transport_t *tp)
     for (int i = 0; i < tp->npeers; i++) {
         shm_ep_t *ep = &tp->eps[i];
 
-        if (!ep->dead && peer_gone(ep)) {
-            int clean = atomic_load(&ep->seg->closed) != 0;
-            int failed = ep_fail(ep, tp, DCOMM_ERR_PEER_LOST);
-
-            if (!clean || failed > 0) {
-                DC_WARN("shm: rank %d (pid %d) is gone%s; %d requests failed", ep->super.peer,
-                        (int)ep->pid, clean ? " (after closing)" : "", failed);
-                ep->dead = 2; /* counts as a loss */
-            }
+        if (!ep->gone && !ep->closed && peer_gone(ep)) {
+            ep->gone = 1;
+            /* a crash, not the end of a job whose last messages we already have */
+            ep->lost = atomic_load(&ep->seg->closed) == 0;
+            ep_gone_progress(ep, tp);
         }
-        if (ep->dead == 2 && first == DCOMM_OK) {
+        if (ep->lost && first == DCOMM_OK) {
             first = ep_lost_error(ep);
         }
     }
@@ -736,7 +746,8 @@ static void shm_tp_close(dc_transport_t *tp)
     for (int i = 0; i < tp->npeers; i++) {
         shm_ep_t *ep = &tp->eps[i];
 
-        ep_fail(ep, tp, DCOMM_ERR_SHUT_DOWN);
+        ep_fail(ep, DCOMM_ERR_SHUT_DOWN);
+        ep->closed = 1;
         if (ep->seg != NULL && ep->seg != tp->seg) {
             munmap(ep->seg, ep->seg_size);
         }

@@ -1,0 +1,130 @@
+#!/bin/sh
+# Launcher tests: runs dlaunch with shell ranks (or rdv_probe) and checks exit
+# codes, prefixed output, failure reports and that no rank process is left.
+# usage: dlaunch_test.sh DLAUNCH PROBE CASE
+set -u
+DLAUNCH=$1
+PROBE=$2
+CASE=$3
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+# A sleep nobody else runs: "sleep 300.<pid>" is how we find leftovers.
+MARK="300.$$"
+
+fail() { echo "FAIL [$CASE]: $*"; echo "--- stdout"; cat "$TMP/out"; echo "--- stderr"; cat "$TMP/err"; exit 1; }
+expect_rc() { [ "$RC" -eq "$1" ] || fail "exit code $RC, expected $1"; }
+expect_out() { grep -qF -- "$1" "$TMP/out" || fail "stdout lacks '$1'"; }
+expect_err() { grep -qF -- "$1" "$TMP/err" || fail "stderr lacks '$1'"; }
+no_leftovers() {
+    sleep 0.2
+    if pgrep -f "sleep $MARK" >/dev/null; then
+        pgrep -af "sleep $MARK"
+        pkill -KILL -f "sleep $MARK"
+        fail "rank processes left behind"
+    fi
+}
+run() { START=$(date +%s); "$DLAUNCH" "$@" >"$TMP/out" 2>"$TMP/err"; RC=$?; END=$(date +%s); }
+: >"$TMP/out"; : >"$TMP/err"
+
+case $CASE in
+success)
+    run -np 2 -- sh -c 'echo "out $DCOMM_RANK/$DCOMM_SIZE local $DCOMM_LOCAL_RANK/$DCOMM_LOCAL_SIZE cross $DCOMM_CROSS_RANK/$DCOMM_CROSS_SIZE"; echo "err $DCOMM_RANK" >&2; echo "secret ${#DCOMM_JOB_SECRET} id ${#DCOMM_JOB_ID} rdv $DCOMM_RENDEZVOUS start $DCOMM_START_TIMEOUT"; printf "no newline $DCOMM_RANK"'
+    expect_rc 0
+    expect_out "[0] out 0/2 local 0/2 cross 0/1"
+    expect_out "[1] out 1/2 local 1/2 cross 0/1"
+    expect_err "[0] err 0"
+    expect_err "[1] err 1"
+    expect_out "[1] no newline 1"
+    expect_out "[0] secret 64 id 32 rdv 127.0.0.1:"
+    expect_out "start 60"
+    grep -q "^\[0\] out" "$TMP/err" && fail "stdout line on stderr"
+    [ "$(grep -c '^\[[01]\] ' "$TMP/out")" -eq 6 ] || fail "expected 6 prefixed stdout lines"
+    ;;
+rank_exit)
+    run -np 3 --grace 5 sh -c "if [ \$DCOMM_RANK = 2 ]; then sleep 0.3; exit 3; fi; exec sleep $MARK"
+    expect_rc 3
+    expect_err "dlaunch: rank 2 exited with code 3"
+    [ $((END - START)) -le 4 ] || fail "sleeping ranks were not stopped quickly"
+    no_leftovers
+    ;;
+rank_killed)
+    run -np 3 sh -c "if [ \$DCOMM_RANK = 1 ]; then kill -9 \$\$; fi; exec sleep $MARK"
+    expect_rc 137
+    expect_err "dlaunch: rank 1 killed by signal 9 (Killed)"
+    no_leftovers
+    ;;
+sigterm)
+    "$DLAUNCH" -np 3 sh -c "echo started; exec sleep $MARK" >"$TMP/out" 2>"$TMP/err" &
+    PID=$!
+    i=0
+    while [ "$(grep -c started "$TMP/out")" -lt 3 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -TERM $PID
+    wait $PID
+    RC=$?
+    expect_rc 143
+    expect_err "dlaunch: received signal 15"
+    no_leftovers
+    ;;
+grace)
+    # Ranks ignore SIGTERM: SIGKILL must follow after --grace.
+    run -np 2 --grace 0.5 sh -c "trap '' TERM; if [ \$DCOMM_RANK = 0 ]; then sleep 0.3; exit 4; fi; sleep $MARK; sleep $MARK"
+    expect_rc 4
+    expect_err "rank 0 exited with code 4"
+    [ $((END - START)) -le 4 ] || fail "SIGKILL did not follow the grace period"
+    no_leftovers
+    ;;
+stray)
+    # A rank leaves a background child behind and exits 0: it must not survive.
+    run -np 2 sh -c "sleep $MARK & echo spawned; exit 0"
+    expect_rc 0
+    expect_out "[1] spawned"
+    [ $((END - START)) -le 4 ] || fail "dlaunch waited for the stray child"
+    no_leftovers
+    ;;
+usage)
+    run
+    expect_rc 2
+    expect_err "usage:"
+    run -np 0 true
+    expect_rc 2
+    run -np 2
+    expect_rc 2
+    run --bogus -np 2 true
+    expect_rc 2
+    run -np x true
+    expect_rc 2
+    run -n 2 --grace -1 true
+    expect_rc 2
+    run -n 2 true
+    expect_rc 0
+    run -np 1 /nonexistent/program
+    expect_rc 127
+    expect_err "cannot execute"
+    ;;
+start_timeout)
+    run -np 2 --start-timeout 1 --grace 1 sh -c "exec sleep $MARK"
+    expect_rc 124
+    expect_err "only 0 of 2 ranks connected to the rendezvous within 1 s"
+    no_leftovers
+    ;;
+rdv_probe)
+    run -np 3 "$PROBE" store
+    expect_rc 0
+    expect_out "[0] rank 0 ok via 127.0.0.1"
+    expect_out "[2] rank 2 ok via 127.0.0.1"
+    expect_err "dropped unauthenticated connection"
+    expect_err "authentication failed"
+    ;;
+events)
+    run -np 3 "$PROBE" events
+    expect_rc 5
+    expect_err "dlaunch: rank 1 exited with code 5"
+    expect_out "[0] event: rank 1 exited with code 5"
+    ;;
+*)
+    echo "unknown case $CASE"
+    exit 2
+    ;;
+esac
+echo "PASS [$CASE]"
+exit 0
