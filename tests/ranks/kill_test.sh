@@ -22,6 +22,6 @@ survivors=$(grep -c "PEER_LOST\|a peer rank was lost" "$out")
 [ "$(grep -c 'next call: a peer rank was lost' "$out")" -eq "$last" ] ||
     fail "later calls did not fail with PEER_LOST"
 sleep 0.5
-pgrep -f "$prog" >/dev/null && fail "rank processes left behind"
+pgrep -f "^$prog" >/dev/null && fail "rank processes left behind"
 [ "$(ls /dev/shm | wc -l)" -le "$shm_before" ] || fail "files left in /dev/shm"
 echo "kill test passed ($survivors survivor lines)"
