@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -166,6 +167,13 @@ static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
     }
     size_t size = seg_data_offset(npeers) + (size_t)npeers * ring_size;
 
+    /* Peers open our memfd through /proc/<pid>/fd, which needs ptrace-read
+     * permission. Under Yama's ptrace_scope=1 (Ubuntu's default) sibling ranks
+     * lack it; allowing any same-user process restores the classic rule
+     * (scope 0). Fails harmlessly with EINVAL where Yama is absent. */
+#ifdef PR_SET_PTRACER
+    (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+#endif
     tp->memfd = memfd_create("dcomm-shm", MFD_CLOEXEC);
     if (tp->memfd < 0) {
         return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: memfd_create failed: %s", strerror(errno));
@@ -213,8 +221,12 @@ static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_ad
     snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)addr->pid, (int)addr->fd);
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
-        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: cannot open rank %d's segment %s: %s",
-                            peer, path, strerror(errno));
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: cannot open rank %d's segment %s: %s%s",
+                            peer, path, strerror(errno),
+                            errno == EACCES || errno == EPERM
+                                ? " (ptrace permission denied, e.g. kernel.yama.ptrace_scope"
+                                  " >= 2; set DCOMM_TRANSPORTS=^shm)"
+                                : "");
     }
     if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != addr->size) {
         status = dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment %s has the wrong size",
