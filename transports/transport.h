@@ -76,6 +76,43 @@ struct dc_request {
     dc_endpoint_t *ep;  /* set by isend/irecv */
 };
 
+/* Helpers for backends: start a request, and FIFO queues of requests linked
+ * through req->next (head/tail pointers owned by the backend). */
+static inline void dc_request_start(dc_request_t *req, dc_endpoint_t *ep, const void *buf,
+                                    size_t len, uint64_t tag)
+{
+    req->status = DCOMM_INPROGRESS;
+    req->buf = (void *)buf;
+    req->len = len;
+    req->tag = tag;
+    req->done = 0;
+    req->next = NULL;
+    req->ep = ep;
+}
+
+static inline void dc_reqq_push(dc_request_t **head, dc_request_t **tail, dc_request_t *req)
+{
+    req->next = NULL;
+    if (*tail != NULL) {
+        (*tail)->next = req;
+    } else {
+        *head = req;
+    }
+    *tail = req;
+}
+
+static inline dc_request_t *dc_reqq_pop(dc_request_t **head, dc_request_t **tail)
+{
+    dc_request_t *req = *head;
+
+    *head = req->next;
+    if (*head == NULL) {
+        *tail = NULL;
+    }
+    req->next = NULL;
+    return req;
+}
+
 /* Attributes from query(). */
 typedef struct dc_transport_attr {
     int usable;          /* 0: this backend cannot run here (reason logged) */

@@ -16,28 +16,6 @@ struct dc_transport {
     int rank;
 };
 
-static void queue_push(dc_request_t **head, dc_request_t **tail, dc_request_t *req)
-{
-    req->next = NULL;
-    if (*tail != NULL) {
-        (*tail)->next = req;
-    } else {
-        *head = req;
-    }
-    *tail = req;
-}
-
-static dc_request_t *queue_pop(dc_request_t **head, dc_request_t **tail)
-{
-    dc_request_t *req = *head;
-
-    *head = req->next;
-    if (*head == NULL) {
-        *tail = NULL;
-    }
-    return req;
-}
-
 static dc_status_t self_query(const dc_topo_t *topo, dc_transport_attr_t *attr_p)
 {
     (void)topo;
@@ -76,16 +54,11 @@ static dc_status_t self_post(dc_endpoint_t *ep, void *buf, size_t len, uint64_t 
 {
     self_ep_t *sep = (self_ep_t *)ep;
 
-    req->status = DCOMM_INPROGRESS;
-    req->buf = buf;
-    req->len = len;
-    req->tag = tag;
-    req->done = 0;
-    req->ep = ep;
+    dc_request_start(req, ep, buf, len, tag);
     if (is_send) {
-        queue_push(&sep->sends, &sep->sends_tail, req);
+        dc_reqq_push(&sep->sends, &sep->sends_tail, req);
     } else {
-        queue_push(&sep->recvs, &sep->recvs_tail, req);
+        dc_reqq_push(&sep->recvs, &sep->recvs_tail, req);
     }
     return DCOMM_OK;
 }
@@ -108,8 +81,8 @@ static int self_progress(dc_transport_t *tp)
     int events = 0;
 
     while (ep->sends != NULL && ep->recvs != NULL) {
-        dc_request_t *s = queue_pop(&ep->sends, &ep->sends_tail);
-        dc_request_t *r = queue_pop(&ep->recvs, &ep->recvs_tail);
+        dc_request_t *s = dc_reqq_pop(&ep->sends, &ep->sends_tail);
+        dc_request_t *r = dc_reqq_pop(&ep->recvs, &ep->recvs_tail);
 
         if (s->tag != r->tag || s->len > r->len) {
             r->status = dc_error_set(DCOMM_ERR_INTERNAL,
@@ -134,10 +107,10 @@ static int self_progress(dc_transport_t *tp)
 static void self_close(dc_transport_t *tp)
 {
     while (tp->ep.sends != NULL) {
-        queue_pop(&tp->ep.sends, &tp->ep.sends_tail)->status = DCOMM_ERR_SHUT_DOWN;
+        dc_reqq_pop(&tp->ep.sends, &tp->ep.sends_tail)->status = DCOMM_ERR_SHUT_DOWN;
     }
     while (tp->ep.recvs != NULL) {
-        queue_pop(&tp->ep.recvs, &tp->ep.recvs_tail)->status = DCOMM_ERR_SHUT_DOWN;
+        dc_reqq_pop(&tp->ep.recvs, &tp->ep.recvs_tail)->status = DCOMM_ERR_SHUT_DOWN;
     }
     free(tp);
 }

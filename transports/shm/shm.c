@@ -61,29 +61,6 @@ struct dc_transport {
     shm_ep_t *eps; /* [npeers], in boot->peers order */
 };
 
-static void queue_push(dc_request_t **head, dc_request_t **tail, dc_request_t *req)
-{
-    req->next = NULL;
-    if (*tail != NULL) {
-        (*tail)->next = req;
-    } else {
-        *head = req;
-    }
-    *tail = req;
-}
-
-static dc_request_t *queue_pop(dc_request_t **head, dc_request_t **tail)
-{
-    dc_request_t *req = *head;
-
-    *head = req->next;
-    if (*head == NULL) {
-        *tail = NULL;
-    }
-    req->next = NULL;
-    return req;
-}
-
 static void ring_put(uint8_t *data, uint64_t mask, uint64_t pos, const void *src, size_t n)
 {
     size_t off = (size_t)(pos & mask);
@@ -497,7 +474,7 @@ static int ep_send_move(shm_ep_t *ep)
 
 static void ep_recv_complete(shm_ep_t *ep, dc_status_t status)
 {
-    dc_request_t *req = queue_pop(&ep->recvs, &ep->recvs_tail);
+    dc_request_t *req = dc_reqq_pop(&ep->recvs, &ep->recvs_tail);
 
     if (status == DCOMM_OK) {
         req->len = (size_t)ep->rx_len;
@@ -583,7 +560,7 @@ static int ep_send_complete(shm_ep_t *ep)
     int events = 0;
 
     while (ep->sends != NULL && ep->sends != ep->send_cur) {
-        queue_pop(&ep->sends, &ep->sends_tail)->status = DCOMM_OK;
+        dc_reqq_pop(&ep->sends, &ep->sends_tail)->status = DCOMM_OK;
         events++;
     }
     return events;
@@ -605,18 +582,6 @@ static dc_status_t shm_post_check(dc_endpoint_t *ep, const void *buf, size_t len
     return DCOMM_OK;
 }
 
-static void req_init(dc_request_t *req, dc_endpoint_t *ep, const void *buf, size_t len,
-                     uint64_t tag)
-{
-    req->status = DCOMM_INPROGRESS;
-    req->buf = (void *)buf;
-    req->len = len;
-    req->tag = tag;
-    req->done = 0;
-    req->next = NULL;
-    req->ep = ep;
-}
-
 static dc_status_t shm_isend(dc_endpoint_t *ep, const void *buf, size_t len, uint64_t tag,
                              dc_request_t *req)
 {
@@ -626,13 +591,13 @@ static dc_status_t shm_isend(dc_endpoint_t *ep, const void *buf, size_t len, uin
     if (status < 0) {
         return status;
     }
-    req_init(req, ep, buf, len, tag);
+    dc_request_start(req, ep, buf, len, tag);
     if (sep->gone) {
         sep->lost = 1;
         req->status = ep_lost_error(sep);
         return req->status;
     }
-    queue_push(&sep->sends, &sep->sends_tail, req);
+    dc_reqq_push(&sep->sends, &sep->sends_tail, req);
     if (sep->send_cur == NULL) {
         sep->send_cur = req;
         ep_send_move(sep); /* eager: the data moves now, completion in progress() */
@@ -649,9 +614,9 @@ static dc_status_t shm_irecv(dc_endpoint_t *ep, void *buf, size_t len, uint64_t 
     if (status < 0) {
         return status;
     }
-    req_init(req, ep, buf, len, tag);
+    dc_request_start(req, ep, buf, len, tag);
     /* even from a departed peer: its last messages may still sit in our ring */
-    queue_push(&sep->recvs, &sep->recvs_tail, req);
+    dc_reqq_push(&sep->recvs, &sep->recvs_tail, req);
     return DCOMM_OK;
 }
 
@@ -705,11 +670,11 @@ static int ep_fail(shm_ep_t *ep, dc_status_t status)
     int failed = 0;
 
     while (ep->recvs != NULL) {
-        queue_pop(&ep->recvs, &ep->recvs_tail)->status = status;
+        dc_reqq_pop(&ep->recvs, &ep->recvs_tail)->status = status;
         failed++;
     }
     while (ep->sends != NULL) {
-        queue_pop(&ep->sends, &ep->sends_tail)->status = status;
+        dc_reqq_pop(&ep->sends, &ep->sends_tail)->status = status;
         failed++;
     }
     ep->send_cur = NULL;

@@ -71,35 +71,12 @@ struct dc_transport {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static void queue_push(dc_request_t **head, dc_request_t **tail, dc_request_t *req)
-{
-    req->next = NULL;
-    if (*tail != NULL) {
-        (*tail)->next = req;
-    } else {
-        *head = req;
-    }
-    *tail = req;
-}
-
-static dc_request_t *queue_pop(dc_request_t **head, dc_request_t **tail)
-{
-    dc_request_t *req = *head;
-
-    *head = req->next;
-    if (*head == NULL) {
-        *tail = NULL;
-    }
-    req->next = NULL;
-    return req;
-}
-
 static int fail_queue(dc_request_t **head, dc_request_t **tail, dc_status_t status)
 {
     int n = 0;
 
     while (*head != NULL) {
-        queue_pop(head, tail)->status = status;
+        dc_reqq_pop(head, tail)->status = status;
         n++;
     }
     return n;
@@ -486,7 +463,7 @@ static int ep_send(dc_transport_t *tp, tcp_ep_t *ep)
             ep->sq->done += take;
             left -= take;
             if (ep->sq->done == DC_TCP_HDR_LEN + ep->sq->len) {
-                queue_pop(&ep->sq, &ep->sq_tail)->status = DCOMM_OK;
+                dc_reqq_pop(&ep->sq, &ep->sq_tail)->status = DCOMM_OK;
                 events++;
             }
         }
@@ -502,7 +479,7 @@ static int ep_match(dc_transport_t *tp, tcp_ep_t *ep)
 
     ep->rx_hdr_done = 0;
     if (tag != req->tag || len > req->len) {
-        queue_pop(&ep->rq, &ep->rq_tail);
+        dc_reqq_pop(&ep->rq, &ep->rq_tail);
         req->status = dc_error_set(DCOMM_ERR_INTERNAL,
                                    "tcp: rank %d expected tag 0x%llx (<= %zu bytes) from rank "
                                    "%d, got tag 0x%llx (%llu bytes)",
@@ -516,7 +493,7 @@ static int ep_match(dc_transport_t *tp, tcp_ep_t *ep)
     req->done = 0;
     ep->rx_len = (size_t)len;
     if (len == 0) {
-        queue_pop(&ep->rq, &ep->rq_tail);
+        dc_reqq_pop(&ep->rq, &ep->rq_tail);
         req->len = 0;
         req->status = DCOMM_OK;
         return 1;
@@ -574,7 +551,7 @@ static int ep_recv(dc_transport_t *tp, tcp_ep_t *ep)
         } else if (ep->rx_state == TCP_RX_PAYLOAD) {
             req->done += (size_t)n;
             if (req->done == ep->rx_len) {
-                queue_pop(&ep->rq, &ep->rq_tail);
+                dc_reqq_pop(&ep->rq, &ep->rq_tail);
                 req->len = ep->rx_len;
                 req->status = DCOMM_OK;
                 ep->rx_state = TCP_RX_HDR;
@@ -643,16 +620,11 @@ static dc_status_t tcp_post(dc_endpoint_t *ep, void *buf, size_t len, uint64_t t
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "tcp: %s to rank %d: NULL %s",
                             is_send ? "isend" : "irecv", ep->peer, req ? "buffer" : "request");
     }
-    req->status = DCOMM_INPROGRESS;
-    req->buf = buf;
-    req->len = len;
-    req->tag = tag;
-    req->done = 0;
-    req->ep = ep;
+    dc_request_start(req, ep, buf, len, tag);
     if (is_send) {
-        queue_push(&tep->sq, &tep->sq_tail, req);
+        dc_reqq_push(&tep->sq, &tep->sq_tail, req);
     } else {
-        queue_push(&tep->rq, &tep->rq_tail, req);
+        dc_reqq_push(&tep->rq, &tep->rq_tail, req);
     }
     return DCOMM_OK;
 }
