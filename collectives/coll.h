@@ -15,10 +15,14 @@
 /* Everything an algorithm may use: the comm's ranks, one tag for the whole
  * collective (messages are FIFO per peer, so one tag suffices), and persistent,
  * pre-faulted scratch memory owned by the caller. */
+typedef struct dc_shm_group dc_shm_group_t; /* transports/shm: a host's shared segment */
+
 typedef struct dc_coll_ctx {
     dc_net_t *net;
     int rank, size;      /* within the comm */
     const int *ranks;    /* comm rank -> world rank */
+    const int *host_of;  /* comm rank -> host index (0 .. nhosts-1) */
+    int nhosts;          /* hosts spanned by the comm */
     uint64_t tag;
     void *scratch;
     size_t scratch_size; /* at least DC_COLL_SCRATCH_MIN */
@@ -26,19 +30,38 @@ typedef struct dc_coll_ctx {
     /* Request storage that outlives the call: after an error, requests may
      * still be posted until the caller closes the network. */
     dc_request_t *reqs;  /* [DC_COLL_MAX_REQS] */
+    /* Shared segment of the comm's ranks when they all live on one host and
+     * the shm transport is in use (shm-direct); NULL otherwise. */
+    dc_shm_group_t *shm_group;
 } dc_coll_ctx_t;
 
 #define DC_COLL_MAX_REQS 64
 
 #define DC_COLL_SCRATCH_MIN (4u << 20)
 
+/*
+ * What one collective works on. Counts are in elements; buffers are the
+ * caller's (user buffers, or result buffers the coordinator allocated).
+ *  allreduce:     sendbuf -> recvbuf, count elements (sendbuf == recvbuf: in place)
+ *  broadcast:     recvbuf, count elements, from comm rank root
+ *  allgather:     sendbuf holds counts[rank] elements; recvbuf receives
+ *                 counts[0] + ... + counts[size-1] elements in rank order
+ *  reducescatter: sendbuf holds count elements; recvbuf receives this rank's
+ *                 segment (dc_ring_segment(count, size, rank)) reduced by op
+ *  alltoall:      sendbuf holds counts[r] elements for each comm rank r, in
+ *                 rank order; recvbuf receives recv_counts[r] from each r, in
+ *                 rank order (recv_counts from dc_alltoall_counts)
+ *  barrier:       no data
+ */
 typedef struct dc_coll_args {
-    const void *sendbuf; /* == recvbuf: in place */
-    void *recvbuf;       /* broadcast: the buffer */
+    const void *sendbuf;
+    void *recvbuf;
     size_t count;
     dcomm_dtype_t dtype;
     dcomm_op_t op;
-    int root;            /* broadcast: comm rank of the root */
+    int root;                 /* broadcast: comm rank of the root */
+    const size_t *counts;     /* allgather, alltoall: [size], see above */
+    const size_t *recv_counts;/* alltoall: [size] */
 } dc_coll_args_t;
 
 typedef struct dc_coll_algo {
@@ -48,8 +71,25 @@ typedef struct dc_coll_algo {
     dc_status_t (*run)(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
 } dc_coll_algo_t;
 
-extern const dc_coll_algo_t dc_allreduce_ring_algo;
-extern const dc_coll_algo_t dc_bcast_binomial_algo;
+/* Every algorithm, one row each (one file each). */
+extern const dc_coll_algo_t dc_allreduce_ring_algo;      /* "ring" */
+extern const dc_coll_algo_t dc_allreduce_rd_algo;        /* "rd": recursive doubling */
+extern const dc_coll_algo_t dc_allreduce_rab_algo;       /* "rab": Rabenseifner, any size */
+extern const dc_coll_algo_t dc_allreduce_dbtree_algo;    /* "dbtree": double binary tree */
+extern const dc_coll_algo_t dc_allreduce_shmdirect_algo; /* "shmdirect" */
+extern const dc_coll_algo_t dc_allgather_ring_algo;      /* "ring" */
+extern const dc_coll_algo_t dc_allgather_bruck_algo;     /* "bruck" */
+extern const dc_coll_algo_t dc_bcast_binomial_algo;      /* "binomial" */
+extern const dc_coll_algo_t dc_bcast_chain_algo;         /* "chain": pipelined */
+extern const dc_coll_algo_t dc_reducescatter_ring_algo;  /* "ring" */
+extern const dc_coll_algo_t dc_reducescatter_rhalving_algo; /* "rhalving" */
+extern const dc_coll_algo_t dc_alltoall_pairwise_algo;   /* "pairwise" */
+extern const dc_coll_algo_t dc_barrier_dissemination_algo; /* "dissemination" */
+
+/* Alltoall prelude: every rank learns how many elements each peer sends it
+ * (pairwise exchange of one size_t per pair). recv_counts: [size]. */
+dc_status_t dc_alltoall_counts(const dc_coll_ctx_t *ctx, const size_t *send_counts,
+                               size_t *recv_counts);
 
 /* Ring schedule of the reduce-scatter phase, exposed for unit tests: at step s
  * (0 .. size-2) rank r sends segment send_seg and receives recv_seg. */
