@@ -1,0 +1,610 @@
+/*
+ * Picks the algorithm of each collective: DCOMM_TUNE rules first, then an
+ * alpha-beta-gamma cost model of the comm's slowest link class.
+ *
+ * DCOMM_TUNE grammar:
+ *   spec  := rule ('#' rule)*          (NULL or "" for no rules)
+ *   rule  := coll ':' lo '-' hi ':' algo
+ *   coll  := allreduce | allgather | broadcast | reducescatter | alltoall | barrier
+ *   lo    := size
+ *   hi    := size | 'inf'
+ *   size  := digits [K | M | G]        (binary: 1K = 1024; lower case allowed)
+ *   algo  := a row name of that collective ("ring", "rd" ...)
+ * A rule applies to a collective of `bytes` (see dc_select_candidates) when
+ * lo <= bytes < hi; the first matching rule wins. Blanks around fields are
+ * ignored. Rejected, with a message quoting the rule: an empty rule, missing
+ * or extra fields, an unknown collective, an algorithm the collective does not
+ * have (the valid ones are listed), a bad number, lo >= hi.
+ * Example: allreduce:0-64K:rd#allreduce:64K-inf:ring
+ */
+#include "select.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+typedef struct link_param {
+    double alpha;  /* seconds per message */
+    double beta;   /* seconds per byte */
+} link_param_t;
+
+typedef struct tune_rule {
+    int coll;
+    uint64_t lo, hi;  /* [lo, hi) */
+    int hi_inf;
+    int row;          /* index into sel->rows */
+} tune_rule_t;
+
+struct dc_select {
+    const dc_algo_row_t *rows;
+    int nrows;
+    link_param_t links[DC_LINK_COUNT];
+    double gamma;      /* seconds per byte reduced */
+    double copy_beta;  /* seconds per byte copied in memory */
+    tune_rule_t *rules;
+    int nrules;
+};
+
+static const char *const coll_names[DC_SELECT_NCOLLS] = {
+    [DC_SELECT_ALLREDUCE] = "allreduce",
+    [DC_SELECT_BROADCAST] = "broadcast",
+    [DC_SELECT_ALLGATHER] = "allgather",
+    [DC_SELECT_ALLTOALL] = "alltoall",
+    [DC_SELECT_REDUCESCATTER] = "reducescatter",
+    [DC_SELECT_BARRIER] = "barrier",
+};
+
+static const char *const link_names[DC_LINK_COUNT] = {
+    [DC_LINK_SELF] = "self", [DC_LINK_SHM] = "shm", [DC_LINK_TCP] = "tcp",
+    [DC_LINK_UCX] = "ucx",   [DC_LINK_MPI] = "mpi", [DC_LINK_NCCL] = "nccl",
+};
+
+/* First guesses until calibration (alpha us, GB/s). shm: a spinning hand-off
+ * costs 0.3 us but a futex wake 8-10 us when ranks outnumber cores; a message
+ * is copied twice (in and out of the ring). tcp: loopback 14-17 us, ~10 GbE. */
+static const struct {
+    double alpha_us, bw_gbs;
+} link_defaults[DC_LINK_COUNT] = {
+    [DC_LINK_SELF] = {0.2, 10.0}, [DC_LINK_SHM] = {2.0, 4.0}, [DC_LINK_TCP] = {20.0, 1.0},
+    [DC_LINK_UCX] = {3.0, 10.0},  [DC_LINK_MPI] = {5.0, 5.0}, [DC_LINK_NCCL] = {10.0, 20.0},
+};
+
+#define DEFAULT_REDUCE_GBS 8.0
+#define DEFAULT_COPY_GBS   8.0
+
+static const char *const model_names[DC_COST_COUNT] = {
+    [DC_COST_ALLREDUCE_RING] = "ring",
+    [DC_COST_ALLREDUCE_RD] = "rd",
+    [DC_COST_ALLREDUCE_RAB] = "rab",
+    [DC_COST_ALLREDUCE_DBTREE] = "dbtree",
+    [DC_COST_ALLREDUCE_SHMDIRECT] = "shmdirect",
+    [DC_COST_ALLGATHER_RING] = "ring",
+    [DC_COST_ALLGATHER_BRUCK] = "bruck",
+    [DC_COST_BCAST_BINOMIAL] = "binomial",
+    [DC_COST_BCAST_CHAIN] = "chain",
+    [DC_COST_REDUCESCATTER_RING] = "ring",
+    [DC_COST_REDUCESCATTER_RHALVING] = "rhalving",
+    [DC_COST_ALLTOALL_PAIRWISE] = "pairwise",
+    [DC_COST_BARRIER_DISSEMINATION] = "dissemination",
+};
+
+const char *dc_select_coll_name(int coll)
+{
+    return (coll >= 0 && coll < DC_SELECT_NCOLLS) ? coll_names[coll] : NULL;
+}
+
+int dc_link_class_from_name(const char *transport_name)
+{
+    for (int c = 0; transport_name != NULL && c < DC_LINK_COUNT; c++) {
+        if (strcmp(transport_name, link_names[c]) == 0) {
+            return c;
+        }
+    }
+    return -1;
+}
+
+const char *dc_link_class_name(dc_link_class_t cls)
+{
+    return ((int)cls >= 0 && cls < DC_LINK_COUNT) ? link_names[cls] : "?";
+}
+
+const char *dc_cost_model_name(dc_cost_model_t model)
+{
+    return ((int)model >= 0 && model < DC_COST_COUNT) ? model_names[model] : NULL;
+}
+
+/* ---- cost model ----------------------------------------------------------- */
+
+/*
+ * Notation: p ranks, n bytes, a = alpha and b = beta (1/bandwidth) of the link
+ * class, g = gamma (seconds to reduce one byte), c = seconds to copy one byte
+ * in memory, L = ceil(log2 p), q = 2^floor(log2 p) and r = p - q (ranks folded
+ * in first by algorithms that need a power of two; f = 1 when r > 0, else 0).
+ * Pipelined algorithms (ring, rab, dbtree) reduce one piece while the next is
+ * in flight, so a step that receives and reduces s bytes costs s * max(b, g).
+ * With several hosts (h > 1), algorithms other than the rings have every rank
+ * of a host exchanging across hosts at once, so they see a bandwidth shared by
+ * m = ceil(p / h) ranks: b' = m * b; the rings cross each host boundary once
+ * per step and keep b (ranks in host order).
+ *
+ *  allreduce ring      2(p-1)a + (p-1)/p n (b + max(b, g))
+ *  allreduce rd        L' (a + n b' + n g) + f (2a + 2n b' + n g),  L' = log2 q
+ *  allreduce rab       2L' a + (q-1)/q n (b' + max(b', g)) + f (2a + 2n b' + n g)
+ *  allreduce dbtree    2L a + n (b' + max(b', g))   (each rank is inner in one
+ *                      tree, leaf in the other: receives and sends ~n per phase)
+ *  allreduce shmdirect 2L a + 2n c + (p-1)/p n g   (copy in, reduce a 1/p slice
+ *                      of every input, copy out; two barriers); only for one
+ *                      host over shm, else inapplicable
+ *  allgather ring      (p-1)a + (p-1)/p n b
+ *  allgather bruck     L a + (p-1)/p n b'  (blocks land in place: no rotation)
+ *  bcast binomial      L (a + n b')
+ *  bcast chain         (p-2+k)(a + n b / k), k = ceil(n / 256 KiB) pieces
+ *                      (bcast_chain.c's default piece)
+ *  reducescatter ring  (p-1) a k + (p-1)/p n (b + g)  (n: one rank's input;
+ *                      k = ceil(n / 4 MiB): both reduce-scatters work through
+ *                      the scratch in column pieces, each a full schedule)
+ *  reducescatter rhalving
+ *                      L' a k + (q-1)/q n (b' + g) + f (2a + n b' + n g + n/p b')
+ *  alltoall pairwise   (p-1)(a + n/p b')              (n: what one rank sends)
+ *  barrier dissemination  L a
+ * With p = 1 every cost is 0 (ties keep table order); shmdirect stays
+ * inapplicable unless the class is shm on one host.
+ */
+static int ceil_log2(int p)
+{
+    int l = 0;
+
+    while ((1 << l) < p) {
+        l++;
+    }
+    return l;
+}
+
+static int floor_log2(int p)
+{
+    int l = 0;
+
+    while ((2 << l) <= p) {
+        l++;
+    }
+    return l;
+}
+
+/* bcast_chain.c's default piece (DCOMM chunk setting aside). */
+#define CHAIN_PIECE (256.0 * 1024.0)
+
+static double bcast_chain_cost(double n, double p, double a, double b)
+{
+    double k = DC_MAX(1.0, ceil(n / CHAIN_PIECE));
+
+    return (p - 2.0 + k) * (a + n * b / k);
+}
+
+double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
+                         int nhosts, dc_link_class_t cls)
+{
+    int li = ((int)cls >= 0 && cls < DC_LINK_COUNT) ? (int)cls : DC_LINK_TCP;
+    const link_param_t *lk = &sel->links[li];
+    double n = (double)bytes, p = nranks, a = lk->alpha, b = lk->beta, g = sel->gamma;
+    double c = sel->copy_beta, bs = b, L = ceil_log2(nranks), Lq = floor_log2(nranks);
+    double q = (double)(1 << floor_log2(nranks)), f = (nranks > q) ? 1.0 : 0.0;
+    double rs_pieces = DC_MAX(1.0, ceil(n / (double)DC_COLL_SCRATCH_MIN));
+
+    if (model == DC_COST_ALLREDUCE_SHMDIRECT && (nhosts != 1 || cls != DC_LINK_SHM)) {
+        return INFINITY;
+    }
+    if (nranks <= 1) {
+        return 0.0;
+    }
+    if (nhosts > 1) {
+        bs = b * ceil(p / nhosts);
+    }
+    switch (model) {
+    case DC_COST_ALLREDUCE_RING:
+        return 2 * (p - 1) * a + (p - 1) / p * n * (b + DC_MAX(b, g));
+    case DC_COST_ALLREDUCE_RD:
+        return Lq * (a + n * bs + n * g) + f * (2 * a + 2 * n * bs + n * g);
+    case DC_COST_ALLREDUCE_RAB:
+        return 2 * Lq * a + (q - 1) / q * n * (bs + DC_MAX(bs, g)) +
+               f * (2 * a + 2 * n * bs + n * g);
+    case DC_COST_ALLREDUCE_DBTREE:
+        return 2 * L * a + n * (bs + DC_MAX(bs, g));
+    case DC_COST_ALLREDUCE_SHMDIRECT:
+        return 2 * L * a + 2 * n * c + (p - 1) / p * n * g;
+    case DC_COST_ALLGATHER_RING:
+        return (p - 1) * a + (p - 1) / p * n * b;
+    case DC_COST_ALLGATHER_BRUCK:
+        return L * a + (p - 1) / p * n * bs;
+    case DC_COST_BCAST_BINOMIAL:
+        return L * (a + n * bs);
+    case DC_COST_BCAST_CHAIN:
+        return bcast_chain_cost(n, p, a, b);
+    case DC_COST_REDUCESCATTER_RING:
+        return (p - 1) * a * rs_pieces + (p - 1) / p * n * (b + g);
+    case DC_COST_REDUCESCATTER_RHALVING:
+        return Lq * a * rs_pieces + (q - 1) / q * n * (bs + g) +
+               f * (2 * a + n * bs + n * g + n / p * bs);
+    case DC_COST_ALLTOALL_PAIRWISE:
+        return (p - 1) * (a + n / p * bs);
+    case DC_COST_BARRIER_DISSEMINATION:
+        return L * a;
+    case DC_COST_COUNT:
+        break;
+    }
+    return INFINITY;
+}
+
+/* ---- DCOMM_TUNE ---------------------------------------------------------- */
+
+typedef struct rule_text {
+    int index;          /* 1-based, for messages */
+    const char *text;   /* the rule as written */
+    int len;
+} rule_text_t;
+
+static dc_status_t rule_error(const rule_text_t *rt, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static dc_status_t rule_error(const rule_text_t *rt, const char *fmt, ...)
+{
+    char why[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    return dc_error_set(DCOMM_ERR_INVALID_ARG, "DCOMM_TUNE rule %d '%.*s': %s", rt->index,
+                        rt->len, rt->text, why);
+}
+
+/* [*s, end) without blanks at either end. */
+static void trim(const char **s, const char **end)
+{
+    while (*s < *end && isspace((unsigned char)**s)) {
+        (*s)++;
+    }
+    while (*end > *s && isspace((unsigned char)(*end)[-1])) {
+        (*end)--;
+    }
+}
+
+static int field_is(const char *s, const char *end, const char *word)
+{
+    size_t len = strlen(word);
+
+    return (size_t)(end - s) == len && memcmp(s, word, len) == 0;
+}
+
+/* digits [K|M|G]; returns 0 on success. */
+static int parse_size(const char *s, const char *end, uint64_t *value_p)
+{
+    uint64_t v = 0, mult = 1;
+
+    trim(&s, &end);
+    if (s < end) {
+        switch (end[-1]) {
+        case 'K': case 'k': mult = 1ull << 10; end--; break;
+        case 'M': case 'm': mult = 1ull << 20; end--; break;
+        case 'G': case 'g': mult = 1ull << 30; end--; break;
+        default: break;
+        }
+    }
+    if (s == end) {
+        return -1;
+    }
+    for (; s < end; s++) {
+        uint64_t d = (uint64_t)(*s - '0');
+
+        if (!isdigit((unsigned char)*s) || v > (UINT64_MAX - d) / 10) {
+            return -1;
+        }
+        v = v * 10 + d;
+    }
+    if (v > UINT64_MAX / mult) {
+        return -1;
+    }
+    *value_p = v * mult;
+    return 0;
+}
+
+static dc_status_t parse_algo(const dc_select_t *sel, const rule_text_t *rt, int coll,
+                              const char *s, const char *end, int *row_p)
+{
+    char valid[256] = "";
+    size_t used = 0;
+
+    for (int i = 0; i < sel->nrows; i++) {
+        if (sel->rows[i].coll != coll) {
+            continue;
+        }
+        if (field_is(s, end, sel->rows[i].algo->name)) {
+            *row_p = i;
+            return DCOMM_OK;
+        }
+        if (used < sizeof(valid)) {
+            used += (size_t)snprintf(valid + used, sizeof(valid) - used, "%s%s",
+                                     used ? ", " : "", sel->rows[i].algo->name);
+        }
+    }
+    return rule_error(rt, "unknown %s algorithm '%.*s' (expected one of: %s)", coll_names[coll],
+                      (int)(end - s), s, used ? valid : "none is built in");
+}
+
+static dc_status_t parse_rule(const dc_select_t *sel, const rule_text_t *rt, tune_rule_t *rule)
+{
+    const char *s = rt->text, *end = s + rt->len, *c1, *c2, *dash, *f;
+    dc_status_t status;
+
+    trim(&s, &end);
+    if (s == end) {
+        return rule_error(rt, "empty rule (rules are separated by '#')");
+    }
+    c1 = memchr(s, ':', (size_t)(end - s));
+    c2 = c1 ? memchr(c1 + 1, ':', (size_t)(end - c1 - 1)) : NULL;
+    if (c2 == NULL || memchr(c2 + 1, ':', (size_t)(end - c2 - 1)) != NULL) {
+        return rule_error(rt, "expected 3 fields collective:lo-hi:algorithm, e.g. "
+                              "allreduce:0-64K:rd");
+    }
+    /* Collective. */
+    f = c1;
+    trim(&s, &f);
+    rule->coll = -1;
+    for (int c = 0; c < DC_SELECT_NCOLLS; c++) {
+        if (field_is(s, f, coll_names[c])) {
+            rule->coll = c;
+        }
+    }
+    if (rule->coll < 0) {
+        return rule_error(rt, "unknown collective '%.*s' (expected one of: allreduce, "
+                              "allgather, broadcast, reducescatter, alltoall, barrier)",
+                          (int)(f - s), s);
+    }
+    /* Range. */
+    dash = memchr(c1 + 1, '-', (size_t)(c2 - c1 - 1));
+    if (dash == NULL) {
+        return rule_error(rt, "expected a byte range lo-hi between the colons, e.g. 0-64K or "
+                              "1M-inf, got '%.*s'", (int)(c2 - c1 - 1), c1 + 1);
+    }
+    if (parse_size(c1 + 1, dash, &rule->lo) != 0) {
+        return rule_error(rt, "bad size '%.*s' (expected digits with an optional K, M or G "
+                              "suffix)", (int)(dash - c1 - 1), c1 + 1);
+    }
+    {
+        const char *h = dash + 1, *hend = c2;
+
+        trim(&h, &hend);
+        rule->hi_inf = field_is(h, hend, "inf");
+        if (!rule->hi_inf && parse_size(h, hend, &rule->hi) != 0) {
+            return rule_error(rt, "bad size '%.*s' (expected digits with an optional K, M or G "
+                                  "suffix, or inf)", (int)(hend - h), h);
+        }
+        if (!rule->hi_inf && rule->lo >= rule->hi) {
+            return rule_error(rt, "range start %llu is not below its end %llu (the range is "
+                                  "[lo, hi))", (unsigned long long)rule->lo,
+                              (unsigned long long)rule->hi);
+        }
+    }
+    /* Algorithm. */
+    s = c2 + 1;
+    f = end;
+    trim(&s, &f);
+    status = parse_algo(sel, rt, rule->coll, s, f, &rule->row);
+    return status;
+}
+
+static dc_status_t parse_spec(dc_select_t *sel, const char *spec)
+{
+    int nrules = 1;
+    const char *s = spec;
+
+    if (spec == NULL || *spec == '\0') {
+        return DCOMM_OK;
+    }
+    for (const char *t = spec; *t; t++) {
+        nrules += (*t == '#');
+    }
+    sel->rules = calloc((size_t)nrules, sizeof(*sel->rules));
+    if (sel->rules == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "DCOMM_TUNE: out of memory");
+    }
+    for (int i = 0; i < nrules; i++) {
+        const char *hash = strchr(s, '#');
+        rule_text_t rt = {.index = i + 1, .text = s,
+                          .len = hash ? (int)(hash - s) : (int)strlen(s)};
+        dc_status_t status = parse_rule(sel, &rt, &sel->rules[i]);
+
+        if (status < 0) {
+            return status;
+        }
+        s += rt.len + 1;
+    }
+    sel->nrules = nrules;
+    return DCOMM_OK;
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+dc_status_t dc_select_create_rows(const char *tune_spec, const dc_algo_row_t *rows, int nrows,
+                                  dc_select_t **sel_p)
+{
+    dc_select_t *sel;
+    dc_status_t status;
+
+    if (nrows < 0 || nrows > DC_SELECT_MAX_ROWS) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "select: %d rows (at most %d)", nrows,
+                            DC_SELECT_MAX_ROWS);
+    }
+    sel = calloc(1, sizeof(*sel));
+    if (sel == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "select: out of memory");
+    }
+    sel->rows = rows;
+    sel->nrows = nrows;
+    for (int c = 0; c < DC_LINK_COUNT; c++) {
+        dc_select_set_link(sel, (dc_link_class_t)c, link_defaults[c].alpha_us,
+                           link_defaults[c].bw_gbs);
+    }
+    dc_select_set_compute(sel, DEFAULT_REDUCE_GBS, DEFAULT_COPY_GBS);
+    status = parse_spec(sel, tune_spec);
+    if (status < 0) {
+        dc_select_destroy(sel);
+        return status;
+    }
+    *sel_p = sel;
+    return DCOMM_OK;
+}
+
+dc_status_t dc_select_create(const char *tune_spec, dc_select_t **sel_p)
+{
+    return dc_select_create_rows(tune_spec, dc_algo_table, dc_algo_table_len, sel_p);
+}
+
+void dc_select_destroy(dc_select_t *sel)
+{
+    if (sel != NULL) {
+        free(sel->rules);
+        free(sel);
+    }
+}
+
+void dc_select_set_link(dc_select_t *sel, dc_link_class_t cls, double alpha_us, double bw_gbs)
+{
+    if ((int)cls >= 0 && cls < DC_LINK_COUNT && alpha_us > 0.0 && bw_gbs > 0.0 &&
+        isfinite(alpha_us) && isfinite(bw_gbs)) {
+        sel->links[cls].alpha = alpha_us * 1e-6;
+        sel->links[cls].beta = 1.0 / (bw_gbs * 1e9);
+    }
+}
+
+void dc_select_set_compute(dc_select_t *sel, double reduce_gbs, double copy_gbs)
+{
+    if (reduce_gbs > 0.0 && isfinite(reduce_gbs)) {
+        sel->gamma = 1.0 / (reduce_gbs * 1e9);
+    }
+    if (copy_gbs > 0.0 && isfinite(copy_gbs)) {
+        sel->copy_beta = 1.0 / (copy_gbs * 1e9);
+    }
+}
+
+/* ---- ranking -------------------------------------------------------------- */
+
+/* Ranks coll's rows into idx[] (forced one first, then by cost); returns the
+ * count and sets *forced_p when a rule matched. */
+static int rank_rows(const dc_select_t *sel, int coll, size_t bytes, int nranks, int nhosts,
+                     dc_link_class_t cls, int *idx, double *cost, int *forced_p)
+{
+    int forced = -1, n = 0;
+
+    for (int i = 0; i < sel->nrules && forced < 0; i++) {
+        const tune_rule_t *r = &sel->rules[i];
+
+        if (r->coll == coll && bytes >= r->lo && (r->hi_inf || bytes < r->hi)) {
+            forced = r->row;
+        }
+    }
+    if (forced >= 0) {
+        idx[n] = forced;
+        cost[n] = dc_select_predict(sel, sel->rows[forced].model, bytes, nranks, nhosts, cls);
+        n++;
+    }
+    for (int i = 0; i < sel->nrows; i++) {
+        double c;
+        int j;
+
+        if (sel->rows[i].coll != coll || i == forced) {
+            continue;
+        }
+        c = dc_select_predict(sel, sel->rows[i].model, bytes, nranks, nhosts, cls);
+        if (!(c < INFINITY)) {
+            continue;
+        }
+        /* Insertion after every entry with cost <= c keeps ties in table order. */
+        for (j = n; j > (forced >= 0) && cost[j - 1] > c; j--) {
+            idx[j] = idx[j - 1];
+            cost[j] = cost[j - 1];
+        }
+        idx[j] = i;
+        cost[j] = c;
+        n++;
+    }
+    *forced_p = forced >= 0;
+    return n;
+}
+
+static int format_time(char *buf, size_t len, double s)
+{
+    if (!(s < INFINITY)) {
+        return snprintf(buf, len, "n/a");
+    }
+    if (s < 1e-3) {
+        return snprintf(buf, len, "%.1f us", s * 1e6);
+    }
+    if (s < 1.0) {
+        return snprintf(buf, len, "%.2f ms", s * 1e3);
+    }
+    return snprintf(buf, len, "%.2f s", s);
+}
+
+static void format_ranking(const dc_select_t *sel, int coll, size_t bytes, int nranks,
+                           int nhosts, dc_link_class_t cls, const int *idx, const double *cost,
+                           int n, int forced, char *buf, size_t len)
+{
+    size_t used;
+
+    if (len == 0) {
+        return;
+    }
+    used = (size_t)snprintf(buf, len, "%s %zu B, %d rank%s, %d host%s, %s:",
+                            dc_select_coll_name(coll) ? dc_select_coll_name(coll) : "?", bytes,
+                            nranks, nranks == 1 ? "" : "s", nhosts, nhosts == 1 ? "" : "s",
+                            dc_link_class_name(cls));
+    for (int i = 0; i < n && used < len; i++) {
+        char t[32];
+
+        format_time(t, sizeof(t), cost[i]);
+        used += (size_t)snprintf(buf + used, len - used, "%s %s (%s%s)", i ? "," : "",
+                                 sel->rows[idx[i]].algo->name,
+                                 (i == 0 && forced) ? "forced by DCOMM_TUNE, model " : "", t);
+    }
+    if (n == 0 && used < len) {
+        snprintf(buf + used, len - used, " no algorithm");
+    }
+}
+
+int dc_select_candidates(const dc_select_t *sel, int coll, size_t bytes, int nranks, int nhosts,
+                         dc_link_class_t cls, const dc_coll_algo_t **out, int max)
+{
+    int idx[DC_SELECT_MAX_ROWS], forced, n;
+    double cost[DC_SELECT_MAX_ROWS];
+
+    n = rank_rows(sel, coll, bytes, nranks, nhosts, cls, idx, cost, &forced);
+    if (dc_log_level >= DC_LOG_LEVEL_DEBUG) {
+        char line[512];
+
+        format_ranking(sel, coll, bytes, nranks, nhosts, cls, idx, cost, n, forced, line,
+                       sizeof(line));
+        DC_DEBUG("select: %s", line);
+    }
+    n = DC_MIN(n, max);
+    for (int i = 0; i < n; i++) {
+        out[i] = sel->rows[idx[i]].algo;
+    }
+    return DC_MAX(n, 0);
+}
+
+const char *dc_select_explain(const dc_select_t *sel, int coll, size_t bytes, int nranks,
+                              int nhosts, dc_link_class_t cls, char *buf, size_t len)
+{
+    int idx[DC_SELECT_MAX_ROWS], forced, n;
+    double cost[DC_SELECT_MAX_ROWS];
+
+    n = rank_rows(sel, coll, bytes, nranks, nhosts, cls, idx, cost, &forced);
+    format_ranking(sel, coll, bytes, nranks, nhosts, cls, idx, cost, n, forced, buf, len);
+    return buf;
+}
