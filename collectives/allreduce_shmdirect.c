@@ -1,0 +1,202 @@
+/*
+ * Shm-direct allreduce: the ranks of one host reduce through one shared segment
+ * (transports/shm/shm_group.h) instead of exchanging messages. The data moves in
+ * chunks small enough to stay in cache. For chunk k every rank copies its input
+ * into its slot (all but its own slice, which it reads from its buffer), rank i
+ * reduces slice i of the chunk over every rank's input into the shared result,
+ * and every rank copies the result out. Two buffers per slot: a rank copies in
+ * chunk k+1 while the others still reduce chunk k.
+ *
+ * Each slice has one owner that reduces inputs in rank order 0, 1, ..., n-1 and
+ * scales AVG once, so every rank gets bit-identical results that do not depend
+ * on the chunk size.
+ */
+#include <string.h>
+
+#include "coll.h"
+#include "dc_reduce.h"
+#include "shm/shm_group.h"
+
+typedef struct sd_chunk {
+    uint32_t step; /* across collectives: the same on every rank */
+    int buf;       /* which of the double buffers */
+    size_t off;    /* first element of the chunk */
+    size_t len;    /* elements */
+} sd_chunk_t;
+
+static int shmdirect_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
+{
+    return ctx->shm_group != NULL && ctx->nhosts == 1 &&
+           dc_reduce_supported(args->dtype, args->op) &&
+           dc_shm_group_matches(ctx->shm_group, ctx->ranks, ctx->size, ctx->rank);
+}
+
+/* Slice i of a chunk of len elements: whole cache lines, so that owners do not
+ * write the same line of the result. */
+static void slice_of(size_t len, size_t esize, int n, int i, size_t *off_p, size_t *len_p)
+{
+    size_t per_line = (DC_CACHE_LINE % esize == 0) ? DC_CACHE_LINE / esize : 1;
+    size_t lines = (len + per_line - 1) / per_line, loff, llen;
+
+    dc_ring_segment(lines, n, i, &loff, &llen);
+    *off_p = DC_MIN(len, loff * per_line);
+    *len_p = DC_MIN(len, (loff + llen) * per_line) - *off_p;
+}
+
+static dc_status_t wait_all(dc_shm_group_t *g, dc_shm_group_seq_t which, uint32_t step)
+{
+    for (int i = 1; i < g->n; i++) {
+        dc_status_t status = dc_shm_group_wait(g, (g->me + i) % g->n, which, step);
+
+        if (status < 0) {
+            return status;
+        }
+    }
+    return DCOMM_OK;
+}
+
+/* Our input of the chunk, except our own slice, into our slot. */
+static dc_status_t copy_in(dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
+                           const sd_chunk_t *c)
+{
+    const char *src = (const char *)args->sendbuf + c->off * esize;
+    uint8_t *slot = dc_shm_group_slot(g, g->me, c->buf);
+    size_t so, sl;
+    /* the owners of every slice are done with this buffer's previous chunk */
+    dc_status_t status = wait_all(g, DC_SHM_SEQ_RED, c->step - DC_SHM_GROUP_NBUF);
+
+    if (status < 0) {
+        return status;
+    }
+    slice_of(c->len, esize, g->n, g->me, &so, &sl);
+    memcpy(slot, src, so * esize);
+    memcpy(slot + (so + sl) * esize, src + (so + sl) * esize, (c->len - so - sl) * esize);
+    dc_shm_group_post(g, DC_SHM_SEQ_IN, c->step);
+    return DCOMM_OK;
+}
+
+/* Our slice of the chunk over every rank's input, in rank order, into the result. */
+static dc_status_t reduce_slice(dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
+                                const sd_chunk_t *c)
+{
+    size_t so, sl;
+    uint8_t *res;
+    const void *in[2];
+    dc_status_t status = wait_all(g, DC_SHM_SEQ_OUT, c->step - DC_SHM_GROUP_NBUF);
+
+    if (status < 0) {
+        return status;
+    }
+    slice_of(c->len, esize, g->n, g->me, &so, &sl);
+    res = dc_shm_group_result(g, c->buf) + so * esize;
+    for (int j = 0; j < g->n; j++) {
+        const void *src = (j == g->me)
+                              ? (const char *)args->sendbuf + (c->off + so) * esize
+                              : (const void *)(dc_shm_group_slot(g, j, c->buf) + so * esize);
+
+        if (j != g->me) {
+            status = dc_shm_group_wait(g, j, DC_SHM_SEQ_IN, c->step);
+            if (status < 0) {
+                return status;
+            }
+        }
+        if (j < 2) {
+            in[j] = src;
+            if (j == 1) {
+                dc_reduce3(res, in[0], in[1], sl, args->dtype, args->op);
+            }
+        } else {
+            dc_reduce(res, src, sl, args->dtype, args->op);
+        }
+    }
+    if (args->op == DCOMM_AVG) {
+        dc_reduce_scale(res, sl, args->dtype, 1.0 / g->n);
+    }
+    dc_shm_group_post(g, DC_SHM_SEQ_RED, c->step);
+    return DCOMM_OK;
+}
+
+/* Every slice of the result as its owner finishes it, our own first. */
+static dc_status_t copy_out(dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
+                            const sd_chunk_t *c)
+{
+    char *dst = (char *)args->recvbuf + c->off * esize;
+    const uint8_t *res = dc_shm_group_result(g, c->buf);
+
+    for (int i = 0; i < g->n; i++) {
+        int owner = (g->me + i) % g->n;
+        size_t so, sl;
+
+        if (owner != g->me) {
+            dc_status_t status = dc_shm_group_wait(g, owner, DC_SHM_SEQ_RED, c->step);
+            if (status < 0) {
+                return status;
+            }
+        }
+        slice_of(c->len, esize, g->n, owner, &so, &sl);
+        memcpy(dst + so * esize, res + so * esize, sl * esize);
+    }
+    dc_shm_group_post(g, DC_SHM_SEQ_OUT, c->step);
+    return DCOMM_OK;
+}
+
+static void chunk_at(const dc_shm_group_t *g, size_t count, size_t chunk_elems, size_t k,
+                     sd_chunk_t *c)
+{
+    c->step = g->step + 1 + (uint32_t)k;
+    c->buf = (int)(c->step % DC_SHM_GROUP_NBUF);
+    c->off = k * chunk_elems;
+    c->len = DC_MIN(chunk_elems, count - c->off);
+}
+
+static dc_status_t shmdirect_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
+{
+    dc_shm_group_t *g = ctx->shm_group;
+    size_t esize = dc_reduce_dtype_size(args->dtype);
+    size_t chunk = ctx->chunk_bytes ? DC_MIN(ctx->chunk_bytes, g->chunk) : g->chunk;
+    size_t chunk_elems, nchunks;
+    sd_chunk_t cur, next = {0};
+    dc_status_t status = DCOMM_OK;
+
+    if (g->failed) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "shmdirect: an earlier collective failed on "
+                            "this shm group; its ranks are out of step");
+    }
+    if (args->count == 0) {
+        return DCOMM_OK;
+    }
+    if (g->n == 1) {
+        if (args->sendbuf != args->recvbuf) {
+            memcpy(args->recvbuf, args->sendbuf, args->count * esize);
+        }
+        return DCOMM_OK;
+    }
+    chunk -= chunk % DC_CACHE_LINE;
+    chunk_elems = DC_MAX(chunk, (size_t)DC_CACHE_LINE) / esize;
+    nchunks = (args->count + chunk_elems - 1) / chunk_elems;
+
+    chunk_at(g, args->count, chunk_elems, 0, &cur);
+    DC_CHECK_GOTO(copy_in(g, args, esize, &cur), status, err);
+    for (size_t k = 0; k < nchunks; k++) {
+        DC_CHECK_GOTO(reduce_slice(g, args, esize, &cur), status, err);
+        if (k + 1 < nchunks) { /* overlaps the other owners' reductions of chunk k */
+            chunk_at(g, args->count, chunk_elems, k + 1, &next);
+            DC_CHECK_GOTO(copy_in(g, args, esize, &next), status, err);
+        }
+        DC_CHECK_GOTO(copy_out(g, args, esize, &cur), status, err);
+        cur = next;
+    }
+    g->step += (uint32_t)nchunks;
+    return DCOMM_OK;
+
+err:
+    g->failed = 1; /* steps on the ranks no longer agree */
+    return status;
+}
+
+const dc_coll_algo_t dc_allreduce_shmdirect_algo = {
+    .name = "shmdirect",
+    .doc = "one host: every rank reduces its slice of a shared segment, chunk-pipelined",
+    .supported = shmdirect_supported,
+    .run = shmdirect_run,
+};

@@ -1,0 +1,520 @@
+/*
+ * The shm-direct allreduce between forked processes (2 to 4) over a real
+ * network (dc_net_open) and shm group: every dtype/op against a reference
+ * reduced in rank order (bit-exact), counts 0, 1, odd, around chunk and cache
+ * line borders and 16 MiB, in place and out of place, many chunks per call; a
+ * killed peer and a silent peer must give an error, not a hang.
+ * `test_coll_shmdirect bench N` times 64 MiB float32 SUM: shmdirect vs ring.
+ */
+#include <dirent.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "coll.h"
+#include "dc_reduce.h"
+#include "dc_time.h"
+#include "net.h"
+#include "shm/shm_group.h"
+
+#define MAX_PROCS 4
+#define WAIT_MS   120000 /* per scenario; a bug fails the test instead of hanging */
+#define CANARY    64
+
+static int g_rank = -1;
+
+__attribute__((noreturn, format(printf, 2, 3))) static void child_fail(int line, const char *fmt,
+                                                                         ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "rank %d, test_coll_shmdirect.c:%d: ", g_rank, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (last error: %s)\n", dc_error_get());
+    _exit(1);
+}
+
+#define CHECK(cond)                                                                        \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            child_fail(__LINE__, "check failed: %s", #cond);                               \
+        }                                                                                  \
+    } while (0)
+
+typedef struct ctx {
+    int rank, nprocs;
+    dc_store_t *store;
+    dc_net_t *net;
+    dc_shm_group_t *group;
+    int world[MAX_PROCS];
+    int host_of[MAX_PROCS];
+    dc_request_t reqs[DC_COLL_MAX_REQS];
+    dc_coll_ctx_t coll;
+} ctx_t;
+
+typedef int (*body_fn_t)(ctx_t *c);
+
+typedef struct scenario {
+    int nprocs;
+    int group_timeout_ms; /* DCOMM_TIMEOUT of the group's waits */
+    int killed_rank;      /* expected to die by SIGKILL, -1: none */
+    body_fn_t body;
+} scenario_t;
+
+/* ---- inputs and reference ---- */
+
+static const dcomm_dtype_t all_dtypes[] = {DCOMM_UINT8,   DCOMM_INT8,     DCOMM_INT32,
+                                           DCOMM_INT64,   DCOMM_FLOAT16,  DCOMM_BFLOAT16,
+                                           DCOMM_FLOAT32, DCOMM_FLOAT64};
+static const dcomm_op_t all_ops[] = {DCOMM_SUM, DCOMM_AVG, DCOMM_MIN, DCOMM_MAX, DCOMM_PROD};
+
+/* Rank r's element i: varied, exact in every float type, small enough for PROD
+ * over 4 ranks to stay finite (no NaN, whose payload may differ by ISA). */
+static void fill_input(void *buf, size_t count, dcomm_dtype_t dt, dcomm_op_t op, int r)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint32_t h = (uint32_t)(i * 2654435761u) ^ (uint32_t)(r * 40503u + 7u);
+        int range = op == DCOMM_PROD ? 9 : 2001;
+        float f = (float)((int)(h % (uint32_t)range) - range / 2) / (op == DCOMM_PROD ? 4.0f
+                                                                                      : 64.0f);
+
+        switch (dt) {
+        case DCOMM_UINT8: ((uint8_t *)buf)[i] = (uint8_t)h; break;
+        case DCOMM_INT8: ((int8_t *)buf)[i] = (int8_t)h; break;
+        case DCOMM_INT32: ((int32_t *)buf)[i] = (int32_t)h; break;
+        case DCOMM_INT64: ((int64_t *)buf)[i] = (int64_t)h * 1000003 - (int64_t)i; break;
+        case DCOMM_FLOAT16: ((uint16_t *)buf)[i] = dc_float_to_half(f); break;
+        case DCOMM_BFLOAT16: ((uint16_t *)buf)[i] = dc_float_to_bf16(f); break;
+        case DCOMM_FLOAT32: ((float *)buf)[i] = f; break;
+        case DCOMM_FLOAT64: ((double *)buf)[i] = (double)f + 1.0 / 3.0; break;
+        default: break;
+        }
+    }
+}
+
+/* What every rank must get: inputs reduced in rank order, AVG scaled once. */
+static void reference(void *ref, void *tmp, size_t count, dcomm_dtype_t dt, dcomm_op_t op,
+                      int n)
+{
+    fill_input(ref, count, dt, op, 0);
+    for (int r = 1; r < n; r++) {
+        fill_input(tmp, count, dt, op, r);
+        dc_reduce(ref, tmp, count, dt, op);
+    }
+    if (op == DCOMM_AVG) {
+        dc_reduce_scale(ref, count, dt, 1.0 / n);
+    }
+}
+
+static dc_status_t allreduce(ctx_t *c, const dc_coll_algo_t *algo, const void *send, void *recv,
+                             size_t count, dcomm_dtype_t dt, dcomm_op_t op)
+{
+    dc_coll_args_t args = {.sendbuf = send, .recvbuf = recv, .count = count, .dtype = dt,
+                           .op = op};
+
+    CHECK(algo->supported(&c->coll, &args));
+    dc_status_t status = algo->run(&c->coll, &args);
+    c->coll.tag++;
+    return status;
+}
+
+/* One allreduce checked bit-exactly against the reference, canaries intact. */
+static void check_case(ctx_t *c, size_t count, dcomm_dtype_t dt, dcomm_op_t op, int in_place,
+                       int line)
+{
+    size_t es = dc_reduce_dtype_size(dt), bytes = count * es;
+    uint8_t *send = malloc(bytes + CANARY), *recv = malloc(bytes + CANARY);
+    uint8_t *ref = malloc(bytes + 1), *tmp = malloc(bytes + 1);
+
+    CHECK(send != NULL && recv != NULL && ref != NULL && tmp != NULL);
+    fill_input(send, count, dt, op, c->rank);
+    memset(send + bytes, 0x5a, CANARY);
+    memset(recv, 0xa5, bytes + CANARY);
+    reference(ref, tmp, count, dt, op, c->nprocs);
+    if (in_place) {
+        if (allreduce(c, &dc_allreduce_shmdirect_algo, send, send, count, dt, op) != DCOMM_OK) {
+            child_fail(line, "in-place allreduce of %zu x dtype %d op %d failed", count, dt, op);
+        }
+        memcpy(recv, send, bytes + CANARY);
+    } else if (allreduce(c, &dc_allreduce_shmdirect_algo, send, recv, count, dt, op) !=
+               DCOMM_OK) {
+        child_fail(line, "allreduce of %zu x dtype %d op %d failed", count, dt, op);
+    }
+    for (size_t i = 0; i < bytes; i++) {
+        if (recv[i] != ref[i]) {
+            child_fail(line, "%zu x dtype %d op %d%s (chunk %zu): byte %zu (element %zu) is "
+                       "0x%02x, want 0x%02x", count, dt, op, in_place ? " in place" : "",
+                       c->coll.chunk_bytes, i, i / es, recv[i], ref[i]);
+        }
+    }
+    for (size_t i = 0; i < CANARY; i++) {
+        CHECK(recv[bytes + i] == (in_place ? 0x5a : 0xa5));
+    }
+    if (!in_place) {
+        fill_input(tmp, count, dt, op, c->rank);
+        CHECK(memcmp(send, tmp, bytes) == 0); /* the input is untouched */
+    }
+    free(send);
+    free(recv);
+    free(ref);
+    free(tmp);
+}
+
+static int body_bench(ctx_t *c);
+
+/* ---- harness ---- */
+
+static int count_dcomm_shm_files(void)
+{
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL) {
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += (strstr(e->d_name, "dcomm") != NULL);
+    }
+    closedir(d);
+    return n;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void child_main(const scenario_t *sc, int rank, const char *dir)
+{
+    int local_rank_of[MAX_PROCS];
+    ctx_t c = {.rank = rank, .nprocs = sc->nprocs};
+    dc_topo_t topo = {.rank = rank, .size = sc->nprocs, .nhosts = 1, .host_of = c.host_of,
+                      .local_rank_of = local_rank_of, .local_size = sc->nprocs, .ncores = 2};
+    uint8_t secret[32] = {0};
+    dc_bootstrap_t boot = {.topo = &topo, .secret = secret, .timeout_ms = 20000};
+
+    g_rank = rank;
+    for (int r = 0; r < sc->nprocs; r++) {
+        local_rank_of[r] = r;
+        c.world[r] = r;
+    }
+    CHECK(dc_filestore_open(dir, &c.store) == DCOMM_OK);
+    boot.store = c.store;
+    CHECK(dc_net_open(&boot, NULL, &c.net) == DCOMM_OK);
+    for (int r = 0; r < sc->nprocs; r++) {
+        CHECK(strcmp(dc_net_transport_name(c.net, r), r == rank ? "self" : "shm") == 0);
+    }
+    /* bench only: BENCH_CHUNK sets the pipeline chunk in bytes */
+    size_t chunk = sc->body == body_bench && getenv("BENCH_CHUNK") != NULL
+                       ? (size_t)strtoull(getenv("BENCH_CHUNK"), NULL, 0)
+                       : 0;
+    CHECK(dc_shm_group_create(c.net, c.world, sc->nprocs, rank, chunk, sc->group_timeout_ms, 1,
+                              &c.group) == DCOMM_OK);
+    c.coll = (dc_coll_ctx_t){.net = c.net, .rank = rank, .size = sc->nprocs, .ranks = c.world,
+                             .host_of = c.host_of, .nhosts = 1, .tag = 2,
+                             .scratch_size = DC_COLL_SCRATCH_MIN, .reqs = c.reqs,
+                             .shm_group = c.group};
+    c.coll.scratch = mmap(NULL, DC_COLL_SCRATCH_MIN, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    CHECK(c.coll.scratch != MAP_FAILED);
+    int rc = sc->body(&c);
+    dc_shm_group_destroy(c.group);
+    dc_net_close(c.net);
+    munmap(c.coll.scratch, DC_COLL_SCRATCH_MIN);
+    c.store->ops->close(c.store);
+    _exit(rc);
+}
+
+/* Forks the ranks, waits for them (killing them all at the deadline) and checks
+ * their exits and that no file is left in /dev/shm. */
+static int run_scenario(const scenario_t *sc)
+{
+    char dir[] = "/tmp/dcomm-test-shmdirect-XXXXXX";
+    pid_t pids[MAX_PROCS];
+    int left = sc->nprocs, failed = 0, shm_before = count_dcomm_shm_files();
+    uint64_t deadline = dc_deadline_ms(WAIT_MS);
+
+    if (mkdtemp(dir) == NULL) {
+        return 1;
+    }
+    fflush(NULL);
+    for (int r = 0; r < sc->nprocs; r++) {
+        pids[r] = fork();
+        if (pids[r] < 0) {
+            return 1;
+        }
+        if (pids[r] == 0) {
+            child_main(sc, r, dir);
+        }
+    }
+    while (left > 0) {
+        int wstatus;
+        pid_t pid = waitpid(-1, &wstatus, WNOHANG);
+
+        if (pid > 0) {
+            int r = 0;
+            while (r < sc->nprocs && pids[r] != pid) {
+                r++;
+            }
+            if (r == sc->nprocs) {
+                continue;
+            }
+            pids[r] = -1;
+            left--;
+            if (r == sc->killed_rank) {
+                failed |= !(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
+            } else if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+                fprintf(stderr, "rank %d ended with status 0x%x\n", r, wstatus);
+                failed = 1;
+            }
+        } else if (dc_now_ns() >= deadline) {
+            fprintf(stderr, "scenario timed out after %d ms, killing its ranks\n", WAIT_MS);
+            for (int r = 0; r < sc->nprocs; r++) {
+                if (pids[r] > 0) {
+                    kill(pids[r], SIGKILL);
+                    waitpid(pids[r], NULL, 0);
+                }
+            }
+            failed = 1;
+            left = 0;
+        } else {
+            dc_sleep_ns(2000000);
+        }
+    }
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    if (count_dcomm_shm_files() != shm_before) {
+        fprintf(stderr, "files left in /dev/shm\n");
+        failed = 1;
+    }
+    return failed;
+}
+
+/* ---- scenarios ---- */
+
+/* Every dtype and op, small and odd counts, both buffer modes, with the
+ * default chunk and with chunks of a few cache lines (many chunks per call,
+ * slices of 0 elements, double buffers reused across calls). */
+static int body_all_types(ctx_t *c)
+{
+    static const size_t counts[] = {0, 1, 2, 3, 7, 65, 1001, 4099, 100003};
+    static const size_t chunks[] = {0, 4096 + 64, 192};
+
+    for (size_t ch = 0; ch < DC_ARRAY_SIZE(chunks); ch++) {
+        c->coll.chunk_bytes = chunks[ch];
+        for (size_t d = 0; d < DC_ARRAY_SIZE(all_dtypes); d++) {
+            for (size_t o = 0; o < DC_ARRAY_SIZE(all_ops); o++) {
+                if (!dc_reduce_supported(all_dtypes[d], all_ops[o])) {
+                    continue;
+                }
+                for (size_t k = 0; k < DC_ARRAY_SIZE(counts); k++) {
+                    if (ch == 2 && counts[k] > 4099) {
+                        continue; /* thousands of chunks: slow under sanitizers */
+                    }
+                    check_case(c, counts[k], all_dtypes[d], all_ops[o], (int)((k + o) & 1),
+                               __LINE__);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* 16 MiB buffers (64 chunks of the default size), in place and not. */
+static int body_large(ctx_t *c)
+{
+    check_case(c, (16u << 20) / 4, DCOMM_FLOAT32, DCOMM_SUM, 0, __LINE__);
+    check_case(c, (16u << 20) / 4, DCOMM_FLOAT32, DCOMM_AVG, 1, __LINE__);
+    check_case(c, (16u << 20) + 1, DCOMM_INT8, DCOMM_MAX, 1, __LINE__);
+    check_case(c, (16u << 20) / 2 - 1, DCOMM_BFLOAT16, DCOMM_SUM, 0, __LINE__);
+    return 0;
+}
+
+static void test_types_2(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_all_types};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+static void test_types_3(void **state)
+{
+    scenario_t sc = {.nprocs = 3, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_all_types};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+static void test_types_4(void **state)
+{
+    scenario_t sc = {.nprocs = 4, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_all_types};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+static void test_large_2(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_large};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+static void test_large_4(void **state)
+{
+    scenario_t sc = {.nprocs = 4, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_large};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+/* Rank 2 dies (SIGKILL) after one good allreduce; the others' next one must
+ * fail with DCOMM_ERR_PEER_LOST naming it, well before the 20 s timeout, and
+ * the group must refuse further work. */
+static int body_killed(ctx_t *c)
+{
+    size_t count = 1u << 20;
+    float *buf = calloc(count, sizeof(float));
+
+    CHECK(buf != NULL);
+    CHECK(allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, count, DCOMM_FLOAT32,
+                    DCOMM_SUM) == DCOMM_OK);
+    if (c->rank == 2) {
+        raise(SIGKILL);
+    }
+    uint64_t t0 = dc_now_ns();
+    dc_status_t st = allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, count, DCOMM_FLOAT32,
+                               DCOMM_SUM);
+    uint64_t ms = (dc_now_ns() - t0) / 1000000ull;
+    CHECK(st == DCOMM_ERR_PEER_LOST);
+    CHECK(strstr(dc_error_get(), "rank 2 ") != NULL);
+    CHECK(ms < 5000);
+    CHECK(allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, 4, DCOMM_FLOAT32, DCOMM_SUM) ==
+          DCOMM_ERR_INTERNAL);
+    free(buf);
+    return 0;
+}
+
+static void test_killed_peer(void **state)
+{
+    scenario_t sc = {.nprocs = 3, .group_timeout_ms = 20000, .killed_rank = 2,
+                     .body = body_killed};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+/* Rank 1 stays alive but never joins: rank 0 gets DCOMM_ERR_TIMEOUT naming
+ * rank 1 after about the group's 300 ms. */
+static int body_silent(ctx_t *c)
+{
+    float buf[64] = {0};
+
+    if (c->rank == 1) {
+        dc_sleep_ns(1500000000ull);
+        return 0;
+    }
+    uint64_t t0 = dc_now_ns();
+    dc_status_t st = allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, 64, DCOMM_FLOAT32,
+                               DCOMM_SUM);
+    uint64_t ms = (dc_now_ns() - t0) / 1000000ull;
+    CHECK(st == DCOMM_ERR_TIMEOUT);
+    CHECK(strstr(dc_error_get(), "for rank 1 ") != NULL);
+    CHECK(ms >= 250 && ms < 1400);
+    return 0;
+}
+
+static void test_silent_peer(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 300, .killed_rank = -1,
+                     .body = body_silent};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+/* ---- bench: 64 MiB float32 SUM, shmdirect vs ring, median of 7 ---- */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int body_bench(ctx_t *c)
+{
+    enum { REPS = 7 };
+    size_t count = (64u << 20) / 4;
+    const char *mb = getenv("BENCH_MB");
+    if (mb != NULL) {
+        count = (size_t)atoi(mb) * (1u << 20) / 4;
+    }
+    float *send = malloc(count * 4), *recv = malloc(count * 4), one = 1.0f;
+    const dc_coll_algo_t *algos[2] = {&dc_allreduce_shmdirect_algo, &dc_allreduce_ring_algo};
+    double t[2][REPS];
+
+    CHECK(send != NULL && recv != NULL);
+    fill_input(send, count, DCOMM_FLOAT32, DCOMM_SUM, c->rank);
+    memset(recv, 0, count * 4); /* fault the pages in before timing */
+    for (int rep = -1; rep < REPS; rep++) {
+        for (int a = 0; a < 2; a++) {
+            CHECK(allreduce(c, &dc_allreduce_shmdirect_algo, &one, &one, 1, DCOMM_FLOAT32,
+                            DCOMM_SUM) == DCOMM_OK); /* a barrier */
+            uint64_t t0 = dc_now_ns();
+            CHECK(allreduce(c, algos[a], send, recv, count, DCOMM_FLOAT32, DCOMM_SUM) ==
+                  DCOMM_OK);
+            if (rep >= 0) {
+                t[a][rep] = (double)(dc_now_ns() - t0) / 1e6;
+            }
+        }
+    }
+    if (c->rank == 0) {
+        for (int a = 0; a < 2; a++) {
+            qsort(t[a], REPS, sizeof(double), cmp_double);
+            printf("np=%d %-9s %zu MiB float32 SUM: median %.1f ms (min %.1f, max %.1f), "
+                   "%.2f GB/s algbw\n", c->nprocs, algos[a]->name, count * 4 >> 20,
+                   t[a][REPS / 2], t[a][0], t[a][REPS - 1],
+                   (double)count * 4 / t[a][REPS / 2] / 1e6);
+        }
+        fflush(stdout); /* the child ends with _exit */
+    }
+    free(send);
+    free(recv);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "bench") == 0) {
+        scenario_t sc = {.nprocs = atoi(argv[2]), .group_timeout_ms = 60000,
+                         .killed_rank = -1, .body = body_bench};
+        if (sc.nprocs < 2 || sc.nprocs > MAX_PROCS) {
+            fprintf(stderr, "usage: %s bench N (2..%d)\n", argv[0], MAX_PROCS);
+            return 2;
+        }
+        return run_scenario(&sc);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_types_2),    cmocka_unit_test(test_types_3),
+        cmocka_unit_test(test_types_4),    cmocka_unit_test(test_large_2),
+        cmocka_unit_test(test_large_4),    cmocka_unit_test(test_killed_peer),
+        cmocka_unit_test(test_silent_peer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

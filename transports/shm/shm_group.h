@@ -1,0 +1,96 @@
+/*
+ * A shared segment for the ranks of one host (shm-direct collectives): each
+ * member has two input slots of one chunk, there are two result chunks, and
+ * each member publishes per-chunk sequence numbers that the others wait on
+ * (spinning briefly, then sleeping on the word's futex). Created once, reused
+ * for every collective; the memory is a memfd shared through /proc/<pid>/fd
+ * like the shm transport's segments, so nothing is left in /dev/shm.
+ */
+#ifndef DC_SHM_GROUP_H
+#define DC_SHM_GROUP_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net.h"
+#include "status.h"
+
+#define DC_SHM_GROUP_CHUNK_DEFAULT (256u << 10)
+#define DC_SHM_GROUP_CHUNK_MIN     4096u
+#define DC_SHM_GROUP_CHUNK_MAX     (64u << 20)
+#define DC_SHM_GROUP_MAX           256 /* members */
+#define DC_SHM_GROUP_NBUF          2   /* double buffering: chunk k+1 fills while k reduces */
+
+/* What a member publishes: the last step (chunk number, counted across
+ * collectives) for which it has ... */
+typedef enum dc_shm_group_seq {
+    DC_SHM_SEQ_IN = 0,  /* ... copied its input into its slot */
+    DC_SHM_SEQ_RED = 1, /* ... reduced its slice into the result */
+    DC_SHM_SEQ_OUT = 2, /* ... copied the result out (the buffer may be reused) */
+    DC_SHM_SEQ_COUNT = 3
+} dc_shm_group_seq_t;
+
+/* One member's control block in the segment, on its own cache line. Steps are
+ * 32-bit futex words compared with wrap-around. */
+typedef struct dc_shm_group_ctl {
+    _Alignas(DC_CACHE_LINE) _Atomic uint32_t seq[DC_SHM_SEQ_COUNT];
+    _Atomic uint32_t sleepers; /* > 0 while a peer sleeps on one of seq[] */
+    int32_t pid;
+} dc_shm_group_ctl_t;
+
+struct dc_shm_group {
+    int n, me;          /* members; this process's index */
+    int *world_ranks;   /* [n] */
+    size_t chunk;       /* bytes per slot (a multiple of 4096) */
+    uint32_t step;      /* last step this member used; the same on every member */
+    int timeout_ms;     /* <= 0: wait forever */
+    int spin;           /* polls before sleeping */
+    int failed;         /* an earlier collective failed: members are out of step */
+    void *base;         /* the mapping */
+    size_t size;
+    dc_shm_group_ctl_t *ctl; /* [n] */
+    uint8_t *data;           /* slots, then results */
+    int32_t *pids;           /* [n] */
+    int *pidfds;             /* [n], -1: fall back to kill(pid, 0) */
+};
+typedef struct dc_shm_group dc_shm_group_t;
+
+/*
+ * Collective over world_ranks[0 .. n-1] (all on this host; this process is
+ * world_ranks[my_index]): member 0 creates the segment and passes its address
+ * to the others through net (messages with tag), which map it; nobody returns
+ * before everyone has mapped it or failed. chunk_bytes: the largest pipeline
+ * chunk (0: DC_SHM_GROUP_CHUNK_DEFAULT), rounded up to 4096; the segment holds
+ * 2 * (n + 1) chunks, pre-faulted. timeout_ms: DCOMM_TIMEOUT for later waits.
+ */
+dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, int my_index,
+                                size_t chunk_bytes, int timeout_ms, uint64_t tag,
+                                dc_shm_group_t **group_p);
+void dc_shm_group_destroy(dc_shm_group_t *g);
+
+/* 1 when the group is exactly these ranks in this order with this process at me. */
+int dc_shm_group_matches(const dc_shm_group_t *g, const int *world_ranks, int n, int me);
+
+/* Input slot of member r for buffer b, and the result chunk of buffer b. */
+static inline uint8_t *dc_shm_group_slot(const dc_shm_group_t *g, int r, int b)
+{
+    return g->data + ((size_t)b * (size_t)(g->n + 1) + (size_t)r) * g->chunk;
+}
+
+static inline uint8_t *dc_shm_group_result(const dc_shm_group_t *g, int b)
+{
+    return dc_shm_group_slot(g, g->n, b);
+}
+
+/* Publishes this member's seq[which] = step (after the data it covers is
+ * written) and wakes peers sleeping on it. */
+void dc_shm_group_post(dc_shm_group_t *g, dc_shm_group_seq_t which, uint32_t step);
+
+/* Waits until member r's seq[which] has reached step: spins briefly, then
+ * sleeps on the futex. DCOMM_ERR_TIMEOUT after timeout_ms, DCOMM_ERR_PEER_LOST
+ * when r's process is gone; both name r. */
+dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which,
+                              uint32_t step);
+
+#endif
