@@ -1,13 +1,11 @@
 /*
  * The algorithms select.c chooses from, one row each with its cost model. Rows
  * of one collective are listed from the most to the least general, since table
- * order breaks ties in predicted cost. Until every algorithm file has landed,
- * only the rows that exist are listed (define DC_HAVE_ALL_ALGOS for all).
+ * order breaks ties in predicted cost.
  */
 #include "select.h"
 
 const dc_algo_row_t dc_algo_table[] = {
-#ifdef DC_HAVE_ALL_ALGOS
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RING, &dc_allreduce_ring_algo},
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RAB, &dc_allreduce_rab_algo},
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RD, &dc_allreduce_rd_algo},
@@ -21,10 +19,6 @@ const dc_algo_row_t dc_algo_table[] = {
     {DC_SELECT_REDUCESCATTER, DC_COST_REDUCESCATTER_RHALVING, &dc_reducescatter_rhalving_algo},
     {DC_SELECT_ALLTOALL, DC_COST_ALLTOALL_PAIRWISE, &dc_alltoall_pairwise_algo},
     {DC_SELECT_BARRIER, DC_COST_BARRIER_DISSEMINATION, &dc_barrier_dissemination_algo},
-#else
-    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RING, &dc_allreduce_ring_algo},
-    {DC_SELECT_BROADCAST, DC_COST_BCAST_BINOMIAL, &dc_bcast_binomial_algo},
-#endif
 };
 
 const int dc_algo_table_len = (int)(sizeof(dc_algo_table) / sizeof(dc_algo_table[0]));

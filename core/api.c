@@ -22,8 +22,14 @@ static dc_status_t not_initialized(void)
                                                    "dcomm_shutdown already was)");
 }
 
+static void comm_clear(dc_comm_t *cm);
+static dc_status_t comm_fill(dc_state_t *st, dc_comm_t *cm, const int *ranks, int n);
+
 static void state_free(dc_state_t *st)
 {
+    for (int i = 0; i < DC_MAX_COMMS; i++) {
+        comm_clear(&st->comms[i]);
+    }
     dc_bootstrap_close(st);
     dc_handle_table_free(st);
     dc_map_free(&st->inflight);
@@ -54,9 +60,22 @@ DCOMM_API dcomm_status_t dcomm_init(void)
     DC_CHECK_GOTO(dc_bootstrap_identity(st), status, err);
     dc_log_set_rank(st->rank);
     DC_CHECK_GOTO(dc_bootstrap_connect(st), status, err);
-    st->comms[0].in_use = 1;
-    st->comms[0].size = st->size;
-    st->comms[0].rank = st->rank;
+    {
+        int *world = malloc((size_t)st->size * sizeof(int));
+
+        if (world == NULL) {
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory");
+            goto err;
+        }
+        for (int r = 0; r < st->size; r++) {
+            world[r] = r;
+        }
+        status = comm_fill(st, &st->comms[0], world, st->size);
+        free(world);
+        if (status < 0) {
+            goto err;
+        }
+    }
     DC_CHECK_GOTO(dc_coord_start(st), status, err);
     dc_state = st;
     pthread_mutex_unlock(&init_lock);
@@ -111,42 +130,207 @@ IDENTITY(dcomm_local_size, local_size)
 IDENTITY(dcomm_cross_rank, cross_rank)
 IDENTITY(dcomm_cross_size, cross_size)
 
-/* ---- communicators: only COMM_WORLD until process sets land ---------------- */
+/* ---- communicators (process sets) --------------------------------------------- */
+
+static dc_status_t submit(dc_wire_req_t *req, const char *name, const void *sendbuf,
+                          void *recvbuf, size_t *counts, dcomm_handle_t *handle_p,
+                          const char *fn);
+static dc_status_t wait_release(dc_status_t status, dcomm_handle_t handle);
+
+static void comm_clear(dc_comm_t *cm)
+{
+    free(cm->ranks);
+    free(cm->host_of);
+    memset(cm, 0, sizeof(*cm));
+}
+
+/* FNV-1a over the member list: ranks that pass different lists disagree on it
+ * in negotiation, and every rank gets DCOMM_ERR_MISMATCH. */
+static uint64_t ranks_hash(const int *ranks, int n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (int i = 0; i < n; i++) {
+        uint32_t v = (uint32_t)ranks[i];
+
+        for (int b = 0; b < 4; b++) {
+            h = (h ^ ((v >> (8 * b)) & 0xff)) * 0x100000001b3ull;
+        }
+    }
+    return h;
+}
+
+/* Fills a new comm entry: members, this rank's place, hosts renumbered. */
+static dc_status_t comm_fill(dc_state_t *st, dc_comm_t *cm, const int *ranks, int n)
+{
+    cm->ranks = malloc((size_t)n * sizeof(int));
+    cm->host_of = malloc((size_t)n * sizeof(int));
+    if (cm->ranks == NULL || cm->host_of == NULL) {
+        comm_clear(cm);
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "dcomm_comm_create: out of memory");
+    }
+    cm->size = n;
+    cm->rank = -1;
+    cm->nhosts = 0;
+    for (int i = 0; i < n; i++) {
+        int h = st->host_of[ranks[i]], j;
+
+        cm->ranks[i] = ranks[i];
+        if (ranks[i] == st->rank) {
+            cm->rank = i;
+        }
+        for (j = 0; j < i && st->host_of[ranks[j]] != h; j++) {
+        }
+        cm->host_of[i] = j < i ? cm->host_of[j] : cm->nhosts++;
+    }
+    cm->in_use = 1;
+    return DCOMM_OK;
+}
 
 DCOMM_API dcomm_status_t dcomm_comm_create(const int *ranks, int nranks, dcomm_comm_t *comm_p)
 {
-    (void)ranks;
-    (void)nranks;
-    (void)comm_p;
-    if (dc_state == NULL) {
+    static const char fn[] = "dcomm_comm_create";
+    dc_state_t *st = dc_state;
+    dc_wire_req_t req = {.coll = DC_COLL_COMM_CREATE, .comm = DCOMM_COMM_WORLD};
+    char name[64];
+    dcomm_handle_t h = 0;
+    dc_status_t status;
+    int id;
+
+    if (st == NULL) {
         return not_initialized();
     }
-    return dc_error_set(DCOMM_ERR_UNSUPPORTED, "dcomm_comm_create: process sets are not "
-                                               "implemented yet");
+    if (ranks == NULL || comm_p == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: %s is NULL", fn,
+                            ranks == NULL ? "ranks" : "comm_p");
+    }
+    if (nranks < 1 || nranks > st->size) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: nranks %d is not in 1..%d", fn, nranks,
+                            st->size);
+    }
+    for (int i = 0; i < nranks; i++) {
+        if (ranks[i] < 0 || ranks[i] >= st->size) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: ranks[%d] = %d is not a rank of "
+                                "COMM_WORLD (size %d)", fn, i, ranks[i], st->size);
+        }
+        for (int j = 0; j < i; j++) {
+            if (ranks[j] == ranks[i]) {
+                return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: rank %d is listed twice "
+                                    "(ranks[%d] and ranks[%d])", fn, ranks[i], j, i);
+            }
+        }
+    }
+    /* Every rank creates comms in the same order, so the lowest free id is the
+     * same everywhere; negotiation checks that the lists agree. */
+    pthread_mutex_lock(&st->lock);
+    for (id = 1; id < DC_MAX_COMMS && st->comms[id].in_use; id++) {
+    }
+    if (id == DC_MAX_COMMS) {
+        pthread_mutex_unlock(&st->lock);
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: all %d comms are in use", fn,
+                            DC_MAX_COMMS - 1);
+    }
+    status = comm_fill(st, &st->comms[id], ranks, nranks);
+    pthread_mutex_unlock(&st->lock);
+    if (status < 0) {
+        return status;
+    }
+    snprintf(name, sizeof(name), "comm.create.%d", id);
+    req.count = ranks_hash(ranks, nranks);
+    req.root = nranks;
+    status = submit(&req, name, NULL, NULL, NULL, &h, fn);
+    status = wait_release(status, h);
+    if (status < 0) {
+        pthread_mutex_lock(&st->lock);
+        comm_clear(&st->comms[id]);
+        pthread_mutex_unlock(&st->lock);
+        return status;
+    }
+    *comm_p = id;
+    return DCOMM_OK;
+}
+
+typedef struct inflight_count {
+    const char *prefix;
+    size_t len;
+    int n;
+} inflight_count_t;
+
+static void count_prefix(const char *key, void *value, void *arg)
+{
+    inflight_count_t *ic = arg;
+
+    (void)value;
+    if (strncmp(key, ic->prefix, ic->len) == 0) {
+        ic->n++;
+    }
 }
 
 DCOMM_API dcomm_status_t dcomm_comm_destroy(dcomm_comm_t comm)
 {
-    if (dc_state == NULL) {
+    static const char fn[] = "dcomm_comm_destroy";
+    dc_state_t *st = dc_state;
+    dc_wire_req_t req = {.coll = DC_COLL_COMM_DESTROY, .comm = DCOMM_COMM_WORLD};
+    char name[64], prefix[32];
+    inflight_count_t ic = {prefix, 0, 0};
+    dcomm_handle_t h = 0;
+    dc_status_t status;
+
+    if (st == NULL) {
         return not_initialized();
     }
-    return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_comm_destroy: comm %d %s", (int)comm,
-                        comm == DCOMM_COMM_WORLD ? "is COMM_WORLD, which cannot be destroyed"
-                                                 : "is unknown");
+    if (comm == DCOMM_COMM_WORLD) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: COMM_WORLD cannot be destroyed", fn);
+    }
+    pthread_mutex_lock(&st->lock);
+    if (comm < 0 || comm >= DC_MAX_COMMS || !st->comms[comm].in_use) {
+        pthread_mutex_unlock(&st->lock);
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: comm %d is unknown", fn, (int)comm);
+    }
+    snprintf(prefix, sizeof(prefix), "%d:", (int)comm);
+    ic.len = strlen(prefix);
+    dc_map_foreach(&st->inflight, count_prefix, &ic);
+    pthread_mutex_unlock(&st->lock);
+    if (ic.n > 0) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: comm %d has %d operations in flight; "
+                            "wait for them first", fn, (int)comm, ic.n);
+    }
+    snprintf(name, sizeof(name), "comm.destroy.%d", (int)comm);
+    status = submit(&req, name, NULL, NULL, NULL, &h, fn);
+    status = wait_release(status, h);
+    if (status < 0) {
+        return status;
+    }
+    pthread_mutex_lock(&st->lock);
+    comm_clear(&st->comms[comm]);
+    pthread_mutex_unlock(&st->lock);
+    return DCOMM_OK;
+}
+
+static int comm_field(dcomm_comm_t comm, int want_size)
+{
+    dc_state_t *st = dc_state;
+    int v = -1;
+
+    if (st == NULL || comm < 0 || comm >= DC_MAX_COMMS) {
+        return -1;
+    }
+    pthread_mutex_lock(&st->lock);
+    if (st->comms[comm].in_use) {
+        v = want_size ? st->comms[comm].size : st->comms[comm].rank;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return v;
 }
 
 DCOMM_API int dcomm_comm_rank(dcomm_comm_t comm)
 {
-    dc_state_t *st = dc_state;
-
-    return (st != NULL && comm == DCOMM_COMM_WORLD) ? st->rank : -1;
+    return comm_field(comm, 0);
 }
 
 DCOMM_API int dcomm_comm_size(dcomm_comm_t comm)
 {
-    dc_state_t *st = dc_state;
-
-    return (st != NULL && comm == DCOMM_COMM_WORLD) ? st->size : -1;
+    return comm_field(comm, 1);
 }
 
 /* ---- submission ---------------------------------------------------------------- */
@@ -175,7 +359,8 @@ static dc_status_t check_name(const char *name, const char *fn)
 /* Queues one request: the checks common to every collective, the name, the
  * duplicate check, the handle. */
 static dc_status_t submit(dc_wire_req_t *req, const char *name, const void *sendbuf,
-                          void *recvbuf, dcomm_handle_t *handle_p, const char *fn)
+                          void *recvbuf, size_t *counts, dcomm_handle_t *handle_p,
+                          const char *fn)
 {
     dc_state_t *st = dc_state;
     char key[DC_WIRE_NAME_MAX + 16];
@@ -184,16 +369,21 @@ static dc_status_t submit(dc_wire_req_t *req, const char *name, const void *send
     dc_status_t status;
 
     if (st == NULL) {
+        free(counts);
         return not_initialized();
     }
     if (handle_p == NULL) {
-        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: handle_p is NULL", fn);
+        status = dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: handle_p is NULL", fn);
+        goto out;
     }
     DC_CHECK_GOTO(check_name(name, fn), status, out);
     op = calloc(1, sizeof(*op));
     if (op == NULL) {
-        return dc_error_set(DCOMM_ERR_NO_MEMORY, "%s: out of memory", fn);
+        status = dc_error_set(DCOMM_ERR_NO_MEMORY, "%s: out of memory", fn);
+        goto out;
     }
+    op->counts = counts;
+    counts = NULL;
     pthread_mutex_lock(&st->lock);
     if (st->fatal_status < 0) {
         status = dc_error_set(st->fatal_status, "%s: %s", fn, st->fatal_msg);
@@ -238,8 +428,9 @@ static dc_status_t submit(dc_wire_req_t *req, const char *name, const void *send
     return DCOMM_OK;
 err_unlock:
     pthread_mutex_unlock(&st->lock);
-    free(op);
+    dc_op_free(op);
 out:
+    free(counts);
     return status;
 }
 
@@ -282,7 +473,7 @@ DCOMM_API dcomm_status_t dcomm_allreduce_async(dcomm_comm_t comm, const char *na
     }
     req.dtype = (uint8_t)dtype;
     req.op = (uint8_t)op;
-    return submit(&req, name, sendbuf, recvbuf, handle_p, fn);
+    return submit(&req, name, sendbuf, recvbuf, NULL, handle_p, fn);
 }
 
 DCOMM_API dcomm_status_t dcomm_broadcast_async(dcomm_comm_t comm, const char *name, void *buf,
@@ -305,14 +496,14 @@ DCOMM_API dcomm_status_t dcomm_broadcast_async(dcomm_comm_t comm, const char *na
                             fn, root, (int)comm, size);
     }
     req.dtype = (uint8_t)dtype;
-    return submit(&req, name, buf, buf, handle_p, fn);
+    return submit(&req, name, buf, buf, NULL, handle_p, fn);
 }
 
 DCOMM_API dcomm_status_t dcomm_barrier_async(dcomm_comm_t comm, dcomm_handle_t *handle_p)
 {
     dc_wire_req_t req = {.coll = DC_COLL_BARRIER, .comm = comm};
 
-    return submit(&req, NULL, NULL, NULL, handle_p, "dcomm_barrier_async");
+    return submit(&req, NULL, NULL, NULL, NULL, handle_p, "dcomm_barrier_async");
 }
 
 static dc_status_t unsupported(const char *fn)
@@ -328,16 +519,62 @@ DCOMM_API dcomm_status_t dcomm_allgather_async(dcomm_comm_t comm, const char *na
                                                const void *sendbuf, size_t count,
                                                dcomm_dtype_t dtype, dcomm_handle_t *handle_p)
 {
-    (void)comm, (void)name, (void)sendbuf, (void)count, (void)dtype, (void)handle_p;
-    return unsupported("dcomm_allgather_async");
+    static const char fn[] = "dcomm_allgather_async";
+    dc_wire_req_t req = {.coll = DC_COLL_ALLGATHER, .comm = comm, .count = count};
+    dc_status_t status = check_dtype_op(dtype, -1, fn);
+
+    if (status < 0) {
+        return status;
+    }
+    if (count > 0 && sendbuf == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: sendbuf is NULL with count %zu", fn,
+                            count);
+    }
+    if (count > SIZE_MAX / 8) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
+    }
+    req.dtype = (uint8_t)dtype;
+    return submit(&req, name, sendbuf, NULL, NULL, handle_p, fn);
 }
 
 DCOMM_API dcomm_status_t dcomm_alltoall_async(dcomm_comm_t comm, const char *name,
                                               const void *sendbuf, const size_t *sendcounts,
                                               dcomm_dtype_t dtype, dcomm_handle_t *handle_p)
 {
-    (void)comm, (void)name, (void)sendbuf, (void)sendcounts, (void)dtype, (void)handle_p;
-    return unsupported("dcomm_alltoall_async");
+    static const char fn[] = "dcomm_alltoall_async";
+    dc_wire_req_t req = {.coll = DC_COLL_ALLTOALL, .comm = comm};
+    dc_status_t status = check_dtype_op(dtype, -1, fn);
+    int size = dcomm_comm_size(comm);
+    size_t total = 0, *counts;
+
+    if (status < 0) {
+        return status;
+    }
+    if (size < 1) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: unknown comm %d", fn, (int)comm);
+    }
+    if (sendcounts == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: sendcounts is NULL", fn);
+    }
+    for (int i = 0; i < size; i++) {
+        if (sendcounts[i] > SIZE_MAX / 8 - total) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: sendcounts add up to too much", fn);
+        }
+        total += sendcounts[i];
+    }
+    if (total > 0 && sendbuf == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: sendbuf is NULL with %zu elements to "
+                            "send", fn, total);
+    }
+    /* The counts are copied: the caller may reuse its array at once. */
+    counts = malloc((size_t)size * sizeof(size_t));
+    if (counts == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "%s: out of memory", fn);
+    }
+    memcpy(counts, sendcounts, (size_t)size * sizeof(size_t));
+    req.dtype = (uint8_t)dtype;
+    req.count = total;
+    return submit(&req, name, sendbuf, NULL, counts, handle_p, fn);
 }
 
 DCOMM_API dcomm_status_t dcomm_reducescatter_async(dcomm_comm_t comm, const char *name,
@@ -345,8 +582,23 @@ DCOMM_API dcomm_status_t dcomm_reducescatter_async(dcomm_comm_t comm, const char
                                                    dcomm_dtype_t dtype, dcomm_op_t op,
                                                    dcomm_handle_t *handle_p)
 {
-    (void)comm, (void)name, (void)sendbuf, (void)count, (void)dtype, (void)op, (void)handle_p;
-    return unsupported("dcomm_reducescatter_async");
+    static const char fn[] = "dcomm_reducescatter_async";
+    dc_wire_req_t req = {.coll = DC_COLL_REDUCESCATTER, .comm = comm, .count = count};
+    dc_status_t status = check_dtype_op(dtype, (int)op, fn);
+
+    if (status < 0) {
+        return status;
+    }
+    if (count > 0 && sendbuf == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: sendbuf is NULL with count %zu", fn,
+                            count);
+    }
+    if (count > SIZE_MAX / 8) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
+    }
+    req.dtype = (uint8_t)dtype;
+    req.op = (uint8_t)op;
+    return submit(&req, name, sendbuf, NULL, NULL, handle_p, fn);
 }
 
 DCOMM_API dcomm_status_t dcomm_join_async(dcomm_comm_t comm, dcomm_handle_t *handle_p)

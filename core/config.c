@@ -49,6 +49,8 @@ static const cfg_row_t cfg_table[] = {
      "transports to use, e.g. 'shm,tcp', or to exclude with '^', e.g. '^shm'"},
     {"DCOMM_TUNE", "", CFG_STRING, CFG_FIELD(tune),
      "algorithm overrides per op and size, e.g. 'allreduce:0-64K:rd#allreduce:64K-inf:ring'"},
+    {"DCOMM_CALIBRATE", "on", CFG_BOOL, CFG_FIELD(calibrate),
+     "measure link latency and bandwidth at init for the algorithm cost model; off: defaults"},
     {"DCOMM_LOG_LEVEL", "warn", CFG_LOG_LEVEL, CFG_FIELD(log_level),
      "none, error, warn, info, debug or trace [HOROVOD_LOG_LEVEL]"},
     {"DCOMM_IFNAME", "", CFG_STRING, CFG_FIELD(ifname),

@@ -20,6 +20,7 @@ typedef struct dc_config {
     uint64_t timeout_ms;
     char transports[128];
     char tune[512];
+    int calibrate;
     int log_level;
     char ifname[64];
     int stats;

@@ -19,7 +19,9 @@
 #include "coll.h"
 #include "config.h"
 #include "coord.h"
+#include "dc_reduce.h"
 #include "log.h"
+#include "shm/shm_group.h"
 #include "dc_time.h"
 
 #define TAG_WAKE (0xffull << 56)
@@ -82,7 +84,7 @@ static void take_queue(coord_t *c)
         if (dc_map_put(&c->local, key, op) != 1) {
             /* The user-side duplicate check makes this unreachable. */
             dc_handle_complete(st, op->handle, DCOMM_ERR_INTERNAL, "coordinator lost a request");
-            free(op);
+            dc_op_free(op);
         } else if (c->nnew < c->new_cap) {
             c->new_reqs[c->nnew++] = &op->req;
         } else {
@@ -92,7 +94,7 @@ static void take_queue(coord_t *c)
             if (r == NULL) {
                 dc_map_remove(&c->local, key);
                 dc_handle_complete(st, op->handle, DCOMM_ERR_NO_MEMORY, "out of memory");
-                free(op);
+                dc_op_free(op);
             } else {
                 c->new_reqs = r;
                 c->new_cap = cap;
@@ -122,7 +124,7 @@ static void fail_one(const char *key, void *value, void *arg)
     snprintf(text, sizeof(text), "%s '%s': %s", dc_coll_name(op->req.coll), op->req.name,
              f->msg);
     dc_handle_complete(f->c->st, op->handle, f->status, text);
-    free(op);
+    dc_op_free(op);
 }
 
 /* Completes every local operation (taken or still queued) with status. */
@@ -155,68 +157,120 @@ static void neg_free_cb(const char *key, void *value, void *arg)
     neg_free(value);
 }
 
-/* Describes how ranks differ in one field; NULL when they agree. */
-static int describe_mismatch(coord_t *c, const neg_entry_t *e, char *text, size_t cap)
+/* The comm of a request (rank 0 and execution); NULL when unknown. Comms are
+ * created and destroyed only through negotiated operations, so an entry does
+ * not change while requests on it are in flight. */
+static const dc_comm_t *coord_comm(coord_t *c, int32_t id)
+{
+    const dc_comm_t *cm = NULL;
+
+    pthread_mutex_lock(&c->st->lock);
+    if (id >= 0 && id < DC_MAX_COMMS && c->st->comms[id].in_use) {
+        cm = &c->st->comms[id];
+    }
+    pthread_mutex_unlock(&c->st->lock);
+    return cm;
+}
+
+static int comm_rank_of(const dc_comm_t *cm, int world_rank)
+{
+    for (int i = 0; i < cm->size; i++) {
+        if (cm->ranks[i] == world_rank) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+enum { F_COLL, F_DTYPE, F_OP, F_COUNT, F_ROOT, F_NFIELDS };
+
+/* Does field f matter for collective coll? Allgather and alltoall counts may
+ * differ per rank; only reductions have an op; only broadcast a root. */
+static int field_checked(int f, int coll)
+{
+    switch (f) {
+    case F_COLL: return 1;
+    case F_DTYPE: return coll != DC_COLL_COMM_CREATE && coll != DC_COLL_COMM_DESTROY;
+    case F_OP: return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_REDUCESCATTER;
+    case F_COUNT:
+        return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST ||
+               coll == DC_COLL_REDUCESCATTER || coll == DC_COLL_COMM_CREATE;
+    default: return coll == DC_COLL_BROADCAST;
+    }
+}
+
+static int64_t field_value(const dc_wire_req_t *q, int f)
+{
+    int64_t v[F_NFIELDS] = {q->coll, q->dtype, q->op, (int64_t)q->count, q->root};
+
+    return v[f];
+}
+
+static void field_text(const dc_wire_req_t *q, int f, char *buf, size_t cap)
+{
+    switch (f) {
+    case F_COLL: snprintf(buf, cap, "%s", dc_coll_name(q->coll)); break;
+    case F_DTYPE: snprintf(buf, cap, "dtype %d", q->dtype); break;
+    case F_OP: snprintf(buf, cap, "op %d", q->op); break;
+    case F_COUNT:
+        if (q->coll == DC_COLL_COMM_CREATE) {
+            snprintf(buf, cap, "a list of %d ranks (hash %016llx)", q->root,
+                     (unsigned long long)q->count);
+        } else {
+            snprintf(buf, cap, "%llu", (unsigned long long)q->count);
+        }
+        break;
+    default: snprintf(buf, cap, "%d", q->root); break;
+    }
+}
+
+/* Describes how the members of cm differ in one field; 0 when they agree. */
+static int describe_mismatch(const dc_comm_t *cm, const neg_entry_t *e, char *text, size_t cap)
 {
     static const char *const fields[] = {"collective", "dtype", "op", "count", "root"};
-    const dc_wire_req_t *ref = &e->per_rank[0];
+    const dc_wire_req_t *ref = &e->per_rank[cm->ranks[0]];
     int field = -1;
 
-    for (int r = 1; r < c->size && field < 0; r++) {
-        const dc_wire_req_t *q = &e->per_rank[r];
-
-        if (q->coll != ref->coll) {
-            field = 0;
-        } else if (q->dtype != ref->dtype) {
-            field = 1;
-        } else if (ref->coll == DC_COLL_ALLREDUCE && q->op != ref->op) {
-            field = 2;
-        } else if ((ref->coll == DC_COLL_ALLREDUCE || ref->coll == DC_COLL_BROADCAST) &&
-                   q->count != ref->count) {
-            field = 3;
-        } else if (ref->coll == DC_COLL_BROADCAST && q->root != ref->root) {
-            field = 4;
+    for (int f = 0; f < F_NFIELDS && field < 0; f++) {
+        if (!field_checked(f, ref->coll)) {
+            continue;
+        }
+        for (int i = 1; i < cm->size; i++) {
+            if (field_value(&e->per_rank[cm->ranks[i]], f) != field_value(ref, f)) {
+                field = f;
+                break;
+            }
         }
     }
     if (field < 0) {
         return 0;
     }
     size_t len = (size_t)snprintf(text, cap, "ranks disagree on the %s of tensor '%s':",
-                                  fields[field], ref->name);
+                                  ref->coll == DC_COLL_COMM_CREATE && field == F_COUNT
+                                      ? "member list" : fields[field], ref->name);
     /* Group ranks by value, in rank order of first appearance. */
-    uint8_t *listed = calloc((size_t)c->size, 1);
+    uint8_t *listed = calloc((size_t)cm->size, 1);
 
-    for (int r = 0; r < c->size && listed != NULL && len < cap; r++) {
-        const dc_wire_req_t *q = &e->per_rank[r];
-        int64_t v[] = {q->coll, q->dtype, q->op, (int64_t)q->count, q->root};
-        char value[64];
-
-        if (listed[r]) {
-            continue;
-        }
-        switch (field) {
-        case 0: snprintf(value, sizeof(value), "%s", dc_coll_name(q->coll)); break;
-        case 1: snprintf(value, sizeof(value), "dtype %d", q->dtype); break;
-        case 2: snprintf(value, sizeof(value), "op %d", q->op); break;
-        case 3: snprintf(value, sizeof(value), "%llu", (unsigned long long)q->count); break;
-        default: snprintf(value, sizeof(value), "%d", q->root); break;
-        }
-        char group[256];
+    for (int i = 0; i < cm->size && listed != NULL && len < cap; i++) {
+        const dc_wire_req_t *q = &e->per_rank[cm->ranks[i]];
+        char value[96], group[256];
         size_t glen = 0;
         int members = 0;
 
-        for (int s = r; s < c->size && glen < sizeof(group); s++) {
-            const dc_wire_req_t *p = &e->per_rank[s];
-            int64_t w[] = {p->coll, p->dtype, p->op, (int64_t)p->count, p->root};
-
-            if (!listed[s] && w[field] == v[field]) {
-                listed[s] = 1;
+        if (listed[i]) {
+            continue;
+        }
+        field_text(q, field, value, sizeof(value));
+        for (int j = i; j < cm->size && glen < sizeof(group); j++) {
+            if (!listed[j] &&
+                field_value(&e->per_rank[cm->ranks[j]], field) == field_value(q, field)) {
+                listed[j] = 1;
                 members++;
                 glen += (size_t)snprintf(group + glen, sizeof(group) - glen, "%s%d",
-                                         s == r ? "" : ",", s);
+                                         j == i ? "" : ",", cm->ranks[j]);
             }
         }
-        len += (size_t)snprintf(text + len, cap - len, "%s %s %s", r ? ";" : "",
+        len += (size_t)snprintf(text + len, cap - len, "%s %s %s", i ? ";" : "",
                                 members > 1 ? "ranks" : "rank", group);
         if (len < cap) {
             len += (size_t)snprintf(text + len, cap - len, " sent %s", value);
@@ -226,14 +280,25 @@ static int describe_mismatch(coord_t *c, const neg_entry_t *e, char *text, size_
     return 1;
 }
 
-/* Rank 0 takes one request of rank r; appends a response when it is ready. */
+/* Rank 0 takes one request of rank r; appends a response when every member
+ * of the request's comm has sent it. */
 static dc_status_t neg_add(coord_t *c, int r, const dc_wire_req_t *req)
 {
     char key[DC_WIRE_NAME_MAX + 16];
+    const dc_comm_t *cm = coord_comm(c, req->comm);
     neg_entry_t *e;
     dc_wire_resp_t *resp = &c->resp;
     dc_status_t status;
 
+    if (cm == NULL) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "rank %d sent tensor '%s' on unknown comm %d",
+                            r, req->name, req->comm);
+    }
+    if (comm_rank_of(cm, r) < 0) {
+        return dc_error_set(DCOMM_ERR_INTERNAL,
+                            "rank %d sent tensor '%s' on comm %d, which it is not a member of",
+                            r, req->name, req->comm);
+    }
     dc_op_key(key, sizeof(key), req->comm, req->name);
     e = dc_map_get(&c->table, key);
     if (e == NULL) {
@@ -254,13 +319,20 @@ static dc_status_t neg_add(coord_t *c, int r, const dc_wire_req_t *req)
     }
     e->per_rank[r] = *req;
     e->have[r] = 1;
-    if (++e->nhave < c->size) {
+    if (++e->nhave < cm->size) {
         return DCOMM_OK;
     }
-    memset(resp, 0, sizeof(*resp));
-    resp->req = e->per_rank[0];
-    if (describe_mismatch(c, e, resp->text, sizeof(resp->text))) {
+    memset(resp->text, 0, sizeof(resp->text));
+    resp->req = e->per_rank[cm->ranks[0]];
+    resp->error = 0;
+    resp->ncounts = 0;
+    if (describe_mismatch(cm, e, resp->text, sizeof(resp->text))) {
         resp->error = DCOMM_ERR_MISMATCH;
+    } else if (req->coll == DC_COLL_ALLGATHER) {
+        resp->ncounts = (uint32_t)cm->size;
+        for (int i = 0; i < cm->size; i++) {
+            resp->counts[i] = e->per_rank[cm->ranks[i]].count;
+        }
     }
     status = dc_wire_resp_append(&c->down, resp);
     dc_map_remove(&c->table, key);
@@ -284,10 +356,6 @@ static dc_status_t neg_take_list(coord_t *c, int r, const void *data, size_t len
     }
     for (uint32_t i = 0; i < n; i++) {
         status = dc_wire_req_next(&rd, &req);
-        if (status == DCOMM_OK && req.comm != DCOMM_COMM_WORLD) {
-            status = dc_error_set(DCOMM_ERR_TRANSPORT, "rank %d sent unknown comm %d", r,
-                                  req.comm);
-        }
         if (status == DCOMM_OK) {
             status = neg_add(c, r, &req);
         }
@@ -402,9 +470,105 @@ out:
 
 /* ---- execution --------------------------------------------------------------- */
 
-static dc_status_t execute(coord_t *c, dc_op_t *op)
+_Static_assert((int)DC_SELECT_ALLREDUCE == (int)DC_COLL_ALLREDUCE &&
+                   (int)DC_SELECT_BROADCAST == (int)DC_COLL_BROADCAST &&
+                   (int)DC_SELECT_ALLGATHER == (int)DC_COLL_ALLGATHER &&
+                   (int)DC_SELECT_ALLTOALL == (int)DC_COLL_ALLTOALL &&
+                   (int)DC_SELECT_REDUCESCATTER == (int)DC_COLL_REDUCESCATTER &&
+                   (int)DC_SELECT_BARRIER == (int)DC_COLL_BARRIER,
+               "select.h and wire.h number the collectives alike");
+
+/* Candidate algorithms for one collective, best first: the cost model of the
+ * comm's slowest link (a peer on another host when the comm spans hosts),
+ * after DCOMM_TUNE. Depends only on values equal on every member. */
+static int dc_coord_candidates(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                               const dc_coll_args_t *args, const dc_coll_algo_t **out, int max)
 {
-    const dc_coll_algo_t *algo;
+    size_t esize = dc_reduce_dtype_size(args->dtype), bytes = 0;
+    dc_link_class_t cls = DC_LINK_SELF;
+
+    for (int i = 0; i < ctx->size; i++) {
+        if (i != ctx->rank && (ctx->nhosts == 1 || ctx->host_of[i] != ctx->host_of[ctx->rank])) {
+            int k = dc_link_class_from_name(dc_net_transport_name(ctx->net, ctx->ranks[i]));
+
+            cls = k >= 0 ? (dc_link_class_t)k : DC_LINK_TCP;
+            break;
+        }
+    }
+    switch (coll) {
+    case DC_COLL_ALLGATHER:
+        for (int i = 0; i < ctx->size; i++) {
+            bytes += args->counts[i] * esize;
+        }
+        break;
+    case DC_COLL_ALLTOALL:
+        /* What one rank sends differs per rank: use the mean, the same everywhere. */
+        for (int i = 0; i < ctx->size; i++) {
+            bytes += args->recv_counts[i] * esize;
+        }
+        break;
+    case DC_COLL_BARRIER:
+        break;
+    default:
+        bytes = args->count * esize;
+        break;
+    }
+    return dc_select_candidates(c->sel, coll, bytes, ctx->size, ctx->nhosts, cls, out, max);
+}
+
+/* The algorithm for one collective: the candidates in order of preference,
+ * the first that accepts the arguments runs; declines are logged. */
+static const dc_coll_algo_t *pick_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                                       const dc_coll_args_t *args, const char *name)
+{
+    const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
+    int n = dc_coord_candidates(c, coll, ctx, args, cand, DC_SELECT_MAX_ROWS);
+
+    for (int i = 0; i < n; i++) {
+        if (cand[i]->supported(ctx, args)) {
+            DC_DEBUG("%s '%s': %s, %zu elements, %d ranks", dc_coll_name(coll), name,
+                     cand[i]->name, args->count, ctx->size);
+            return cand[i];
+        }
+        DC_DEBUG("%s '%s': algorithm '%s' declined, trying the next", dc_coll_name(coll), name,
+                 cand[i]->name);
+    }
+    dc_error_set(DCOMM_ERR_INTERNAL, "no %s algorithm accepts tensor '%s'", dc_coll_name(coll),
+                 name);
+    return NULL;
+}
+
+static dc_status_t run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                            const dc_coll_args_t *args, const char *name)
+{
+    const dc_coll_algo_t *algo = pick_algo(c, coll, ctx, args, name);
+
+    return algo != NULL ? algo->run(ctx, args) : DCOMM_ERR_INTERNAL;
+}
+
+/* Output buffer owned by the handle; at least one byte so that a result of
+ * zero elements still has a valid pointer. */
+static dc_status_t alloc_result(size_t count, size_t esize, int size, void **result_p,
+                                size_t **counts_p)
+{
+    *result_p = malloc(count * esize > 0 ? count * esize : 1);
+    *counts_p = calloc((size_t)size, sizeof(size_t));
+    if (*result_p == NULL || *counts_p == NULL) {
+        free(*result_p);
+        free(*counts_p);
+        *result_p = NULL;
+        *counts_p = NULL;
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a %zu-element result",
+                            count);
+    }
+    return DCOMM_OK;
+}
+
+/* Runs one agreed operation of this rank; completes its handle on success. */
+static dc_status_t execute(coord_t *c, dc_op_t *op, const dc_comm_t *cm)
+{
+    dc_coll_ctx_t ctx = c->ctx;
+    size_t esize = dc_reduce_dtype_size(op->req.dtype), total = 0, off, len;
     dc_coll_args_t args = {
         .sendbuf = op->sendbuf,
         .recvbuf = op->recvbuf,
@@ -413,23 +577,103 @@ static dc_status_t execute(coord_t *c, dc_op_t *op)
         .op = op->req.op,
         .root = op->req.root,
     };
+    void *result = NULL;
+    size_t *counts = NULL;
+    dc_status_t status;
+    int coll = op->req.coll;
 
-    c->ctx.tag = c->tag;
-    switch (op->req.coll) {
-    case DC_COLL_ALLREDUCE: algo = &dc_allreduce_ring_algo; break;
-    case DC_COLL_BROADCAST: algo = &dc_bcast_binomial_algo; break;
-    case DC_COLL_BARRIER: return DCOMM_OK; /* negotiation itself synchronised every rank */
+    ctx.tag = c->tag;
+    ctx.rank = cm->rank;
+    ctx.size = cm->size;
+    ctx.ranks = cm->ranks;
+    ctx.host_of = cm->host_of;
+    ctx.nhosts = cm->nhosts;
+    if (op->req.comm != DCOMM_COMM_WORLD) {
+        ctx.shm_group = NULL; /* the shared segment spans COMM_WORLD */
+    }
+    switch (coll) {
+    case DC_COLL_ALLREDUCE:
+    case DC_COLL_BROADCAST:
+    case DC_COLL_BARRIER:
+        status = run_algo(c, coll, &ctx, &args, op->req.name);
+        break;
+    case DC_COLL_ALLGATHER:
+        if (c->resp.ncounts != (uint32_t)cm->size) {
+            return dc_error_set(DCOMM_ERR_INTERNAL, "allgather '%s': %u counts for %d ranks",
+                                op->req.name, c->resp.ncounts, cm->size);
+        }
+        for (int i = 0; i < cm->size; i++) {
+            total += c->resp.counts[i];
+        }
+        DC_CHECK_GOTO(alloc_result(total, esize, cm->size, &result, &counts), status, out);
+        for (int i = 0; i < cm->size; i++) {
+            counts[i] = c->resp.counts[i];
+        }
+        args.count = counts[cm->rank];
+        args.counts = counts;
+        args.recvbuf = result;
+        status = run_algo(c, coll, &ctx, &args, op->req.name);
+        break;
+    case DC_COLL_REDUCESCATTER:
+        DC_CHECK_GOTO(alloc_result(0, esize, cm->size, &result, &counts), status, out);
+        for (int i = 0; i < cm->size; i++) {
+            dc_ring_segment(op->req.count, cm->size, i, &off, &len);
+            counts[i] = len;
+        }
+        total = counts[cm->rank];
+        free(result);
+        result = malloc(total * esize > 0 ? total * esize : 1);
+        if (result == NULL) {
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a result");
+            goto out;
+        }
+        args.recvbuf = result;
+        status = run_algo(c, coll, &ctx, &args, op->req.name);
+        break;
+    case DC_COLL_ALLTOALL: {
+        size_t *recv = calloc((size_t)cm->size, sizeof(size_t));
+
+        if (recv == NULL) {
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory");
+            goto out;
+        }
+        status = dc_alltoall_counts(&ctx, op->counts, recv);
+        for (int i = 0; status == DCOMM_OK && i < cm->size; i++) {
+            total += recv[i];
+        }
+        if (status == DCOMM_OK) {
+            status = alloc_result(total, esize, cm->size, &result, &counts);
+        }
+        if (status == DCOMM_OK) {
+            memcpy(counts, recv, (size_t)cm->size * sizeof(size_t));
+            args.counts = op->counts;
+            args.recv_counts = counts;
+            args.recvbuf = result;
+            status = run_algo(c, coll, &ctx, &args, op->req.name);
+        }
+        free(recv);
+        break;
+    }
+    case DC_COLL_COMM_CREATE:
+    case DC_COLL_COMM_DESTROY:
+        status = DCOMM_OK; /* agreement was the point; the caller updates its table */
+        break;
     default:
-        return dc_error_set(DCOMM_ERR_INTERNAL, "no algorithm for %s",
-                            dc_coll_name(op->req.coll));
+        status = dc_error_set(DCOMM_ERR_INTERNAL, "no algorithm for %s", dc_coll_name(coll));
+        break;
     }
-    if (!algo->supported(&c->ctx, &args)) {
-        return dc_error_set(DCOMM_ERR_INTERNAL, "%s algorithm '%s' declined tensor '%s'",
-                            dc_coll_name(op->req.coll), algo->name, op->req.name);
+out:
+    if (status < 0) {
+        free(result);
+        free(counts);
+        return status;
     }
-    DC_DEBUG("%s '%s': %s, %zu elements", dc_coll_name(op->req.coll), op->req.name, algo->name,
-             args.count);
-    return algo->run(&c->ctx, &args);
+    if (counts != NULL) {
+        dc_handle_complete_result(c->st, op->handle, result, total, counts);
+    } else {
+        dc_handle_complete(c->st, op->handle, DCOMM_OK, NULL);
+    }
+    return DCOMM_OK;
 }
 
 /* Runs the response list in c->down; returns the list's flags. */
@@ -444,9 +688,20 @@ static dc_status_t run_responses(coord_t *c, uint32_t *flags_p)
     }
     for (uint32_t i = 0; i < n; i++) {
         char key[DC_WIRE_NAME_MAX + 16];
+        const dc_comm_t *cm;
         dc_op_t *op;
 
         DC_CHECK_GOTO(dc_wire_resp_next(&rd, &c->resp), status, out);
+        cm = coord_comm(c, c->resp.req.comm);
+        if (cm == NULL) {
+            status = dc_error_set(DCOMM_ERR_INTERNAL, "rank 0 answered tensor '%s' on comm %d, "
+                                  "unknown here", c->resp.req.name, c->resp.req.comm);
+            goto out;
+        }
+        if (cm->rank < 0) {
+            c->tag++; /* every rank counts every response, members or not */
+            continue;
+        }
         dc_op_key(key, sizeof(key), c->resp.req.comm, c->resp.req.name);
         op = dc_map_remove(&c->local, key);
         if (op == NULL) {
@@ -456,11 +711,12 @@ static dc_status_t run_responses(coord_t *c, uint32_t *flags_p)
             goto out;
         }
         if (c->resp.error != 0) {
+            c->tag++;
             dc_handle_complete(c->st, op->handle, c->resp.error, c->resp.text);
-            free(op);
+            dc_op_free(op);
             continue;
         }
-        status = execute(c, op);
+        status = execute(c, op, cm);
         c->tag++;
         if (status < 0) {
             /* A failed collective leaves the ranks out of step: fatal. */
@@ -469,11 +725,10 @@ static dc_status_t run_responses(coord_t *c, uint32_t *flags_p)
             snprintf(text, sizeof(text), "%s '%s': %s", dc_coll_name(op->req.coll), op->req.name,
                      dc_error_get());
             dc_handle_complete(c->st, op->handle, status, text);
-            free(op);
+            dc_op_free(op);
             return dc_error_set(status, "%s", text);
         }
-        dc_handle_complete(c->st, op->handle, DCOMM_OK, NULL);
-        free(op);
+        dc_op_free(op);
     }
 out:
     return status;
@@ -632,6 +887,9 @@ static void coord_free(coord_t *c)
     free(c->wake_tx);
     free(c->new_reqs);
     free(c->world_ranks);
+    free(c->resp_counts);
+    dc_shm_group_destroy(c->ctx.shm_group);
+    dc_select_destroy(c->sel);
     if (c->ctx.scratch != NULL) {
         munmap(c->ctx.scratch, c->scratch_size);
     }
@@ -643,6 +901,7 @@ static coord_t *the_coord;
 dc_status_t dc_coord_start(dc_state_t *st)
 {
     coord_t *c = calloc(1, sizeof(*c));
+    dc_status_t status;
     size_t n;
 
     if (c == NULL) {
@@ -660,6 +919,9 @@ dc_status_t dc_coord_start(dc_state_t *st)
     c->wake_rx = calloc(n, sizeof(*c->wake_rx));
     c->wake_tx = calloc(n, sizeof(*c->wake_tx));
     c->world_ranks = calloc(n, sizeof(*c->world_ranks));
+    c->resp_counts = calloc(n, sizeof(*c->resp_counts));
+    c->resp.counts = c->resp_counts;
+    c->resp.counts_cap = (uint32_t)n;
     /* Scratch is allocated once and pre-faulted: page faults cost ~12 us here. */
     c->scratch_size = DC_COLL_SCRATCH_MIN;
     c->ctx.scratch = mmap(NULL, c->scratch_size, PROT_READ | PROT_WRITE,
@@ -669,6 +931,7 @@ dc_status_t dc_coord_start(dc_state_t *st)
     }
     if (c->rx == NULL || c->rx_len == NULL || c->reqs == NULL || c->preqs == NULL ||
         c->wake_rx == NULL || c->wake_tx == NULL || c->world_ranks == NULL ||
+        c->resp_counts == NULL ||
         c->ctx.scratch == NULL) {
         coord_free(c);
         return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for the coordinator");
@@ -680,9 +943,34 @@ dc_status_t dc_coord_start(dc_state_t *st)
     c->ctx.rank = st->rank;
     c->ctx.size = st->size;
     c->ctx.ranks = c->world_ranks;
+    c->ctx.host_of = st->host_of;
+    c->ctx.nhosts = st->cross_size;
     c->ctx.scratch_size = c->scratch_size;
     c->ctx.reqs = c->coll_reqs;
     c->shutdown_rank = -1;
+    status = dc_select_create(dc_config.tune, &c->sel);
+    if (status < 0) {
+        status = dc_error_set(status, "DCOMM_TUNE: %s", dc_error_get());
+        coord_free(c);
+        return status;
+    }
+    /* Collective set-up before the thread starts, in the same order on every
+     * rank: calibration of the cost model, then the host's shared segment
+     * for shm-direct allreduce (when every rank is on this host over shm). */
+    if (dc_config.calibrate && st->size > 1) {
+        status = dc_select_calibrate(c->sel, st->net, st->rank, st->size, c->tag++);
+        if (status < 0) {
+            coord_free(c);
+            return status;
+        }
+    }
+    if (st->size > 1 && st->cross_size == 1 &&
+        strcmp(dc_net_transport_name(st->net, (st->rank + 1) % st->size), "shm") == 0 &&
+        dc_shm_group_create(st->net, c->world_ranks, st->size, st->rank, 0,
+                            (int)dc_config.timeout_ms, c->tag++, &c->ctx.shm_group) < 0) {
+        DC_WARN("shm-direct allreduce disabled: %s", dc_error_get());
+        c->ctx.shm_group = NULL;
+    }
     if (pthread_create(&st->coord_thread, NULL, coord_main, c) != 0) {
         coord_free(c);
         return dc_error_set(DCOMM_ERR_INTERNAL, "cannot start the coordinator thread");

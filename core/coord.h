@@ -3,6 +3,7 @@
 #define DC_COORD_H
 
 #include "coll.h"
+#include "select.h"
 #include "core.h"
 #include "map.h"
 #include "wire.h"
@@ -22,6 +23,7 @@ typedef struct coord {
     dc_wire_buf_t up, down;
     uint64_t up_len, down_len;
     dc_wire_resp_t resp;
+    uint64_t *resp_counts;          /* [size]: storage of resp.counts */
     dc_request_t *reqs;             /* [2 * size + 2] */
     dc_request_t **preqs;           /* [2 * size + 2] */
 
@@ -38,6 +40,7 @@ typedef struct coord {
     uint64_t epoch;
 
     /* collectives */
+    dc_select_t *sel;
     dc_coll_ctx_t ctx;
     int *world_ranks;               /* identity map for COMM_WORLD */
     dc_request_t coll_reqs[DC_COLL_MAX_REQS];

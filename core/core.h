@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "dcomm.h"
 #include "net.h"
@@ -24,10 +25,19 @@ typedef struct dc_op {
     dc_wire_req_t req;    /* what is negotiated: name, coll, dtype, op, count, root, comm */
     const void *sendbuf;
     void *recvbuf;
+    size_t *counts;       /* alltoall: elements sent to each comm rank (owned copy) */
     dcomm_handle_t handle;
     uint64_t submit_ns;
     struct dc_op *next;   /* queue link */
 } dc_op_t;
+
+static inline void dc_op_free(dc_op_t *op)
+{
+    if (op != NULL) {
+        free(op->counts);
+        free(op);
+    }
+}
 
 /* A communicator (process set); world is id 0. */
 typedef struct dc_comm {
@@ -35,6 +45,8 @@ typedef struct dc_comm {
     int size;
     int rank;          /* this process's rank in the comm, -1 when not a member */
     int *ranks;        /* [size] world ranks in comm order */
+    int *host_of;      /* [size] host index (0 .. nhosts-1) of each comm rank */
+    int nhosts;
     uint64_t noname_seq[DC_COLL_COUNT]; /* numbering of NULL names, per op */
 } dc_comm_t;
 
@@ -93,6 +105,10 @@ dc_handle_slot_t *dc_handle_lookup(dc_state_t *st, dcomm_handle_t handle);
 /* Completes a handle; msg is copied (NULL when status >= 0). Takes the lock. */
 void dc_handle_complete(dc_state_t *st, dcomm_handle_t handle, dc_status_t status,
                         const char *msg);
+/* Completes a handle with DCOMM_OK and a result buffer (allgather, alltoall,
+ * reducescatter), which the handle owns from now on (freed on release). */
+void dc_handle_complete_result(dc_state_t *st, dcomm_handle_t handle, void *result,
+                               size_t count, size_t *rank_counts);
 /* Waits (lock held) until the handle completes; NULL when it is not (or no
  * longer) a valid handle. */
 dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle);

@@ -100,6 +100,27 @@ void dc_handle_complete(dc_state_t *st, dcomm_handle_t handle, dc_status_t statu
     pthread_mutex_unlock(&st->lock);
 }
 
+void dc_handle_complete_result(dc_state_t *st, dcomm_handle_t handle, void *result,
+                               size_t count, size_t *rank_counts)
+{
+    dc_handle_slot_t *slot;
+
+    pthread_mutex_lock(&st->lock);
+    slot = dc_handle_lookup(st, handle);
+    if (slot == NULL || atomic_load(&slot->done)) {
+        pthread_mutex_unlock(&st->lock);
+        DC_ERROR("completion of unknown handle %#llx", (unsigned long long)handle);
+        free(result);
+        free(rank_counts);
+        return;
+    }
+    slot->result = result;
+    slot->result_count = count;
+    slot->rank_counts = rank_counts;
+    pthread_mutex_unlock(&st->lock);
+    dc_handle_complete(st, handle, DCOMM_OK, NULL);
+}
+
 dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle)
 {
     dc_handle_slot_t *slot = dc_handle_lookup(st, handle);

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WIRE_VERSION  1
+#define WIRE_VERSION  2
 #define WIRE_HDR_LEN  16 /* magic u32, version u16, kind u16, flags u32, n u32 */
 #define WIRE_KIND_REQ 1
 #define WIRE_KIND_RSP 2
@@ -16,7 +16,8 @@ static const char *const coll_names[DC_COLL_COUNT] = {
     [DC_COLL_ALLREDUCE] = "allreduce",         [DC_COLL_BROADCAST] = "broadcast",
     [DC_COLL_ALLGATHER] = "allgather",         [DC_COLL_ALLTOALL] = "alltoall",
     [DC_COLL_REDUCESCATTER] = "reducescatter", [DC_COLL_BARRIER] = "barrier",
-    [DC_COLL_JOIN] = "join",
+    [DC_COLL_JOIN] = "join",                   [DC_COLL_COMM_CREATE] = "comm_create",
+    [DC_COLL_COMM_DESTROY] = "comm_destroy",
 };
 
 const char *dc_coll_name(int coll)
@@ -255,7 +256,7 @@ void dc_wire_set_flags(dc_wire_buf_t *buf, uint32_t flags)
     }
 }
 
-/* A response: the request, error i32, text_len u16, text. */
+/* A response: the request, error i32, text_len u16, text, ncounts u32, counts u64[]. */
 dc_status_t dc_wire_resp_append(dc_wire_buf_t *buf, const dc_wire_resp_t *resp)
 {
     size_t tlen = resp->error ? strnlen(resp->text, DC_WIRE_ERROR_MAX - 1) : 0;
@@ -269,7 +270,10 @@ dc_status_t dc_wire_resp_append(dc_wire_buf_t *buf, const dc_wire_resp_t *resp)
     if (status < 0) {
         return status;
     }
-    status = dc_wire_buf_reserve(buf, buf->len + 6 + tlen);
+    if (resp->ncounts > 0 && resp->counts == NULL) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "response with counts but no count array");
+    }
+    status = dc_wire_buf_reserve(buf, buf->len + 10 + tlen + 8 * (size_t)resp->ncounts);
     if (status < 0) {
         return status;
     }
@@ -277,7 +281,11 @@ dc_status_t dc_wire_resp_append(dc_wire_buf_t *buf, const dc_wire_resp_t *resp)
     put_u32(p, (uint32_t)resp->error);
     put_u16(p + 4, (uint16_t)tlen);
     memcpy(p + 6, resp->text, tlen);
-    buf->len += 6 + tlen;
+    put_u32(p + 6 + tlen, resp->ncounts);
+    for (uint32_t i = 0; i < resp->ncounts; i++) {
+        put_u64(p + 10 + tlen + 8 * (size_t)i, resp->counts[i]);
+    }
+    buf->len += 10 + tlen + 8 * (size_t)resp->ncounts;
     put_u32(buf->data + 12, get_u32(buf->data + 12) + 1);
     return DCOMM_OK;
 }
@@ -310,5 +318,18 @@ dc_status_t dc_wire_resp_next(dc_wire_reader_t *rd, dc_wire_resp_t *resp)
     memcpy(resp->text, rd->pos + 6, tlen);
     resp->text[tlen] = '\0';
     rd->pos += 6 + tlen;
+    if (rd->end - rd->pos < 4) {
+        return malformed("truncated response");
+    }
+    resp->ncounts = get_u32(rd->pos);
+    rd->pos += 4;
+    if (resp->ncounts > resp->counts_cap ||
+        (size_t)(rd->end - rd->pos) / 8 < (size_t)resp->ncounts) {
+        return malformed("truncated or oversized count list");
+    }
+    for (uint32_t i = 0; i < resp->ncounts; i++) {
+        resp->counts[i] = get_u64(rd->pos + 8 * (size_t)i);
+    }
+    rd->pos += 8 * (size_t)resp->ncounts;
     return DCOMM_OK;
 }

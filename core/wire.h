@@ -24,6 +24,8 @@ typedef enum dc_coll {
     DC_COLL_REDUCESCATTER,
     DC_COLL_BARRIER,
     DC_COLL_JOIN,
+    DC_COLL_COMM_CREATE,  /* internal: every rank agrees on a new comm (count: list hash) */
+    DC_COLL_COMM_DESTROY, /* internal: every rank agrees to drop a comm */
     DC_COLL_COUNT
 } dc_coll_t;
 
@@ -56,6 +58,11 @@ typedef struct dc_wire_resp {
     dc_wire_req_t req;
     int32_t error;                   /* 0, or a negative dcomm status for this tensor */
     char text[DC_WIRE_ERROR_MAX];    /* why, when error != 0 */
+    /* allgather: elements of each comm rank. Encode: ncounts entries of counts.
+     * Decode: counts points to counts_cap entries of the caller's; more is an
+     * error (malformed). */
+    uint32_t ncounts, counts_cap;
+    uint64_t *counts;
 } dc_wire_resp_t;
 
 /* A growable byte buffer, reused across cycles (no allocation in steady state). */

@@ -44,9 +44,21 @@ static void check_args(void)
     EXPECT(dcomm_wait(0x100000001ull) == DCOMM_ERR_INVALID_ARG, "wait of unknown handle");
     EXPECT(dcomm_release(12345) == DCOMM_ERR_INVALID_ARG, "release of unknown handle");
     EXPECT(dcomm_comm_destroy(DCOMM_COMM_WORLD) == DCOMM_ERR_INVALID_ARG, "destroy world");
-    EXPECT(dcomm_allgather_async(DCOMM_COMM_WORLD, "g", x, 1, DCOMM_FLOAT32, &h) ==
-               DCOMM_ERR_UNSUPPORTED && strstr(dcomm_last_error(), "not implemented"),
-           "allgather reports that it is not implemented");
+    EXPECT(dcomm_join_async(DCOMM_COMM_WORLD, &h) == DCOMM_ERR_UNSUPPORTED &&
+               strstr(dcomm_last_error(), "not implemented"),
+           "join reports that it is not implemented");
+    EXPECT(dcomm_allgather_async(DCOMM_COMM_WORLD, "g", NULL, 1, DCOMM_FLOAT32, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "sendbuf"),
+           "allgather with NULL sendbuf");
+    EXPECT(dcomm_alltoall_async(DCOMM_COMM_WORLD, "t", x, NULL, DCOMM_FLOAT32, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "sendcounts"),
+           "alltoall with NULL sendcounts");
+    EXPECT(dcomm_reducescatter_async(DCOMM_COMM_WORLD, "r", x, 4, DCOMM_INT32, DCOMM_AVG, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "AVG"),
+           "reducescatter AVG on int32");
+    EXPECT(dcomm_comm_create(NULL, 1, &(dcomm_comm_t){0}) == DCOMM_ERR_INVALID_ARG,
+           "comm_create with NULL ranks");
+    EXPECT(dcomm_comm_rank(5) == -1 && dcomm_comm_size(-3) == -1, "rank/size of unknown comms");
 }
 
 static void check_handles(int rank, int size)
@@ -69,6 +81,13 @@ static void check_handles(int rank, int size)
     EXPECT(dcomm_poll(h1, &done) == DCOMM_OK && done == 1, "poll after wait");
     for (int i = 0; i < 8; i++) {
         EXPECT(y[i] == (float)((size - 1) * 10 + i), "MAX result at %d: %g", i, y[i]);
+    }
+    {
+        const void *data;
+        size_t n;
+
+        EXPECT(dcomm_result(h1, &data, &n, NULL) == DCOMM_ERR_INVALID_ARG,
+               "allreduce has no result buffer");
     }
     CHECK_OK(dcomm_release(h1));
     EXPECT(dcomm_release(h1) == DCOMM_ERR_INVALID_ARG, "double release");

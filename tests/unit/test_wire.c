@@ -59,7 +59,7 @@ static void test_reqs_roundtrip(void **state)
 static void test_resps_roundtrip(void **state)
 {
     dc_wire_buf_t buf = {0};
-    dc_wire_resp_t r, out;
+    dc_wire_resp_t r, out = {0};
     dc_wire_reader_t rd;
     uint32_t flags, n;
 
@@ -83,6 +83,41 @@ static void test_resps_roundtrip(void **state)
     assert_string_equal(out.text, "ranks disagree on the count");
     /* A request list is not a response list. */
     assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_ERR_TRANSPORT);
+    dc_wire_buf_free(&buf);
+}
+
+/* Allgather responses carry per-rank counts; more than the reader's capacity,
+ * or a truncated list, is refused. */
+static void test_resp_counts(void **state)
+{
+    uint64_t counts[3] = {5, 0, 1ull << 40}, got[3] = {0}, small[2];
+    dc_wire_buf_t buf = {0};
+    dc_wire_resp_t r, out;
+    dc_wire_reader_t rd;
+    uint32_t flags, n;
+
+    (void)state;
+    memset(&r, 0, sizeof(r));
+    r.req = make_req("ag", DC_COLL_ALLGATHER, 5);
+    r.ncounts = 3;
+    r.counts = counts;
+    assert_int_equal(dc_wire_resps_begin_encode(&buf, 0), DCOMM_OK);
+    assert_int_equal(dc_wire_resp_append(&buf, &r), DCOMM_OK);
+    memset(&out, 0, sizeof(out));
+    out.counts = got;
+    out.counts_cap = 3;
+    assert_int_equal(dc_wire_resps_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_resp_next(&rd, &out), DCOMM_OK);
+    assert_int_equal(out.ncounts, 3);
+    assert_memory_equal(got, counts, sizeof(counts));
+    out.counts = small;
+    out.counts_cap = 2;
+    assert_int_equal(dc_wire_resps_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_resp_next(&rd, &out), DCOMM_ERR_TRANSPORT);
+    out.counts = got;
+    out.counts_cap = 3;
+    assert_int_equal(dc_wire_resps_begin(&rd, buf.data, buf.len - 1, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_resp_next(&rd, &out), DCOMM_ERR_TRANSPORT);
     dc_wire_buf_free(&buf);
 }
 
@@ -167,7 +202,8 @@ static void test_hostile(void **state)
             junk[0] = (uint8_t)(DC_WIRE_MAGIC & 0xff);
         }
         if (dc_wire_resps_begin(&rd, junk, len, &flags, &n) == DCOMM_OK) {
-            dc_wire_resp_t r;
+            uint64_t counts[4];
+            dc_wire_resp_t r = {.counts = counts, .counts_cap = 4};
 
             for (uint32_t i = 0; i < n && dc_wire_resp_next(&rd, &r) == DCOMM_OK; i++) {
             }
@@ -193,6 +229,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reqs_roundtrip), cmocka_unit_test(test_resps_roundtrip),
+        cmocka_unit_test(test_resp_counts),
         cmocka_unit_test(test_truncated),      cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_name_limit),
     };
