@@ -16,7 +16,9 @@
 #include "config.h"
 #include "core.h"
 #include "log.h"
+#include "module.h"
 #include "rdv.h"
+#include "rdv_local.h"
 
 #define HOST_ID_MAX 320
 
@@ -213,9 +215,23 @@ static dc_status_t open_store(dc_state_t *st, int timeout_ms)
         return dc_store_get(st->store, "secret", st->secret, sizeof(st->secret), &len,
                             timeout_ms);
     }
+    /* Started by mpirun (or another launcher a module knows): rank 0 serves the
+     * store, and the module's broadcast tells the others where. */
+    for (int i = 0; i < dc_modules_count(); i++) {
+        const dc_module_t *mod = dc_module_get(i);
+        char id[HOST_ID_MAX];
+
+        if (mod->launched_by != NULL && mod->boot_bcast != NULL && mod->launched_by()) {
+            host_id(id, sizeof(id));
+            DC_DEBUG("rendezvous through the %s module", mod->name);
+            return dc_rdv_local_open(st->rank, mod->boot_bcast, id, timeout_ms, st->secret,
+                                     &st->store);
+        }
+    }
     return dc_error_set(DCOMM_ERR_INVALID_ARG,
                         "rank %d of %d has no rendezvous: start the job with dlaunch (or set "
-                        "DCOMM_STORE_DIR to a directory shared by all ranks)",
+                        "DCOMM_STORE_DIR to a directory shared by all ranks, or build the mpi "
+                        "module and start it with mpirun)",
                         st->rank, st->size);
 }
 
@@ -245,6 +261,7 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
     if (env_int("DCOMM_START_TIMEOUT", &s) == 1 && s > 0) {
         start_ms = s * 1000;
     }
+    dc_modules_load();
     if (st->size > 1) {
         DC_CHECK_GOTO(open_store(st, start_ms), status, err);
         DC_CHECK_GOTO(exchange_hosts(st, start_ms), status, err);
@@ -256,6 +273,8 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
                         "transports alone", dc_error_get());
                 st->events_fd = -1;
             }
+        } else if (dc_rdv_local_addr(st->store) != NULL) {
+            boot.local_addr = dc_rdv_local_addr(st->store);
         }
     } else {
         st->host_of = calloc(1, sizeof(int));

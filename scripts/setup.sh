@@ -3,7 +3,7 @@
 # build/ (or $DCOMM_BUILD_DIR). Extra arguments go to cmake's configure step.
 set -eu
 cd "$(dirname "$0")/.."
-packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-dev procps"
+packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-dev procps openmpi-bin libopenmpi-dev libucx-dev"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

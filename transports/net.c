@@ -15,10 +15,13 @@
 
 #include "log.h"
 #include "dc_time.h"
+#include "module.h"
 
-#define NET_MAX_TRANSPORTS 4
+#define NET_MAX_TRANSPORTS 6
+#define NET_MAX_CANDIDATES 8 /* built-in plus module transports */
 #define NET_SLICE_NS       100000000ull /* liveness checks while sleeping */
 #define NET_MIXED_SLICE_MS 1            /* poll() slice when shm is active too */
+#define NET_POLLER_NAP_NS  50000ull      /* sleep slice when a transport has no fd */
 
 /* Candidates for a peer other than this rank, best first. */
 static const dc_transport_ops_t *const builtin_transports[] = {
@@ -43,6 +46,7 @@ struct dc_net {
     dc_doorbell_t *db;     /* the doorbell this process sleeps on */
     int wake_fd;           /* eventfd for wakes while sleeping in poll() */
     int poll_mode;         /* some transport needs poll(): tcp */
+    int poller;            /* some transport offers neither fd nor doorbell (mpi) */
     int spin_limit;        /* idle progress rounds before sleeping */
     int timeout_ms;
     int watch_fd;
@@ -111,18 +115,44 @@ static int net_add_transport(dc_net_t *net, const dc_transport_ops_t *ops)
     return net->ntps++;
 }
 
+/* Built-in transports and those of loaded modules (mpi, ucx), ordered by the
+ * priority their query() gives, best first (stable: ties keep this order). */
+static size_t net_candidates(const dc_topo_t *topo, const char *spec,
+                             const dc_transport_ops_t **cand, dc_transport_attr_t *attr)
+{
+    size_t n = 0;
+
+    for (size_t t = 0; t < DC_ARRAY_SIZE(builtin_transports); t++) {
+        cand[n++] = builtin_transports[t];
+    }
+    for (int m = 0; m < dc_modules_count() && n < NET_MAX_CANDIDATES; m++) {
+        if (dc_module_get(m)->transport != NULL) {
+            cand[n++] = dc_module_get(m)->transport;
+        }
+    }
+    for (size_t t = 0; t < n; t++) {
+        memset(&attr[t], 0, sizeof(attr[t]));
+        if (!spec_allows(spec, cand[t]->name) || cand[t]->query(topo, &attr[t]) < 0) {
+            attr[t].usable = 0;
+        }
+        for (size_t u = t; u > 0 && attr[u].priority > attr[u - 1].priority; u--) {
+            const dc_transport_ops_t *o = cand[u];
+            dc_transport_attr_t a = attr[u];
+
+            cand[u] = cand[u - 1], attr[u] = attr[u - 1];
+            cand[u - 1] = o, attr[u - 1] = a;
+        }
+    }
+    return n;
+}
+
 /* The same rule runs on every rank, so both sides of a pair pick the same. */
 static dc_status_t net_select(dc_net_t *net, const dc_topo_t *topo, const char *spec)
 {
-    dc_transport_attr_t attr[DC_ARRAY_SIZE(builtin_transports)];
+    const dc_transport_ops_t *cand[NET_MAX_CANDIDATES];
+    dc_transport_attr_t attr[NET_MAX_CANDIDATES];
+    size_t ncand = net_candidates(topo, spec, cand, attr);
 
-    for (size_t t = 0; t < DC_ARRAY_SIZE(builtin_transports); t++) {
-        memset(&attr[t], 0, sizeof(attr[t]));
-        if (!spec_allows(spec, builtin_transports[t]->name) ||
-            builtin_transports[t]->query(topo, &attr[t]) < 0) {
-            attr[t].usable = 0;
-        }
-    }
     for (int peer = 0; peer < net->size; peer++) {
         int same_host = topo->host_of[peer] == topo->host_of[net->rank];
 
@@ -131,9 +161,9 @@ static dc_status_t net_select(dc_net_t *net, const dc_topo_t *topo, const char *
             net->tp_of[peer] = net_add_transport(net, &dc_transport_self_ops);
             continue;
         }
-        for (size_t t = 0; t < DC_ARRAY_SIZE(builtin_transports); t++) {
+        for (size_t t = 0; t < ncand; t++) {
             if (attr[t].usable && (same_host || !attr[t].same_host_only)) {
-                net->tp_of[peer] = net_add_transport(net, builtin_transports[t]);
+                net->tp_of[peer] = net_add_transport(net, cand[t]);
                 break;
             }
         }
@@ -183,6 +213,7 @@ static dc_status_t net_open_transports(dc_net_t *net, const dc_bootstrap_t *boot
         if (nt->db != NULL) {
             net->db = nt->db;
         }
+        net->poller |= (nt->fd < 0 && nt->db == NULL && nt->ops != &dc_transport_self_ops);
     }
     /* Connect in ascending rank order: what tcp's accept/connect split needs. */
     for (int peer = 0; peer < net->size && status == DCOMM_OK; peer++) {
@@ -354,7 +385,7 @@ static void net_sleep(dc_net_t *net, uint64_t timeout_ns)
         }
         /* With shm active as well, nobody rings our fds for shm traffic: keep
          * the slice short. */
-        int ms = shm_too ? NET_MIXED_SLICE_MS : (int)DC_MAX(1, timeout_ns / 1000000ull);
+        int ms = (shm_too || net->poller) ? NET_MIXED_SLICE_MS : (int)DC_MAX(1, timeout_ns / 1000000ull);
         if (poll(fds, (nfds_t)nfds, ms) <= 0) {
             return;
         }
@@ -369,7 +400,9 @@ static void net_sleep(dc_net_t *net, uint64_t timeout_ns)
     uint32_t seq = atomic_load(&net->db->seq);
     atomic_fetch_add(&net->db->sleepers, 1);
     if (dc_net_progress(net) == 0) {
-        dc_futex_wait(&net->db->seq, seq, timeout_ns);
+        /* Nothing rings for a poller's traffic: nap briefly instead. */
+        dc_futex_wait(&net->db->seq, seq,
+                      net->poller ? DC_MIN(timeout_ns, NET_POLLER_NAP_NS) : timeout_ns);
     }
     atomic_fetch_sub(&net->db->sleepers, 1);
 }

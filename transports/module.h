@@ -1,0 +1,76 @@
+/*
+ * Loadable modules (libdcomm-mpi.so, -ucx, -cuda, -nccl): each exports one
+ * versioned table, dcomm_module_v1, that the core finds with dlopen at init
+ * (NCCL's net-plugin idea), so libdcomm itself links none of their libraries.
+ * The core hands each module its logger and error recorder.
+ */
+#ifndef DC_MODULE_H
+#define DC_MODULE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "transport.h"
+
+#define DC_MODULE_ABI_VERSION 1
+#define DC_MODULE_SYMBOL      "dcomm_module_v1"
+
+/* What the core gives a module at init. */
+typedef struct dc_module_host {
+    uint32_t abi_version;
+    dc_log_fn_t log;
+    dc_log_level_t log_level;
+    /* Records the calling thread's last error in the core (dc_error_set). */
+    void (*error_vset)(const char *fmt, va_list ap);
+    const char *(*error_get)(void);
+} dc_module_host_t;
+
+/* Device memory services (cuda module). All calls from the coordinator thread. */
+typedef struct dc_cuda_ops {
+    /* 1 when ptr is device (or managed) memory, 0 for host memory. */
+    int (*is_device_ptr)(const void *ptr);
+    /* dst[i] = dst[i] op src[i], both device pointers, on the module's stream;
+     * returns when done. */
+    dc_status_t (*reduce)(void *dst, const void *src, size_t count, int dtype, int op);
+    /* Copies between host and device (either direction), synchronously. */
+    dc_status_t (*memcpy)(void *dst, const void *src, size_t len);
+    /* Pinned host buffer for staging (freed with host_free). */
+    dc_status_t (*host_alloc)(size_t len, void **ptr_p);
+    void (*host_free)(void *ptr);
+    dc_status_t (*device_alloc)(size_t len, void **ptr_p);
+    void (*device_free)(void *ptr);
+    /* How many devices this process sees (0: none; the module then declines). */
+    int (*device_count)(void);
+} dc_cuda_ops_t;
+
+typedef struct dc_module {
+    uint32_t abi_version; /* DC_MODULE_ABI_VERSION */
+    const char *name;     /* "mpi", "ucx", "cuda", "nccl" */
+    /* Called once after dlopen. A negative status (reason via error_vset) means
+     * the module cannot run here; it is then skipped. */
+    dc_status_t (*init)(const dc_module_host_t *host);
+    const dc_transport_ops_t *transport; /* or NULL */
+    const dc_cuda_ops_t *cuda;           /* or NULL */
+    /* Optional, for jobs started by a foreign launcher (mpirun): 1 when this
+     * process was started by it, and a broadcast from root over its runtime. */
+    int (*launched_by)(void);
+    dc_status_t (*boot_bcast)(void *buf, size_t len, int root);
+} dc_module_t;
+
+/* Loads every module once per process (later calls return at once). Never
+ * fails: a module that cannot be loaded is logged once at info level. */
+void dc_modules_load(void);
+
+/* Loaded modules: count, and each (NULL past the end). */
+int dc_modules_count(void);
+const dc_module_t *dc_module_get(int i);
+/* The loaded module called name, or NULL. */
+const dc_module_t *dc_module_find(const char *name);
+
+/* Every module looked for, loaded or not: name, and the path or the reason it
+ * was not loaded (for dcomm-info). Returns 0 past the end. */
+int dc_module_report(int i, const char **name_p, int *loaded_p, const char **detail_p);
+
+#endif
