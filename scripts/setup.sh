@@ -3,7 +3,10 @@
 # build/ (or $DCOMM_BUILD_DIR). Extra arguments go to cmake's configure step.
 set -eu
 cd "$(dirname "$0")/.."
-packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-dev procps openmpi-bin libopenmpi-dev libucx-dev"
+packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-dev procps openmpi-bin libopenmpi-dev libucx-dev
+          libopenblas-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist"
+# The Python package's tests and example (plugins/python, tests/python).
+packages="$packages python3-numpy python3-pytest python3-torch dataset-fashion-mnist"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -1,0 +1,56 @@
+#!/bin/sh
+# Training speed, in one run on this machine:
+#  1. dtrain (np=1) against PyTorch (bench/train_compare_torch.py) on the same
+#     model, batch size and thread count, each timed over STEPS steps after 3
+#     warm-up steps: images/s of each and the ratio (target: dtrain >= 1.5x);
+#  2. dtrain at np=1 and np=2, one thread per rank: images/s and the scaling
+#     efficiency (target: np=2 >= 1.8x np=1).
+# Runs are interleaved and repeated REPS times; medians are printed, since the
+# machine is shared. Both sides run with the glibc malloc setting of DESIGN.md.
+# usage: bench/train_compare.sh [BUILD_DIR] (env: STEPS=30 BATCH=64 THREADS=1 REPS=3)
+set -eu
+cd "$(dirname "$0")/.."
+build=${1:-${DCOMM_BUILD_DIR:-build}}
+steps=${STEPS:-30} batch=${BATCH:-64} threads=${THREADS:-1} reps=${REPS:-3}
+python=${PYTHON:-/usr/bin/python3}
+dlaunch=$build/launcher/dlaunch dtrain=$build/trainer/dtrain
+[ -x "$dtrain" ] || { echo "train_compare: no $dtrain (build first: ./scripts/setup.sh)" >&2; exit 1; }
+"$python" -c "import torch" 2>/dev/null ||
+    { echo "train_compare: $python has no torch (apt-get install python3-torch, or pip install torch)" >&2; exit 1; }
+export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
+export OMP_NUM_THREADS=$threads
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+ips() { sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p' "$1" | tail -1; }
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+run_dtrain() { # np threads out
+    "$dlaunch" -np "$1" "$dtrain" --bench "$steps" --batch-size "$batch" --threads "$2" \
+        --progress off >"$3" 2>&1 || { cat "$3" >&2; exit 1; }
+}
+
+echo "train_compare: $steps steps, batch $batch per rank, $threads thread(s), $reps repetitions"
+"$python" -c "import torch; print('\n'.join(l for l in torch.__config__.show().splitlines() if 'BLAS' in l or 'MKL-DNN' in l or 'oneDNN' in l))" |
+    sed 's/^ *//; s/, CXX_COMPILER=.*USE_CUDA/ ... USE_CUDA/; s/^/torch config: /' | cut -c1-200
+: >"$tmp/torch" ; : >"$tmp/dt1" ; : >"$tmp/np1" ; : >"$tmp/np2"
+r=0
+while [ $r -lt "$reps" ]; do
+    "$python" bench/train_compare_torch.py --steps "$steps" --batch-size "$batch" \
+        --threads "$threads" >"$tmp/t.out" 2>&1 || { cat "$tmp/t.out" >&2; exit 1; }
+    [ $r -eq 0 ] && head -1 "$tmp/t.out"
+    ips "$tmp/t.out" >>"$tmp/torch"
+    run_dtrain 1 "$threads" "$tmp/d.out"
+    ips "$tmp/d.out" >>"$tmp/dt1"
+    run_dtrain 1 1 "$tmp/d.out"
+    ips "$tmp/d.out" >>"$tmp/np1"
+    run_dtrain 2 1 "$tmp/d.out"
+    ips "$tmp/d.out" >>"$tmp/np2"
+    echo "  rep $((r + 1)): torch $(tail -1 "$tmp/torch")  dtrain $(tail -1 "$tmp/dt1")  np1 $(tail -1 "$tmp/np1")  np2 $(tail -1 "$tmp/np2") images/s"
+    r=$((r + 1))
+done
+t=$(median <"$tmp/torch") d=$(median <"$tmp/dt1") n1=$(median <"$tmp/np1") n2=$(median <"$tmp/np2")
+awk -v t="$t" -v d="$d" -v n1="$n1" -v n2="$n2" -v th="$threads" 'BEGIN {
+    printf "PyTorch  %8.1f images/s (%d thread(s))\n", t, th
+    printf "dtrain   %8.1f images/s (np=1, %d thread(s))  ratio dtrain/PyTorch %.2fx (target >= 1.5x)\n", d, th, d / t
+    printf "dtrain   %8.1f images/s np=1, %8.1f images/s np=2 (1 thread each): speed-up %.2fx, scaling efficiency %.0f%% (target >= 1.8x, 90%%)\n", n1, n2, n2 / n1, 50 * n2 / n1
+}'
