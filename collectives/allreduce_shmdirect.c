@@ -12,16 +12,67 @@
  * on the chunk size.
  */
 #include <string.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
 
 #include "coll.h"
 #include "dc_reduce.h"
 #include "shm/shm_group.h"
+
+/* From this many bytes on, the result goes to the caller's buffer with
+ * non-temporal stores: a buffer this large leaves the cache anyway, and
+ * streaming stores skip reading every destination line before writing it
+ * (a third of the memory traffic of a plain copy). */
+#define SD_NT_MIN (4u << 20)
+
+/* memcpy with streaming stores for the aligned middle (x86-64; elsewhere memcpy).
+ * The caller issues the store fence. */
+static void copy_nt(void *dst, const void *src, size_t len)
+{
+#if defined(__x86_64__)
+    char *d = dst;
+    const char *s = src;
+    size_t head = (16 - ((uintptr_t)d & 15)) & 15;
+
+    if (len < 256) {
+        memcpy(d, s, len);
+        return;
+    }
+    memcpy(d, s, head);
+    d += head;
+    s += head;
+    len -= head;
+    for (; len >= 64; d += 64, s += 64, len -= 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)s);
+        __m128i b = _mm_loadu_si128((const __m128i *)(s + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(s + 32));
+        __m128i e = _mm_loadu_si128((const __m128i *)(s + 48));
+
+        _mm_stream_si128((__m128i *)d, a);
+        _mm_stream_si128((__m128i *)(d + 16), b);
+        _mm_stream_si128((__m128i *)(d + 32), c);
+        _mm_stream_si128((__m128i *)(d + 48), e);
+    }
+    memcpy(d, s, len);
+#else
+    memcpy(dst, src, len);
+#endif
+}
+
+static void store_fence(void)
+{
+#if defined(__x86_64__)
+    _mm_sfence();
+#endif
+}
 
 typedef struct sd_chunk {
     uint32_t step; /* across collectives: the same on every rank */
     int buf;       /* which of the double buffers */
     size_t off;    /* first element of the chunk */
     size_t len;    /* elements */
+    int nt;        /* copy the result out with streaming stores */
 } sd_chunk_t;
 
 static int shmdirect_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
@@ -134,7 +185,11 @@ static dc_status_t copy_out(dc_shm_group_t *g, const dc_coll_args_t *args, size_
             }
         }
         slice_of(c->len, esize, g->n, owner, &so, &sl);
-        memcpy(dst + so * esize, res + so * esize, sl * esize);
+        if (c->nt) {
+            copy_nt(dst + so * esize, res + so * esize, sl * esize);
+        } else {
+            memcpy(dst + so * esize, res + so * esize, sl * esize);
+        }
     }
     dc_shm_group_post(g, DC_SHM_SEQ_OUT, c->step);
     return DCOMM_OK;
@@ -176,6 +231,8 @@ static dc_status_t shmdirect_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t 
     nchunks = (args->count + chunk_elems - 1) / chunk_elems;
 
     chunk_at(g, args->count, chunk_elems, 0, &cur);
+    cur.nt = args->count * esize >= SD_NT_MIN;
+    next.nt = cur.nt;
     DC_CHECK_GOTO(copy_in(g, args, esize, &cur), status, err);
     for (size_t k = 0; k < nchunks; k++) {
         DC_CHECK_GOTO(reduce_slice(g, args, esize, &cur), status, err);
@@ -185,6 +242,9 @@ static dc_status_t shmdirect_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t 
         }
         DC_CHECK_GOTO(copy_out(g, args, esize, &cur), status, err);
         cur = next;
+    }
+    if (cur.nt) {
+        store_fence();
     }
     g->step += (uint32_t)nchunks;
     return DCOMM_OK;
