@@ -53,7 +53,7 @@ class _DistributedOptimizer:
         self.backward_passes_per_step = backward_passes_per_step
         self._delay = {id(p): backward_passes_per_step for p in params}
         self._handles = {}        # id(p) -> (handle, ctx, compressed tensor)
-        self._ready = {}          # group index -> params whose gradient is ready
+        self._ready = {}          # group index -> ids of params whose gradient is ready
         self._grad_accs = []
         self._requires_update = [p for p in params if p.requires_grad]
         self._synchronized = False
@@ -122,9 +122,8 @@ class _DistributedOptimizer:
         if g is None:
             self._start_tensors([p], self._names[id(p)], single=True)
             return
-        ready = self._ready.setdefault(g, [])
-        if p not in ready:
-            ready.append(p)
+        ready = self._ready.setdefault(g, set())
+        ready.add(id(p))
         members = [q for q in self._requires_update if self._groups.get(id(q)) == g]
         if force or len(ready) == len(members):
             self._start_tensors(members, "grouped.%d.%s" % (g, self._names[id(members[0])]),
