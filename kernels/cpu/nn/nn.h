@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Sets the BLAS thread count (OpenBLAS); 0 or less keeps the library default. */
 void nn_set_threads(int threads);
 /* The BLAS library's own description ("OpenBLAS 0.3.21 ... Haswell ...". */
@@ -75,5 +79,9 @@ void nn_argmax(int n, int classes, const float *logits, uint8_t *pred);
  * v = momentum * v + (g + weight_decay * w);  w -= lr * v. ---- */
 void nn_sgd_step(size_t count, float lr, float momentum, float weight_decay, const float *g,
                  float *v, float *w);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* DC_NN_H */
