@@ -112,6 +112,8 @@ def test_synchronize_clip_and_misuse():
                                    named_parameters=model.named_parameters())
     x, y = global_batch(0)
     loss_fn(model, my_part(x), my_part(y)).backward()
+    # the hooks started every gradient's allreduce during backward, before step()
+    assert hvd.size() == 1 or len(opt._handles) == len(list(model.parameters()))
     with pytest.raises(AssertionError, match="zero_grad"):
         opt.zero_grad()
     opt.synchronize()

@@ -69,8 +69,23 @@ def _load():
                       "DCOMM_LIBRARY=build/libdcomm.so); tried: " + "; ".join(errors))
 
 
+def _loaded_path(name):
+    """The file the loader chose for libdcomm (a bare soname resolves through
+    ld.so's search), from /proc/self/maps; name itself when not found there."""
+    base = os.path.basename(name).split(".so")[0] + ".so"
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split(None, 5)[-1].strip()
+                if os.path.basename(path).startswith(base):
+                    return path
+    except OSError:
+        pass
+    return name
+
+
 lib = _load()
-LIBRARY_PATH = lib._name
+LIBRARY_PATH = _loaded_path(lib._name)
 
 _c_int_p = ctypes.POINTER(ctypes.c_int)
 _size_p = ctypes.POINTER(ctypes.c_size_t)

@@ -123,8 +123,7 @@ def _module_present(name):
     """Whether libdcomm-<name>.so is where libdcomm's loader looks for it
     (DCOMM_MODULE_PATH, then the directory holding libdcomm)."""
     dirs = [d for d in os.environ.get("DCOMM_MODULE_PATH", "").split(":") if d]
-    dirs.append(os.path.dirname(os.path.realpath(_lib.LIBRARY_PATH)) if os.sep in
-                _lib.LIBRARY_PATH else "")
+    dirs.append(os.path.dirname(_lib.LIBRARY_PATH))
     return any(d and os.path.exists(os.path.join(d, "libdcomm-%s.so" % name)) for d in dirs)
 
 
