@@ -296,6 +296,7 @@ DCOMM_API dcomm_status_t dcomm_comm_destroy(dcomm_comm_t comm)
                             "wait for them first", fn, (int)comm, ic.n);
     }
     snprintf(name, sizeof(name), "comm.destroy.%d", (int)comm);
+    req.root = comm; /* every rank drops the comm's cached tensors */
     status = submit(&req, name, NULL, NULL, NULL, &h, fn);
     status = wait_release(status, h);
     if (status < 0) {
@@ -386,7 +387,9 @@ static dc_status_t submit(dc_wire_req_t *req, const char *name, const void *send
     counts = NULL;
     pthread_mutex_lock(&st->lock);
     if (st->fatal_status < 0) {
-        status = dc_error_set(st->fatal_status, "%s: %s", fn, st->fatal_msg);
+        status = dc_error_set(DCOMM_ERR_SHUT_DOWN, "%s: dcomm stopped after an earlier error "
+                              "(%s): %s", fn, dcomm_status_string(st->fatal_status),
+                              st->fatal_msg);
         goto err_unlock;
     }
     if (atomic_load(&st->shutdown_requested)) {
@@ -506,15 +509,6 @@ DCOMM_API dcomm_status_t dcomm_barrier_async(dcomm_comm_t comm, dcomm_handle_t *
     return submit(&req, NULL, NULL, NULL, NULL, handle_p, "dcomm_barrier_async");
 }
 
-static dc_status_t unsupported(const char *fn)
-{
-    if (dc_state == NULL) {
-        return not_initialized();
-    }
-    return dc_error_set(DCOMM_ERR_UNSUPPORTED, "%s is not implemented yet in this build of "
-                                               "dcomm", fn);
-}
-
 DCOMM_API dcomm_status_t dcomm_allgather_async(dcomm_comm_t comm, const char *name,
                                                const void *sendbuf, size_t count,
                                                dcomm_dtype_t dtype, dcomm_handle_t *handle_p)
@@ -603,19 +597,45 @@ DCOMM_API dcomm_status_t dcomm_reducescatter_async(dcomm_comm_t comm, const char
 
 DCOMM_API dcomm_status_t dcomm_join_async(dcomm_comm_t comm, dcomm_handle_t *handle_p)
 {
-    (void)comm, (void)handle_p;
-    return unsupported("dcomm_join_async");
+    static const char fn[] = "dcomm_join_async";
+    dc_wire_req_t req = {.coll = DC_COLL_JOIN, .comm = comm, .dtype = DCOMM_INT32};
+    char name[32];
+
+    snprintf(name, sizeof(name), "join.%d", (int)comm);
+    return submit(&req, name, NULL, NULL, NULL, handle_p, fn);
 }
 
 DCOMM_API dcomm_status_t dcomm_timeline_start(const char *path)
 {
-    (void)path;
-    return unsupported("dcomm_timeline_start");
+    dc_state_t *st = dc_state;
+
+    if (st == NULL) {
+        return not_initialized();
+    }
+    if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(st->timeline_path)) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_timeline_start: path must be 1 to "
+                            "%zu bytes", sizeof(st->timeline_path) - 1);
+    }
+    pthread_mutex_lock(&st->lock);
+    snprintf(st->timeline_path, sizeof(st->timeline_path), "%s", path);
+    atomic_store(&st->timeline_cmd, 1);
+    dc_coord_wake(st);
+    pthread_mutex_unlock(&st->lock);
+    return DCOMM_OK;
 }
 
 DCOMM_API dcomm_status_t dcomm_timeline_stop(void)
 {
-    return unsupported("dcomm_timeline_stop");
+    dc_state_t *st = dc_state;
+
+    if (st == NULL) {
+        return not_initialized();
+    }
+    pthread_mutex_lock(&st->lock);
+    atomic_store(&st->timeline_cmd, 2);
+    dc_coord_wake(st);
+    pthread_mutex_unlock(&st->lock);
+    return DCOMM_OK;
 }
 
 /* ---- handles --------------------------------------------------------------------- */

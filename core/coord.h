@@ -1,12 +1,44 @@
-/* The coordinator's private state (coord.c); one per process. */
+/*
+ * The coordinator's private state, shared by its three files: coord.c (the
+ * loop: queue, fast path, idle, failure), coord_neg.c (the slow path: rank 0's
+ * negotiation table, mismatch messages, stall inspector) and coord_exec.c
+ * (execution of the agreed work: fusion, algorithms, results, join).
+ */
 #ifndef DC_COORD_H
 #define DC_COORD_H
 
+#include "cache.h"
 #include "coll.h"
-#include "select.h"
 #include "core.h"
 #include "map.h"
+#include "select.h"
+#include "timeline.h"
 #include "wire.h"
+
+/* One agreed operation of a cycle, in the order every rank runs them. */
+typedef struct exec_item {
+    dc_wire_req_t req;
+    dc_op_t *op;          /* this rank's operation; NULL: not a member, or joined */
+    int32_t error;        /* < 0: the tensor failed negotiation (text says why) */
+    char *text;
+    size_t counts_off;    /* allgather: per-rank counts in c->counts_arena */
+    uint32_t ncounts;
+    int bit;              /* cache bit when agreed on the fast path, else -1 */
+    uint64_t ready_ns;
+} exec_item_t;
+
+typedef struct algo_stat {
+    const dc_coll_algo_t *algo;
+    int coll;
+    uint64_t calls, bytes, ns;
+} algo_stat_t;
+
+typedef struct coord_stats {
+    uint64_t cycles, slow_rounds, fast_rounds, idle_periods;
+    uint64_t fused_groups, fused_tensors, fused_bytes;
+    algo_stat_t algos[48];
+    int nalgos;
+} coord_stats_t;
 
 typedef struct coord {
     dc_state_t *st;
@@ -14,12 +46,16 @@ typedef struct coord {
     int rank, size;
 
     dc_map_t local;                 /* key -> dc_op_t*: taken, not yet executed */
-    const dc_wire_req_t **new_reqs; /* taken this cycle, to report */
+    const dc_wire_req_t **new_reqs; /* for the next slow round */
     size_t nnew, new_cap;
     int shutdown_flag;              /* this rank asked to shut down */
     uint64_t tag;                   /* same sequence on every rank */
 
-    /* negotiation buffers, reused every cycle */
+    /* agreed at start-up (rank 0's values) */
+    uint64_t fusion_threshold;
+    uint64_t cycle_ns;
+
+    /* slow path buffers, reused every cycle */
     dc_wire_buf_t up, down;
     uint64_t up_len, down_len;
     dc_wire_resp_t resp;
@@ -33,6 +69,25 @@ typedef struct coord {
     uint64_t *rx_len;               /* [size] */
     int nresps;
     int shutdown_rank;
+    uint8_t *joined[DC_MAX_COMMS];  /* [size] world ranks that joined each comm */
+    int join_last[DC_MAX_COMMS];
+    int njoined[DC_MAX_COMMS];
+    char stall_fatal[DC_WIRE_ERROR_MAX]; /* stall shutdown to announce */
+    uint64_t next_stall_check_ns;
+
+    /* fast path: the response cache and one bit vector per cycle */
+    dc_cache_t cache;
+    dc_op_t **by_bit;               /* [capacity]: our op waiting on each bit */
+    uint8_t *inval;                 /* [capacity]: we invalidate this bit */
+    uint8_t *vec;                   /* bits, invalidations, flags */
+    size_t vec_len;
+    int local_joined[DC_MAX_COMMS]; /* this rank joined the comm, join not done */
+
+    /* the work of one cycle */
+    exec_item_t *items;
+    size_t nitems, items_cap;
+    uint64_t *counts_arena;
+    size_t counts_len, counts_cap;
 
     /* idle periods */
     dc_request_t *wake_rx, *wake_tx; /* [size] */
@@ -45,6 +100,31 @@ typedef struct coord {
     int *world_ranks;               /* identity map for COMM_WORLD */
     dc_request_t coll_reqs[DC_COLL_MAX_REQS];
     size_t scratch_size;
+    void *fusion;                   /* persistent, grown on demand, pre-faulted */
+    size_t fusion_size;
+    void *zeros;                    /* a joined rank's contribution */
+    size_t zeros_size;
+
+    dc_timeline_t *tl;              /* rank 0, when a timeline is on */
+    coord_stats_t stats;
 } coord_t;
+
+/* coord.c */
+const dc_comm_t *dc_coord_comm(coord_t *c, int32_t id);
+int dc_coord_comm_rank_of(const dc_comm_t *cm, int world_rank);
+dc_status_t dc_coord_queue_slow(coord_t *c, const dc_wire_req_t *req);
+dc_status_t dc_coord_add_item(coord_t *c, const dc_wire_req_t *req, dc_op_t *op, int32_t error,
+                              const char *text, const uint64_t *counts, uint32_t ncounts,
+                              int bit);
+
+/* coord_neg.c: the slow path */
+dc_status_t dc_coord_negotiate(coord_t *c, uint32_t *flags_p);
+void dc_coord_neg_free(coord_t *c);
+/* rank 0: warns about (and with DCOMM_STALL_SHUTDOWN, fails) stalled tensors */
+void dc_coord_stall_check(coord_t *c);
+
+/* coord_exec.c */
+dc_status_t dc_coord_execute(coord_t *c);
+void dc_coord_print_stats(coord_t *c);
 
 #endif

@@ -88,6 +88,10 @@ typedef struct dc_state {
     /* keys ("<comm>:<name>") in flight, for DCOMM_ERR_DUPLICATE_NAME */
     dc_map_t inflight;
 
+    /* timeline: dcomm_timeline_start/stop ask the coordinator (1 start, 2 stop) */
+    char timeline_path[512];
+    _Atomic int timeline_cmd;
+
     /* life cycle */
     pthread_t coord_thread;
     _Atomic int shutdown_requested;

@@ -48,6 +48,8 @@ enum {
                                         down: every rank did, stop after this list */
     DC_WIRE_FLAG_IDLE = 1u << 1,     /* down: nothing pending anywhere, go idle */
     DC_WIRE_FLAG_PENDING = 1u << 2,  /* up: this rank has requests not yet executed */
+    DC_WIRE_FLAG_FATAL = 1u << 3,    /* down: the first entry is an error that ends the
+                                        job on every rank (stall shutdown) */
 };
 
 /* Down: bits 8.. of the flags carry the rank that asked for shutdown. */

@@ -44,9 +44,11 @@ static void check_args(void)
     EXPECT(dcomm_wait(0x100000001ull) == DCOMM_ERR_INVALID_ARG, "wait of unknown handle");
     EXPECT(dcomm_release(12345) == DCOMM_ERR_INVALID_ARG, "release of unknown handle");
     EXPECT(dcomm_comm_destroy(DCOMM_COMM_WORLD) == DCOMM_ERR_INVALID_ARG, "destroy world");
-    EXPECT(dcomm_join_async(DCOMM_COMM_WORLD, &h) == DCOMM_ERR_UNSUPPORTED &&
-               strstr(dcomm_last_error(), "not implemented"),
-           "join reports that it is not implemented");
+    EXPECT(dcomm_join_async(DCOMM_COMM_WORLD, NULL) == DCOMM_ERR_INVALID_ARG,
+           "join with NULL handle_p");
+    EXPECT(dcomm_timeline_start(NULL) == DCOMM_ERR_INVALID_ARG &&
+               strstr(dcomm_last_error(), "path"),
+           "timeline without a path");
     EXPECT(dcomm_allgather_async(DCOMM_COMM_WORLD, "g", NULL, 1, DCOMM_FLOAT32, &h) ==
                DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "sendbuf"),
            "allgather with NULL sendbuf");

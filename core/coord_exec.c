@@ -1,0 +1,552 @@
+/*
+ * Execution of one cycle's agreed work, in the same order on every rank:
+ * neighbouring allreduces of one comm, dtype and op are fused into the
+ * persistent fusion buffer up to DCOMM_FUSION_THRESHOLD (larger tensors go
+ * alone, without a copy); every other collective runs on its own. A rank that
+ * joined takes part with zeros (or nothing) in tensors it did not submit.
+ * Afterwards the cache learns the slow-path responses, in the same order
+ * everywhere.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "config.h"
+#include "coord.h"
+#include "dc_reduce.h"
+#include "dc_time.h"
+#include "log.h"
+
+_Static_assert((int)DC_SELECT_ALLREDUCE == (int)DC_COLL_ALLREDUCE &&
+                   (int)DC_SELECT_BROADCAST == (int)DC_COLL_BROADCAST &&
+                   (int)DC_SELECT_ALLGATHER == (int)DC_COLL_ALLGATHER &&
+                   (int)DC_SELECT_ALLTOALL == (int)DC_COLL_ALLTOALL &&
+                   (int)DC_SELECT_REDUCESCATTER == (int)DC_COLL_REDUCESCATTER &&
+                   (int)DC_SELECT_BARRIER == (int)DC_COLL_BARRIER,
+               "select.h and wire.h number the collectives alike");
+
+/* Candidate algorithms for one collective, best first: the cost model of the
+ * comm's slowest link (a peer on another host when the comm spans hosts),
+ * after DCOMM_TUNE. Depends only on values equal on every member. */
+static int dc_coord_candidates(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                               const dc_coll_args_t *args, const dc_coll_algo_t **out, int max)
+{
+    size_t esize = dc_reduce_dtype_size(args->dtype), bytes = 0;
+    dc_link_class_t cls = DC_LINK_SELF;
+
+    for (int i = 0; i < ctx->size; i++) {
+        if (i != ctx->rank && (ctx->nhosts == 1 || ctx->host_of[i] != ctx->host_of[ctx->rank])) {
+            int k = dc_link_class_from_name(dc_net_transport_name(ctx->net, ctx->ranks[i]));
+
+            cls = k >= 0 ? (dc_link_class_t)k : DC_LINK_TCP;
+            break;
+        }
+    }
+    switch (coll) {
+    case DC_COLL_ALLGATHER:
+        for (int i = 0; i < ctx->size; i++) {
+            bytes += args->counts[i] * esize;
+        }
+        break;
+    case DC_COLL_ALLTOALL:
+        /* What one rank sends differs per rank: use the mean, the same everywhere. */
+        for (int i = 0; i < ctx->size; i++) {
+            bytes += args->recv_counts[i] * esize;
+        }
+        break;
+    case DC_COLL_BARRIER:
+        break;
+    default:
+        bytes = args->count * esize;
+        break;
+    }
+    return dc_select_candidates(c->sel, coll, bytes, ctx->size, ctx->nhosts, cls, out, max);
+}
+
+static void stat_algo(coord_t *c, int coll, const dc_coll_algo_t *algo, size_t bytes,
+                      uint64_t ns)
+{
+    coord_stats_t *s = &c->stats;
+    int i;
+
+    for (i = 0; i < s->nalgos && (s->algos[i].algo != algo || s->algos[i].coll != coll); i++) {
+    }
+    if (i == s->nalgos) {
+        if (s->nalgos == (int)(sizeof(s->algos) / sizeof(s->algos[0]))) {
+            return;
+        }
+        s->algos[s->nalgos++] = (algo_stat_t){.algo = algo, .coll = coll};
+    }
+    s->algos[i].calls++;
+    s->algos[i].bytes += bytes;
+    s->algos[i].ns += ns;
+}
+
+/* The algorithm for one collective: the candidates in order of preference,
+ * the first that accepts the arguments runs; declines are logged. */
+static dc_status_t run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                            const dc_coll_args_t *args, const char *name, const char **algo_p)
+{
+    const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
+    int n = dc_coord_candidates(c, coll, ctx, args, cand, DC_SELECT_MAX_ROWS);
+
+    for (int i = 0; i < n; i++) {
+        if (cand[i]->supported(ctx, args)) {
+            uint64_t t0 = dc_now_ns();
+            dc_status_t status;
+
+            DC_DEBUG("%s '%s': %s, %zu elements, %d ranks", dc_coll_name(coll), name,
+                     cand[i]->name, args->count, ctx->size);
+            status = cand[i]->run(ctx, args);
+            stat_algo(c, coll, cand[i], args->count * dc_reduce_dtype_size(args->dtype),
+                      dc_now_ns() - t0);
+            *algo_p = cand[i]->name;
+            return status;
+        }
+        DC_DEBUG("%s '%s': algorithm '%s' declined, trying the next", dc_coll_name(coll), name,
+                 cand[i]->name);
+    }
+    return dc_error_set(DCOMM_ERR_INTERNAL, "no %s algorithm accepts tensor '%s'",
+                        dc_coll_name(coll), name);
+}
+
+/* Output buffer owned by the handle; at least one byte so that a result of
+ * zero elements still has a valid pointer. */
+static dc_status_t alloc_result(size_t count, size_t esize, int size, void **result_p,
+                                size_t **counts_p)
+{
+    *result_p = malloc(count * esize > 0 ? count * esize : 1);
+    *counts_p = calloc((size_t)size, sizeof(size_t));
+    if (*result_p == NULL || *counts_p == NULL) {
+        free(*result_p);
+        free(*counts_p);
+        *result_p = NULL;
+        *counts_p = NULL;
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a %zu-element result",
+                            count);
+    }
+    return DCOMM_OK;
+}
+
+/* Persistent buffers, grown on demand and pre-faulted (page faults are dear). */
+static dc_status_t grow(void **buf, size_t *size, size_t need, const char *what)
+{
+    void *p;
+
+    if (need <= *size) {
+        return DCOMM_OK;
+    }
+    need = (need + (1u << 21) - 1) & ~(size_t)((1u << 21) - 1);
+    p = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1,
+             0);
+    if (p == MAP_FAILED) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "cannot map a %zu-byte %s buffer", need, what);
+    }
+    if (*buf != NULL) {
+        munmap(*buf, *size);
+    }
+    *buf = p;
+    *size = need;
+    return DCOMM_OK;
+}
+
+static dc_coll_ctx_t comm_ctx(coord_t *c, const dc_comm_t *cm, int32_t comm, uint64_t tag)
+{
+    dc_coll_ctx_t ctx = c->ctx;
+
+    ctx.tag = tag;
+    ctx.rank = cm->rank;
+    ctx.size = cm->size;
+    ctx.ranks = cm->ranks;
+    ctx.host_of = cm->host_of;
+    ctx.nhosts = cm->nhosts;
+    if (comm != DCOMM_COMM_WORLD) {
+        ctx.shm_group = NULL; /* the shared segment spans COMM_WORLD */
+    }
+    return ctx;
+}
+
+static const char *transport_of(coord_t *c, const dc_comm_t *cm)
+{
+    for (int i = 0; i < cm->size; i++) {
+        if (i != cm->rank) {
+            return dc_net_transport_name(c->net, cm->ranks[i]);
+        }
+    }
+    return "self";
+}
+
+static void timeline_op(coord_t *c, const exec_item_t *it, const char *algo, const dc_comm_t *cm,
+                        size_t bytes, uint64_t t0, uint64_t t1)
+{
+    char args[256], phase[32];
+
+    if (c->tl == NULL || it->op == NULL) {
+        return;
+    }
+    snprintf(args, sizeof(args), "\"algorithm\":\"%s\",\"transport\":\"%s\",\"bytes\":%zu",
+             algo ? algo : "", transport_of(c, cm), bytes);
+    snprintf(phase, sizeof(phase), "%s", dc_coll_name(it->req.coll));
+    for (char *p = phase; *p; p++) {
+        *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    }
+    dc_timeline_span(c->tl, it->req.name, phase, t0, t1, args);
+}
+
+/* Zeros a joined rank contributes: at least bytes of them. */
+static dc_status_t zeros(coord_t *c, size_t bytes, const void **p)
+{
+    dc_status_t status = grow(&c->zeros, &c->zeros_size, bytes ? bytes : 1, "zero");
+
+    *p = c->zeros;
+    return status;
+}
+
+/* Runs one item that is not fused; completes its handle on success. */
+static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm, uint64_t tag)
+{
+    dc_coll_ctx_t ctx = comm_ctx(c, cm, it->req.comm, tag);
+    dc_op_t *op = it->op;
+    size_t esize = dc_reduce_dtype_size(it->req.dtype), total = 0, off, len;
+    dc_coll_args_t args = {
+        .sendbuf = op ? op->sendbuf : NULL,
+        .recvbuf = op ? op->recvbuf : NULL,
+        .count = it->req.count,
+        .dtype = it->req.dtype,
+        .op = it->req.op,
+        .root = it->req.root,
+    };
+    const char *algo = NULL;
+    void *result = NULL;
+    size_t *counts = NULL, *sendcounts = NULL;
+    uint64_t t0 = dc_now_ns();
+    dc_status_t status;
+    int coll = it->req.coll;
+
+    switch (coll) {
+    case DC_COLL_ALLREDUCE:
+    case DC_COLL_BROADCAST:
+        if (op == NULL) { /* joined: zeros in, the result is thrown away */
+            DC_CHECK_GOTO(zeros(c, it->req.count * esize, &args.sendbuf), status, out);
+            DC_CHECK_GOTO(grow(&c->fusion, &c->fusion_size, it->req.count * esize, "fusion"),
+                          status, out);
+            args.recvbuf = c->fusion;
+            if (coll == DC_COLL_BROADCAST) {
+                args.sendbuf = args.recvbuf;
+            }
+        }
+        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        break;
+    case DC_COLL_BARRIER:
+        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        break;
+    case DC_COLL_ALLGATHER:
+        if (it->ncounts != (uint32_t)cm->size) {
+            return dc_error_set(DCOMM_ERR_INTERNAL, "allgather '%s': %u counts for %d ranks",
+                                it->req.name, it->ncounts, cm->size);
+        }
+        for (int i = 0; i < cm->size; i++) {
+            total += c->counts_arena[it->counts_off + (size_t)i];
+        }
+        DC_CHECK_GOTO(alloc_result(total, esize, cm->size, &result, &counts), status, out);
+        for (int i = 0; i < cm->size; i++) {
+            counts[i] = c->counts_arena[it->counts_off + (size_t)i];
+        }
+        args.count = counts[cm->rank];
+        args.counts = counts;
+        args.recvbuf = result;
+        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        break;
+    case DC_COLL_REDUCESCATTER:
+        DC_CHECK_GOTO(alloc_result(0, esize, cm->size, &result, &counts), status, out);
+        for (int i = 0; i < cm->size; i++) {
+            dc_ring_segment(it->req.count, cm->size, i, &off, &len);
+            counts[i] = len;
+        }
+        total = counts[cm->rank];
+        free(result);
+        result = malloc(total * esize > 0 ? total * esize : 1);
+        if (result == NULL) {
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a result");
+            goto out;
+        }
+        if (op == NULL) {
+            DC_CHECK_GOTO(zeros(c, it->req.count * esize, &args.sendbuf), status, out);
+        }
+        args.recvbuf = result;
+        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        break;
+    case DC_COLL_ALLTOALL: {
+        size_t *recv = calloc((size_t)cm->size, sizeof(size_t));
+
+        if (op == NULL) { /* joined: sends nothing */
+            sendcounts = calloc((size_t)cm->size, sizeof(size_t));
+        }
+        if (recv == NULL || (op == NULL && sendcounts == NULL)) {
+            free(recv);
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory");
+            goto out;
+        }
+        args.counts = op ? op->counts : sendcounts;
+        status = dc_alltoall_counts(&ctx, args.counts, recv);
+        for (int i = 0; status == DCOMM_OK && i < cm->size; i++) {
+            total += recv[i];
+        }
+        if (status == DCOMM_OK) {
+            status = alloc_result(total, esize, cm->size, &result, &counts);
+        }
+        if (status == DCOMM_OK) {
+            memcpy(counts, recv, (size_t)cm->size * sizeof(size_t));
+            args.recv_counts = counts;
+            args.recvbuf = result;
+            status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        }
+        free(recv);
+        break;
+    }
+    case DC_COLL_JOIN:
+    case DC_COLL_COMM_CREATE:
+    case DC_COLL_COMM_DESTROY:
+        status = DCOMM_OK; /* agreement was the point */
+        if (coll == DC_COLL_JOIN) {
+            int32_t *last = malloc(sizeof(*last));
+
+            counts = calloc(1, sizeof(size_t));
+            if (last == NULL || counts == NULL) {
+                free(last);
+                status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory");
+                goto out;
+            }
+            *last = it->req.root;
+            counts[0] = 1;
+            result = last;
+            total = 1;
+            c->local_joined[it->req.comm] = 0;
+        }
+        break;
+    default:
+        status = dc_error_set(DCOMM_ERR_INTERNAL, "no algorithm for %s", dc_coll_name(coll));
+        break;
+    }
+out:
+    free(sendcounts);
+    if (status < 0 || op == NULL) {
+        free(result);
+        free(counts);
+        return status;
+    }
+    timeline_op(c, it, algo, cm, it->req.count * esize, t0, dc_now_ns());
+    if (counts != NULL) {
+        dc_handle_complete_result(c->st, op->handle, result, total, counts);
+    } else {
+        dc_handle_complete(c->st, op->handle, DCOMM_OK, NULL);
+    }
+    return DCOMM_OK;
+}
+
+/* Runs items[i0 .. i1) (>= 2 allreduces of one comm, dtype and op) as one
+ * allreduce over the fusion buffer. */
+static dc_status_t execute_fused(coord_t *c, size_t i0, size_t i1, const dc_comm_t *cm,
+                                 uint64_t tag)
+{
+    exec_item_t *first = &c->items[i0];
+    size_t esize = dc_reduce_dtype_size(first->req.dtype), total = 0, off = 0;
+    dc_coll_ctx_t ctx = comm_ctx(c, cm, first->req.comm, tag);
+    dc_coll_args_t args = {.dtype = first->req.dtype, .op = first->req.op};
+    const char *algo = NULL;
+    uint64_t t0, t1, t2;
+    dc_status_t status;
+    char *buf;
+
+    for (size_t i = i0; i < i1; i++) {
+        total += c->items[i].req.count;
+    }
+    DC_CHECK_GOTO(grow(&c->fusion, &c->fusion_size, total * esize, "fusion"), status, out);
+    buf = c->fusion;
+    t0 = dc_now_ns();
+    for (size_t i = i0; i < i1; i++) {
+        size_t bytes = c->items[i].req.count * esize;
+
+        if (c->items[i].op != NULL) {
+            memcpy(buf + off, c->items[i].op->sendbuf, bytes);
+        } else {
+            memset(buf + off, 0, bytes); /* joined */
+        }
+        off += bytes;
+    }
+    t1 = dc_now_ns();
+    args.sendbuf = args.recvbuf = buf;
+    args.count = total;
+    DC_CHECK_GOTO(run_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, first->req.name, &algo), status,
+                  out);
+    t2 = dc_now_ns();
+    off = 0;
+    for (size_t i = i0; i < i1; i++) {
+        exec_item_t *it = &c->items[i];
+        size_t bytes = it->req.count * esize;
+
+        if (it->op != NULL) {
+            memcpy(it->op->recvbuf, buf + off, bytes);
+        }
+        off += bytes;
+    }
+    if (c->tl != NULL) {
+        uint64_t t3 = dc_now_ns();
+
+        for (size_t i = i0; i < i1; i++) {
+            if (c->items[i].op != NULL) {
+                dc_timeline_span(c->tl, c->items[i].req.name, "MEMCPY_IN_FUSION", t0, t1, NULL);
+                timeline_op(c, &c->items[i], algo, cm, total * esize, t1, t2);
+                dc_timeline_span(c->tl, c->items[i].req.name, "MEMCPY_OUT_FUSION", t2, t3, NULL);
+            }
+        }
+    }
+    for (size_t i = i0; i < i1; i++) {
+        if (c->items[i].op != NULL) {
+            dc_handle_complete(c->st, c->items[i].op->handle, DCOMM_OK, NULL);
+        }
+    }
+    c->stats.fused_groups++;
+    c->stats.fused_tensors += i1 - i0;
+    c->stats.fused_bytes += total * esize;
+out:
+    return status;
+}
+
+/* Where a fusion group starting at items[i] ends (exclusive). */
+static size_t group_end(coord_t *c, size_t i)
+{
+    const exec_item_t *a = &c->items[i];
+    size_t esize = dc_reduce_dtype_size(a->req.dtype), bytes = a->req.count * esize, j;
+
+    if (a->req.coll != DC_COLL_ALLREDUCE || a->error != 0 || c->fusion_threshold == 0 ||
+        2 * bytes > c->fusion_threshold) {
+        return i + 1;
+    }
+    for (j = i + 1; j < c->nitems; j++) {
+        const exec_item_t *b = &c->items[j];
+        size_t b_bytes = b->req.count * esize;
+
+        if (b->req.coll != DC_COLL_ALLREDUCE || b->error != 0 || b->req.comm != a->req.comm ||
+            b->req.dtype != a->req.dtype || b->req.op != a->req.op ||
+            2 * b_bytes > c->fusion_threshold || bytes + b_bytes > c->fusion_threshold) {
+            break;
+        }
+        bytes += b_bytes;
+    }
+    return j;
+}
+
+/* The cache learns what ran, in the same order on every rank; an op of ours
+ * that waited on an evicted bit goes to the slow path. */
+static void cache_learn(coord_t *c, const exec_item_t *it)
+{
+    int evicted, bit;
+
+    if (it->error != 0 || c->cache.capacity == 0) {
+        return;
+    }
+    if (it->req.coll == DC_COLL_COMM_DESTROY) {
+        for (int b = 0; b < c->cache.capacity; b++) {
+            const dc_cache_entry_t *e = dc_cache_get(&c->cache, b);
+
+            if (e != NULL && e->req.comm == it->req.root) {
+                dc_cache_erase(&c->cache, b);
+            }
+        }
+        return;
+    }
+    if (it->bit >= 0) {
+        dc_cache_touch(&c->cache, it->bit);
+        return;
+    }
+    bit = dc_cache_put(&c->cache, &it->req, c->counts_arena + it->counts_off, it->ncounts,
+                       &evicted);
+    if (evicted >= 0 && c->by_bit[evicted] != NULL) {
+        dc_op_t *op = c->by_bit[evicted];
+
+        c->by_bit[evicted] = NULL;
+        dc_coord_queue_slow(c, &op->req);
+    }
+    (void)bit;
+}
+
+dc_status_t dc_coord_execute(coord_t *c)
+{
+    dc_status_t status = DCOMM_OK;
+    size_t i = 0;
+
+    while (i < c->nitems) {
+        exec_item_t *it = &c->items[i];
+        const dc_comm_t *cm = dc_coord_comm(c, it->req.comm);
+        size_t j = group_end(c, i);
+        uint64_t tag = c->tag++;
+
+        if (cm == NULL) {
+            return dc_error_set(DCOMM_ERR_INTERNAL, "tensor '%s' on unknown comm %d",
+                                it->req.name, it->req.comm);
+        }
+        if (c->tl != NULL) {
+            uint64_t now = dc_now_ns();
+
+            for (size_t k = i; k < j; k++) {
+                if (c->items[k].op != NULL) {
+                    dc_timeline_span(c->tl, c->items[k].req.name, "NEGOTIATE",
+                                     c->items[k].op->submit_ns, c->items[k].ready_ns, NULL);
+                    dc_timeline_span(c->tl, c->items[k].req.name, "QUEUE",
+                                     c->items[k].ready_ns, now, NULL);
+                }
+            }
+        }
+        if (it->error != 0) {
+            if (it->op != NULL) {
+                dc_handle_complete(c->st, it->op->handle, it->error, it->text);
+            }
+        } else if (cm->rank >= 0) {
+            status = j - i > 1 ? execute_fused(c, i, j, cm, tag) : execute_one(c, it, cm, tag);
+            if (status < 0) {
+                /* A failed collective leaves the ranks out of step: fatal. */
+                char text[1024];
+
+                snprintf(text, sizeof(text), "%s '%s': %s", dc_coll_name(it->req.coll),
+                         it->req.name, dc_error_get());
+                return dc_error_set(status, "%s", text);
+            }
+        }
+        for (size_t k = i; k < j; k++) {
+            cache_learn(c, &c->items[k]);
+            dc_op_free(c->items[k].op);
+            c->items[k].op = NULL;
+            free(c->items[k].text);
+            c->items[k].text = NULL;
+        }
+        i = j;
+    }
+    c->nitems = 0;
+    c->counts_len = 0;
+    return status;
+}
+
+void dc_coord_print_stats(coord_t *c)
+{
+    coord_stats_t *s = &c->stats;
+
+    fprintf(stderr,
+            "dcomm stats rank %d: %llu cycles, %llu slow-path and %llu fast-path negotiations, "
+            "cache %llu hits / %llu misses, %llu idle periods, fused %llu tensors in %llu "
+            "groups (%llu bytes)\n",
+            c->rank, (unsigned long long)s->cycles, (unsigned long long)s->slow_rounds,
+            (unsigned long long)s->fast_rounds, (unsigned long long)c->cache.hits,
+            (unsigned long long)c->cache.misses, (unsigned long long)s->idle_periods,
+            (unsigned long long)s->fused_tensors, (unsigned long long)s->fused_groups,
+            (unsigned long long)s->fused_bytes);
+    for (int i = 0; i < s->nalgos; i++) {
+        const algo_stat_t *a = &s->algos[i];
+
+        fprintf(stderr, "dcomm stats rank %d: %s %s: %llu calls, %llu bytes, %.3f s, %.2f GB/s\n",
+                c->rank, dc_coll_name(a->coll), a->algo->name, (unsigned long long)a->calls,
+                (unsigned long long)a->bytes, (double)a->ns / 1e9,
+                a->ns ? (double)a->bytes / (double)a->ns : 0.0);
+    }
+}
