@@ -34,6 +34,8 @@ typedef struct dc_cuda_ops {
     /* dst[i] = dst[i] op src[i], both device pointers, on the module's stream;
      * returns when done. */
     dc_status_t (*reduce)(void *dst, const void *src, size_t count, int dtype, int op);
+    /* buf[i] *= factor for floating dtypes (AVG's final 1/size), on the device. */
+    dc_status_t (*scale)(void *buf, size_t count, int dtype, double factor);
     /* Copies between host and device (either direction), synchronously. */
     dc_status_t (*memcpy)(void *dst, const void *src, size_t len);
     /* Pinned host buffer for staging (freed with host_free). */
@@ -45,6 +47,34 @@ typedef struct dc_cuda_ops {
     int (*device_count)(void);
 } dc_cuda_ops_t;
 
+/* Device-buffer collectives (nccl module). Every call is from the coordinator
+ * thread and only enqueues work on the comm's own stream; completion is polled
+ * through CUDA events, so the coordinator never blocks on the GPU. */
+typedef struct dc_nccl_comm dc_nccl_comm_t;
+typedef struct dc_nccl_ops {
+    /* Collective over nranks: rank 0 makes the unique id and sets it at key in
+     * store; the others wait up to timeout_ms for it. device: CUDA ordinal. */
+    dc_status_t (*comm_open)(dc_store_t *store, const char *key, int rank, int nranks, int device,
+                             int timeout_ms, dc_nccl_comm_t **comm_p);
+    void (*comm_close)(dc_nccl_comm_t *comm);
+    /* Enqueue; *ticket_p names the operation for test(). Counts in elements;
+     * dtype/op are dcomm's. allgather/alltoall: count per rank;
+     * reducescatter: count is the per-rank result. */
+    dc_status_t (*allreduce)(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
+                             int dtype, int op, uint64_t *ticket_p);
+    dc_status_t (*broadcast)(dc_nccl_comm_t *c, void *buf, size_t count, int dtype, int root,
+                             uint64_t *ticket_p);
+    dc_status_t (*allgather)(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
+                             int dtype, uint64_t *ticket_p);
+    dc_status_t (*reducescatter)(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
+                                 int dtype, int op, uint64_t *ticket_p);
+    dc_status_t (*alltoall)(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
+                            int dtype, uint64_t *ticket_p);
+    /* DCOMM_OK when the operation is done, DCOMM_INPROGRESS when not yet, or an
+     * error (NCCL's asynchronous error included). Never blocks. */
+    dc_status_t (*test)(dc_nccl_comm_t *c, uint64_t ticket);
+} dc_nccl_ops_t;
+
 typedef struct dc_module {
     uint32_t abi_version; /* DC_MODULE_ABI_VERSION */
     const char *name;     /* "mpi", "ucx", "cuda", "nccl" */
@@ -53,6 +83,7 @@ typedef struct dc_module {
     dc_status_t (*init)(const dc_module_host_t *host);
     const dc_transport_ops_t *transport; /* or NULL */
     const dc_cuda_ops_t *cuda;           /* or NULL */
+    const dc_nccl_ops_t *nccl;           /* or NULL */
     /* Optional, for jobs started by a foreign launcher (mpirun): 1 when this
      * process was started by it, and a broadcast from root over its runtime. */
     int (*launched_by)(void);
