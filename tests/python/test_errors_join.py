@@ -68,15 +68,22 @@ def test_join_with_distributed_optimizer(join_ok):
     n, me = hvd.size(), hvd.rank()
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
+    start = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     opt = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
                                    named_parameters=model.named_parameters(), op=hvd.Sum)
-    for step in range(2 + me):          # uneven number of batches
+    for step in range(2 + me):          # rank r has 2 + r batches
         opt.zero_grad()
-        model(torch.ones(2, 3)).sum().backward()
+        model(torch.ones(2, 3)).sum().backward()     # gradient 2 for every parameter
         opt.step()
     last = hvd.join()
     assert last == n - 1
+    # Ranks that joined early stopped updating; as in Horovod, take the last
+    # rank's parameters. At step k the ranks still training are those with
+    # 2 + r > k, and the joined ones added zeros to the gradient sum.
+    hvd.broadcast_parameters(model.state_dict(), root_rank=last)
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    active = [sum(1 for r in range(n) if 2 + r > k) for k in range(n + 1)]
+    torch.testing.assert_close(flat, start - 0.1 * 2.0 * sum(active))
     gathered = hvd.allgather(flat.unsqueeze(0), name="join.params")
     assert all(torch.equal(gathered[r], flat) for r in range(n))
 
