@@ -47,10 +47,24 @@ int main(void)
             fprintf(stderr, "rank %d: the error took longer than DCOMM_TIMEOUT\n", rank);
             return 1;
         }
-        /* A later call must fail the same way, at once. */
-        s = dcomm_allreduce(DCOMM_COMM_WORLD, "kill.after", buf, buf, 4, DCOMM_FLOAT32, DCOMM_SUM);
-        printf("rank %d: next call: %s\n", rank, dcomm_status_string(s));
-        dcomm_shutdown();
-        return s == DCOMM_ERR_PEER_LOST ? 0 : 1;
+        {
+            /* The cause names the dead rank, here and in every later call,
+             * which fails at once with DCOMM_ERR_SHUT_DOWN. */
+            char dead[32];
+            int named = 0;
+
+            snprintf(dead, sizeof(dead), "rank %d", size - 1);
+            named = strstr(dcomm_last_error(), dead) != NULL;
+            s = dcomm_allreduce(DCOMM_COMM_WORLD, "kill.after", buf, buf, 4, DCOMM_FLOAT32,
+                                DCOMM_SUM);
+            printf("rank %d: next call: %s: %s\n", rank, dcomm_status_string(s),
+                   dcomm_last_error());
+            named = named && strstr(dcomm_last_error(), dead) != NULL;
+            dcomm_shutdown();
+            if (!named) {
+                fprintf(stderr, "rank %d: the error does not name %s\n", rank, dead);
+            }
+            return s == DCOMM_ERR_SHUT_DOWN && named ? 0 : 1;
+        }
     }
 }
