@@ -11,6 +11,7 @@ const dc_algo_row_t dc_algo_table[] = {
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RD, &dc_allreduce_rd_algo},
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_DBTREE, &dc_allreduce_dbtree_algo},
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_SHMDIRECT, &dc_allreduce_shmdirect_algo},
+    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_HIER, &dc_allreduce_hier_algo},
     {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_RING, &dc_allgather_ring_algo},
     {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_BRUCK, &dc_allgather_bruck_algo},
     {DC_SELECT_BROADCAST, DC_COST_BCAST_BINOMIAL, &dc_bcast_binomial_algo},

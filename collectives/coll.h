@@ -77,6 +77,7 @@ extern const dc_coll_algo_t dc_allreduce_rd_algo;        /* "rd": recursive doub
 extern const dc_coll_algo_t dc_allreduce_rab_algo;       /* "rab": Rabenseifner, any size */
 extern const dc_coll_algo_t dc_allreduce_dbtree_algo;    /* "dbtree": double binary tree */
 extern const dc_coll_algo_t dc_allreduce_shmdirect_algo; /* "shmdirect" */
+extern const dc_coll_algo_t dc_allreduce_hier_algo;      /* "hier": hierarchical */
 extern const dc_coll_algo_t dc_allgather_ring_algo;      /* "ring" */
 extern const dc_coll_algo_t dc_allgather_bruck_algo;     /* "bruck" */
 extern const dc_coll_algo_t dc_bcast_binomial_algo;      /* "binomial" */

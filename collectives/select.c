@@ -84,6 +84,7 @@ static const char *const model_names[DC_COST_COUNT] = {
     [DC_COST_ALLREDUCE_RAB] = "rab",
     [DC_COST_ALLREDUCE_DBTREE] = "dbtree",
     [DC_COST_ALLREDUCE_SHMDIRECT] = "shmdirect",
+    [DC_COST_ALLREDUCE_HIER] = "hier",
     [DC_COST_ALLGATHER_RING] = "ring",
     [DC_COST_ALLGATHER_BRUCK] = "bruck",
     [DC_COST_BCAST_BINOMIAL] = "binomial",
@@ -141,6 +142,11 @@ const char *dc_cost_model_name(dc_cost_model_t model)
  *  allreduce shmdirect 2L a + 2n c + (p-1)/p n g   (copy in, reduce a 1/p slice
  *                      of every input, copy out; two barriers); only for one
  *                      host over shm, else inapplicable
+ *  allreduce hier      m = p/h ranks per host, s = the shm link (as, bs):
+ *                      (m-1) as k + (m-1)/m n (bs + g)           local reduce-scatter
+ *                      + rab over h ranks of n/m bytes with b' = m b  (m flows share
+ *                      a host's link) + (m-1) as + (m-1)/m n bs   local allgather;
+ *                      inapplicable unless h > 1, m > 1 and h divides p
  *  allgather ring      (p-1)a + (p-1)/p n b
  *  allgather bruck     L a + (p-1)/p n b'  (blocks land in place: no rotation)
  *  bcast binomial      L (a + n b')
@@ -178,6 +184,22 @@ static int floor_log2(int p)
 
 /* bcast_chain.c's default piece (DCOMM chunk setting aside). */
 #define CHAIN_PIECE (256.0 * 1024.0)
+
+/* Hierarchical allreduce (see the table above); k as for the reduce-scatters. */
+static double allreduce_hier_cost(const dc_select_t *sel, double n, int p, int h, double a,
+                                  double b, double k)
+{
+    const link_param_t *s = &sel->links[DC_LINK_SHM];
+    double m = (double)(p / h), g = sel->gamma, bx = m * b, nx = n / m;
+    double hq = (double)(1 << floor_log2(h)), f = (h > hq) ? 1.0 : 0.0;
+
+    if (h < 2 || p % h != 0 || p / h < 2) {
+        return INFINITY;
+    }
+    return (m - 1) * s->alpha * k + (m - 1) / m * n * (s->beta + g) +
+           2 * floor_log2(h) * a + (hq - 1) / hq * nx * (bx + DC_MAX(bx, g)) +
+           f * (2 * a + 2 * nx * bx + nx * g) + (m - 1) * s->alpha + (m - 1) / m * n * s->beta;
+}
 
 static double bcast_chain_cost(double n, double p, double a, double b)
 {
@@ -217,6 +239,8 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
         return 2 * L * a + n * (bs + DC_MAX(bs, g));
     case DC_COST_ALLREDUCE_SHMDIRECT:
         return 2 * L * a + 2 * n * c + (p - 1) / p * n * g;
+    case DC_COST_ALLREDUCE_HIER:
+        return allreduce_hier_cost(sel, n, nranks, nhosts, a, b, rs_pieces);
     case DC_COST_ALLGATHER_RING:
         return (p - 1) * a + (p - 1) / p * n * b;
     case DC_COST_ALLGATHER_BRUCK:
