@@ -14,6 +14,8 @@ import dcomm.torch as hvd  # noqa: E402
 
 
 def test_mismatched_shapes_raise_on_every_rank_naming_the_tensor():
+    if dcomm.size() < 2:
+        pytest.skip("a mismatch needs two ranks")
     me = dcomm.rank()
     with pytest.raises(dcomm.DcommError) as info:
         dcomm.allreduce(np.ones(me + 2), name="mismatch.numpy.grad")
@@ -30,9 +32,8 @@ def test_mismatched_shapes_raise_on_every_rank_naming_the_tensor():
         hvd.allreduce(torch.ones(4, dtype=dtype), name="mismatch.torch.dtype")
     # allgather of rows of different widths (2 elements on rank 0, 3 elsewhere):
     # every rank sees a count that is not whole rows of its own width
-    if dcomm.size() > 1:
-        with pytest.raises(dcomm.DcommError, match="mismatch.ag"):
-            dcomm.allgather(np.ones((1, 2 if me == 0 else 3)), name="mismatch.ag")
+    with pytest.raises(dcomm.DcommError, match="mismatch.ag"):
+        dcomm.allgather(np.ones((1, 2 if me == 0 else 3)), name="mismatch.ag")
     # later collectives work
     got = hvd.allreduce(torch.ones(3), name="after.mismatch", op=hvd.Sum)
     assert torch.equal(got, torch.full((3,), float(dcomm.size())))

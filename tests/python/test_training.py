@@ -113,9 +113,10 @@ def test_synchronize_clip_and_misuse():
     x, y = global_batch(0)
     loss_fn(model, my_part(x), my_part(y)).backward()
     # the hooks started every gradient's allreduce during backward, before step()
-    assert hvd.size() == 1 or len(opt._handles) == len(list(model.parameters()))
-    with pytest.raises(AssertionError, match="zero_grad"):
-        opt.zero_grad()
+    if hvd.size() > 1:      # on one rank there is nothing to reduce, hence no hooks
+        assert len(opt._handles) == len(list(model.parameters()))
+        with pytest.raises(AssertionError, match="zero_grad"):
+            opt.zero_grad()
     opt.synchronize()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
     with opt.skip_synchronize():
