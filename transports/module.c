@@ -57,6 +57,7 @@ static int module_try(module_slot_t *slot, const char *name, const char *dir,
 {
     char path[PATH_MAX];
     const dc_module_t *mod;
+    char symbol[64];
     void *handle;
 
     if (snprintf(path, sizeof(path), "%s/libdcomm-%s.so", dir, name) >= (int)sizeof(path) ||
@@ -69,11 +70,12 @@ static int module_try(module_slot_t *slot, const char *name, const char *dir,
         snprintf(slot->detail, sizeof(slot->detail), "%.900s", dlerror());
         return -1;
     }
-    mod = dlsym(handle, DC_MODULE_SYMBOL);
+    snprintf(symbol, sizeof(symbol), "%s%s", DC_MODULE_SYMBOL_PREFIX, name);
+    mod = dlsym(handle, symbol);
     if (mod == NULL || mod->abi_version != DC_MODULE_ABI_VERSION || mod->init == NULL ||
         mod->name == NULL || strcmp(mod->name, name) != 0) {
         snprintf(slot->detail, sizeof(slot->detail),
-                 "%.600s: no %s table of ABI version %d named '%s'", path, DC_MODULE_SYMBOL,
+                 "%.600s: no %s table of ABI version %d named '%s'", path, symbol,
                  DC_MODULE_ABI_VERSION, name);
         dlclose(handle);
         return -1;

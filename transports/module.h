@@ -1,6 +1,6 @@
 /*
  * Loadable modules (libdcomm-mpi.so, -ucx, -cuda, -nccl): each exports one
- * versioned table, dcomm_module_v1, that the core finds with dlopen at init
+ * versioned table, dcomm_module_v1_<name>, that the core finds with dlopen at init
  * (NCCL's net-plugin idea), so libdcomm itself links none of their libraries.
  * The core hands each module its logger and error recorder.
  */
@@ -15,7 +15,9 @@
 #include "transport.h"
 
 #define DC_MODULE_ABI_VERSION 1
-#define DC_MODULE_SYMBOL      "dcomm_module_v1"
+/* Each module exports its table as dcomm_module_v1_<name> (distinct names, so
+ * several modules can share the global namespace RTLD_GLOBAL gives them). */
+#define DC_MODULE_SYMBOL_PREFIX "dcomm_module_v1_"
 
 /* What the core gives a module at init. */
 typedef struct dc_module_host {

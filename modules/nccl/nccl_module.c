@@ -323,7 +323,7 @@ static dc_status_t nccl_module_init(const dc_module_host_t *host)
     return DCOMM_OK;
 }
 
-__attribute__((visibility("default"))) const dc_module_t dcomm_module_v1 = {
+__attribute__((visibility("default"))) const dc_module_t dcomm_module_v1_nccl = {
     .abi_version = DC_MODULE_ABI_VERSION,
     .name = "nccl",
     .init = nccl_module_init,

@@ -521,7 +521,7 @@ static dc_status_t ucx_module_init(const dc_module_host_t *host)
     return DCOMM_OK;
 }
 
-__attribute__((visibility("default"))) const dc_module_t dcomm_module_v1 = {
+__attribute__((visibility("default"))) const dc_module_t dcomm_module_v1_ucx = {
     .abi_version = DC_MODULE_ABI_VERSION,
     .name = "ucx",
     .init = ucx_module_init,
