@@ -36,7 +36,7 @@
 
 /* Flags of the fast-path vector, after the bits and the invalidations. Each
  * byte holds 1 - flag, so the MIN over ranks is the AND of "not flag". */
-enum { VF_SLOW, VF_PENDING, VF_SHUTDOWN, VF_COUNT };
+enum { VF_SLOW, VF_PENDING, VF_SHUTDOWN, VF_TUNE /* autotune: rank 0's choice */, VF_COUNT };
 
 static dc_status_t fail_all(coord_t *c, dc_status_t status, const char *msg);
 
@@ -296,6 +296,7 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *pending_p, int *shut
                            .dtype = DCOMM_UINT8, .op = DCOMM_MIN};
     dc_coll_ctx_t ctx = c->ctx;
     dc_status_t status;
+    uint64_t t0;
 
     for (int b = 0; b < cap; b++) {
         const dc_cache_entry_t *e = dc_cache_get(&c->cache, b);
@@ -322,7 +323,9 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *pending_p, int *shut
     flags[VF_SLOW] = !(c->nnew > 0 || any_inval || (c->rank == 0 && c->stall_fatal[0]));
     flags[VF_PENDING] = c->local.count == 0;
     flags[VF_SHUTDOWN] = !c->shutdown_flag;
+    flags[VF_TUNE] = c->rank == 0 ? (uint8_t)c->tune.current : 255;
     ctx.tag = c->tag++;
+    t0 = dc_now_ns();
     status = (c->size <= 1 ? DCOMM_OK
               : dc_allreduce_rd_algo.supported(&ctx, &args) ? dc_allreduce_rd_algo.run(&ctx, &args)
                                                              : dc_allreduce_ring_algo.run(&ctx, &args));
@@ -330,9 +333,13 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *pending_p, int *shut
         return status;
     }
     c->stats.fast_rounds++;
+    c->stats.negotiate_ns += dc_now_ns() - t0;
     *slow_p = !flags[VF_SLOW] || !flags[VF_SHUTDOWN];
     *pending_p = !flags[VF_PENDING];
     *shutdown_p = !flags[VF_SHUTDOWN];
+    if (flags[VF_TUNE] != 255) {
+        dc_autotune_apply(c, flags[VF_TUNE]);
+    }
     /* Invalidated bits: gone everywhere; our op waiting on one goes slow. */
     for (int b = 0; b < cap; b++) {
         if (!v[cap + b]) {
@@ -511,7 +518,9 @@ static void *coord_main(void *arg)
             status = dc_coord_negotiate(c, &flags);
         }
         if (status == DCOMM_OK) {
+            c->cycle_bytes = 0;
             status = dc_coord_execute(c);
+            dc_autotune_sample(c, c->cycle_bytes, dc_now_ns() - start);
         }
         if (status == DCOMM_OK && (flags & DC_WIRE_FLAG_SHUTDOWN)) {
             status = idle_drain(c);
@@ -568,6 +577,7 @@ static void coord_free(coord_t *c)
     free(c->inval);
     free(c->vec);
     dc_cache_free(&c->cache);
+    dc_autotune_free(c);
     dc_timeline_close(c->tl);
     dc_shm_group_destroy(c->ctx.shm_group);
     dc_select_destroy(c->sel);
@@ -701,6 +711,7 @@ dc_status_t dc_coord_start(dc_state_t *st)
         DC_WARN("shm-direct allreduce disabled: %s", dc_error_get());
         c->ctx.shm_group = NULL;
     }
+    dc_autotune_init(c);
     if (dc_config.timeline[0] != '\0') {
         snprintf(st->timeline_path, sizeof(st->timeline_path), "%s", dc_config.timeline);
         atomic_store(&st->timeline_cmd, 1);

@@ -7,6 +7,8 @@
 #ifndef DC_COORD_H
 #define DC_COORD_H
 
+#include <stdio.h>
+
 #include "cache.h"
 #include "coll.h"
 #include "core.h"
@@ -35,6 +37,8 @@ typedef struct algo_stat {
 
 typedef struct coord_stats {
     uint64_t cycles, slow_rounds, fast_rounds, idle_periods;
+    uint64_t last_slow_cycle;       /* cycle of the latest slow round */
+    uint64_t negotiate_ns;          /* time spent agreeing (both paths) */
     uint64_t fused_groups, fused_tensors, fused_bytes;
     algo_stat_t algos[48];
     int nalgos;
@@ -105,6 +109,14 @@ typedef struct coord {
     void *zeros;                    /* a joined rank's contribution */
     size_t zeros_size;
 
+    struct {                        /* autotune.c (rank 0) */
+        int enabled, done, current, best, cycles;
+        double best_gbs;
+        uint64_t bytes, ns;
+        FILE *log;
+    } tune;
+    uint64_t cycle_bytes;           /* bytes executed this cycle */
+
     dc_timeline_t *tl;              /* rank 0, when a timeline is on */
     coord_stats_t stats;
 } coord_t;
@@ -122,6 +134,12 @@ dc_status_t dc_coord_negotiate(coord_t *c, uint32_t *flags_p);
 void dc_coord_neg_free(coord_t *c);
 /* rank 0: warns about (and with DCOMM_STALL_SHUTDOWN, fails) stalled tensors */
 void dc_coord_stall_check(coord_t *c);
+
+/* autotune.c */
+void dc_autotune_init(coord_t *c);
+void dc_autotune_free(coord_t *c);
+void dc_autotune_apply(coord_t *c, int index);
+void dc_autotune_sample(coord_t *c, uint64_t bytes, uint64_t ns);
 
 /* coord_exec.c */
 dc_status_t dc_coord_execute(coord_t *c);

@@ -101,6 +101,7 @@ static dc_status_t run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
             status = cand[i]->run(ctx, args);
             stat_algo(c, coll, cand[i], args->count * dc_reduce_dtype_size(args->dtype),
                       dc_now_ns() - t0);
+            c->cycle_bytes += args->count * dc_reduce_dtype_size(args->dtype);
             *algo_p = cand[i]->name;
             return status;
         }
@@ -533,11 +534,12 @@ void dc_coord_print_stats(coord_t *c)
     coord_stats_t *s = &c->stats;
 
     fprintf(stderr,
-            "dcomm stats rank %d: %llu cycles, %llu slow-path and %llu fast-path negotiations, "
-            "cache %llu hits / %llu misses, %llu idle periods, fused %llu tensors in %llu "
-            "groups (%llu bytes)\n",
+            "dcomm stats rank %d: %llu cycles, %llu slow-path negotiations (the last in cycle "
+            "%llu) and %llu fast-path, %.3f s negotiating, cache %llu hits / %llu misses, %llu "
+            "idle periods, fused %llu tensors in %llu groups (%llu bytes)\n",
             c->rank, (unsigned long long)s->cycles, (unsigned long long)s->slow_rounds,
-            (unsigned long long)s->fast_rounds, (unsigned long long)c->cache.hits,
+            (unsigned long long)s->last_slow_cycle, (unsigned long long)s->fast_rounds,
+            (double)s->negotiate_ns / 1e9, (unsigned long long)c->cache.hits,
             (unsigned long long)c->cache.misses, (unsigned long long)s->idle_periods,
             (unsigned long long)s->fused_tensors, (unsigned long long)s->fused_groups,
             (unsigned long long)s->fused_bytes);

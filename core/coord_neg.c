@@ -535,11 +535,16 @@ out:
 
 dc_status_t dc_coord_negotiate(coord_t *c, uint32_t *flags_p)
 {
+    uint64_t t0 = dc_now_ns();
     dc_status_t status = c->rank == 0 ? negotiate_root(c) : negotiate_member(c);
 
     c->tag++;
     c->nnew = 0;
     c->stats.slow_rounds++;
+    if (!c->shutdown_flag) { /* a shutdown always ends with a slow round */
+        c->stats.last_slow_cycle = c->stats.cycles;
+    }
+    c->stats.negotiate_ns += dc_now_ns() - t0;
     if (status == DCOMM_OK) {
         status = take_responses(c, flags_p);
     }
