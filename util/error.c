@@ -1,6 +1,7 @@
 /* Thread-local last-error text behind dcomm_last_error(). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "status.h"
 
@@ -8,11 +9,14 @@ static _Thread_local char last_error[1024];
 
 dc_status_t dc_error_set(dc_status_t status, const char *fmt, ...)
 {
+    char msg[sizeof(last_error)];
     va_list ap;
 
+    /* Through a copy: callers often pass dc_error_get() itself as an argument. */
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof(msg));
     return status;
 }
 
