@@ -7,4 +7,4 @@ build=${DCOMM_BUILD_DIR:-build}
 cd "$build"
 # The long matrix (label "full": every algorithm x 1..5 ranks x transport) is
 # run by hand: cd build && ctest -L full
-ctest --output-on-failure --timeout 600 -LE full -j"${DCOMM_TEST_JOBS:-1}"
+ctest --output-on-failure --timeout 600 -LE full -j"${DCOMM_TEST_JOBS:-2}"

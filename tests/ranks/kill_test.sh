@@ -8,8 +8,14 @@ set -u
 dlaunch=$1 prog=$2 np=$3
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
-shm_before=$(ls /dev/shm | wc -l)
-DCOMM_TRANSPORTS=${4:-} DCOMM_TIMEOUT=10s timeout 60 "$dlaunch" -np "$np" "$prog" >"$out" 2>"$err"
+# dcomm's shared memory is memfd-based; any /dev/shm file of ours would carry
+# "dcomm" in its name (other programs' files, e.g. Python's sem.mp-*, are not ours).
+shm_before=$(ls /dev/shm | grep -c dcomm)
+# A marker in the ranks' environment tells our ranks from those of tests
+# running in parallel.
+marker="DCOMM_KILL_TEST_ID=$$.$(date +%s%N)"
+env "$marker" DCOMM_TRANSPORTS="${4:-}" DCOMM_TIMEOUT=10s timeout 60 "$dlaunch" -np "$np" "$prog" \
+    >"$out" 2>"$err"
 rc=$?
 cat "$out"; cat "$err" >&2
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -25,6 +31,7 @@ survivors=$(grep -c "PEER_LOST\|a peer rank was lost" "$out")
 [ "$(grep -c 'next call: dcomm has shut down' "$out")" -eq "$last" ] ||
     fail "later calls did not fail with SHUT_DOWN"
 sleep 0.5
-pgrep -f "^$prog" >/dev/null && fail "rank processes left behind"
-[ "$(ls /dev/shm | wc -l)" -le "$shm_before" ] || fail "files left in /dev/shm"
+grep -lsa "$marker" /proc/[0-9]*/environ | grep -v "/proc/$$/" | grep -q . &&
+    fail "rank processes left behind"
+[ "$(ls /dev/shm | grep -c dcomm)" -le "$shm_before" ] || fail "dcomm files left in /dev/shm"
 echo "kill test passed ($survivors survivor lines)"
