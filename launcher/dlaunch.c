@@ -1,14 +1,22 @@
-/* dlaunch: starts N local ranks of a dcomm job with the rendezvous server in its
- * own single-threaded event loop, prefixes their output with "[rank] ", forwards
- * signals, and on the first failing rank stops the others and exits with its code.
+/* dlaunch: starts the ranks of a dcomm job, on this machine and on other hosts
+ * (through one rsh agent per host, dlaunch_remote.c), with the rendezvous
+ * server in its own single-threaded event loop; prefixes their output with
+ * "[rank] ", forwards signals, and on the first failing rank stops the others
+ * and exits with its code.
  *
  * The loop polls one signalfd (SIGCHLD, SIGINT, SIGTERM, SIGHUP), the server's
- * epoll fd and every rank's stdout/stderr pipe. Each rank is the leader of its own
- * process group, and dlaunch is a child subreaper, so stray children of a rank are
- * signalled with it and reaped here; nothing outlives dlaunch. */
+ * epoll fd, every local rank's stdout/stderr pipe and every agent's pipes. Each
+ * local rank is the leader of its own process group, and dlaunch is a child
+ * subreaper, so stray children of a rank are signalled with it and reaped here;
+ * nothing outlives dlaunch. The same program is the agent (--agent): there the
+ * loop also reads dlaunch's commands on stdin. */
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,82 +29,45 @@
 #include <unistd.h>
 
 #include "dc_time.h"
+#include "dlaunch.h"
 #include "log.h"
-#include "rdv.h"
+#include "topology.h"
 
-#define MAX_RANKS        1024
-#define MAX_LINE         (64 * 1024) /* a longer line is cut and flushed in pieces */
-#define DRAIN_TIMEOUT_MS 2000        /* after the last rank: wait this long for output */
-#define EXIT_USAGE       2
+#define DRAIN_TIMEOUT_MS   2000 /* after the last rank: wait this long for output */
+#define AGENT_KILL_NS      2000000000ull /* after SIGKILL: agents that linger are killed */
 #define EXIT_START_TIMEOUT 124
 
-typedef struct stream {
-    int fd;      /* read end of the rank's pipe; -1 once closed */
-    int out_fd;  /* 1 or 2 */
-    char *buf;   /* the unfinished line */
-    size_t len;
-} stream_t;
-
-typedef struct rank {
-    int rank;
-    pid_t pid; /* also its process group */
-    int running;
-    stream_t out;
-    stream_t err;
-} rank_t;
-
-typedef struct options {
-    int np;
-    double grace_s;
-    int start_timeout_s;
-    int start_timeout_given;
-    int verbose;
-    char **argv;
-} options_t;
-
-typedef struct job {
-    options_t opt;
-    rank_t *ranks;
-    int nrunning;
-    dc_rdv_server_t *server;
-    int sigfd;
-    sigset_t oldmask;
-    char rdv_addr[80];
-    char secret_hex[2 * DC_AUTH_SECRET_LEN + 1];
-    char job_id[33];
-    int exit_code;       /* of the first failure (or 128 + signal received) */
-    int stopping;        /* ranks were told to stop */
-    int killed;          /* SIGKILL was sent */
-    uint64_t kill_at;    /* when to escalate to SIGKILL */
-    uint64_t start_by;   /* start-timeout deadline; 0 once checked */
-    int stdout_broken;
-} job_t;
-
-static int verbose;
-
-#define VLOG(...)                                                                          \
-    do {                                                                                   \
-        if (verbose) {                                                                     \
-            fprintf(stderr, "dlaunch: " __VA_ARGS__);                                      \
-        }                                                                                  \
-    } while (0)
+int dl_verbose;
 
 /* ---- Arguments ------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: dlaunch -np N [--start-timeout S] [--grace S] [-v] [--] prog [args...]\n"
-            "  -np, -n N           number of local ranks (1..%d)\n"
+            "usage: dlaunch [-np N] [-H host:slots,... | --hostfile F] [--rsh CMD]\n"
+            "               [--ifname IF] [--bind-to core|numa|none] [--start-timeout S]\n"
+            "               [--grace S] [--dry-run] [-v] [--] prog [args...]\n"
+            "  -np, -n N           number of ranks (1..%d); default: every slot of the hosts\n"
+            "  -H LIST             hosts and their slots: host1:2,host2:2 (slots default 1)\n"
+            "  --hostfile F        hosts from a file: one 'host slots=N' per line\n"
+            "                      (neither: the Slurm allocation when SLURM_JOB_NODELIST is\n"
+            "                      set, else this machine)\n"
+            "  --rsh CMD           how to run a command on another host: CMD HOST prog...\n"
+            "                      (default 'ssh'; e.g. 'ip netns exec' for namespaces)\n"
+            "  --ifname IF         interface whose address carries the job's traffic\n"
+            "                      (rendezvous and tcp transport)\n"
+            "  --bind-to MODE      bind each rank to a core or NUMA node (hwloc), or none\n"
             "  --start-timeout S   abort when not every rank has connected to the rendezvous\n"
             "                      within S seconds (default 60; enforced once any rank has\n"
             "                      connected, or always when given); exit code %d\n"
             "  --grace S           seconds between SIGTERM and SIGKILL when stopping ranks\n"
             "                      (default 3)\n"
+            "  --dry-run           print which rank runs where, start nothing\n"
             "  -v, --verbose       log launcher actions to stderr\n"
             "Environment: DCOMM_RDV_ADDR sets the rendezvous bind address (default "
-            "127.0.0.1).\n",
-            MAX_RANKS, EXIT_START_TIMEOUT);
+            "127.0.0.1,\nor every interface when ranks run on other hosts). DCOMM_* "
+            "variables are passed\nto remote ranks.\n",
+            DL_MAX_RANKS, EXIT_START_TIMEOUT);
 }
 
 static int parse_number(const char *text, double min, double max, double *value_p)
@@ -116,16 +87,64 @@ static int parse_number(const char *text, double min, double max, double *value_
     return 0;
 }
 
+static int need_value(const char *a, const char *val)
+{
+    if (val == NULL) {
+        fprintf(stderr, "dlaunch: %s needs a value\n", a);
+        return DL_EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Options that take a string. Returns 1 when a was one of them (and val is used). */
+static int parse_string_option(dl_options_t *opt, const char *a, const char *val, int *rc_p)
+{
+    static const char *const names[] = {"-H", "--host", "--hostfile", "--rsh", "--ifname",
+                                        "--bind-to"};
+    int k = -1;
+
+    for (int i = 0; i < (int)DC_ARRAY_SIZE(names); i++) {
+        k = strcmp(a, names[i]) == 0 ? i : k;
+    }
+    if (k < 0) {
+        return 0;
+    }
+    *rc_p = need_value(a, val);
+    if (*rc_p != 0) {
+        return 1;
+    }
+    switch (k) {
+    case 0: case 1: opt->hosts_arg = val; break;
+    case 2: opt->hostfile = val; break;
+    case 3: opt->rsh = val; break;
+    case 4: opt->ifname = val; break;
+    default:
+        if (strcmp(val, "core") == 0) {
+            opt->bind = DL_BIND_CORE;
+        } else if (strcmp(val, "numa") == 0) {
+            opt->bind = DL_BIND_NUMA;
+        } else if (strcmp(val, "none") == 0) {
+            opt->bind = DL_BIND_NONE;
+        } else {
+            fprintf(stderr, "dlaunch: --bind-to takes core, numa or none, not '%s'\n", val);
+            *rc_p = DL_EXIT_USAGE;
+        }
+        break;
+    }
+    return 1;
+}
+
 /* Returns 0, or the exit code to leave with (usage errors: 2, --help: 0 + 256). */
-static int parse_args(int argc, char **argv, options_t *opt)
+static int parse_args(int argc, char **argv, dl_options_t *opt)
 {
     double v;
-    int i;
+    int i, rc = 0;
 
     opt->np = 0;
     opt->grace_s = 3.0;
     opt->start_timeout_s = 60;
-    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+    opt->rsh = "ssh";
+    for (i = 1; i < argc && argv[i][0] == '-' && rc == 0; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
 
@@ -137,17 +156,23 @@ static int parse_args(int argc, char **argv, options_t *opt)
             return 256;
         } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
             opt->verbose = 1;
+        } else if (strcmp(a, "--dry-run") == 0) {
+            opt->dry_run = 1;
+        } else if (strcmp(a, "--agent") == 0) {
+            opt->agent = 1;
+        } else if (parse_string_option(opt, a, val, &rc)) {
+            i++;
         } else if (strcmp(a, "-np") == 0 || strcmp(a, "-n") == 0 || strcmp(a, "--np") == 0) {
-            if (parse_number(val, 1, MAX_RANKS, &v) != 0 || v != (int)v) {
-                fprintf(stderr, "dlaunch: %s needs a rank count in 1..%d\n", a, MAX_RANKS);
-                return EXIT_USAGE;
+            if (parse_number(val, 1, DL_MAX_RANKS, &v) != 0 || v != (int)v) {
+                fprintf(stderr, "dlaunch: %s needs a rank count in 1..%d\n", a, DL_MAX_RANKS);
+                return DL_EXIT_USAGE;
             }
             opt->np = (int)v;
             i++;
         } else if (strcmp(a, "--start-timeout") == 0) {
             if (parse_number(val, 1, 86400 * 7, &v) != 0 || v != (int)v) {
                 fprintf(stderr, "dlaunch: --start-timeout needs whole seconds >= 1\n");
-                return EXIT_USAGE;
+                return DL_EXIT_USAGE;
             }
             opt->start_timeout_s = (int)v;
             opt->start_timeout_given = 1;
@@ -155,30 +180,43 @@ static int parse_args(int argc, char **argv, options_t *opt)
         } else if (strcmp(a, "--grace") == 0) {
             if (parse_number(val, 0, 3600, &v) != 0) {
                 fprintf(stderr, "dlaunch: --grace needs seconds in 0..3600\n");
-                return EXIT_USAGE;
+                return DL_EXIT_USAGE;
             }
             opt->grace_s = v;
             i++;
         } else {
             fprintf(stderr, "dlaunch: unknown option %s\n", a);
             usage(stderr);
-            return EXIT_USAGE;
+            return DL_EXIT_USAGE;
         }
     }
-    if (opt->np == 0 || i >= argc) {
-        fprintf(stderr, "dlaunch: %s\n", opt->np == 0 ? "missing -np N" : "missing program");
+    if (rc != 0) {
+        return rc;
+    }
+    if (opt->agent) {
+        return 0; /* the job comes on stdin */
+    }
+    if ((opt->np == 0 && opt->hosts_arg == NULL && opt->hostfile == NULL &&
+         getenv("SLURM_JOB_NODELIST") == NULL) ||
+        i >= argc) {
+        fprintf(stderr, "dlaunch: %s\n", i >= argc ? "missing program" : "missing -np N");
         usage(stderr);
-        return EXIT_USAGE;
+        return DL_EXIT_USAGE;
     }
     opt->argv = &argv[i];
     return 0;
 }
 
+const char *dl_bind_name(dl_bind_t bind)
+{
+    return bind == DL_BIND_CORE ? "core" : bind == DL_BIND_NUMA ? "numa" : "none";
+}
+
 /* ---- Output ------------------------------------------------------------------------ */
 
-static void write_all(job_t *job, int fd, const struct iovec *iov, int iovcnt)
+void dl_write_all(dl_job_t *job, int fd, const struct iovec *iov, int iovcnt)
 {
-    struct iovec v[3];
+    struct iovec v[4];
     ssize_t n;
 
     if (fd == 1 && job->stdout_broken) {
@@ -205,28 +243,43 @@ static void write_all(job_t *job, int fd, const struct iovec *iov, int iovcnt)
     }
 }
 
-/* One writev per line, so lines of different ranks never interleave. */
-static void emit_line(job_t *job, const rank_t *r, const stream_t *s, const char *line,
-                      size_t len)
+/* One writev per line, so lines of different ranks never interleave. The agent
+ * sends "<fd> <rank> " lines to dlaunch instead (its stdout is the link). */
+void dl_emit_line(dl_job_t *job, int rank, int out_fd, const char *line, size_t len)
 {
-    char prefix[16];
-    int plen = snprintf(prefix, sizeof(prefix), "[%d] ", r->rank);
+    char prefix[32];
+    int plen = job->opt.agent ? snprintf(prefix, sizeof(prefix), "%d %d ", out_fd, rank)
+                              : snprintf(prefix, sizeof(prefix), "[%d] ", rank);
     struct iovec iov[3] = {{prefix, (size_t)plen}, {(void *)line, len}, {"\n", 1}};
 
-    write_all(job, s->out_fd, iov, 3);
+    dl_write_all(job, job->opt.agent ? 1 : out_fd, iov, 3);
 }
 
-static void stream_close(job_t *job, rank_t *r, stream_t *s)
+static void rank_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line, size_t len)
+{
+    dl_emit_line(job, ((dl_rank_t *)owner)->rank, s->out_fd, line, len);
+}
+
+int dl_stream_open(dl_stream_t *s, int fd, int out_fd)
+{
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    *s = (dl_stream_t){.fd = fd, .out_fd = out_fd, .buf = malloc(DL_MAX_LINE)};
+    return s->buf == NULL ? -1 : 0;
+}
+
+void dl_stream_close(dl_job_t *job, void *owner, dl_stream_t *s, dl_line_fn_t line_fn)
 {
     if (s->len > 0) {
-        emit_line(job, r, s, s->buf, s->len); /* the partial last line */
+        line_fn(job, owner, s, s->buf, s->len); /* the partial last line */
         s->len = 0;
     }
-    close(s->fd);
+    if (s->fd >= 0) {
+        close(s->fd);
+    }
     s->fd = -1;
 }
 
-static void stream_read(job_t *job, rank_t *r, stream_t *s)
+void dl_stream_read(dl_job_t *job, void *owner, dl_stream_t *s, dl_line_fn_t line_fn)
 {
     char chunk[16384];
     ssize_t n = read(s->fd, chunk, sizeof(chunk));
@@ -235,17 +288,17 @@ static void stream_read(job_t *job, rank_t *r, stream_t *s)
         return;
     }
     if (n <= 0) {
-        stream_close(job, r, s);
+        dl_stream_close(job, owner, s, line_fn);
         return;
     }
     for (ssize_t i = 0; i < n; i++) {
         if (chunk[i] == '\n') {
-            emit_line(job, r, s, s->buf, s->len);
+            line_fn(job, owner, s, s->buf, s->len);
             s->len = 0;
         } else {
             s->buf[s->len++] = chunk[i];
-            if (s->len == MAX_LINE) {
-                emit_line(job, r, s, s->buf, s->len);
+            if (s->len == DL_MAX_LINE) {
+                line_fn(job, owner, s, s->buf, s->len);
                 s->len = 0;
             }
         }
@@ -254,17 +307,18 @@ static void stream_read(job_t *job, rank_t *r, stream_t *s)
 
 /* ---- Ranks --------------------------------------------------------------------------- */
 
-static void signal_ranks(job_t *job, int sig)
+static void signal_ranks(dl_job_t *job, int sig)
 {
-    for (int i = 0; i < job->opt.np; i++) {
+    for (int i = 0; i < job->nranks; i++) {
         /* Also the groups of ranks that exited: their stray children must go too. */
         if (job->ranks[i].pid > 0) {
             kill(-job->ranks[i].pid, sig);
         }
     }
+    dl_agents_signal(job, sig);
 }
 
-static void stop_ranks(job_t *job, int sig)
+static void stop_ranks(dl_job_t *job, int sig)
 {
     uint64_t now = dc_now_ns();
 
@@ -273,16 +327,18 @@ static void stop_ranks(job_t *job, int sig)
         job->kill_at = now + (uint64_t)(job->opt.grace_s * 1e9);
     }
     if (job->nrunning > 0) {
-        VLOG("sending SIG%s to the ranks (SIGKILL in %.1f s)\n", sigabbrev_np(sig),
-             (double)(job->kill_at - DC_MIN(job->kill_at, now)) / 1e9);
+        DL_VLOG("sending SIG%s to the ranks (SIGKILL in %.1f s)\n", sigabbrev_np(sig),
+                (double)(job->kill_at - DC_MIN(job->kill_at, now)) / 1e9);
     }
     signal_ranks(job, sig);
 }
 
-static void fail_job(job_t *job, int code, const char *text)
+void dl_fail_job(dl_job_t *job, int code, const char *text)
 {
     fprintf(stderr, "dlaunch: %s\n", text);
-    dc_rdv_server_broadcast(job->server, text);
+    if (job->server != NULL) {
+        dc_rdv_server_broadcast(job->server, text);
+    }
     job->exit_code = code;
     stop_ranks(job, SIGTERM);
 }
@@ -295,13 +351,17 @@ static void set_env_int(const char *name, int value)
     setenv(name, text, 1);
 }
 
-/* In the child: own process group, default signals, pipes as stdout/stderr. */
-static void exec_rank(job_t *job, int rank, int out_fd, int err_fd)
+/* In the child: own process group, default signals, pipes as stdout/stderr,
+ * identity in the environment, bound to its core / NUMA node when asked. */
+static void exec_rank(dl_job_t *job, const dl_rank_t *r, int out_fd, int err_fd)
 {
+    const dl_host_t *host = &job->hosts[r->host];
+    int local_rank = r->rank - host->first_rank;
+
     setpgid(0, 0);
     signal(SIGPIPE, SIG_DFL);
     sigprocmask(SIG_SETMASK, &job->oldmask, NULL);
-    if (rank != 0) {
+    if (r->rank != 0) {
         int null_fd = open("/dev/null", O_RDONLY);
 
         if (null_fd >= 0) {
@@ -311,24 +371,33 @@ static void exec_rank(job_t *job, int rank, int out_fd, int err_fd)
     }
     dup2(out_fd, 1);
     dup2(err_fd, 2);
-    set_env_int("DCOMM_RANK", rank);
-    set_env_int("DCOMM_SIZE", job->opt.np);
-    set_env_int("DCOMM_LOCAL_RANK", rank);
-    set_env_int("DCOMM_LOCAL_SIZE", job->opt.np);
-    set_env_int("DCOMM_CROSS_RANK", 0);
-    set_env_int("DCOMM_CROSS_SIZE", 1);
+    set_env_int("DCOMM_RANK", r->rank);
+    set_env_int("DCOMM_SIZE", job->size);
+    set_env_int("DCOMM_LOCAL_RANK", local_rank);
+    set_env_int("DCOMM_LOCAL_SIZE", host->nranks);
+    set_env_int("DCOMM_CROSS_RANK", job->cross_rank + r->host);
+    set_env_int("DCOMM_CROSS_SIZE", job->cross_size);
     set_env_int("DCOMM_START_TIMEOUT", job->opt.start_timeout_s);
     setenv("DCOMM_RENDEZVOUS", job->rdv_addr, 1);
     setenv("DCOMM_JOB_SECRET", job->secret_hex, 1);
     setenv("DCOMM_JOB_ID", job->job_id, 1);
+    if (job->opt.bind != DL_BIND_NONE) {
+        char why[256];
+
+        if (dc_topology_bind_rank(dl_bind_name(job->opt.bind), local_rank, host->nranks, why,
+                                  sizeof(why)) != 0) {
+            fprintf(stderr, "dlaunch: cannot bind rank %d (--bind-to %s): %s\n", r->rank,
+                    dl_bind_name(job->opt.bind), why);
+            _exit(126);
+        }
+    }
     execvp(job->opt.argv[0], job->opt.argv);
     fprintf(stderr, "dlaunch: cannot execute %s: %s\n", job->opt.argv[0], strerror(errno));
     _exit(127);
 }
 
-static int spawn_rank(job_t *job, int rank)
+static int spawn_rank(dl_job_t *job, dl_rank_t *r)
 {
-    rank_t *r = &job->ranks[rank];
     int out[2], err[2];
     pid_t pid;
 
@@ -344,7 +413,7 @@ static int spawn_rank(job_t *job, int rank)
     fflush(stderr);
     pid = fork();
     if (pid == 0) {
-        exec_rank(job, rank, out[1], err[1]);
+        exec_rank(job, r, out[1], err[1]);
     }
     close(out[1]);
     close(err[1]);
@@ -354,67 +423,93 @@ static int spawn_rank(job_t *job, int rank)
         return -1;
     }
     setpgid(pid, pid); /* also here: no window where a signal misses the group */
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    fcntl(err[0], F_SETFL, O_NONBLOCK);
-    r->rank = rank;
     r->pid = pid;
     r->running = 1;
-    r->out = (stream_t){.fd = out[0], .out_fd = 1, .buf = malloc(MAX_LINE)};
-    r->err = (stream_t){.fd = err[0], .out_fd = 2, .buf = malloc(MAX_LINE)};
-    if (r->out.buf == NULL || r->err.buf == NULL) {
+    job->nrunning++;
+    if (dl_stream_open(&r->out, out[0], 1) != 0 || dl_stream_open(&r->err, err[0], 2) != 0) {
         return -1;
     }
-    job->nrunning++;
-    VLOG("started rank %d (pid %d): %s\n", rank, (int)pid, job->opt.argv[0]);
+    DL_VLOG("started rank %d (pid %d): %s\n", r->rank, (int)pid, job->opt.argv[0]);
     return 0;
 }
 
-static void rank_exited(job_t *job, rank_t *r, int wstatus)
+void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig)
 {
-    char text[128];
-    int code;
+    char text[DL_HOST_MAX + 160];
+    int n;
 
-    /* Print what the rank wrote before dying ahead of the verdict on it. */
-    for (int k = 0; k < 64 && (r->out.fd >= 0 || r->err.fd >= 0); k++) {
-        struct pollfd p[2] = {{.fd = r->out.fd, .events = POLLIN},
-                              {.fd = r->err.fd, .events = POLLIN}};
-
-        if (poll(p, 2, 0) <= 0) {
-            break;
-        }
-        if (p[0].revents) {
-            stream_read(job, r, &r->out);
-        }
-        if (p[1].revents) {
-            stream_read(job, r, &r->err);
-        }
-    }
     r->running = 0;
     job->nrunning--;
-    if (WIFSIGNALED(wstatus)) {
-        code = 128 + WTERMSIG(wstatus);
-        snprintf(text, sizeof(text), "rank %d killed by signal %d (%s)", r->rank,
-                 WTERMSIG(wstatus), strsignal(WTERMSIG(wstatus)));
+    if (job->opt.agent) {
+        char line[64];
+        struct iovec iov = {line, (size_t)snprintf(line, sizeof(line), "X %d %d %d\n", r->rank,
+                                                   code, sig)};
+
+        dl_write_all(job, 1, &iov, 1);
+        return;
+    }
+    if (sig != 0) {
+        code = 128 + sig;
+        n = snprintf(text, sizeof(text), "rank %d killed by signal %d (%s)", r->rank, sig,
+                     strsignal(sig));
     } else {
-        code = WEXITSTATUS(wstatus);
-        snprintf(text, sizeof(text), "rank %d exited with code %d", r->rank, code);
+        n = snprintf(text, sizeof(text), "rank %d exited with code %d", r->rank, code);
+    }
+    if (!job->hosts[r->host].local) {
+        snprintf(text + n, sizeof(text) - (size_t)n, " on host %s", job->hosts[r->host].name);
     }
     if (code != 0 && !job->stopping) {
-        fail_job(job, code, text);
+        dl_fail_job(job, code, text);
     } else {
-        VLOG("%s\n", text);
+        DL_VLOG("%s\n", text);
     }
 }
 
-static void reap_children(job_t *job)
+void dl_streams_drain(dl_job_t *job, void *owner, dl_stream_t *s[2], dl_line_fn_t fn[2],
+                      int rounds, int wait_ms)
+{
+    for (int k = 0; k < rounds && (s[0]->fd >= 0 || s[1]->fd >= 0); k++) {
+        struct pollfd p[2] = {{.fd = s[0]->fd, .events = POLLIN},
+                              {.fd = s[1]->fd, .events = POLLIN}};
+
+        if (poll(p, 2, wait_ms) <= 0) {
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (p[i].revents) {
+                dl_stream_read(job, owner, s[i], fn[i]);
+            }
+        }
+    }
+}
+
+static void rank_exited(dl_job_t *job, dl_rank_t *r, int wstatus)
+{
+    /* Print what the rank wrote before dying ahead of the verdict on it. */
+    dl_streams_drain(job, r, (dl_stream_t *[2]){&r->out, &r->err},
+                     (dl_line_fn_t[2]){rank_line, rank_line}, 64, 0);
+    if (WIFSIGNALED(wstatus)) {
+        dl_rank_ended(job, r, 0, WTERMSIG(wstatus));
+    } else {
+        dl_rank_ended(job, r, WEXITSTATUS(wstatus), 0);
+    }
+}
+
+static void reap_children(dl_job_t *job)
 {
     int wstatus;
     pid_t pid;
 
     while ((pid = waitpid(-1, &wstatus, WNOHANG)) > 0) {
-        for (int i = 0; i < job->opt.np; i++) {
+        for (int i = 0; i < job->nranks; i++) {
             if (job->ranks[i].pid == pid && job->ranks[i].running) {
                 rank_exited(job, &job->ranks[i], wstatus);
+                break;
+            }
+        }
+        for (int i = 0; i < job->nagents; i++) {
+            if (job->agents[i].pid == pid && job->agents[i].running) {
+                dl_agent_exited(job, &job->agents[i], wstatus);
                 break;
             }
         }
@@ -424,7 +519,7 @@ static void reap_children(job_t *job)
 
 /* ---- Event loop --------------------------------------------------------------------- */
 
-static void handle_signals(job_t *job)
+static void handle_signals(dl_job_t *job)
 {
     struct signalfd_siginfo si;
 
@@ -435,13 +530,15 @@ static void handle_signals(job_t *job)
             continue; /* reaped below, whatever the number of signals merged */
         }
         if (job->stopping && job->exit_code >= 128 && sig == SIGINT) {
-            VLOG("second SIGINT: killing the ranks now\n");
+            DL_VLOG("second SIGINT: killing the ranks now\n");
             job->kill_at = dc_now_ns();
             continue;
         }
         if (!job->stopping) {
-            fprintf(stderr, "dlaunch: received signal %d (%s); stopping the ranks\n", sig,
-                    strsignal(sig));
+            if (!job->opt.agent) {
+                fprintf(stderr, "dlaunch: received signal %d (%s); stopping the ranks\n", sig,
+                        strsignal(sig));
+            }
             job->exit_code = 128 + sig;
         }
         stop_ranks(job, sig);
@@ -454,12 +551,19 @@ static int ms_until(uint64_t t, uint64_t now)
     return t <= now ? 0 : (int)DC_MIN((t - now + 999999) / 1000000, 60000u);
 }
 
-static void check_timers(job_t *job, uint64_t now)
+static void check_timers(dl_job_t *job, uint64_t now)
 {
     if (job->stopping && !job->killed && job->nrunning > 0 && now >= job->kill_at) {
-        VLOG("grace period over: sending SIGKILL\n");
+        DL_VLOG("grace period over: sending SIGKILL\n");
         signal_ranks(job, SIGKILL);
         job->killed = 1;
+    }
+    if (job->killed && now >= job->kill_at + AGENT_KILL_NS) {
+        for (int i = 0; i < job->nagents; i++) {
+            if (job->agents[i].running) {
+                kill(-job->agents[i].pid, SIGKILL); /* unresponsive: its link goes too */
+            }
+        }
     }
     if (job->start_by != 0 && now >= job->start_by) {
         int seen = dc_rdv_server_ranks_seen(job->server, job->opt.np);
@@ -473,20 +577,20 @@ static void check_timers(job_t *job, uint64_t now)
                      "only %d of %d ranks connected to the rendezvous within %d s "
                      "(--start-timeout)",
                      seen, job->opt.np, job->opt.start_timeout_s);
-            fail_job(job, EXIT_START_TIMEOUT, text);
+            dl_fail_job(job, EXIT_START_TIMEOUT, text);
         }
     }
 }
 
-static int poll_timeout(job_t *job, uint64_t now, uint64_t drain_by)
+static int poll_timeout(dl_job_t *job, uint64_t now, uint64_t drain_by)
 {
-    int t = dc_rdv_server_timeout_ms(job->server);
+    int t = job->server ? dc_rdv_server_timeout_ms(job->server) : -1;
 
     if (t < 0) {
         t = 60000;
     }
-    if (job->stopping && !job->killed && job->nrunning > 0) {
-        t = DC_MIN(t, ms_until(job->kill_at, now));
+    if (job->stopping && job->nrunning > 0) {
+        t = DC_MIN(t, ms_until(job->killed ? job->kill_at + AGENT_KILL_NS : job->kill_at, now));
     }
     if (job->start_by != 0) {
         t = DC_MIN(t, ms_until(job->start_by, now));
@@ -497,20 +601,53 @@ static int poll_timeout(job_t *job, uint64_t now, uint64_t drain_by)
     return t;
 }
 
-static void run_loop(job_t *job)
+typedef struct poll_set {
+    struct pollfd *pfds;
+    dl_stream_t **streams;
+    void **owners;
+    dl_line_fn_t *fns;
+    int n;
+} poll_set_t;
+
+static void poll_add(poll_set_t *ps, dl_stream_t *s, void *owner, dl_line_fn_t fn)
 {
-    struct pollfd *pfds = calloc((size_t)(2 + 2 * job->opt.np), sizeof(*pfds));
-    stream_t **streams = calloc((size_t)(2 * job->opt.np), sizeof(*streams));
-    rank_t **owners = calloc((size_t)(2 * job->opt.np), sizeof(*owners));
+    if (s->fd >= 0) {
+        ps->pfds[ps->n] = (struct pollfd){.fd = s->fd, .events = POLLIN};
+        ps->streams[ps->n] = s;
+        ps->owners[ps->n] = owner;
+        ps->fns[ps->n++] = fn;
+    }
+}
+
+/* Streams of ranks and agents after the fixed descriptors; returns their count. */
+static int poll_streams(dl_job_t *job, poll_set_t *ps, int fixed)
+{
+    ps->n = fixed;
+    for (int i = 0; i < job->nranks; i++) {
+        poll_add(ps, &job->ranks[i].out, &job->ranks[i], rank_line);
+        poll_add(ps, &job->ranks[i].err, &job->ranks[i], rank_line);
+    }
+    for (int i = 0; i < job->nagents; i++) {
+        poll_add(ps, &job->agents[i].out, &job->agents[i], dl_agent_line);
+        poll_add(ps, &job->agents[i].err, &job->agents[i], dl_agent_err_line);
+    }
+    return ps->n - fixed;
+}
+
+static void run_loop(dl_job_t *job)
+{
+    size_t cap = (size_t)(3 + 2 * job->nranks + 2 * job->nagents);
+    poll_set_t ps = {calloc(cap, sizeof(struct pollfd)), calloc(cap, sizeof(dl_stream_t *)),
+                     calloc(cap, sizeof(void *)), calloc(cap, sizeof(dl_line_fn_t)), 0};
     uint64_t drain_by = 0;
 
-    if (pfds == NULL || streams == NULL || owners == NULL) {
+    if (ps.pfds == NULL || ps.streams == NULL || ps.owners == NULL || ps.fns == NULL) {
         fprintf(stderr, "dlaunch: out of memory\n");
         stop_ranks(job, SIGKILL);
-        drain_by = dc_now_ns();
+        goto out;
     }
     for (;;) {
-        int n = 0, ns = 0;
+        int fixed = 0, ns;
         uint64_t now;
 
         if (job->nrunning == 0 && drain_by == 0) {
@@ -518,54 +655,117 @@ static void run_loop(job_t *job)
             signal_ranks(job, SIGKILL);
             drain_by = dc_now_ns() + DRAIN_TIMEOUT_MS * 1000000ull;
         }
-        for (int i = 0; pfds != NULL && i < job->opt.np; i++) {
-            stream_t *pair[2] = {&job->ranks[i].out, &job->ranks[i].err};
-
-            for (int k = 0; k < 2; k++) {
-                if (pair[k]->fd >= 0) {
-                    pfds[2 + ns] = (struct pollfd){.fd = pair[k]->fd, .events = POLLIN};
-                    streams[ns] = pair[k];
-                    owners[ns++] = &job->ranks[i];
-                }
-            }
-        }
+        ps.pfds[fixed++] = (struct pollfd){.fd = job->sigfd, .events = POLLIN};
+        ps.pfds[fixed++] = (struct pollfd){
+            .fd = job->server ? dc_rdv_server_fd(job->server) : -1, .events = POLLIN};
+        ps.pfds[fixed++] = (struct pollfd){.fd = job->ctl_fd, .events = POLLIN};
+        ns = poll_streams(job, &ps, fixed);
         now = dc_now_ns();
         if (drain_by != 0 && (ns == 0 || now >= drain_by)) {
             break;
         }
-        pfds[n++] = (struct pollfd){.fd = job->sigfd, .events = POLLIN};
-        pfds[n++] = (struct pollfd){.fd = dc_rdv_server_fd(job->server), .events = POLLIN};
-        if (poll(pfds, (nfds_t)(n + ns), poll_timeout(job, now, drain_by)) < 0 &&
+        if (poll(ps.pfds, (nfds_t)ps.n, poll_timeout(job, now, drain_by)) < 0 &&
             errno != EINTR) {
             fprintf(stderr, "dlaunch: poll: %s\n", strerror(errno));
             break;
         }
-        if (pfds[0].revents) {
+        if (ps.pfds[0].revents) {
             handle_signals(job);
         }
-        dc_rdv_server_progress(job->server);
-        for (int k = 0; k < ns; k++) {
-            if (pfds[2 + k].revents) {
-                stream_read(job, owners[k], streams[k]);
+        if (job->server != NULL) {
+            dc_rdv_server_progress(job->server);
+        }
+        if (ps.pfds[2].revents) {
+            dl_agent_control(job);
+        }
+        for (int k = fixed; k < ps.n; k++) {
+            if (ps.pfds[k].revents && ps.streams[k]->fd == ps.pfds[k].fd) {
+                dl_stream_read(job, ps.owners[k], ps.streams[k], ps.fns[k]);
             }
         }
         check_timers(job, dc_now_ns());
     }
-    free(pfds);
-    free(streams);
-    free(owners);
+out:
+    free(ps.pfds);
+    free(ps.streams);
+    free(ps.owners);
+    free(ps.fns);
 }
 
 /* ---- Setup ------------------------------------------------------------------------- */
 
-static int setup_server(job_t *job)
+/* The IPv4 address of interface ifname, or (NULL) of the first one that is up
+ * and not loopback. */
+static int interface_addr(const char *ifname, char *buf, size_t cap)
 {
-    const char *bind_addr = getenv("DCOMM_RDV_ADDR");
+    struct ifaddrs *list, *ifa;
+    int rc = -1;
+
+    if (getifaddrs(&list) != 0) {
+        return -1;
+    }
+    for (ifa = list; ifa != NULL && rc != 0; ifa = ifa->ifa_next) {
+        if (ifa->ifa_addr == NULL || ifa->ifa_addr->sa_family != AF_INET ||
+            (ifname != NULL ? strcmp(ifa->ifa_name, ifname) != 0
+                            : (ifa->ifa_flags & IFF_LOOPBACK) || !(ifa->ifa_flags & IFF_UP))) {
+            continue;
+        }
+        if (inet_ntop(AF_INET, &((struct sockaddr_in *)ifa->ifa_addr)->sin_addr, buf,
+                      (socklen_t)cap) != NULL) {
+            rc = 0;
+        }
+    }
+    freeifaddrs(list);
+    return rc;
+}
+
+static int any_remote(const dl_job_t *job)
+{
+    for (int h = 0; h < job->nhosts; h++) {
+        if (!job->hosts[h].local && job->hosts[h].nranks > 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The address to bind and the one ranks are told: --ifname's address, else
+ * DCOMM_RDV_ADDR, else loopback for a local job or every interface (advertised
+ * as the first non-loopback address) when ranks run elsewhere. */
+static int rdv_addresses(const dl_job_t *job, char *bind_addr, char *advertised, size_t cap)
+{
+    const char *env = getenv("DCOMM_RDV_ADDR");
+    int remote = any_remote(job);
+
+    if (job->opt.ifname != NULL) {
+        if (interface_addr(job->opt.ifname, bind_addr, cap) != 0) {
+            fprintf(stderr, "dlaunch: --ifname %s: no such interface with an IPv4 address\n",
+                    job->opt.ifname);
+            return -1;
+        }
+    } else {
+        snprintf(bind_addr, cap, "%s", env && *env ? env : remote ? "0.0.0.0" : "127.0.0.1");
+    }
+    if (strcmp(bind_addr, "0.0.0.0") != 0) {
+        snprintf(advertised, cap, "%s", bind_addr);
+    } else if (!remote) {
+        snprintf(advertised, cap, "127.0.0.1"); /* local ranks reach a wildcard this way */
+    } else if (interface_addr(NULL, advertised, cap) != 0) {
+        fprintf(stderr, "dlaunch: no network interface that other hosts could reach the "
+                        "rendezvous through; use --ifname or DCOMM_RDV_ADDR\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int setup_server(dl_job_t *job)
+{
+    char bind_addr[64], advertised[64];
     uint8_t secret[DC_AUTH_SECRET_LEN];
     uint8_t id[16];
 
-    if (bind_addr == NULL || *bind_addr == '\0') {
-        bind_addr = "127.0.0.1";
+    if (rdv_addresses(job, bind_addr, advertised, sizeof(bind_addr)) != 0) {
+        return -1;
     }
     dc_auth_random(secret, sizeof(secret));
     dc_auth_random(id, sizeof(id));
@@ -577,16 +777,17 @@ static int setup_server(job_t *job)
         fprintf(stderr, "dlaunch: %s\n", dc_error_get());
         return -1;
     }
-    /* Local ranks reach a wildcard listener through loopback. */
-    snprintf(job->rdv_addr, sizeof(job->rdv_addr), "%s:%d",
-             strcmp(bind_addr, "0.0.0.0") == 0 ? "127.0.0.1" : bind_addr,
+    snprintf(job->rdv_addr, sizeof(job->rdv_addr), "%s:%d", advertised,
              dc_rdv_server_port(job->server));
-    VLOG("rendezvous server on %s:%d (job %s), advertised as %s\n", bind_addr,
-         dc_rdv_server_port(job->server), job->job_id, job->rdv_addr);
+    DL_VLOG("rendezvous server on %s:%d (job %s), advertised as %s\n", bind_addr,
+            dc_rdv_server_port(job->server), job->job_id, job->rdv_addr);
+    if (job->opt.ifname != NULL) {
+        setenv("DCOMM_IFNAME", job->opt.ifname, 1); /* the ranks' tcp transport too */
+    }
     return 0;
 }
 
-static int setup_signals(job_t *job)
+static int setup_signals(dl_job_t *job)
 {
     sigset_t mask;
 
@@ -605,7 +806,7 @@ static int setup_signals(job_t *job)
     return job->sigfd < 0 ? -1 : 0;
 }
 
-static void configure_logging(const job_t *job)
+static void configure_logging(const dl_job_t *job)
 {
     const char *env = getenv("DCOMM_LOG_LEVEL");
     int level = env ? dc_log_level_parse(env) : -1;
@@ -617,49 +818,132 @@ static void configure_logging(const job_t *job)
     }
 }
 
+static void print_plan(const dl_job_t *job)
+{
+    printf("%d ranks on %d hosts (rsh '%s', bind-to %s)\n", job->opt.np, job->nhosts,
+           job->opt.rsh, dl_bind_name(job->opt.bind));
+    for (int h = 0; h < job->nhosts; h++) {
+        const dl_host_t *host = &job->hosts[h];
+
+        printf("host %d %s slots %d ranks %d-%d %s\n", h, host->name, host->slots,
+               host->first_rank, host->first_rank + host->nranks - 1,
+               host->local ? "local" : "remote");
+    }
+}
+
+/* Local ranks of the job: every rank on a local host. */
+static int start_local_ranks(dl_job_t *job)
+{
+    for (int h = 0; h < job->nhosts; h++) {
+        for (int i = 0; job->hosts[h].local && i < job->hosts[h].nranks; i++) {
+            dl_rank_t *r = &job->ranks[job->hosts[h].first_rank - job->rank_base + i];
+
+            if (spawn_rank(job, r) != 0) {
+                char text[128];
+
+                snprintf(text, sizeof(text), "cannot start rank %d: %s", r->rank,
+                         strerror(errno));
+                dl_fail_job(job, 1, text);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int prepare(dl_job_t *job)
+{
+    int rc;
+
+    if (job->opt.agent) {
+        return dl_agent_read_job(job) == 0 ? 0 : 1;
+    }
+    rc = dl_hosts_plan(job);
+    if (rc != 0) {
+        return rc;
+    }
+    if (job->opt.dry_run) {
+        print_plan(job);
+        return 256;
+    }
+    job->nranks = job->size = job->opt.np;
+    job->cross_size = job->nhosts;
+    job->ranks = calloc((size_t)job->nranks, sizeof(*job->ranks));
+    if (job->ranks == NULL) {
+        return 1;
+    }
+    for (int h = 0; h < job->nhosts; h++) {
+        for (int i = 0; i < job->hosts[h].nranks; i++) {
+            dl_rank_t *r = &job->ranks[job->hosts[h].first_rank + i];
+
+            *r = (dl_rank_t){.rank = job->hosts[h].first_rank + i, .host = h};
+            r->out.fd = r->err.fd = -1;
+        }
+    }
+    return 0;
+}
+
+static void finish(dl_job_t *job)
+{
+    for (int i = 0; i < job->nagents; i++) {
+        if (job->agents[i].running) {
+            kill(-job->agents[i].pid, SIGKILL);
+        }
+    }
+    reap_children(job);
+    for (int i = 0; i < job->nranks; i++) {
+        dl_stream_close(job, &job->ranks[i], &job->ranks[i].out, rank_line);
+        dl_stream_close(job, &job->ranks[i], &job->ranks[i].err, rank_line);
+        free(job->ranks[i].out.buf);
+        free(job->ranks[i].err.buf);
+    }
+    for (int i = 0; i < job->nagents; i++) {
+        dl_stream_close(job, &job->agents[i], &job->agents[i].out, dl_agent_line);
+        dl_stream_close(job, &job->agents[i], &job->agents[i].err, dl_agent_err_line);
+        free(job->agents[i].out.buf);
+        free(job->agents[i].err.buf);
+        if (job->agents[i].in_fd >= 0) {
+            close(job->agents[i].in_fd);
+        }
+    }
+    if (job->server != NULL) {
+        dc_rdv_server_destroy(job->server);
+    }
+    close(job->sigfd);
+    free(job->ranks);
+    free(job->agents);
+    free(job->hosts);
+}
+
 int main(int argc, char **argv)
 {
-    job_t job = {.sigfd = -1};
+    dl_job_t job = {.sigfd = -1, .ctl_fd = -1};
     int rc = parse_args(argc, argv, &job.opt);
 
     if (rc != 0) {
         return rc == 256 ? 0 : rc;
     }
-    verbose = job.opt.verbose;
+    dl_verbose = job.opt.verbose;
     configure_logging(&job);
-    job.ranks = calloc((size_t)job.opt.np, sizeof(*job.ranks));
-    if (job.ranks == NULL || setup_signals(&job) != 0 || setup_server(&job) != 0) {
-        fprintf(stderr, "dlaunch: cannot start: %s\n", strerror(errno));
+    rc = prepare(&job);
+    if (rc != 0) {
+        free(job.hosts);
+        return rc == 256 ? 0 : rc;
+    }
+    if (setup_signals(&job) != 0 || (!job.opt.agent && setup_server(&job) != 0)) {
+        fprintf(stderr, "dlaunch: cannot start: %s\n", errno ? strerror(errno) : "see above");
         return 1;
     }
-    for (int i = 0; i < job.opt.np; i++) {
-        job.ranks[i].out.fd = job.ranks[i].err.fd = -1;
-    }
-    for (int i = 0; i < job.opt.np; i++) {
-        if (spawn_rank(&job, i) != 0) {
-            char text[128];
-
-            snprintf(text, sizeof(text), "cannot start rank %d: %s", i, strerror(errno));
-            fail_job(&job, 1, text);
-            break;
+    if (start_local_ranks(&job) == 0 && !job.opt.agent) {
+        if (dl_agents_start(&job) != 0) {
+            dl_fail_job(&job, 1, "cannot start the remote agents");
         }
     }
-    job.start_by = dc_now_ns() + (uint64_t)job.opt.start_timeout_s * 1000000000ull;
+    job.start_by = job.opt.agent ? 0
+                                 : dc_now_ns() + (uint64_t)job.opt.start_timeout_s * 1000000000ull;
     run_loop(&job);
-    reap_children(&job);
-    for (int i = 0; i < job.opt.np; i++) {
-        stream_t *pair[2] = {&job.ranks[i].out, &job.ranks[i].err};
-
-        for (int k = 0; k < 2; k++) {
-            if (pair[k]->fd >= 0) {
-                stream_close(&job, &job.ranks[i], pair[k]);
-            }
-            free(pair[k]->buf);
-        }
-    }
-    VLOG("all ranks done, exit code %d\n", job.exit_code);
-    dc_rdv_server_destroy(job.server);
-    close(job.sigfd);
-    free(job.ranks);
-    return job.exit_code;
+    rc = job.exit_code;
+    finish(&job);
+    DL_VLOG("all ranks done, exit code %d\n", rc);
+    return rc;
 }

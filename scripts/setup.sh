@@ -7,6 +7,8 @@ packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-
           libopenblas-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist"
 # The Python package's tests and example (plugins/python, tests/python).
 packages="$packages python3-numpy python3-pytest python3-torch dataset-fashion-mnist"
+# The multi-host suite (tests/multihost): network namespaces and veth pairs.
+packages="$packages iproute2"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -10,6 +10,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 # A sleep nobody else runs: "sleep 300.<pid>" is how we find leftovers.
 MARK="300.$$"
+RSH="$(dirname "$0")/fake_rsh.sh"
 
 fail() { echo "FAIL [$CASE]: $*"; echo "--- stdout"; cat "$TMP/out"; echo "--- stderr"; cat "$TMP/err"; exit 1; }
 expect_rc() { [ "$RC" -eq "$1" ] || fail "exit code $RC, expected $1"; }
@@ -120,6 +121,74 @@ events)
     expect_rc 5
     expect_err "dlaunch: rank 1 exited with code 5"
     expect_out "[0] event: rank 1 exited with code 5"
+    ;;
+hosts)
+    # Host lists: -H (repeats add up), --hostfile, Slurm's node list; --dry-run.
+    run -H a:2,b,a:1 --dry-run true
+    expect_rc 0
+    expect_out "4 ranks on 2 hosts"
+    expect_out "host 0 a slots 3 ranks 0-2 remote"
+    expect_out "host 1 b slots 1 ranks 3-3 remote"
+    printf '# cluster\nn1 slots=2\nlocalhost slots=3 # this machine\n\n' >"$TMP/hf"
+    run --hostfile "$TMP/hf" -np 4 --dry-run true
+    expect_rc 0
+    expect_out "host 0 n1 slots 2 ranks 0-1 remote"
+    expect_out "host 1 localhost slots 3 ranks 2-3 local"
+    SLURM_JOB_NODELIST='gpu[01-03,7],cpu9' SLURM_TASKS_PER_NODE='2(x3),1,4' run --dry-run true
+    expect_rc 0
+    expect_out "11 ranks on 5 hosts"
+    expect_out "host 2 gpu03 slots 2 ranks 4-5"
+    expect_out "host 3 gpu7 slots 1 ranks 6-6"
+    expect_out "host 4 cpu9 slots 4 ranks 7-10"
+    run -H a:2 -np 3 true
+    expect_rc 2
+    expect_err "-np 3 is more than the 2 slots"
+    run -H a:x true
+    expect_rc 2
+    expect_err "slots after ':' must be a number"
+    printf 'n1 slots=two\n' >"$TMP/hf"
+    run --hostfile "$TMP/hf" true
+    expect_rc 2
+    expect_err "line 1: expected 'host slots=N'"
+    run --bind-to socket -np 1 true
+    expect_rc 2
+    expect_err "--bind-to takes core, numa or none"
+    ;;
+remote)
+    # Two "hosts" through an rsh stand-in that runs the agent here.
+    run -H a:2,b:2 --rsh "$RSH" -- sh -c 'echo "id $DCOMM_RANK/$DCOMM_SIZE local $DCOMM_LOCAL_RANK/$DCOMM_LOCAL_SIZE cross $DCOMM_CROSS_RANK/$DCOMM_CROSS_SIZE tune $DCOMM_TUNE"; echo "err $DCOMM_RANK" >&2'
+    expect_rc 0
+    expect_out "[0] id 0/4 local 0/2 cross 0/2"
+    expect_out "[3] id 3/4 local 1/2 cross 1/2"
+    expect_err "[2] err 2"
+    DCOMM_TUNE=x run -H a:1,b:1 --rsh "$RSH" -- sh -c 'echo "tune $DCOMM_TUNE"'
+    expect_out "[1] tune x"
+    run -H a:1,b:1 --rsh "$RSH" --bind-to core -- sh -c 'grep Cpus_allowed_list /proc/self/status'
+    expect_rc 0
+    expect_out "[1] Cpus_allowed_list:"
+    ;;
+remote_fail)
+    # A remote rank killed is named with its host; the others are stopped.
+    run -H a:2,b:2 --rsh "$RSH" --grace 1 sh -c "if [ \$DCOMM_RANK = 3 ]; then sleep 0.3; kill -9 \$\$; fi; exec sleep $MARK"
+    expect_rc 137
+    expect_err "dlaunch: rank 3 killed by signal 9 (Killed) on host b"
+    no_leftovers
+    # An rsh that cannot run: the ranks of that host are reported lost.
+    run -H a:1,b:1 --rsh /nonexistent/rsh true
+    [ "$RC" -ne 0 ] || fail "a missing rsh command passed"
+    expect_err "rank 0 lost: the agent on host a"
+    expect_err "cannot execute the rsh command"
+    ;;
+remote_kill)
+    # dlaunch killed outright: the agents see their stdin close and stop the ranks.
+    "$DLAUNCH" -H a:2,b:2 --rsh "$RSH" sh -c "echo started; exec sleep $MARK" >"$TMP/out" 2>"$TMP/err" &
+    PID=$!
+    i=0
+    while [ "$(grep -c started "$TMP/out")" -lt 4 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -KILL $PID
+    wait $PID
+    sleep 1
+    no_leftovers
     ;;
 *)
     echo "unknown case $CASE"

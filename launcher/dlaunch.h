@@ -1,0 +1,167 @@
+/* dlaunch's parts: the host list (dlaunch_hosts.c), the remote side through an
+ * rsh agent (dlaunch_remote.c) and the event loop with local ranks (dlaunch.c).
+ *
+ * Remote hosts: dlaunch runs `RSH... HOST DLAUNCH --agent` once per host. The
+ * agent reads its job (environment, identity, program) from stdin, starts its
+ * ranks, and writes one line per event to stdout:
+ *   "1 <rank> <text>" / "2 <rank> <text>"  a line the rank wrote to stdout / stderr
+ *   "X <rank> <code> <signal>"              the rank ended (signal 0: it exited)
+ *   "F <text>"                              the agent cannot go on (and says why)
+ * dlaunch writes "K <signal>" lines to the agent's stdin to signal its ranks;
+ * end of file there (dlaunch gone) makes the agent stop its ranks. */
+#ifndef DLAUNCH_H
+#define DLAUNCH_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "rdv.h"
+
+#define DL_MAX_RANKS   1024
+#define DL_MAX_LINE    (64 * 1024) /* a longer line is cut and flushed in pieces */
+#define DL_HOST_MAX    256
+#define DL_EXIT_USAGE  2
+
+typedef struct dl_host {
+    char name[DL_HOST_MAX];
+    int slots;
+    int first_rank; /* ranks first_rank .. first_rank + nranks - 1 run here */
+    int nranks;
+    int local;      /* this machine: ranks are started directly, no agent */
+} dl_host_t;
+
+typedef struct dl_stream {
+    int fd;      /* read end of the pipe; -1 once closed */
+    int out_fd;  /* 1 or 2 */
+    char *buf;   /* the unfinished line */
+    size_t len;
+} dl_stream_t;
+
+typedef struct dl_rank {
+    int rank;
+    int host;  /* index into job->hosts */
+    pid_t pid; /* local ranks: also its process group; 0 for remote ones */
+    int running;
+    dl_stream_t out;
+    dl_stream_t err;
+} dl_rank_t;
+
+typedef struct dl_agent {
+    int host;       /* index into job->hosts */
+    pid_t pid;      /* the rsh process (its own process group) */
+    int running;
+    int in_fd;      /* its stdin: "K <sig>" lines; -1 once closed */
+    dl_stream_t out; /* protocol lines */
+    dl_stream_t err; /* the rsh command's own messages, prefixed [host] */
+} dl_agent_t;
+
+typedef enum dl_bind { DL_BIND_NONE = 0, DL_BIND_CORE, DL_BIND_NUMA } dl_bind_t;
+
+typedef struct dl_options {
+    int np;
+    double grace_s;
+    int start_timeout_s;
+    int start_timeout_given;
+    int verbose;
+    const char *hosts_arg;  /* -H */
+    const char *hostfile;   /* --hostfile */
+    const char *rsh;        /* --rsh, default "ssh" */
+    const char *ifname;     /* --ifname */
+    dl_bind_t bind;
+    int dry_run;            /* --dry-run: print the plan, start nothing */
+    int agent;              /* --agent: the remote side (internal) */
+    char **argv;
+} dl_options_t;
+
+typedef struct dl_job {
+    dl_options_t opt;
+    dl_host_t *hosts;
+    int nhosts;
+    dl_rank_t *ranks;     /* [np] (the agent: its own ranks only) */
+    int rank_base;        /* rank of ranks[0]: 0, in the agent its first rank */
+    int nranks;           /* entries of ranks */
+    dl_agent_t *agents;   /* [nagents] */
+    int nagents;
+    int nrunning;
+    dc_rdv_server_t *server;
+    int sigfd;
+    sigset_t oldmask;
+    char rdv_addr[80];
+    char secret_hex[2 * DC_AUTH_SECRET_LEN + 1];
+    char job_id[33];
+    int exit_code;       /* of the first failure (or 128 + signal received) */
+    int stopping;        /* ranks were told to stop */
+    int killed;          /* SIGKILL was sent */
+    uint64_t kill_at;    /* when to escalate to SIGKILL */
+    uint64_t start_by;   /* start-timeout deadline; 0 once checked */
+    int stdout_broken;
+    /* Agent only: identity of this host's ranks, and the link to dlaunch. */
+    int size, cross_rank, cross_size;
+    int ctl_fd;          /* stdin: commands from dlaunch; -1 once closed */
+} dl_job_t;
+
+extern int dl_verbose;
+
+#define DL_VLOG(...)                                                                       \
+    do {                                                                                   \
+        if (dl_verbose) {                                                                  \
+            fprintf(stderr, "dlaunch: " __VA_ARGS__);                                      \
+        }                                                                                  \
+    } while (0)
+
+/* ---- hosts (dlaunch_hosts.c) ---- */
+
+/* Builds job->hosts from -H, --hostfile or a Slurm allocation (in that order;
+ * none of them: one local host with np slots), assigns ranks to hosts in order
+ * (np 0: every slot) and marks the hosts that are this machine. Returns 0, or
+ * prints why to stderr and returns DL_EXIT_USAGE. */
+int dl_hosts_plan(dl_job_t *job);
+/* Parses "a:2,b,c:4" (slots default 1); names repeat = slots add up. */
+int dl_hosts_parse_list(const char *text, dl_host_t **hosts_p, int *n_p, char *why,
+                        size_t whylen);
+/* Expands a Slurm node list "n[01-03,7],gpu1" with its tasks per node
+ * "2(x3),1" (NULL: 1 each). */
+int dl_hosts_parse_slurm(const char *nodelist, const char *tasks, dl_host_t **hosts_p,
+                         int *n_p, char *why, size_t whylen);
+
+/* ---- output and ranks (dlaunch.c) ---- */
+
+void dl_write_all(dl_job_t *job, int fd, const struct iovec *iov, int iovcnt);
+/* One line of a rank: "[rank] text" on out_fd (the agent: a protocol line). */
+void dl_emit_line(dl_job_t *job, int rank, int out_fd, const char *line, size_t len);
+/* Reads what is there; calls line_fn for every complete line (and cut pieces). */
+typedef void (*dl_line_fn_t)(dl_job_t *job, void *owner, dl_stream_t *s, const char *line,
+                             size_t len);
+void dl_stream_read(dl_job_t *job, void *owner, dl_stream_t *s, dl_line_fn_t line_fn);
+void dl_stream_close(dl_job_t *job, void *owner, dl_stream_t *s, dl_line_fn_t line_fn);
+int dl_stream_open(dl_stream_t *s, int fd, int out_fd);
+/* Reads both streams until they have nothing more (at most rounds polls of
+ * wait_ms each): a process's last output before its verdict. */
+void dl_streams_drain(dl_job_t *job, void *owner, dl_stream_t *s[2], dl_line_fn_t fn[2],
+                      int rounds, int wait_ms);
+/* A rank ended: prints the verdict, fails the job when it failed. */
+void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig);
+void dl_fail_job(dl_job_t *job, int code, const char *text);
+
+/* ---- remote hosts (dlaunch_remote.c) ---- */
+
+/* dlaunch side: starts the agent of every remote host. */
+int dl_agents_start(dl_job_t *job);
+void dl_agents_signal(dl_job_t *job, int sig);
+/* The agent's pid was reaped. */
+void dl_agent_exited(dl_job_t *job, dl_agent_t *a, int wstatus);
+void dl_agent_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line, size_t len);
+void dl_agent_err_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line,
+                       size_t len);
+/* Agent side: reads the job from stdin into job; 0 on success. */
+int dl_agent_read_job(dl_job_t *job);
+/* Agent side: handles the commands on stdin (K <sig>, end of file). */
+void dl_agent_control(dl_job_t *job);
+
+/* ---- binding (transports/topology.c through dlaunch.c) ---- */
+const char *dl_bind_name(dl_bind_t bind);
+
+#endif
