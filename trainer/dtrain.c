@@ -203,8 +203,9 @@ static void load_set(const char *dir, const char *prefix, long limit, dataset_t 
     snprintf(lpath, sizeof(lpath), "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
     if (idx_load(ipath, 3, &d->images_idx, err, sizeof(err)) != 0 ||
         idx_load(lpath, 1, &d->labels_idx, err, sizeof(err)) != 0) {
+        int missing = access(ipath, F_OK) != 0 || access(lpath, F_OK) != 0;
         die("%s%s", err,
-            errno == ENOENT ? " (install the Debian package dataset-fashion-mnist, or pass --data-dir)" : "");
+            missing ? " (install the Debian package dataset-fashion-mnist, or pass --data-dir)" : "");
     }
     if (d->images_idx.rows != MODEL_IMAGE || d->images_idx.cols != MODEL_IMAGE) {
         die("%s: images are %dx%d, the model takes %dx%d", ipath, d->images_idx.rows,
