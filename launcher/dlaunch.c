@@ -910,6 +910,12 @@ static void finish(dl_job_t *job)
         dc_rdv_server_destroy(job->server);
     }
     close(job->sigfd);
+    if (job->opt.agent && job->opt.argv != NULL) {
+        for (char **a = job->opt.argv; *a != NULL; a++) {
+            free(*a); /* the agent's copy of the program's arguments */
+        }
+        free(job->opt.argv);
+    }
     free(job->ranks);
     free(job->agents);
     free(job->hosts);
