@@ -26,8 +26,9 @@
 #define GROUP_MAGIC      0x64636f6d6d677270ull /* "dcommgrp" */
 #define GROUP_VERSION    1
 #define GROUP_SLICE_NS   100000000ull /* sleep slice: liveness checks this often */
-#define GROUP_SPIN       4000         /* polls before sleeping while ranks <= cores */
+#define GROUP_SPIN       256          /* polls (~6 us) before yielding while ranks <= cores */
 #define GROUP_SPIN_OVER  16           /* ... when ranks outnumber cores */
+#define GROUP_YIELDS     256          /* then yields of the core before sleeping */
 
 /* Start of the segment. */
 typedef struct group_hdr {
@@ -306,6 +307,7 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
     g->me = my_index;
     g->timeout_ms = timeout_ms;
     g->spin = n <= cpus_usable() ? GROUP_SPIN : GROUP_SPIN_OVER;
+    g->yields = GROUP_YIELDS;
     chunk_bytes = chunk_bytes == 0 ? DC_SHM_GROUP_CHUNK_DEFAULT : chunk_bytes;
     g->chunk = (DC_MAX(chunk_bytes, DC_SHM_GROUP_CHUNK_MIN) + 4095) & ~(size_t)4095;
     g->size = segment_size(n, g->chunk);
@@ -444,6 +446,15 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
+    }
+    /* The peer may be waiting for our core (other work on the machine, or
+     * more ranks than cores): hand it the core a few times before paying a
+     * futex round trip. */
+    for (int i = 0; i < g->yields; i++) {
+        sched_yield();
+        if (step_reached(atomic_load_explicit(word, memory_order_acquire), step)) {
+            return DCOMM_OK;
+        }
     }
     uint64_t start = dc_now_ns(), deadline = dc_deadline_ms(g->timeout_ms);
     for (;;) {

@@ -2,8 +2,8 @@
  * A shared segment for the ranks of one host (shm-direct collectives): each
  * member has two input slots of one chunk, there are two result chunks, and
  * each member publishes per-chunk sequence numbers that the others wait on
- * (spinning briefly, then sleeping on the word's futex). Created once, reused
- * for every collective; the memory is a memfd shared through /proc/<pid>/fd
+ * (spinning briefly, yielding the core, then sleeping on the word's futex).
+ * Created once, reused for every collective; the memory is a memfd shared through /proc/<pid>/fd
  * like the shm transport's segments, so nothing is left in /dev/shm.
  */
 #ifndef DC_SHM_GROUP_H
@@ -45,7 +45,8 @@ struct dc_shm_group {
     size_t chunk;       /* bytes per slot (a multiple of 4096) */
     uint32_t step;      /* last step this member used; the same on every member */
     int timeout_ms;     /* <= 0: wait forever */
-    int spin;           /* polls before sleeping */
+    int spin;           /* polls before yielding */
+    int yields;         /* yields of the core before sleeping */
     int failed;         /* an earlier collective failed: members are out of step */
     void *base;         /* the mapping */
     size_t size;
@@ -87,8 +88,8 @@ static inline uint8_t *dc_shm_group_result(const dc_shm_group_t *g, int b)
  * written) and wakes peers sleeping on it. */
 void dc_shm_group_post(dc_shm_group_t *g, dc_shm_group_seq_t which, uint32_t step);
 
-/* Waits until member r's seq[which] has reached step: spins briefly, then
- * sleeps on the futex. DCOMM_ERR_TIMEOUT after timeout_ms, DCOMM_ERR_PEER_LOST
+/* Waits until member r's seq[which] has reached step: spins briefly, yields
+ * the core a few times (the peer may need it), then sleeps on the futex. DCOMM_ERR_TIMEOUT after timeout_ms, DCOMM_ERR_PEER_LOST
  * when r's process is gone; both name r. */
 dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which,
                               uint32_t step);
