@@ -3,8 +3,9 @@
  * member has two input slots of one chunk, there are two result chunks, and
  * each member publishes per-chunk sequence numbers that the others wait on
  * (spinning briefly, yielding the core, then sleeping on the word's futex).
- * Created once, reused for every collective; the memory is a memfd shared through /proc/<pid>/fd
- * like the shm transport's segments, so nothing is left in /dev/shm.
+ * Created once, reused for every collective; the memory is a memfd shared
+ * through /proc/<pid>/fd like the shm transport's segments, so nothing is left
+ * in /dev/shm.
  */
 #ifndef DC_SHM_GROUP_H
 #define DC_SHM_GROUP_H
