@@ -118,7 +118,7 @@ int report_plot(const report_t *r, const char *png)
         fprintf(stderr, "dtrain: --plot: cannot run gnuplot: %s\n", strerror(errno));
         return -1;
     }
-    /* loss per logging interval on the left axis, accuracies per epoch on the right */
+    /* loss (running mean, every 20 steps) on the left axis, accuracies per epoch on the right */
     fprintf(gp,
             "set terminal pngcairo size 1000,600 noenhanced\n"
             "set output '%s'\n"
@@ -126,7 +126,7 @@ int report_plot(const report_t *r, const char *png)
             "set key autotitle columnhead outside bottom center horizontal\n"
             "set xlabel 'epoch'\nset ylabel 'loss'\nset y2label 'accuracy'\n"
             "set ytics nomirror\nset y2tics\nset y2range [0.5:1]\nset grid\n"
-            "plot '%s' using 1:3 with lines lw 1 title 'train loss (interval)', "
+            "plot '%s' using 1:3 with lines lw 1 title 'train loss (running mean within the epoch)', "
             "'%s' using 1:2 with linespoints lw 2 title 'train loss (epoch)', "
             "'%s' using 1:5 axes x1y2 with linespoints lw 2 title 'test accuracy', "
             "'%s' using 1:3 axes x1y2 with linespoints lw 2 title 'train accuracy'\n",
