@@ -434,7 +434,7 @@ static void json_col(const char *key, const col_result_t *r)
         printf(",\"%s\":null", key);
         return;
     }
-    printf(",\"%s\":{\"time_us\":%.3f,\"algbw\":%.4f,\"busbw\":%.4f,\"wrong\":%.0f}", key,
+    printf(",\"%s\":{\"time_us\":%.3f,\"algbw\":%.6g,\"busbw\":%.6g,\"wrong\":%.0f}", key,
            r->time_us, r->algbw, r->busbw, r->wrong);
 }
 
