@@ -58,6 +58,7 @@ typedef struct coord {
     /* agreed at start-up (rank 0's values) */
     uint64_t fusion_threshold;
     uint64_t cycle_ns;
+    size_t bypass_bytes;            /* tensors above it skip the fusion buffer */
 
     /* slow path buffers, reused every cycle */
     dc_wire_buf_t up, down;

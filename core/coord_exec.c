@@ -415,6 +415,15 @@ out:
     return status;
 }
 
+/* A tensor this large runs alone, in place, without the copy into the fusion
+ * buffer: beyond it, the copy costs more than the collective's own overhead. */
+static size_t fusion_bypass(const coord_t *c)
+{
+    size_t half = c->fusion_threshold / 2, limit = c->bypass_bytes;
+
+    return limit > 0 && limit < half ? limit : half;
+}
+
 /* Where a fusion group starting at items[i] ends (exclusive). */
 static size_t group_end(coord_t *c, size_t i)
 {
@@ -422,7 +431,7 @@ static size_t group_end(coord_t *c, size_t i)
     size_t esize = dc_reduce_dtype_size(a->req.dtype), bytes = a->req.count * esize, j;
 
     if (a->req.coll != DC_COLL_ALLREDUCE || a->error != 0 || c->fusion_threshold == 0 ||
-        2 * bytes > c->fusion_threshold) {
+        bytes > fusion_bypass(c)) {
         return i + 1;
     }
     for (j = i + 1; j < c->nitems; j++) {
@@ -431,7 +440,7 @@ static size_t group_end(coord_t *c, size_t i)
 
         if (b->req.coll != DC_COLL_ALLREDUCE || b->error != 0 || b->req.comm != a->req.comm ||
             b->req.dtype != a->req.dtype || b->req.op != a->req.op ||
-            2 * b_bytes > c->fusion_threshold || bytes + b_bytes > c->fusion_threshold) {
+            b_bytes > fusion_bypass(c) || bytes + b_bytes > c->fusion_threshold) {
             break;
         }
         bytes += b_bytes;
