@@ -79,6 +79,7 @@ typedef struct coord {
     int njoined[DC_MAX_COMMS];
     char stall_fatal[DC_WIRE_ERROR_MAX]; /* stall shutdown to announce */
     uint64_t next_stall_check_ns;
+    uint64_t idle_deadline_ns;      /* rank 0 leaves idle then to check stalls */
 
     /* fast path: the response cache and one bit vector per cycle */
     dc_cache_t cache;

@@ -479,7 +479,9 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
             stop == NULL) {
             return net_timeout_error(net, reqs, nreqs);
         }
-        if (++idle < net->spin_limit) {
+        /* A wait with a stop function is an idle period: sleep almost at
+         * once instead of spinning a core away. */
+        if (++idle < (stop != NULL ? 64 : net->spin_limit)) {
             if ((idle & 63) == 0) {
                 sched_yield();
             }
