@@ -22,4 +22,4 @@ median() { echo "$@" | tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {pri
 m_on=$(median $on) m_off=$(median $off)
 awk -v a="$m_on" -v b="$m_off" -v np="$np" 'BEGIN {
     printf "step_bench np=%d: fusion+cache %.2f steps/s, neither %.2f steps/s, ratio %.2fx\n",
-           np, a, b, b > 0 ? a / b : 0 }'
+           np, a, b, (b > 0 ? a / b : 0) }'
