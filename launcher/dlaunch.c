@@ -44,7 +44,7 @@ int dl_verbose;
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: dlaunch [-np N] [-H host:slots,... | --hostfile F] [--rsh CMD]\n"
+            "usage: dlaunch [-np N] [-H host:slots,... | --hostfile F] [--rsh CMD] [--mpi]\n"
             "               [--ifname IF] [--bind-to core|numa|none] [--start-timeout S]\n"
             "               [--grace S] [--dry-run] [-v] [--] prog [args...]\n"
             "  -np, -n N           number of ranks (1..%d); default: every slot of the hosts\n"
@@ -63,6 +63,9 @@ static void usage(FILE *f)
             "  --grace S           seconds between SIGTERM and SIGKILL when stopping ranks\n"
             "                      (default 3)\n"
             "  --dry-run           print which rank runs where, start nothing\n"
+            "  --mpi               hand the job to mpirun (Open MPI): -np, -H and every\n"
+            "                      DCOMM_* variable are passed on; dcomm's mpi module\n"
+            "                      bootstraps the ranks (--mpirun CMD: another mpirun)\n"
             "  -v, --verbose       log launcher actions to stderr\n"
             "Environment: DCOMM_RDV_ADDR sets the rendezvous bind address (default "
             "127.0.0.1,\nor every interface when ranks run on other hosts). DCOMM_* "
@@ -100,7 +103,7 @@ static int need_value(const char *a, const char *val)
 static int parse_string_option(dl_options_t *opt, const char *a, const char *val, int *rc_p)
 {
     static const char *const names[] = {"-H", "--host", "--hostfile", "--rsh", "--ifname",
-                                        "--bind-to"};
+                                        "--bind-to", "--mpirun"};
     int k = -1;
 
     for (int i = 0; i < (int)DC_ARRAY_SIZE(names); i++) {
@@ -118,6 +121,7 @@ static int parse_string_option(dl_options_t *opt, const char *a, const char *val
     case 2: opt->hostfile = val; break;
     case 3: opt->rsh = val; break;
     case 4: opt->ifname = val; break;
+    case 6: opt->mpirun = val; break;
     default:
         if (strcmp(val, "core") == 0) {
             opt->bind = DL_BIND_CORE;
@@ -158,6 +162,8 @@ static int parse_args(int argc, char **argv, dl_options_t *opt)
             opt->verbose = 1;
         } else if (strcmp(a, "--dry-run") == 0) {
             opt->dry_run = 1;
+        } else if (strcmp(a, "--mpi") == 0) {
+            opt->mpi = 1;
         } else if (strcmp(a, "--agent") == 0) {
             opt->agent = 1;
         } else if (parse_string_option(opt, a, val, &rc)) {
@@ -205,6 +211,61 @@ static int parse_args(int argc, char **argv, dl_options_t *opt)
     }
     opt->argv = &argv[i];
     return 0;
+}
+
+/* --mpi: the job becomes `mpirun -np N [--host LIST] -x DCOMM_... prog args`;
+ * under mpirun, dcomm's mpi module bootstraps the ranks (no rendezvous here). */
+static int exec_mpirun(const dl_options_t *opt)
+{
+    extern char **environ;
+    const char *mpirun = opt->mpirun ? opt->mpirun : "mpirun";
+    size_t n = 0, cap = 16;
+    char np[16], **av;
+
+    for (char **e = environ; *e != NULL; e++) {
+        cap += 2;
+    }
+    for (char **a = opt->argv; *a != NULL; a++) {
+        cap++;
+    }
+    av = calloc(cap, sizeof(*av));
+    if (av == NULL) {
+        fprintf(stderr, "dlaunch: out of memory\n");
+        return 1;
+    }
+    if (opt->hostfile != NULL || opt->np == 0) {
+        fprintf(stderr, "dlaunch: --mpi needs -np N (and -H for several hosts; give mpirun "
+                "its own hostfile through --mpirun 'mpirun --hostfile F')\n");
+        free(av);
+        return DL_EXIT_USAGE;
+    }
+    av[n++] = (char *)mpirun;
+    if (geteuid() == 0) {
+        av[n++] = "--allow-run-as-root"; /* Open MPI refuses root otherwise */
+    }
+    av[n++] = "--oversubscribe";
+    snprintf(np, sizeof(np), "%d", opt->np);
+    av[n++] = "-np";
+    av[n++] = np;
+    if (opt->hosts_arg != NULL) {
+        av[n++] = "--host";
+        av[n++] = (char *)opt->hosts_arg;
+    }
+    for (char **e = environ; *e != NULL; e++) {
+        if (strncmp(*e, "DCOMM_", 6) == 0) {
+            av[n++] = "-x";
+            av[n++] = strndup(*e, strcspn(*e, "="));
+        }
+    }
+    for (char **a = opt->argv; *a != NULL; a++) {
+        av[n++] = *a;
+    }
+    av[n] = NULL;
+    DL_VLOG("handing the job to %s\n", mpirun);
+    execvp(mpirun, av);
+    fprintf(stderr, "dlaunch: --mpi: cannot run %s: %s\n", mpirun, strerror(errno));
+    free(av);
+    return 127;
 }
 
 const char *dl_bind_name(dl_bind_t bind)
@@ -930,6 +991,9 @@ int main(int argc, char **argv)
         return rc == 256 ? 0 : rc;
     }
     dl_verbose = job.opt.verbose;
+    if (job.opt.mpi && !job.opt.agent) {
+        return exec_mpirun(&job.opt);
+    }
     configure_logging(&job);
     rc = prepare(&job);
     if (rc != 0) {

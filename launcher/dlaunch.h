@@ -73,6 +73,8 @@ typedef struct dl_options {
     dl_bind_t bind;
     int dry_run;            /* --dry-run: print the plan, start nothing */
     int agent;              /* --agent: the remote side (internal) */
+    int mpi;                /* --mpi: hand the job to mpirun */
+    const char *mpirun;     /* --mpirun CMD, default "mpirun" */
     char **argv;
 } dl_options_t;
 
