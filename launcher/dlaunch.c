@@ -219,8 +219,8 @@ static int exec_mpirun(const dl_options_t *opt)
 {
     extern char **environ;
     const char *mpirun = opt->mpirun ? opt->mpirun : "mpirun";
-    size_t n = 0, cap = 16;
-    char np[16], **av;
+    size_t n = 0, cap = 16 + strlen(mpirun);
+    char np[16], **av, *words = strdup(mpirun), *save = NULL;
 
     for (char **e = environ; *e != NULL; e++) {
         cap += 2;
@@ -237,9 +237,20 @@ static int exec_mpirun(const dl_options_t *opt)
         fprintf(stderr, "dlaunch: --mpi needs -np N (and -H for several hosts; give mpirun "
                 "its own hostfile through --mpirun 'mpirun --hostfile F')\n");
         free(av);
+        free(words);
         return DL_EXIT_USAGE;
     }
-    av[n++] = (char *)mpirun;
+    /* The command is split at blanks, like --rsh: "mpirun --hostfile F". */
+    for (char *w = words ? strtok_r(words, " \t", &save) : NULL; w != NULL;
+         w = strtok_r(NULL, " \t", &save)) {
+        av[n++] = w;
+    }
+    if (n == 0) {
+        fprintf(stderr, "dlaunch: --mpirun needs a command\n");
+        free(av);
+        free(words);
+        return DL_EXIT_USAGE;
+    }
     if (geteuid() == 0) {
         av[n++] = "--allow-run-as-root"; /* Open MPI refuses root otherwise */
     }
@@ -262,9 +273,10 @@ static int exec_mpirun(const dl_options_t *opt)
     }
     av[n] = NULL;
     DL_VLOG("handing the job to %s\n", mpirun);
-    execvp(mpirun, av);
-    fprintf(stderr, "dlaunch: --mpi: cannot run %s: %s\n", mpirun, strerror(errno));
+    execvp(av[0], av);
+    fprintf(stderr, "dlaunch: --mpi: cannot run %s: %s\n", av[0], strerror(errno));
     free(av);
+    free(words);
     return 127;
 }
 
