@@ -8,12 +8,12 @@
  * with the same parameters sets the bit, and one small allreduce (MIN over
  * bytes, i.e. a bitwise AND) of the bit vector tells every rank what is ready,
  * with no gather and no broadcast. The same vector carries flags (ORed): some
- * rank has requests for the slow path, has work pending, is shutting down, or
- * invalidates a bit (a cached tensor submitted with other parameters). The
+ * rank has requests for the slow path or is shutting down, or invalidates a
+ * bit (a cached tensor submitted with other parameters). The
  * slow path (coord_neg.c): requests go to rank 0, which answers with the list
  * of ready responses. With DCOMM_CACHE_CAPACITY=0 every cycle is a slow round.
  *
- * When nothing is pending anywhere the ranks go idle: each sleeps until its own
+ * When a cycle runs nothing (the same on every rank) the ranks go idle: each sleeps until its own
  * queue gets work or a peer sends WAKE. A rank leaving idle sends exactly one
  * WAKE to every peer, so every posted WAKE receive is matched before the next
  * idle period, and per-peer FIFO order keeps the cycle messages behind it.
@@ -36,7 +36,7 @@
 
 /* Flags of the fast-path vector, after the bits and the invalidations. Each
  * byte holds 1 - flag, so the MIN over ranks is the AND of "not flag". */
-enum { VF_SLOW, VF_PENDING, VF_SHUTDOWN, VF_TUNE /* autotune: rank 0's choice */, VF_COUNT };
+enum { VF_SLOW, VF_SHUTDOWN, VF_TUNE /* autotune: rank 0's choice */, VF_COUNT };
 
 static dc_status_t fail_all(coord_t *c, dc_status_t status, const char *msg);
 
@@ -288,7 +288,7 @@ static dc_status_t fail_all(coord_t *c, dc_status_t status, const char *msg)
 
 /* One bit-vector allreduce; appends the tensors ready everywhere (bit order)
  * to the cycle's items. *slow_p: some rank needs a slow round this cycle. */
-static dc_status_t fast_round(coord_t *c, int *slow_p, int *pending_p, int *shutdown_p)
+static dc_status_t fast_round(coord_t *c, int *slow_p, int *shutdown_p)
 {
     int cap = c->cache.capacity, any_inval = 0;
     uint8_t *v = c->vec, *flags = c->vec + 2 * (size_t)cap;
@@ -321,7 +321,6 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *pending_p, int *shut
         any_inval |= c->inval[b];
     }
     flags[VF_SLOW] = !(c->nnew > 0 || any_inval || (c->rank == 0 && c->stall_fatal[0]));
-    flags[VF_PENDING] = c->local.count == 0;
     flags[VF_SHUTDOWN] = !c->shutdown_flag;
     flags[VF_TUNE] = c->rank == 0 ? (uint8_t)c->tune.current : 255;
     ctx.tag = c->tag++;
@@ -335,7 +334,6 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *pending_p, int *shut
     c->stats.fast_rounds++;
     c->stats.negotiate_ns += dc_now_ns() - t0;
     *slow_p = !flags[VF_SLOW] || !flags[VF_SHUTDOWN];
-    *pending_p = !flags[VF_PENDING];
     *shutdown_p = !flags[VF_SHUTDOWN];
     if (flags[VF_TUNE] != 255) {
         dc_autotune_apply(c, flags[VF_TUNE]);
@@ -516,7 +514,7 @@ static void *coord_main(void *arg)
     dc_log_set_rank(c->rank);
     for (;;) {
         uint64_t start = dc_now_ns();
-        int slow = 1, pending = 1, shutdown = 0, idle, ran = 0;
+        int slow = 1, shutdown = 0, idle, ran = 0;
 
         c->stats.cycles++;
         timeline_control(c);
@@ -524,7 +522,7 @@ static void *coord_main(void *arg)
         dc_coord_stall_check(c);
         flags = 0;
         if (status == DCOMM_OK && c->cache.capacity > 0) {
-            status = fast_round(c, &slow, &pending, &shutdown);
+            status = fast_round(c, &slow, &shutdown);
         }
         if (status == DCOMM_OK && slow) {
             status = dc_coord_negotiate(c, &flags);
@@ -548,7 +546,6 @@ static void *coord_main(void *arg)
          * no rank waits out a sleeping peer's cycle time. */
         idle = c->cache.capacity > 0 ? !ran && !slow && !shutdown
                                      : (flags & DC_WIRE_FLAG_IDLE) != 0;
-        (void)pending;
         if (status == DCOMM_OK && idle) {
             c->stats.idle_periods++;
             c->idle_deadline_ns = dc_now_ns() + 100000000ull;

@@ -260,17 +260,11 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
         status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
         break;
     case DC_COLL_REDUCESCATTER:
-        DC_CHECK_GOTO(alloc_result(0, esize, cm->size, &result, &counts), status, out);
+        dc_ring_segment(it->req.count, cm->size, cm->rank, &off, &total);
+        DC_CHECK_GOTO(alloc_result(total, esize, cm->size, &result, &counts), status, out);
         for (int i = 0; i < cm->size; i++) {
             dc_ring_segment(it->req.count, cm->size, i, &off, &len);
             counts[i] = len;
-        }
-        total = counts[cm->rank];
-        free(result);
-        result = malloc(total * esize > 0 ? total * esize : 1);
-        if (result == NULL) {
-            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a result");
-            goto out;
         }
         if (op == NULL) {
             DC_CHECK_GOTO(zeros(c, it->req.count * esize, &args.sendbuf), status, out);

@@ -176,16 +176,13 @@ static dc_status_t neg_emit(coord_t *c, const char *key, neg_entry_t *e, const d
 {
     dc_wire_resp_t *resp = &c->resp;
     dc_status_t status;
-    int32_t comm = -1;
 
     for (int i = 0; i < cm->size; i++) {
         if (e->have[cm->ranks[i]]) {
             resp->req = e->per_rank[cm->ranks[i]];
-            comm = resp->req.comm;
             break;
         }
     }
-    (void)comm;
     memset(resp->text, 0, sizeof(resp->text));
     resp->error = 0;
     resp->ncounts = 0;
