@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "fork_ranks.h"
+
 #include "shm/shm.h"
 #include "dc_time.h"
 #include "transport.h"
@@ -158,30 +160,6 @@ typedef struct scenario {
     body_fn_t body;
 } scenario_t;
 
-static int count_dcomm_shm_files(void)
-{
-    DIR *d = opendir("/dev/shm");
-    struct dirent *e;
-    int n = 0;
-
-    if (d == NULL) {
-        return 0;
-    }
-    while ((e = readdir(d)) != NULL) {
-        n += (strstr(e->d_name, "dcomm") != NULL);
-    }
-    closedir(d);
-    return n;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void child_main(const scenario_t *sc, int rank, const char *dir)
 {
     int host_of[MAX_PROCS] = {0}, local_rank_of[MAX_PROCS], peers[MAX_PROCS];
@@ -222,8 +200,7 @@ static void run_scenario(const scenario_t *sc)
 {
     char dir[] = "/tmp/dcomm-test-shm-XXXXXX";
     pid_t pids[MAX_PROCS];
-    int left = sc->nprocs, failed = 0, shm_before = count_dcomm_shm_files();
-    uint64_t deadline = dc_deadline_ms(WAIT_MS);
+    int failed, shm_before = count_dcomm_shm_files();
 
     assert_non_null(mkdtemp(dir));
     fflush(NULL);
@@ -234,40 +211,7 @@ static void run_scenario(const scenario_t *sc)
             child_main(sc, r, dir);
         }
     }
-    while (left > 0) {
-        int wstatus;
-        pid_t pid = waitpid(-1, &wstatus, WNOHANG);
-
-        if (pid > 0) {
-            int r = 0;
-            while (r < sc->nprocs && pids[r] != pid) {
-                r++;
-            }
-            if (r == sc->nprocs) {
-                continue;
-            }
-            pids[r] = -1;
-            left--;
-            if (r == sc->killed_rank) {
-                failed |= !(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
-            } else if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
-                fprintf(stderr, "rank %d ended with status 0x%x\n", r, wstatus);
-                failed = 1;
-            }
-        } else if (dc_now_ns() >= deadline) {
-            fprintf(stderr, "scenario timed out after %d ms, killing its ranks\n", WAIT_MS);
-            for (int r = 0; r < sc->nprocs; r++) {
-                if (pids[r] > 0) {
-                    kill(pids[r], SIGKILL);
-                    waitpid(pids[r], NULL, 0);
-                }
-            }
-            failed = 1;
-            left = 0;
-        } else {
-            dc_sleep_ns(2000000);
-        }
-    }
+    failed = reap_ranks(pids, sc->nprocs, sc->killed_rank, WAIT_MS);
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     assert_int_equal(count_dcomm_shm_files(), shm_before);
     assert_false(failed);
