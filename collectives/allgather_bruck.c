@@ -64,22 +64,16 @@ static dc_status_t bruck_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *arg
         int nw = 0;
 
         for (int i = 0; i < nr; i++) {
-            status = dc_ep_irecv(dc_coll_ep(ctx, from), recv + roff[i], rlen[i], ctx->tag,
-                                 &ctx->reqs[nw]);
+            status = dc_coll_post(ctx, 0, from, recv + roff[i], rlen[i], wait, &nw);
             if (status < 0) {
                 return status;
             }
-            wait[nw] = &ctx->reqs[nw];
-            nw++;
         }
         for (int i = 0; i < ns; i++) {
-            status = dc_ep_isend(dc_coll_ep(ctx, to), recv + soff[i], slen[i], ctx->tag,
-                                 &ctx->reqs[nw]);
+            status = dc_coll_post(ctx, 1, to, (void *)(recv + soff[i]), slen[i], wait, &nw);
             if (status < 0) {
                 return status;
             }
-            wait[nw] = &ctx->reqs[nw];
-            nw++;
         }
         status = dc_net_wait(ctx->net, wait, nw, NULL, NULL);
         if (status < 0) {

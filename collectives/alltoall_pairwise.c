@@ -32,20 +32,14 @@ dc_status_t dc_alltoall_counts(const dc_coll_ctx_t *ctx, const size_t *send_coun
         for (int s = s0; s < n && s < s0 + A2A_BATCH; s++) {
             int to = (r + s) % n, from = (r - s + n) % n;
 
-            status = dc_ep_irecv(dc_coll_ep(ctx, from), &recv_counts[from], sizeof(size_t),
-                                 ctx->tag, &ctx->reqs[nw]);
+            status = dc_coll_post(ctx, 0, from, &recv_counts[from], sizeof(size_t), wait, &nw);
             if (status < 0) {
                 return status;
             }
-            wait[nw] = &ctx->reqs[nw];
-            nw++;
-            status = dc_ep_isend(dc_coll_ep(ctx, to), &send_counts[to], sizeof(size_t), ctx->tag,
-                                 &ctx->reqs[nw]);
+            status = dc_coll_post(ctx, 1, to, (void *)&send_counts[to], sizeof(size_t), wait, &nw);
             if (status < 0) {
                 return status;
             }
-            wait[nw] = &ctx->reqs[nw];
-            nw++;
         }
         status = dc_net_wait(ctx->net, wait, nw, NULL, NULL);
         if (status < 0) {
@@ -91,20 +85,15 @@ static dc_status_t a2a_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
         int nw = 0;
 
         for (int s = s0; s < n && s < s0 + A2A_BATCH; s++) {
-            status = dc_ep_irecv(dc_coll_ep(ctx, from), recv + roff * esize, rc[from] * esize,
-                                 ctx->tag, &ctx->reqs[nw]);
+            status = dc_coll_post(ctx, 0, from, recv + roff * esize, rc[from] * esize, wait, &nw);
             if (status < 0) {
                 return status;
             }
-            wait[nw] = &ctx->reqs[nw];
-            nw++;
-            status = dc_ep_isend(dc_coll_ep(ctx, to), send + soff * esize, sc[to] * esize,
-                                 ctx->tag, &ctx->reqs[nw]);
+            status = dc_coll_post(ctx, 1, to, (void *)(send + soff * esize),
+                                  sc[to] * esize, wait, &nw);
             if (status < 0) {
                 return status;
             }
-            wait[nw] = &ctx->reqs[nw];
-            nw++;
             soff = (to == n - 1) ? 0 : soff + sc[to];
             to = (to + 1) % n;
             from = (from - 1 + n) % n;

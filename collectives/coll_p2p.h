@@ -16,6 +16,24 @@ static inline dc_endpoint_t *dc_coll_ep(const dc_coll_ctx_t *ctx, int comm_rank)
     return dc_net_ep(ctx->net, ctx->ranks[comm_rank]);
 }
 
+/* Posts a send (is_send) or receive of len bytes with comm rank `peer` into
+ * ctx->reqs[*n] and appends it to wait[]; *n grows by one on success. */
+static inline dc_status_t dc_coll_post(const dc_coll_ctx_t *ctx, int is_send, int peer,
+                                       void *buf, size_t len, dc_request_t **wait, int *n)
+{
+    dc_status_t status = is_send
+                             ? dc_ep_isend(dc_coll_ep(ctx, peer), buf, len, ctx->tag,
+                                           &ctx->reqs[*n])
+                             : dc_ep_irecv(dc_coll_ep(ctx, peer), buf, len, ctx->tag,
+                                           &ctx->reqs[*n]);
+
+    if (status == DCOMM_OK) {
+        wait[*n] = &ctx->reqs[*n];
+        (*n)++;
+    }
+    return status;
+}
+
 /* Piece size in bytes: ctx->chunk_bytes (def when 0), at most
  * DC_COLL_SCRATCH_MIN / slots, a multiple of esize, at least esize. It depends
  * only on values every rank shares, so sender and receiver cut alike. */
