@@ -14,6 +14,7 @@ const dc_algo_row_t dc_algo_table[] = {
     {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_HIER, &dc_allreduce_hier_algo},
     {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_RING, &dc_allgather_ring_algo},
     {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_BRUCK, &dc_allgather_bruck_algo},
+    {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_HIER, &dc_allgather_hier_algo},
     {DC_SELECT_BROADCAST, DC_COST_BCAST_BINOMIAL, &dc_bcast_binomial_algo},
     {DC_SELECT_BROADCAST, DC_COST_BCAST_CHAIN, &dc_bcast_chain_algo},
     {DC_SELECT_REDUCESCATTER, DC_COST_REDUCESCATTER_RING, &dc_reducescatter_ring_algo},

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_p2p.h"
 #include "dc_reduce.h"
 
 #define HIER_MAX_LOCAL 256  /* ranks per host */
@@ -74,26 +75,6 @@ static int hier_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return dc_reduce_supported(args->dtype, args->op) && hier_layout(ctx, &l) == 0;
 }
 
-/* A context over some of the comm's ranks (members: comm ranks), one host or
- * one rank per host. world[] receives the world ranks. */
-static dc_coll_ctx_t sub_ctx(const dc_coll_ctx_t *ctx, const int *members, int n, int me,
-                             int *world, int *hosts, int nhosts)
-{
-    dc_coll_ctx_t sub = *ctx;
-
-    for (int i = 0; i < n; i++) {
-        world[i] = ctx->ranks[members[i]];
-        hosts[i] = nhosts == 1 ? 0 : i;
-    }
-    sub.rank = me;
-    sub.size = n;
-    sub.ranks = world;
-    sub.host_of = hosts;
-    sub.nhosts = nhosts;
-    sub.shm_group = NULL;
-    return sub;
-}
-
 static dc_status_t hier_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
     static __thread hier_layout_t l; /* ~5 KiB: kept off the coordinator's stack */
@@ -116,7 +97,7 @@ static dc_status_t hier_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args
 
     /* 1. Within the host: this rank's segment, reduced over the host, lands in
      *    place in recvbuf (the other segments of sendbuf are only read). */
-    sub = sub_ctx(ctx, l.local, l.nlocal, l.my_local, world, hosts, 1);
+    sub = dc_coll_sub_ctx(ctx, l.local, l.nlocal, l.my_local, world, hosts, 1);
     a.recvbuf = recv + off * esize;
     a.op = op;
     status = dc_reducescatter_ring_algo.run(&sub, &a);
@@ -124,7 +105,7 @@ static dc_status_t hier_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args
         return status;
     }
     /* 2. Across hosts: the same segment of every host, in place. */
-    sub = sub_ctx(ctx, l.cross, l.ncross, l.my_cross, world, hosts, l.ncross);
+    sub = dc_coll_sub_ctx(ctx, l.cross, l.ncross, l.my_cross, world, hosts, l.ncross);
     a.sendbuf = a.recvbuf;
     a.count = len;
     status = dc_allreduce_rab_algo.run(&sub, &a);
@@ -135,7 +116,7 @@ static dc_status_t hier_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args
         dc_reduce_scale(a.recvbuf, len, args->dtype, 1.0 / ctx->size);
     }
     /* 3. Within the host: every segment to every rank. */
-    sub = sub_ctx(ctx, l.local, l.nlocal, l.my_local, world, hosts, 1);
+    sub = dc_coll_sub_ctx(ctx, l.local, l.nlocal, l.my_local, world, hosts, 1);
     a.sendbuf = a.recvbuf;
     a.recvbuf = recv;
     a.counts = counts;

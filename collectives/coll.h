@@ -80,6 +80,7 @@ extern const dc_coll_algo_t dc_allreduce_shmdirect_algo; /* "shmdirect" */
 extern const dc_coll_algo_t dc_allreduce_hier_algo;      /* "hier": hierarchical */
 extern const dc_coll_algo_t dc_allgather_ring_algo;      /* "ring" */
 extern const dc_coll_algo_t dc_allgather_bruck_algo;     /* "bruck" */
+extern const dc_coll_algo_t dc_allgather_hier_algo;      /* "hier": hierarchical */
 extern const dc_coll_algo_t dc_bcast_binomial_algo;      /* "binomial" */
 extern const dc_coll_algo_t dc_bcast_chain_algo;         /* "chain": pipelined */
 extern const dc_coll_algo_t dc_reducescatter_ring_algo;  /* "ring" */

@@ -14,6 +14,24 @@ size_t dc_coll_piece_bytes(const dc_coll_ctx_t *ctx, size_t esize, size_t def, s
     return piece ? piece : esize;
 }
 
+dc_coll_ctx_t dc_coll_sub_ctx(const dc_coll_ctx_t *ctx, const int *members, int n, int me,
+                              int *world, int *hosts, int nhosts)
+{
+    dc_coll_ctx_t sub = *ctx;
+
+    for (int i = 0; i < n; i++) {
+        world[i] = ctx->ranks[members[i]];
+        hosts[i] = nhosts == 1 ? 0 : i;
+    }
+    sub.rank = me;
+    sub.size = n;
+    sub.ranks = world;
+    sub.host_of = hosts;
+    sub.nhosts = nhosts;
+    sub.shm_group = NULL;
+    return sub;
+}
+
 dc_status_t dc_coll_sendrecv(const dc_coll_ctx_t *ctx, int to, const void *sbuf, size_t slen,
                              int from, void *rbuf, size_t rlen)
 {

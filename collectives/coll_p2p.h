@@ -34,6 +34,14 @@ static inline dc_status_t dc_coll_post(const dc_coll_ctx_t *ctx, int is_send, in
     return status;
 }
 
+/* A context over some of ctx's ranks (members: comm ranks, me: this rank's
+ * index among them) for running one phase of a hierarchical algorithm:
+ * world[] and hosts[] ([n], caller's storage) receive the world ranks and the
+ * host indices (all 0 when nhosts == 1, else member i on host i). No shm-direct
+ * segment. */
+dc_coll_ctx_t dc_coll_sub_ctx(const dc_coll_ctx_t *ctx, const int *members, int n, int me,
+                              int *world, int *hosts, int nhosts);
+
 /* Piece size in bytes: ctx->chunk_bytes (def when 0), at most
  * DC_COLL_SCRATCH_MIN / slots, a multiple of esize, at least esize. It depends
  * only on values every rank shares, so sender and receiver cut alike. */

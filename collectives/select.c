@@ -87,6 +87,7 @@ static const char *const model_names[DC_COST_COUNT] = {
     [DC_COST_ALLREDUCE_HIER] = "hier",
     [DC_COST_ALLGATHER_RING] = "ring",
     [DC_COST_ALLGATHER_BRUCK] = "bruck",
+    [DC_COST_ALLGATHER_HIER] = "hier",
     [DC_COST_BCAST_BINOMIAL] = "binomial",
     [DC_COST_BCAST_CHAIN] = "chain",
     [DC_COST_REDUCESCATTER_RING] = "ring",
@@ -149,6 +150,12 @@ const char *dc_cost_model_name(dc_cost_model_t model)
  *                      inapplicable unless h > 1, m > 1 and h divides p
  *  allgather ring      (p-1)a + (p-1)/p n b
  *  allgather bruck     L a + (p-1)/p n b'  (blocks land in place: no rotation)
+ *  allgather hier      m = ceil(p/h), s = the shm link (as, bs), k as for chain:
+ *                      (m-1) as + (m-1)/p n bs        gather to each host's leader
+ *                      + (h-1) a + (h-1)/h n b        ring of the h leaders
+ *                      + (m-2+k)(as + n bs / k)       chain broadcast in each host;
+ *                      inapplicable unless h > 1 and p > h (a host with 2+ ranks):
+ *                      it saves network steps (latency), the rings keep bandwidth
  *  bcast binomial      L (a + n b')
  *  bcast chain         (p-2+k)(a + n b / k), k = ceil(n / 256 KiB) pieces
  *                      (bcast_chain.c's default piece)
@@ -208,6 +215,20 @@ static double bcast_chain_cost(double n, double p, double a, double b)
     return (p - 2.0 + k) * (a + n * b / k);
 }
 
+/* Hierarchical allgather (see the table above). */
+static double allgather_hier_cost(const dc_select_t *sel, double n, int p, int h, double a,
+                                  double b)
+{
+    const link_param_t *s = &sel->links[DC_LINK_SHM];
+    double m = ceil((double)p / h);
+
+    if (h < 2 || p <= h) {
+        return INFINITY;
+    }
+    return (m - 1) * s->alpha + (m - 1) / p * n * s->beta + (h - 1) * a +
+           (double)(h - 1) / h * n * b + bcast_chain_cost(n, m, s->alpha, s->beta);
+}
+
 double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
                          int nhosts, dc_link_class_t cls)
 {
@@ -245,6 +266,8 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
         return (p - 1) * a + (p - 1) / p * n * b;
     case DC_COST_ALLGATHER_BRUCK:
         return L * a + (p - 1) / p * n * bs;
+    case DC_COST_ALLGATHER_HIER:
+        return allgather_hier_cost(sel, n, nranks, nhosts, a, b);
     case DC_COST_BCAST_BINOMIAL:
         return L * (a + n * bs);
     case DC_COST_BCAST_CHAIN:

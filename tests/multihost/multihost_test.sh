@@ -5,8 +5,9 @@
 # and starts 2 ranks in each through `--rsh 'ip netns exec'` (the host names are
 # the namespace names), so same-namespace pairs use shm and cross pairs tcp.
 # Checks: dcomm-info's per-peer transports, the collective matrix over tcp
-# (and ucx when built) with the hierarchical allreduce forced and chosen by the
-# cost model, and that a dead remote rank is reported by number and cause. Needs root and iproute2;
+# (and ucx when built) with the hierarchical allreduce and allgather forced and
+# chosen by the cost model, and that a dead remote rank is reported by number
+# and cause. Needs root and iproute2;
 # otherwise it says why and exits 77 (ctest: skipped).
 # usage: multihost_test.sh DLAUNCH DCOMM_INFO COLL_MATRIX ALLREDUCE_MATRIX ALLREDUCE_CHECK
 set -u
@@ -87,22 +88,38 @@ PROG="$CHECK 8 2"; run DCOMM_TRANSPORTS=shm,tcp DCOMM_CALIBRATE=off DCOMM_LOG_LE
 [ "$RC" -eq 0 ] || fail "allreduce_check exited with $RC"
 grep -q "allreduce '.*': hier," "$TMP/err" || fail "the cost model did not choose hier"
 echo "ok: auto selection chose hier"
+#    Likewise the hierarchical allgather for small allgathers on COMM_WORLD
+#    (fewer network steps), with the results checked by the matrix.
+PROG="$COLL allgather"; run DCOMM_TRANSPORTS=shm,tcp DCOMM_CALIBRATE=off DCOMM_LOG_LEVEL=debug
+[ "$RC" -eq 0 ] || fail "coll_matrix allgather (model's choice) exited with $RC"
+grep -q "allgather 'ag\.0\.[a-z0-9]*\.7': hier," "$TMP/err" ||
+    fail "the cost model did not choose the hierarchical allgather"
+echo "ok: auto selection chose hier for allgather"
 
 # 3. The allreduce matrix with hier forced and with the model's choice; the
-#    collective matrix once, hier forced (its other collectives: the model's);
-#    the allreduce matrix with hier over ucx when that module loads.
+#    collective matrix once, allreduce and allgather hier forced (its other
+#    collectives: the model's; process sets with one rank per host decline
+#    hier and run the next candidate);
+#    the allreduce and allgather matrices with hier over ucx when that module
+#    loads.
 for tune in "allreduce:0-inf:hier" ""; do
     PROG="$ARMAT"; run DCOMM_TRANSPORTS=shm,tcp DCOMM_TUNE="$tune"
     [ "$RC" -eq 0 ] || fail "allreduce_matrix (DCOMM_TUNE='$tune') exited with $RC"
     echo "ok: allreduce matrix over tcp, DCOMM_TUNE='$tune' ($(($(date +%s) - T0)) s)"
 done
-PROG="$COLL"; run DCOMM_TRANSPORTS=shm,tcp DCOMM_TUNE="allreduce:0-inf:hier"
+PROG="$COLL"; run DCOMM_TRANSPORTS=shm,tcp DCOMM_TUNE="allreduce:0-inf:hier#allgather:0-inf:hier" \
+    DCOMM_LOG_LEVEL=debug
 [ "$RC" -eq 0 ] || fail "coll_matrix exited with $RC"
-echo "ok: collective matrix over tcp ($(($(date +%s) - T0)) s)"
+grep -q "allgather 'ag\.0\.float32\.1000003': hier," "$TMP/err" ||
+    fail "forced, the hierarchical allgather did not run on COMM_WORLD"
+echo "ok: collective matrix over tcp, hier allreduce and allgather ($(($(date +%s) - T0)) s)"
 if [ "$NET" = ucx ]; then
     PROG="$ARMAT"; run DCOMM_TRANSPORTS=shm,ucx DCOMM_TUNE="allreduce:0-inf:hier"
     [ "$RC" -eq 0 ] || fail "allreduce_matrix over ucx exited with $RC"
     echo "ok: allreduce matrix over ucx, hier ($(($(date +%s) - T0)) s)"
+    PROG="$COLL allgather"; run DCOMM_TRANSPORTS=shm,ucx DCOMM_TUNE="allgather:0-inf:hier"
+    [ "$RC" -eq 0 ] || fail "coll_matrix allgather over ucx exited with $RC"
+    echo "ok: allgather matrix over ucx, hier ($(($(date +%s) - T0)) s)"
 else
     echo "note: the ucx module is not built here; no ucx pass"
 fi
