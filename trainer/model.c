@@ -64,7 +64,25 @@ const model_ops_t model_cpu_ops = {
     .dropout_backward = nn_dropout_backward,
     .softmax_xent = nn_softmax_xent,
     .sgd_step = nn_sgd_step,
+    .conv2d_direct_scratch_floats = nn_conv_direct_scratch_floats,
+    .conv2d_direct_forward = nn_conv2d_direct_forward,
+    .conv2d_direct_backward = nn_conv2d_direct_backward,
+    .relu_maxpool2_forward = nn_relu_maxpool2_forward,
+    .relu_maxpool2_backward = nn_relu_maxpool2_backward,
 };
+
+/* Floats of a convolution's scratch: the patch matrix, or the direct kernels'
+ * padded image and weights; the direct path needs no patch-gradient matrix. */
+static size_t col_floats(const model_ops_t *o, const nn_conv_t *s)
+{
+    return o->conv2d_direct_forward != NULL ? o->conv2d_direct_scratch_floats(s)
+                                            : nn_conv_col_floats(s);
+}
+
+static size_t dcol_floats(const model_ops_t *o, const nn_conv_t *s)
+{
+    return o->conv2d_direct_forward != NULL ? 0 : nn_conv_col_floats(s);
+}
 
 int model_create(model_t *m, const model_ops_t *ops, int batch)
 {
@@ -89,15 +107,15 @@ int model_create(model_t *m, const model_ops_t *ops, int batch)
     struct { void **p; size_t bytes; } bufs[] = {
         {(void **)&m->params, off * f}, {(void **)&m->grads, off * f},
         {(void **)&m->momentum, off * f},
-        {(void **)&m->x, b * IMG * f}, {(void **)&m->col1, nn_conv_col_floats(&s1) * f},
+        {(void **)&m->x, b * IMG * f}, {(void **)&m->col1, col_floats(ops, &s1) * f},
         {(void **)&m->a1, b * A1 * f}, {(void **)&m->p1, b * P1 * f},
-        {(void **)&m->col2, nn_conv_col_floats(&s2) * f}, {(void **)&m->a2, b * A2 * f},
+        {(void **)&m->col2, col_floats(ops, &s2) * f}, {(void **)&m->a2, b * A2 * f},
         {(void **)&m->p2, b * P2 * f}, {(void **)&m->h, b * FC1 * f},
         {(void **)&m->hd, b * FC1 * f}, {(void **)&m->mask, b * FC1 * f},
         {(void **)&m->logits, b * MODEL_CLASSES * f},
         {(void **)&m->dlogits, b * MODEL_CLASSES * f}, {(void **)&m->dhd, b * FC1 * f},
         {(void **)&m->dh, b * FC1 * f}, {(void **)&m->dp2, b * P2 * f},
-        {(void **)&m->da2, b * A2 * f}, {(void **)&m->dcol2, nn_conv_col_floats(&s2) * f},
+        {(void **)&m->da2, b * A2 * f}, {(void **)&m->dcol2, dcol_floats(ops, &s2) * f},
         {(void **)&m->dp1, b * P1 * f}, {(void **)&m->da1, b * A1 * f},
         {(void **)&m->idx1, b * P1 * sizeof(int32_t)}, {(void **)&m->idx2, b * P2 * sizeof(int32_t)},
         {(void **)&m->labels, b},
@@ -157,6 +175,61 @@ static float *biases(const model_t *m, float *base, int l)
     return base + m->layer[l].offset + m->layer[l].weights;
 }
 
+/* Convolution l (with bias) of x into y, directly or by im2col + GEMM. */
+static void conv_forward(model_t *m, const nn_conv_t *s, const float *x, int l, float *col,
+                         float *y)
+{
+    const model_ops_t *o = m->ops;
+
+    if (o->conv2d_direct_forward != NULL) {
+        o->conv2d_direct_forward(s, x, weights(m, m->params, l), biases(m, m->params, l), col, y);
+    } else {
+        o->conv2d_forward(s, x, weights(m, m->params, l), biases(m, m->params, l), col, y);
+    }
+}
+
+/* Gradients of convolution l from dy; dx NULL for the first layer. */
+static void conv_backward(model_t *m, const nn_conv_t *s, const float *x, int l, float *col,
+                          const float *dy, float *dcol, float *dx)
+{
+    const model_ops_t *o = m->ops;
+
+    if (o->conv2d_direct_backward != NULL) {
+        o->conv2d_direct_backward(s, x, weights(m, m->params, l), dy, weights(m, m->grads, l),
+                                  biases(m, m->grads, l), col, dx);
+    } else {
+        o->conv2d_backward(s, col, weights(m, m->params, l), dy, weights(m, m->grads, l),
+                           biases(m, m->grads, l), dcol, dx);
+    }
+}
+
+/* ReLU in place on a [n][hw][hw][c], then 2x2 max-pool into p. */
+static void relu_pool_forward(model_t *m, int n, int hw, int c, float *a, float *p, int32_t *idx)
+{
+    const model_ops_t *o = m->ops;
+
+    if (o->relu_maxpool2_forward != NULL) {
+        o->relu_maxpool2_forward(n, hw, hw, c, a, p, idx);
+    } else {
+        o->relu_forward((size_t)n * hw * hw * c, a, a);
+        o->maxpool2_forward(n, hw, hw, c, a, p, idx);
+    }
+}
+
+/* da from dp through the pool and the ReLU of relu_pool_forward. */
+static void relu_pool_backward(model_t *m, int n, int hw, int c, const float *dp,
+                               const int32_t *idx, const float *a, float *da)
+{
+    const model_ops_t *o = m->ops;
+
+    if (o->relu_maxpool2_backward != NULL) {
+        o->relu_maxpool2_backward(n, hw, hw, c, dp, idx, da);
+    } else {
+        o->maxpool2_backward(n, hw, hw, c, dp, idx, da);
+        o->relu_backward((size_t)n * hw * hw * c, a, da, da);
+    }
+}
+
 void model_forward(model_t *m, int n, const float *x_host, const uint8_t *labels_host, int train,
                    uint64_t dropout_seed, uint64_t dropout_counter, double *loss_p,
                    int *correct_p)
@@ -167,12 +240,10 @@ void model_forward(model_t *m, int n, const float *x_host, const uint8_t *labels
 
     o->upload(m->x, x_host, b * IMG * sizeof(float));
     o->upload(m->labels, labels_host, b);
-    o->conv2d_forward(&s1, m->x, weights(m, m->params, 0), biases(m, m->params, 0), m->col1, m->a1);
-    o->relu_forward(b * A1, m->a1, m->a1);
-    o->maxpool2_forward(n, MODEL_IMAGE, MODEL_IMAGE, C1, m->a1, m->p1, m->idx1);
-    o->conv2d_forward(&s2, m->p1, weights(m, m->params, 1), biases(m, m->params, 1), m->col2, m->a2);
-    o->relu_forward(b * A2, m->a2, m->a2);
-    o->maxpool2_forward(n, MODEL_IMAGE / 2, MODEL_IMAGE / 2, C2, m->a2, m->p2, m->idx2);
+    conv_forward(m, &s1, m->x, 0, m->col1, m->a1);
+    relu_pool_forward(m, n, MODEL_IMAGE, C1, m->a1, m->p1, m->idx1);
+    conv_forward(m, &s2, m->p1, 1, m->col2, m->a2);
+    relu_pool_forward(m, n, MODEL_IMAGE / 2, C2, m->a2, m->p2, m->idx2);
     o->linear_forward(n, P2, FC1, m->p2, weights(m, m->params, 2), biases(m, m->params, 2), m->h);
     o->relu_forward(b * FC1, m->h, m->h);
     o->dropout_forward(b * FC1, train ? 0.4f : 0.0f, dropout_seed, dropout_counter, m->h, m->mask,
@@ -202,17 +273,13 @@ int model_backward(model_t *m, int n, model_grad_ready_fn ready, void *ctx)
     if ((rc = ready(ctx, 2)) != 0) {
         return rc;
     }
-    o->maxpool2_backward(n, MODEL_IMAGE / 2, MODEL_IMAGE / 2, C2, m->dp2, m->idx2, m->da2);
-    o->relu_backward(b * A2, m->a2, m->da2, m->da2);
-    o->conv2d_backward(&s2, m->col2, weights(m, m->params, 1), m->da2, weights(m, m->grads, 1),
-                       biases(m, m->grads, 1), m->dcol2, m->dp1);
+    relu_pool_backward(m, n, MODEL_IMAGE / 2, C2, m->dp2, m->idx2, m->a2, m->da2);
+    conv_backward(m, &s2, m->p1, 1, m->col2, m->da2, m->dcol2, m->dp1);
     if ((rc = ready(ctx, 1)) != 0) {
         return rc;
     }
-    o->maxpool2_backward(n, MODEL_IMAGE, MODEL_IMAGE, C1, m->dp1, m->idx1, m->da1);
-    o->relu_backward(b * A1, m->a1, m->da1, m->da1);
-    o->conv2d_backward(&s1, m->col1, weights(m, m->params, 0), m->da1, weights(m, m->grads, 0),
-                       biases(m, m->grads, 0), NULL, NULL);
+    relu_pool_backward(m, n, MODEL_IMAGE, C1, m->dp1, m->idx1, m->a1, m->da1);
+    conv_backward(m, &s1, m->x, 0, m->col1, m->da1, NULL, NULL);
     return ready(ctx, 0);
 }
 

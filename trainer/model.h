@@ -42,6 +42,20 @@ typedef struct model_ops {
                            float *dlogits, int *correct_p);
     void (*sgd_step)(size_t count, float lr, float momentum, float weight_decay, const float *g,
                      float *v, float *w);
+    /* Optional (NULL: the layers above). Convolution without a patch matrix:
+     * scratch of conv2d_direct_scratch_floats() floats, backward reads the
+     * forward's input; and ReLU + max-pool in one pass, idx -1 where no
+     * gradient flows. */
+    size_t (*conv2d_direct_scratch_floats)(const nn_conv_t *s);
+    void (*conv2d_direct_forward)(const nn_conv_t *s, const float *x, const float *w,
+                                  const float *b, float *scratch, float *y);
+    void (*conv2d_direct_backward)(const nn_conv_t *s, const float *x, const float *w,
+                                   const float *dy, float *dw, float *db, float *scratch,
+                                   float *dx);
+    void (*relu_maxpool2_forward)(int n, int h, int w, int c, const float *x, float *y,
+                                  int32_t *idx);
+    void (*relu_maxpool2_backward)(int n, int h, int w, int c, const float *dy,
+                                   const int32_t *idx, float *dx);
 } model_ops_t;
 
 extern const model_ops_t model_cpu_ops;
@@ -66,7 +80,8 @@ typedef struct model {
     model_layer_t layer[MODEL_LAYERS];
     size_t nparams;
     float *params, *grads, *momentum;   /* device memory, nparams each */
-    /* activations and their gradients for `batch` images (device memory) */
+    /* activations and their gradients for `batch` images (device memory); with
+     * direct convolutions col1 and col2 are their scratch and dcol2 is unused */
     float *x, *col1, *a1, *p1, *col2, *a2, *p2, *h, *hd, *mask, *logits;
     float *dlogits, *dhd, *dh, *dp2, *da2, *dcol2, *dp1, *da1;
     int32_t *idx1, *idx2;

@@ -199,6 +199,95 @@ static void test_conv_backward(void **state)
     }
 }
 
+/* ---- direct convolution: every instruction-set variant against the naive
+ * loops and the im2col layer, and its gradients against finite differences ---- */
+
+static const nn_conv_t direct_shapes[] = {
+    {.n = 2, .h = 14, .w = 14, .c = 32, .oc = 64, .k = 5, .pad = 2}, /* dtrain's conv2 */
+    {.n = 1, .h = 28, .w = 28, .c = 1, .oc = 32, .k = 5, .pad = 2},  /* dtrain's conv1 */
+    {.n = 2, .h = 5, .w = 19, .c = 8, .oc = 16, .k = 3, .pad = 1},   /* tiles of 14, 4, 1 */
+    {.n = 1, .h = 6, .w = 7, .c = 3, .oc = 8, .k = 3, .pad = 0},     /* "valid" */
+    {.n = 2, .h = 4, .w = 5, .c = 2, .oc = 5, .k = 5, .pad = 2},     /* plain loops only */
+};
+
+static void assert_close(const char *what, size_t t, int isa, const float *got, const float *ref,
+                         size_t count, float tol)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (!(fabsf(got[i] - ref[i]) <= tol * fmaxf(1.0f, fabsf(ref[i])))) {
+            fail_msg("shape %zu, isa %d: %s[%zu] = %f, reference %f", t, isa, what, i,
+                     (double)got[i], (double)ref[i]);
+        }
+    }
+}
+
+static double direct_loss(void *ctx)
+{
+    conv_case_t *cc = ctx;
+
+    nn_conv2d_direct_forward(&cc->s, cc->x, cc->w, cc->b, cc->col, cc->y);
+    return dot(conv_out(&cc->s), cc->y, cc->r);
+}
+
+static void direct_case(size_t t, int isa)
+{
+    const nn_conv_t *s = &direct_shapes[t];
+    conv_case_t cc;
+
+    conv_setup(&cc, s);
+    float *scratch = zero_buf(nn_conv_direct_scratch_floats(s)), *ref = zero_buf(conv_out(s));
+    float *dw = zero_buf(conv_wn(s)), *db = zero_buf((size_t)s->oc), *dx = zero_buf(conv_in(s));
+    float *rdw = zero_buf(conv_wn(s)), *rdb = zero_buf((size_t)s->oc);
+    float *rdx = zero_buf(conv_in(s)), *dcol = zero_buf(nn_conv_col_floats(s));
+
+    assert_true(nn_conv_direct_supported(s));
+    nn_conv2d_direct_forward(s, cc.x, cc.w, cc.b, scratch, cc.y);
+    conv_naive(s, cc.x, cc.w, cc.b, ref);
+    assert_close("y", t, isa, cc.y, ref, conv_out(s), 1e-4f);
+
+    nn_conv2d_direct_backward(s, cc.x, cc.w, cc.r, dw, db, scratch, dx);
+    nn_conv2d_forward(s, cc.x, cc.w, cc.b, cc.col, ref);
+    nn_conv2d_backward(s, cc.col, cc.w, cc.r, rdw, rdb, dcol, rdx);
+    assert_close("dw", t, isa, dw, rdw, conv_wn(s), 1e-4f);
+    assert_close("db", t, isa, db, rdb, (size_t)s->oc, 1e-5f);
+    assert_close("dx", t, isa, dx, rdx, conv_in(s), 1e-4f);
+
+    /* dx == NULL: the same weight gradients, bit for bit */
+    float *dw2 = zero_buf(conv_wn(s)), *db2 = zero_buf((size_t)s->oc);
+    nn_conv2d_direct_backward(s, cc.x, cc.w, cc.r, dw2, db2, scratch, NULL);
+    assert_memory_equal(dw, dw2, conv_wn(s) * sizeof(float));
+    assert_memory_equal(db, db2, (size_t)s->oc * sizeof(float));
+
+    if (conv_in(s) <= 1024) { /* finite differences on the small shapes */
+        free(cc.col);
+        cc.col = scratch;
+        grad_check("direct dw", cc.w, dw, conv_wn(s), 40, direct_loss, &cc);
+        grad_check("direct db", cc.b, db, (size_t)s->oc, 8, direct_loss, &cc);
+        grad_check("direct dx", cc.x, dx, conv_in(s), 40, direct_loss, &cc);
+        cc.col = NULL;
+    }
+    free(scratch), free(ref), free(dw), free(db), free(dx), free(rdw), free(rdb), free(rdx), free(dcol);
+    free(dw2), free(db2);
+    conv_free(&cc);
+}
+
+static void test_conv_direct(void **state)
+{
+    (void)state;
+    const int isas[] = {NN_ISA_AVX512, NN_ISA_AVX2, NN_ISA_PLAIN};
+
+    for (size_t i = 0; i < sizeof(isas) / sizeof(isas[0]); i++) {
+        int saved = nn_conv_direct_set_isa(isas[i]);
+        for (size_t t = 0; t < sizeof(direct_shapes) / sizeof(direct_shapes[0]); t++) {
+            direct_case(t, isas[i]);
+        }
+        nn_conv_direct_set_isa(saved);
+    }
+    /* a border wider than k - 1 has no input-gradient convolution */
+    nn_conv_t wide = {.n = 1, .h = 4, .w = 4, .c = 1, .oc = 8, .k = 3, .pad = 3};
+    assert_false(nn_conv_direct_supported(&wide));
+}
+
 /* ---- linear -------------------------------------------------------------------- */
 
 typedef struct lin_case {
@@ -286,6 +375,44 @@ static void test_maxpool(void **state)
     nn_maxpool2_backward(pc.n, pc.h, pc.w, pc.c, pc.r, pc.idx, dx);
     grad_check("maxpool dx", pc.x, dx, nx, nx, pool_loss, &pc);
     free(dx), free(pc.x), free(pc.y), free(pc.r), free(pc.idx);
+}
+
+/* ReLU + max-pool in one pass equals ReLU then max-pool exactly, ties and
+ * all-negative windows included; its backward equals their backwards. */
+static void test_relu_maxpool(void **state)
+{
+    (void)state;
+    const int n = 3, h = 6, w = 8, c = 19;
+    const size_t nx = (size_t)n * h * w * c, ny = nx / 4;
+    float *x = zero_buf(nx), *a = zero_buf(nx), *y = zero_buf(ny), *ry = zero_buf(ny);
+    float *dy = rand_buf(ny, -1, 1), *dx = zero_buf(nx), *rdx = zero_buf(nx);
+    int32_t *idx = calloc(ny, sizeof(int32_t)), *ridx = calloc(ny, sizeof(int32_t));
+
+    assert_non_null(idx);
+    assert_non_null(ridx);
+    for (size_t i = 0; i < nx; i++) {
+        /* few distinct values: many ties, negatives and zeros */
+        x[i] = (float)((int)((i * 7919) % 9) - 5) * 0.25f;
+    }
+    memcpy(a, x, nx * sizeof(float));
+    nn_relu_forward(nx, a, a);
+    nn_maxpool2_forward(n, h, w, c, a, ry, ridx);
+    nn_relu_maxpool2_forward(n, h, w, c, x, y, idx);
+    assert_memory_equal(y, ry, ny * sizeof(float));
+    size_t flowing = 0;
+    for (size_t o = 0; o < ny; o++) {
+        assert_int_equal(idx[o], y[o] > 0.0f ? ridx[o] : -1);
+        flowing += idx[o] >= 0;
+    }
+    assert_true(flowing > 0 && flowing < ny);
+    nn_maxpool2_backward(n, h, w, c, dy, ridx, rdx);
+    nn_relu_backward(nx, a, rdx, rdx);
+    for (size_t i = 0; i < nx; i++) {
+        dx[i] = 99.0f; /* every element must be overwritten */
+    }
+    nn_relu_maxpool2_backward(n, h, w, c, dy, idx, dx);
+    assert_memory_equal(dx, rdx, nx * sizeof(float));
+    free(x), free(a), free(y), free(ry), free(dy), free(dx), free(rdx), free(idx), free(ridx);
 }
 
 typedef struct relu_case {
@@ -468,7 +595,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv_forward), cmocka_unit_test(test_conv_backward),
         cmocka_unit_test(test_linear),       cmocka_unit_test(test_maxpool),
-        cmocka_unit_test(test_relu),         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_relu),         cmocka_unit_test(test_relu_maxpool),
+        cmocka_unit_test(test_conv_direct),         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_rand),
     };

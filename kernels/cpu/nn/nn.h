@@ -42,12 +42,38 @@ void nn_conv2d_forward(const nn_conv_t *s, const float *x, const float *w, const
 void nn_conv2d_backward(const nn_conv_t *s, const float *col, const float *w, const float *dy,
                         float *dw, float *db, float *dcol, float *dx);
 
+/* Direct convolution (nn_direct.c): the same layer without the im2col matrix,
+ * register-tiled AVX2+FMA kernels reading each zero-bordered image in place
+ * (plain loops where AVX2 is missing). scratch: nn_conv_direct_scratch_floats()
+ * floats. Backward takes the forward's input x instead of the patch matrix;
+ * dw, db are overwritten; dx == NULL skips the input gradient. Supported when
+ * k - 1 - pad >= 0 (every "same" or "valid" convolution). */
+int nn_conv_direct_supported(const nn_conv_t *s);
+size_t nn_conv_direct_scratch_floats(const nn_conv_t *s);
+void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w, const float *b,
+                              float *scratch, float *y);
+void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *w, const float *dy,
+                               float *dw, float *db, float *scratch, float *dx);
+/* Caps the instruction set of the direct kernels (the widest the CPU has is
+ * used up to the cap; default NN_ISA_AVX512) and returns the previous cap, so
+ * tests can run every variant on one machine. */
+enum { NN_ISA_PLAIN = 0, NN_ISA_AVX2 = 1, NN_ISA_AVX512 = 2 };
+int nn_conv_direct_set_isa(int max_isa);
+
 /* ---- 2x2 max-pool with stride 2 (h and w even): x [n][h][w][c] -> y
  * [n][h/2][w/2][c]; idx records each maximum's offset in x for backward. ---- */
 void nn_maxpool2_forward(int n, int h, int w, int c, const float *x, float *y, int32_t *idx);
 /* dx [n][h][w][c] is overwritten: zero except the recorded maxima. */
 void nn_maxpool2_backward(int n, int h, int w, int c, const float *dy, const int32_t *idx,
                           float *dx);
+
+/* ReLU and 2x2 max-pool in one pass (max commutes with ReLU): y = max(0, the
+ * window's maximum); idx is the maximum's offset in x, or -1 where y is 0 (no
+ * gradient flows). Backward overwrites all of dx [n][h][w][c]: dy at the
+ * recorded maxima, 0 elsewhere -- the gradient of ReLU then max-pool. */
+void nn_relu_maxpool2_forward(int n, int h, int w, int c, const float *x, float *y, int32_t *idx);
+void nn_relu_maxpool2_backward(int n, int h, int w, int c, const float *dy, const int32_t *idx,
+                               float *dx);
 
 /* ---- ReLU (in place allowed): y = max(x, 0); dx = dy where y > 0. ---- */
 void nn_relu_forward(size_t count, const float *x, float *y);

@@ -76,6 +76,65 @@ void nn_maxpool2_backward(int n, int h, int w, int c, const float *dy, const int
     }
 }
 
+void nn_relu_maxpool2_forward(int n, int h, int w, int c, const float *restrict x,
+                              float *restrict y, int32_t *restrict idx)
+{
+    const int oh_n = h / 2, ow_n = w / 2;
+    size_t o = 0;
+
+    for (int b = 0; b < n; b++) {
+        for (int oh = 0; oh < oh_n; oh++) {
+            for (int ow = 0; ow < ow_n; ow++, o += (size_t)c) {
+                const size_t p00 = (((size_t)b * h + 2 * oh) * w + 2 * ow) * c;
+                const float *x00 = x + p00, *x01 = x00 + c, *x10 = x00 + (size_t)w * c,
+                            *x11 = x10 + c;
+                /* branch-free over the channels, so it vectorizes; the first
+                 * maximum wins ties, as in nn_maxpool2_forward */
+                for (int ch = 0; ch < c; ch++) {
+                    float m = x00[ch];
+                    int32_t i = (int32_t)p00 + ch;
+                    i = x01[ch] > m ? (int32_t)(p00 + (size_t)c) + ch : i;
+                    m = x01[ch] > m ? x01[ch] : m;
+                    i = x10[ch] > m ? (int32_t)(p00 + (size_t)w * c) + ch : i;
+                    m = x10[ch] > m ? x10[ch] : m;
+                    i = x11[ch] > m ? (int32_t)(p00 + (size_t)(w + 1) * c) + ch : i;
+                    m = x11[ch] > m ? x11[ch] : m;
+                    y[o + ch] = m > 0.0f ? m : 0.0f;
+                    idx[o + ch] = m > 0.0f ? i : -1;
+                }
+            }
+        }
+    }
+}
+
+void nn_relu_maxpool2_backward(int n, int h, int w, int c, const float *restrict dy,
+                               const int32_t *restrict idx, float *restrict dx)
+{
+    const int oh_n = h / 2, ow_n = w / 2;
+    size_t o = 0;
+
+    for (int b = 0; b < n; b++) {
+        for (int oh = 0; oh < oh_n; oh++) {
+            for (int ow = 0; ow < ow_n; ow++, o += (size_t)c) {
+                const size_t p00 = (((size_t)b * h + 2 * oh) * w + 2 * ow) * c;
+                const int32_t i00 = (int32_t)p00, i01 = i00 + c, i10 = i00 + w * c,
+                              i11 = i10 + c;
+                float *d00 = dx + p00, *d01 = d00 + c, *d10 = d00 + (size_t)w * c,
+                      *d11 = d10 + c;
+                /* every element of the window written: no separate zeroing pass */
+                for (int ch = 0; ch < c; ch++) {
+                    const float g = dy[o + ch];
+                    const int32_t i = idx[o + ch];
+                    d00[ch] = i == i00 + ch ? g : 0.0f;
+                    d01[ch] = i == i01 + ch ? g : 0.0f;
+                    d10[ch] = i == i10 + ch ? g : 0.0f;
+                    d11[ch] = i == i11 + ch ? g : 0.0f;
+                }
+            }
+        }
+    }
+}
+
 void nn_relu_forward(size_t count, const float *x, float *y)
 {
     for (size_t i = 0; i < count; i++) {

@@ -1,0 +1,509 @@
+/* Direct (implicit-GEMM) stride-1 convolution on NHWC tensors, without the
+ * im2col matrix. Each image is copied once into a zero-bordered buffer; then
+ * for output row oh and kernel row kh, the patch elements (kw, c) of output
+ * pixel ow are one contiguous run of k*c floats of padded row oh + kh, starting
+ * at pixel ow. So every product reads the padded image and the weights in place,
+ * one image at a time (L1/L2 resident), instead of writing, reading and then
+ * re-packing the whole batch's patch matrix (40 MB for conv2 at batch 64).
+ *
+ * The AVX2+FMA register tiles:
+ *   forward / input gradient: up to 14 output pixels of a row x 8 channels
+ *     (14 accumulators, one weight vector, one broadcast: the 16 ymm registers);
+ *   weight gradient: 6 consecutive (kw, c) patch elements x 16 output channels
+ *     (12 accumulators), summed over the image's pixels.
+ * The input gradient is the forward convolution of the zero-bordered output
+ * gradient (border k-1-pad) with the weights flipped in kh, kw and transposed
+ * in (channel, output channel). Machines without AVX2/FMA, and channel counts
+ * that are not multiples of 8 (forward) or 16 (weight gradient), take plain
+ * loops with the same structure. Every sum runs in a fixed order, so results
+ * are deterministic. */
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NN_X86 1
+#endif
+
+#include "nn.h"
+
+enum { ROW_TILE = 14, WG_TILE = 6, WG_TILE512 = 10 };
+
+/* ---- shapes and scratch ---------------------------------------------------------- */
+
+static int pad_back(const nn_conv_t *s)
+{
+    return s->k - 1 - s->pad;
+}
+
+/* Floats of one zero-bordered image: the input's (border pad) or the output
+ * gradient's (border k-1-pad), whichever is larger. */
+static size_t padded_floats(const nn_conv_t *s)
+{
+    int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), pb = pad_back(s);
+    size_t in = (size_t)(s->h + 2 * s->pad) * (size_t)(s->w + 2 * s->pad) * (size_t)s->c;
+    size_t out = pb >= 0 ? (size_t)(oh + 2 * pb) * (size_t)(ow + 2 * pb) * (size_t)s->oc : 0;
+
+    return in > out ? in : out;
+}
+
+size_t nn_conv_direct_scratch_floats(const nn_conv_t *s)
+{
+    /* the padded image, then the re-laid-out weights (or weight gradient) */
+    return padded_floats(s) + (size_t)s->oc * s->k * s->k * s->c;
+}
+
+int nn_conv_direct_supported(const nn_conv_t *s)
+{
+    /* the input gradient needs a non-negative border k-1-pad */
+    return s->k >= 1 && s->pad >= 0 && pad_back(s) >= 0 && nn_conv_out_h(s) >= 1 &&
+           nn_conv_out_w(s) >= 1;
+}
+
+/* xp [h+2p][w+2p][c] = x [h][w][c] with a zero border of width p. */
+static void pad_image(int h, int w, int c, int p, const float *x, float *xp)
+{
+    const size_t wp = (size_t)(w + 2 * p), row = (size_t)w * c;
+
+    memset(xp, 0, (size_t)p * wp * c * sizeof(float));
+    for (int i = 0; i < h; i++) {
+        float *dst = xp + ((size_t)(i + p) * wp) * c;
+        memset(dst, 0, (size_t)p * c * sizeof(float));
+        memcpy(dst + (size_t)p * c, x + (size_t)i * row, row * sizeof(float));
+        memset(dst + (size_t)p * c + row, 0, (size_t)p * c * sizeof(float));
+    }
+    memset(xp + (size_t)(h + p) * wp * c, 0, (size_t)p * wp * c * sizeof(float));
+}
+
+/* ---- one image: y [oh][ow][oc] = conv(xp, wt) + b, wt [k][k][c][oc] ---------------- */
+
+typedef struct geom {
+    int oh, ow, c, oc, k;
+    size_t xrow;    /* floats per padded input row */
+} geom_t;
+
+static void conv_image_plain(const geom_t *g, const float *xp, const float *wt, const float *b,
+                             float *y)
+{
+    const int kc = g->k * g->c;
+
+    for (int oh = 0; oh < g->oh; oh++) {
+        for (int ow = 0; ow < g->ow; ow++) {
+            float *yo = y + ((size_t)oh * g->ow + ow) * g->oc;
+            for (int o = 0; o < g->oc; o++) {
+                yo[o] = b != NULL ? b[o] : 0.0f;
+            }
+            for (int kh = 0; kh < g->k; kh++) {
+                const float *xr = xp + (size_t)(oh + kh) * g->xrow + (size_t)ow * g->c;
+                const float *wr = wt + (size_t)kh * kc * g->oc;
+                for (int q = 0; q < kc; q++) {
+                    for (int o = 0; o < g->oc; o++) {
+                        yo[o] += xr[q] * wr[(size_t)q * g->oc + o];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#ifdef NN_X86
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) static inline
+
+/* nb pixels of one output row x 8 channels; nb and c are constants after
+ * inlining, so each broadcast is one load at a fixed offset from xq. */
+AVX2_INLINE void fwd_tile(int nb, int c, const geom_t *g, const float *x, const float *wt,
+                          __m256 bias, float *y)
+{
+    const int kc = g->k * c;
+    const size_t oc = (size_t)g->oc;
+    __m256 acc[ROW_TILE];
+
+    for (int j = 0; j < nb; j++) {
+        acc[j] = bias;
+    }
+    for (int kh = 0; kh < g->k; kh++) {
+        const float *xq = x + (size_t)kh * g->xrow, *wq = wt + (size_t)kh * kc * oc;
+        for (int q = 0; q < kc; q++, xq++, wq += oc) {
+            __m256 wv = _mm256_loadu_ps(wq);
+            for (int j = 0; j < nb; j++) {
+                acc[j] = _mm256_fmadd_ps(_mm256_broadcast_ss(xq + j * c), wv, acc[j]);
+            }
+        }
+    }
+    for (int j = 0; j < nb; j++) {
+        _mm256_storeu_ps(y + (size_t)j * oc, acc[j]);
+    }
+}
+
+AVX2_INLINE void conv_image_tiles(int c, const geom_t *g, const float *xp, const float *wt,
+                                  const float *b, float *y)
+{
+    for (int o = 0; o < g->oc; o += 8) {
+        __m256 bias = b != NULL ? _mm256_loadu_ps(b + o) : _mm256_setzero_ps();
+        for (int oh = 0; oh < g->oh; oh++) {
+            const float *xr = xp + (size_t)oh * g->xrow;
+            float *yr = y + (size_t)oh * g->ow * g->oc + o;
+            int ow = 0;
+            for (; ow + ROW_TILE <= g->ow; ow += ROW_TILE) {
+                fwd_tile(ROW_TILE, c, g, xr + (size_t)ow * c, wt + o, bias, yr + (size_t)ow * g->oc);
+            }
+            for (; ow + 4 <= g->ow; ow += 4) {
+                fwd_tile(4, c, g, xr + (size_t)ow * c, wt + o, bias, yr + (size_t)ow * g->oc);
+            }
+            for (; ow < g->ow; ow++) {
+                fwd_tile(1, c, g, xr + (size_t)ow * c, wt + o, bias, yr + (size_t)ow * g->oc);
+            }
+        }
+    }
+}
+
+/* Specialised for dtrain's channel counts (1, 32, 64), generic otherwise. */
+AVX2 static void conv_image_avx2(const geom_t *g, const float *xp, const float *wt, const float *b,
+                                 float *y)
+{
+    switch (g->c) {
+    case 1: conv_image_tiles(1, g, xp, wt, b, y); break;
+    case 32: conv_image_tiles(32, g, xp, wt, b, y); break;
+    case 64: conv_image_tiles(64, g, xp, wt, b, y); break;
+    default: conv_image_tiles(g->c, g, xp, wt, b, y); break;
+    }
+}
+
+/* acc[j] (16 channels as two vectors) += xp patch element q0 + j times dy, over
+ * every output pixel of the image, for kernel row kh. */
+AVX2_INLINE void wgrad_tile(int nq, const geom_t *g, const float *xp, const float *dy, int kh,
+                            int q0, int o, float *dwt)
+{
+    const int kc = g->k * g->c;
+    float *d = dwt + ((size_t)kh * kc + q0) * g->oc + o;
+    __m256 a0[WG_TILE], a1[WG_TILE];
+
+    for (int j = 0; j < nq; j++) {
+        a0[j] = _mm256_loadu_ps(d + (size_t)j * g->oc);
+        a1[j] = _mm256_loadu_ps(d + (size_t)j * g->oc + 8);
+    }
+    for (int oh = 0; oh < g->oh; oh++) {
+        const float *xr = xp + (size_t)(oh + kh) * g->xrow + q0;
+        const float *dr = dy + (size_t)oh * g->ow * g->oc + o;
+        for (int ow = 0; ow < g->ow; ow++) {
+            __m256 d0 = _mm256_loadu_ps(dr + (size_t)ow * g->oc);
+            __m256 d1 = _mm256_loadu_ps(dr + (size_t)ow * g->oc + 8);
+            const float *xs = xr + (size_t)ow * g->c;
+            for (int j = 0; j < nq; j++) {
+                __m256 xv = _mm256_broadcast_ss(xs + j);
+                a0[j] = _mm256_fmadd_ps(xv, d0, a0[j]);
+                a1[j] = _mm256_fmadd_ps(xv, d1, a1[j]);
+            }
+        }
+    }
+    for (int j = 0; j < nq; j++) {
+        _mm256_storeu_ps(d + (size_t)j * g->oc, a0[j]);
+        _mm256_storeu_ps(d + (size_t)j * g->oc + 8, a1[j]);
+    }
+}
+
+AVX2 static void wgrad_image_avx2(const geom_t *g, const float *xp, const float *dy, float *dwt)
+{
+    const int kc = g->k * g->c;
+
+    for (int o = 0; o < g->oc; o += 16) {
+        for (int kh = 0; kh < g->k; kh++) {
+            int q = 0;
+            for (; q + WG_TILE <= kc; q += WG_TILE) {
+                wgrad_tile(WG_TILE, g, xp, dy, kh, q, o, dwt);
+            }
+            switch (kc - q) {
+            case 5: wgrad_tile(5, g, xp, dy, kh, q, o, dwt); break;
+            case 4: wgrad_tile(4, g, xp, dy, kh, q, o, dwt); break;
+            case 3: wgrad_tile(3, g, xp, dy, kh, q, o, dwt); break;
+            case 2: wgrad_tile(2, g, xp, dy, kh, q, o, dwt); break;
+            case 1: wgrad_tile(1, g, xp, dy, kh, q, o, dwt); break;
+            default: break;
+            }
+        }
+    }
+}
+
+/* ---- AVX-512: the same tiles twice as wide (32 registers): 14 pixels x 32
+ * channels forward, 10 patch elements x 32 channels for the weight gradient;
+ * broadcasts fold into the FMAs. ---- */
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define AVX512_INLINE __attribute__((target("avx512f,fma"), always_inline)) static inline
+
+AVX512_INLINE void fwd_tile32(int nb, int c, const geom_t *g, const float *x, const float *wt,
+                              __m512 b0, __m512 b1, float *y)
+{
+    const int kc = g->k * c;
+    const size_t oc = (size_t)g->oc;
+    __m512 a0[ROW_TILE], a1[ROW_TILE];
+
+    for (int j = 0; j < nb; j++) {
+        a0[j] = b0;
+        a1[j] = b1;
+    }
+    for (int kh = 0; kh < g->k; kh++) {
+        const float *xq = x + (size_t)kh * g->xrow, *wq = wt + (size_t)kh * kc * oc;
+        for (int q = 0; q < kc; q++, xq++, wq += oc) {
+            __m512 w0 = _mm512_loadu_ps(wq), w1 = _mm512_loadu_ps(wq + 16);
+            for (int j = 0; j < nb; j++) {
+                __m512 xv = _mm512_set1_ps(xq[j * c]);
+                a0[j] = _mm512_fmadd_ps(xv, w0, a0[j]);
+                a1[j] = _mm512_fmadd_ps(xv, w1, a1[j]);
+            }
+        }
+    }
+    for (int j = 0; j < nb; j++) {
+        _mm512_storeu_ps(y + (size_t)j * oc, a0[j]);
+        _mm512_storeu_ps(y + (size_t)j * oc + 16, a1[j]);
+    }
+}
+
+AVX512_INLINE void conv_image_tiles32(int c, const geom_t *g, const float *xp, const float *wt,
+                                      const float *b, float *y)
+{
+    for (int o = 0; o < g->oc; o += 32) {
+        __m512 b0 = b != NULL ? _mm512_loadu_ps(b + o) : _mm512_setzero_ps();
+        __m512 b1 = b != NULL ? _mm512_loadu_ps(b + o + 16) : _mm512_setzero_ps();
+        for (int oh = 0; oh < g->oh; oh++) {
+            const float *xr = xp + (size_t)oh * g->xrow;
+            float *yr = y + (size_t)oh * g->ow * g->oc + o;
+            int ow = 0;
+            for (; ow + ROW_TILE <= g->ow; ow += ROW_TILE) {
+                fwd_tile32(ROW_TILE, c, g, xr + (size_t)ow * c, wt + o, b0, b1,
+                           yr + (size_t)ow * g->oc);
+            }
+            for (; ow + 4 <= g->ow; ow += 4) {
+                fwd_tile32(4, c, g, xr + (size_t)ow * c, wt + o, b0, b1, yr + (size_t)ow * g->oc);
+            }
+            for (; ow < g->ow; ow++) {
+                fwd_tile32(1, c, g, xr + (size_t)ow * c, wt + o, b0, b1, yr + (size_t)ow * g->oc);
+            }
+        }
+    }
+}
+
+AVX512 static void conv_image_avx512(const geom_t *g, const float *xp, const float *wt,
+                                     const float *b, float *y)
+{
+    switch (g->c) {
+    case 1: conv_image_tiles32(1, g, xp, wt, b, y); break;
+    case 32: conv_image_tiles32(32, g, xp, wt, b, y); break;
+    case 64: conv_image_tiles32(64, g, xp, wt, b, y); break;
+    default: conv_image_tiles32(g->c, g, xp, wt, b, y); break;
+    }
+}
+
+AVX512_INLINE void wgrad_tile32(int nq, const geom_t *g, const float *xp, const float *dy, int kh,
+                                int q0, int o, float *dwt)
+{
+    const int kc = g->k * g->c;
+    float *d = dwt + ((size_t)kh * kc + q0) * g->oc + o;
+    __m512 a0[WG_TILE512], a1[WG_TILE512];
+
+    for (int j = 0; j < nq; j++) {
+        a0[j] = _mm512_loadu_ps(d + (size_t)j * g->oc);
+        a1[j] = _mm512_loadu_ps(d + (size_t)j * g->oc + 16);
+    }
+    for (int oh = 0; oh < g->oh; oh++) {
+        const float *xr = xp + (size_t)(oh + kh) * g->xrow + q0;
+        const float *dr = dy + (size_t)oh * g->ow * g->oc + o;
+        for (int ow = 0; ow < g->ow; ow++) {
+            __m512 d0 = _mm512_loadu_ps(dr + (size_t)ow * g->oc);
+            __m512 d1 = _mm512_loadu_ps(dr + (size_t)ow * g->oc + 16);
+            const float *xs = xr + (size_t)ow * g->c;
+            for (int j = 0; j < nq; j++) {
+                __m512 xv = _mm512_set1_ps(xs[j]);
+                a0[j] = _mm512_fmadd_ps(xv, d0, a0[j]);
+                a1[j] = _mm512_fmadd_ps(xv, d1, a1[j]);
+            }
+        }
+    }
+    for (int j = 0; j < nq; j++) {
+        _mm512_storeu_ps(d + (size_t)j * g->oc, a0[j]);
+        _mm512_storeu_ps(d + (size_t)j * g->oc + 16, a1[j]);
+    }
+}
+
+AVX512 static void wgrad_image_avx512(const geom_t *g, const float *xp, const float *dy, float *dwt)
+{
+    const int kc = g->k * g->c;
+
+    for (int o = 0; o < g->oc; o += 32) {
+        for (int kh = 0; kh < g->k; kh++) {
+            int q = 0;
+            for (; q + WG_TILE512 <= kc; q += WG_TILE512) {
+                wgrad_tile32(WG_TILE512, g, xp, dy, kh, q, o, dwt);
+            }
+            for (; q + 5 <= kc; q += 5) {
+                wgrad_tile32(5, g, xp, dy, kh, q, o, dwt);
+            }
+            for (; q < kc; q++) {
+                wgrad_tile32(1, g, xp, dy, kh, q, o, dwt);
+            }
+        }
+    }
+}
+
+static int have_avx512(void)
+{
+    static int cached = -1;
+
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+
+static int have_avx2(void)
+{
+    static int cached = -1;
+
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+}
+#else
+static int have_avx2(void)
+{
+    return 0;
+}
+
+static int have_avx512(void)
+{
+    return 0;
+}
+#endif
+
+/* The widest instruction set the kernels may use (tests lower it). */
+static int isa_cap = NN_ISA_AVX512;
+
+int nn_conv_direct_set_isa(int max_isa)
+{
+    int old = isa_cap;
+
+    isa_cap = max_isa;
+    return old;
+}
+
+static void conv_image(const geom_t *g, const float *xp, const float *wt, const float *b, float *y)
+{
+#ifdef NN_X86
+    if (isa_cap >= NN_ISA_AVX512 && have_avx512() && g->oc % 32 == 0) {
+        conv_image_avx512(g, xp, wt, b, y);
+        return;
+    }
+    if (isa_cap >= NN_ISA_AVX2 && have_avx2() && g->oc % 8 == 0) {
+        conv_image_avx2(g, xp, wt, b, y);
+        return;
+    }
+#endif
+    conv_image_plain(g, xp, wt, b, y);
+}
+
+/* dwt [k][k*c][oc] += sum over the image's pixels of patch x dy. */
+static void wgrad_image(const geom_t *g, const float *xp, const float *dy, float *dwt)
+{
+    const int kc = g->k * g->c;
+
+#ifdef NN_X86
+    if (isa_cap >= NN_ISA_AVX512 && have_avx512() && g->oc % 32 == 0) {
+        wgrad_image_avx512(g, xp, dy, dwt);
+        return;
+    }
+    if (isa_cap >= NN_ISA_AVX2 && have_avx2() && g->oc % 16 == 0) {
+        wgrad_image_avx2(g, xp, dy, dwt);
+        return;
+    }
+#endif
+    for (int oh = 0; oh < g->oh; oh++) {
+        for (int ow = 0; ow < g->ow; ow++) {
+            const float *dp = dy + ((size_t)oh * g->ow + ow) * g->oc;
+            for (int kh = 0; kh < g->k; kh++) {
+                const float *xr = xp + (size_t)(oh + kh) * g->xrow + (size_t)ow * g->c;
+                float *d = dwt + (size_t)kh * kc * g->oc;
+                for (int q = 0; q < kc; q++) {
+                    for (int o = 0; o < g->oc; o++) {
+                        d[(size_t)q * g->oc + o] += xr[q] * dp[o];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- the layer ------------------------------------------------------------------- */
+
+void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w, const float *b,
+                              float *scratch, float *y)
+{
+    const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k;
+    const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k,
+                      .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
+    float *xp = scratch, *wt = scratch + padded_floats(s);
+
+    /* wt [kh][kw][c][oc] = w [oc][kh][kw][c] */
+    for (int o = 0; o < s->oc; o++) {
+        for (int t = 0; t < kk * s->c; t++) {
+            wt[(size_t)t * s->oc + o] = w[(size_t)o * kk * s->c + t];
+        }
+    }
+    for (int n = 0; n < s->n; n++) {
+        pad_image(s->h, s->w, s->c, s->pad, x + (size_t)n * s->h * s->w * s->c, xp);
+        conv_image(&g, xp, wt, b, y + (size_t)n * oh * ow * s->oc);
+    }
+}
+
+void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *w, const float *dy,
+                               float *dw, float *db, float *scratch, float *dx)
+{
+    const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k, pb = pad_back(s);
+    const size_t out_img = (size_t)oh * ow * s->oc, in_img = (size_t)s->h * s->w * s->c;
+    const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k,
+                      .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
+    float *xp = scratch, *wt = scratch + padded_floats(s);
+
+    /* bias: the sum of dy over all pixels, in pixel order */
+    memset(db, 0, (size_t)s->oc * sizeof(float));
+    for (size_t p = 0; p < (size_t)s->n * oh * ow; p++) {
+        const float *dp = dy + p * s->oc;
+        for (int o = 0; o < s->oc; o++) {
+            db[o] += dp[o];
+        }
+    }
+    /* weights: wt [kh][kw*c][oc] accumulated image by image, then transposed */
+    memset(wt, 0, (size_t)kk * s->c * s->oc * sizeof(float));
+    for (int n = 0; n < s->n; n++) {
+        pad_image(s->h, s->w, s->c, s->pad, x + (size_t)n * in_img, xp);
+        wgrad_image(&g, xp, dy + (size_t)n * out_img, wt);
+    }
+    for (int o = 0; o < s->oc; o++) {
+        for (int t = 0; t < kk * s->c; t++) {
+            dw[(size_t)o * kk * s->c + t] = wt[(size_t)t * s->oc + o];
+        }
+    }
+    if (dx == NULL) {
+        return;
+    }
+    /* input: the output gradient, bordered by k-1-pad, convolved with
+     * wf [kh][kw][oc][c] = w [oc][k-1-kh][k-1-kw][c] */
+    const geom_t gb = {.oh = s->h, .ow = s->w, .c = s->oc, .oc = s->c, .k = s->k,
+                       .xrow = (size_t)(ow + 2 * pb) * s->oc};
+    for (int kh = 0; kh < s->k; kh++) {
+        for (int kw = 0; kw < s->k; kw++) {
+            const float *src = w + ((size_t)(s->k - 1 - kh) * s->k + (s->k - 1 - kw)) * s->c;
+            float *dst = wt + ((size_t)kh * s->k + kw) * s->oc * s->c;
+            for (int o = 0; o < s->oc; o++) {
+                for (int c = 0; c < s->c; c++) {
+                    dst[(size_t)o * s->c + c] = src[(size_t)o * kk * s->c + c];
+                }
+            }
+        }
+    }
+    for (int n = 0; n < s->n; n++) {
+        pad_image(oh, ow, s->oc, pb, dy + (size_t)n * out_img, xp);
+        conv_image(&gb, xp, wt, NULL, dx + (size_t)n * in_img);
+    }
+}
