@@ -12,6 +12,7 @@
 #include "dc_reduce.h"
 #include "log.h"
 #include "dc_time.h"
+#include "module.h"
 
 dc_state_t *dc_state;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -56,10 +57,14 @@ DCOMM_API dcomm_status_t dcomm_init(void)
     pthread_mutex_init(&st->lock, NULL);
     pthread_cond_init(&st->done_cond, NULL);
     st->events_fd = -1;
+    atomic_store(&st->cuda_device, -1);
     DC_CHECK_GOTO(dc_config_load(), status, err);
     DC_CHECK_GOTO(dc_bootstrap_identity(st), status, err);
     dc_log_set_rank(st->rank);
-    DC_CHECK_GOTO(dc_bootstrap_connect(st), status, err);
+    DC_CHECK_GOTO(dc_bootstrap_connect(st), status, err); /* loads the modules */
+    if (dc_module_find("cuda") != NULL) {
+        st->cuda = dc_module_find("cuda")->cuda;
+    }
     {
         int *world = malloc((size_t)st->size * sizeof(int));
 
@@ -437,6 +442,62 @@ out:
     return status;
 }
 
+/* The kind of one user buffer (DC_WIRE_HOST, _DEVICE, or _NOBUF for NULL).
+ * Only asked of the cuda module when it is loaded; without it every buffer is
+ * host memory, at no cost. Device buffers must all be on one device. */
+static dc_status_t buf_kind(dc_state_t *st, const void *buf, const char *arg, const char *fn,
+                            uint8_t *kind_p)
+{
+    int dev, expected = -1;
+
+    if (buf == NULL) {
+        *kind_p = DC_WIRE_NOBUF;
+        return DCOMM_OK;
+    }
+    dev = st->cuda->device_of(buf);
+    if (dev < 0) {
+        *kind_p = DC_WIRE_HOST;
+        return DCOMM_OK;
+    }
+    if (!atomic_compare_exchange_strong(&st->cuda_device, &expected, dev) && expected != dev) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: %s is on CUDA device %d, but this "
+                            "process's device tensors are on device %d (one device per "
+                            "process)", fn, arg, dev, expected);
+    }
+    *kind_p = DC_WIRE_DEVICE;
+    return DCOMM_OK;
+}
+
+/* Sets req->device from the call's buffers (b may be NULL): host or device,
+ * never a mix of the two. */
+static dc_status_t classify(dc_wire_req_t *req, const void *a, const char *a_name, const void *b,
+                            const char *b_name, const char *fn)
+{
+    dc_state_t *st = dc_state;
+    uint8_t ka = DC_WIRE_HOST, kb = DC_WIRE_NOBUF;
+    dc_status_t status;
+
+    if (st == NULL || st->cuda == NULL) {
+        req->device = a == NULL && b == NULL ? DC_WIRE_NOBUF : DC_WIRE_HOST;
+        return DCOMM_OK;
+    }
+    status = buf_kind(st, a, a_name, fn, &ka);
+    if (status == DCOMM_OK && b_name != NULL) {
+        status = buf_kind(st, b, b_name, fn, &kb);
+    }
+    if (status < 0) {
+        return status;
+    }
+    if (ka != DC_WIRE_NOBUF && kb != DC_WIRE_NOBUF && ka != kb) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: %s is %s memory but %s is %s memory "
+                            "(one call takes buffers of one kind)", fn, a_name,
+                            ka == DC_WIRE_DEVICE ? "device" : "host", b_name,
+                            kb == DC_WIRE_DEVICE ? "device" : "host");
+    }
+    req->device = ka != DC_WIRE_NOBUF ? ka : kb;
+    return DCOMM_OK;
+}
+
 static dc_status_t check_dtype_op(dcomm_dtype_t dtype, int op, const char *fn)
 {
     if ((unsigned)dtype >= DCOMM_DTYPE_COUNT) {
@@ -474,9 +535,12 @@ DCOMM_API dcomm_status_t dcomm_allreduce_async(dcomm_comm_t comm, const char *na
     if (count > SIZE_MAX / 8) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
     }
+    DC_CHECK_GOTO(classify(&req, sendbuf, "sendbuf", recvbuf, "recvbuf", fn), status, out);
     req.dtype = (uint8_t)dtype;
     req.op = (uint8_t)op;
     return submit(&req, name, sendbuf, recvbuf, NULL, handle_p, fn);
+out:
+    return status;
 }
 
 DCOMM_API dcomm_status_t dcomm_broadcast_async(dcomm_comm_t comm, const char *name, void *buf,
@@ -498,8 +562,11 @@ DCOMM_API dcomm_status_t dcomm_broadcast_async(dcomm_comm_t comm, const char *na
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: root %d is outside comm %d of size %d",
                             fn, root, (int)comm, size);
     }
+    DC_CHECK_GOTO(classify(&req, buf, "buf", NULL, NULL, fn), status, out);
     req.dtype = (uint8_t)dtype;
     return submit(&req, name, buf, buf, NULL, handle_p, fn);
+out:
+    return status;
 }
 
 DCOMM_API dcomm_status_t dcomm_barrier_async(dcomm_comm_t comm, dcomm_handle_t *handle_p)
@@ -527,8 +594,11 @@ DCOMM_API dcomm_status_t dcomm_allgather_async(dcomm_comm_t comm, const char *na
     if (count > SIZE_MAX / 8) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
     }
+    DC_CHECK_GOTO(classify(&req, sendbuf, "sendbuf", NULL, NULL, fn), status, out);
     req.dtype = (uint8_t)dtype;
     return submit(&req, name, sendbuf, NULL, NULL, handle_p, fn);
+out:
+    return status;
 }
 
 DCOMM_API dcomm_status_t dcomm_alltoall_async(dcomm_comm_t comm, const char *name,
@@ -560,6 +630,7 @@ DCOMM_API dcomm_status_t dcomm_alltoall_async(dcomm_comm_t comm, const char *nam
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: sendbuf is NULL with %zu elements to "
                             "send", fn, total);
     }
+    DC_CHECK_GOTO(classify(&req, sendbuf, "sendbuf", NULL, NULL, fn), status, out);
     /* The counts are copied: the caller may reuse its array at once. */
     counts = malloc((size_t)size * sizeof(size_t));
     if (counts == NULL) {
@@ -569,6 +640,8 @@ DCOMM_API dcomm_status_t dcomm_alltoall_async(dcomm_comm_t comm, const char *nam
     req.dtype = (uint8_t)dtype;
     req.count = total;
     return submit(&req, name, sendbuf, NULL, counts, handle_p, fn);
+out:
+    return status;
 }
 
 DCOMM_API dcomm_status_t dcomm_reducescatter_async(dcomm_comm_t comm, const char *name,
@@ -590,9 +663,12 @@ DCOMM_API dcomm_status_t dcomm_reducescatter_async(dcomm_comm_t comm, const char
     if (count > SIZE_MAX / 8) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
     }
+    DC_CHECK_GOTO(classify(&req, sendbuf, "sendbuf", NULL, NULL, fn), status, out);
     req.dtype = (uint8_t)dtype;
     req.op = (uint8_t)op;
     return submit(&req, name, sendbuf, NULL, NULL, handle_p, fn);
+out:
+    return status;
 }
 
 DCOMM_API dcomm_status_t dcomm_join_async(dcomm_comm_t comm, dcomm_handle_t *handle_p)

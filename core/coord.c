@@ -596,6 +596,7 @@ static void coord_free(coord_t *c)
     dc_autotune_free(c);
     dc_timeline_close(c->tl);
     dc_shm_group_destroy(c->ctx.shm_group);
+    dc_coord_dev_free(c);
     dc_select_destroy(c->sel);
     if (c->ctx.scratch != NULL) {
         munmap(c->ctx.scratch, c->scratch_size);

@@ -29,6 +29,25 @@ typedef struct exec_item {
     uint64_t ready_ns;
 } exec_item_t;
 
+/* Device (CUDA) tensors, coord_dev.c. Per comm: NCCL is tried on the first
+ * device collective; every member then knows whether it serves the comm. */
+enum { DC_DEV_UNDECIDED = 0, DC_DEV_NCCL, DC_DEV_STAGED };
+
+typedef struct coord_dev {
+    const struct dc_cuda_ops *cuda; /* NULL: the cuda module is not loaded */
+    const struct dc_nccl_ops *nccl; /* NULL: not loaded, or not in DCOMM_TRANSPORTS */
+    int ready;                      /* the fields above are set, the device chosen */
+    int device;                     /* the CUDA device in use */
+    void *stage;                    /* pinned host: staging and staged fusion */
+    size_t stage_size;
+    void *dbuf;                     /* device: NCCL fusion buffer and scratch */
+    size_t dbuf_size;
+    struct {
+        int mode;                   /* DC_DEV_* */
+        struct dc_nccl_comm *nccl;
+    } comms[DC_MAX_COMMS];
+} coord_dev_t;
+
 typedef struct algo_stat {
     const dc_coll_algo_t *algo;
     int coll;
@@ -110,6 +129,7 @@ typedef struct coord {
     size_t fusion_size;
     void *zeros;                    /* a joined rank's contribution */
     size_t zeros_size;
+    coord_dev_t dev;
 
     struct {                        /* autotune.c (rank 0) */
         int enabled, done, current, best, cycles;
@@ -146,5 +166,37 @@ void dc_autotune_sample(coord_t *c, uint64_t bytes, uint64_t ns);
 /* coord_exec.c */
 dc_status_t dc_coord_execute(coord_t *c);
 void dc_coord_print_stats(coord_t *c);
+/* The first of the selected algorithms that accepts args runs the collective. */
+dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                              const dc_coll_args_t *args, const char *name, const char **algo_p);
+
+/* coord_dev.c: device tensors (items whose agreed req.device is DC_WIRE_DEVICE) */
+/* Before the first device work of an item: the device, and the comm's mode
+ * (NCCL opened on first use, agreed by the members; else staged). Collective
+ * over the comm's members, on ctx's tag. */
+dc_status_t dc_coord_dev_prepare(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm,
+                                 int *mode_p);
+/* Copies between any mix of host and device memory (plain memcpy host-host). */
+dc_status_t dc_coord_dev_copy(coord_t *c, void *dst, const void *src, size_t bytes);
+/* Persistent buffers, grown on demand: pinned host / device. */
+dc_status_t dc_coord_dev_stage(coord_t *c, size_t bytes, void **buf_p);
+dc_status_t dc_coord_dev_dbuf(coord_t *c, size_t bytes, void **buf_p);
+/* Runs collective coll natively on comm's NCCL communicator, args as prepared
+ * for the host path (results into host memory; a joined rank's own buffers
+ * are ignored, it sends zeros from the device), and waits for it (see
+ * coord_dev.c for why). */
+dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
+                                const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
+/* A staged device tensor of item it: this rank's input into pinned host
+ * memory (args then point there), and the result back to the device. */
+dc_status_t dc_coord_dev_stage_in(coord_t *c, const exec_item_t *it, const dc_comm_t *cm,
+                                  dc_coll_args_t *args);
+dc_status_t dc_coord_dev_stage_out(coord_t *c, const exec_item_t *it, const dc_comm_t *cm,
+                                   const dc_coll_args_t *args);
+/* Staged device tensors: AVG's final 1/size on the device. */
+dc_status_t dc_coord_dev_scale(coord_t *c, void *buf, size_t count, int dtype, int size);
+/* The NCCL communicator of a destroyed comm; everything at shutdown. */
+void dc_coord_dev_comm_close(coord_t *c, int32_t comm);
+void dc_coord_dev_free(coord_t *c);
 
 #endif

@@ -1,11 +1,12 @@
 /*
  * Execution of one cycle's agreed work, in the same order on every rank:
- * neighbouring allreduces of one comm, dtype and op are fused into the
- * persistent fusion buffer up to DCOMM_FUSION_THRESHOLD (larger tensors go
- * alone, without a copy); every other collective runs on its own. A rank that
- * joined takes part with zeros (or nothing) in tensors it did not submit.
- * Afterwards the cache learns the slow-path responses, in the same order
- * everywhere.
+ * neighbouring allreduces of one comm, dtype, op and buffer kind (host or
+ * device) are fused into a persistent fusion buffer up to
+ * DCOMM_FUSION_THRESHOLD (larger tensors go alone, without a copy); every
+ * other collective runs on its own. Device tensors go to NCCL or are staged
+ * through pinned host memory (coord_dev.c). A rank that joined takes part with
+ * zeros (or nothing) in tensors it did not submit. Afterwards the cache learns
+ * the slow-path responses, in the same order everywhere.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "dc_reduce.h"
 #include "dc_time.h"
 #include "log.h"
+#include "module.h"
 
 _Static_assert((int)DC_SELECT_ALLREDUCE == (int)DC_COLL_ALLREDUCE &&
                    (int)DC_SELECT_BROADCAST == (int)DC_COLL_BROADCAST &&
@@ -85,8 +87,8 @@ static void stat_algo(coord_t *c, int coll, const dc_coll_algo_t *algo, size_t b
 
 /* The algorithm for one collective: the candidates in order of preference,
  * the first that accepts the arguments runs; declines are logged. */
-static dc_status_t run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
-                            const dc_coll_args_t *args, const char *name, const char **algo_p)
+dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                              const dc_coll_args_t *args, const char *name, const char **algo_p)
 {
     const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
     int n = dc_coord_candidates(c, coll, ctx, args, cand, DC_SELECT_MAX_ROWS);
@@ -204,6 +206,19 @@ static dc_status_t zeros(coord_t *c, size_t bytes, const void **p)
     return status;
 }
 
+/* Device tensors on a comm that NCCL serves run there; everything else
+ * (staged device tensors too) on the host algorithms. */
+static dc_status_t run_item(coord_t *c, const exec_item_t *it, int mode, const dc_coll_ctx_t *ctx,
+                            const dc_coll_args_t *args, const char **algo_p)
+{
+    if (mode == DC_DEV_NCCL) {
+        *algo_p = "nccl";
+        c->cycle_bytes += args->count * dc_reduce_dtype_size(args->dtype);
+        return dc_coord_dev_native(c, it->req.coll, it->req.comm, it->op == NULL, ctx, args);
+    }
+    return dc_coord_run_algo(c, it->req.coll, ctx, args, it->req.name, algo_p);
+}
+
 /* Runs one item that is not fused; completes its handle on success. */
 static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm, uint64_t tag)
 {
@@ -222,9 +237,15 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
     void *result = NULL;
     size_t *counts = NULL, *sendcounts = NULL;
     uint64_t t0 = dc_now_ns();
-    dc_status_t status;
-    int coll = it->req.coll;
+    dc_status_t status = DCOMM_OK;
+    int coll = it->req.coll, mode = 0;
 
+    if (it->req.device == DC_WIRE_DEVICE) {
+        DC_CHECK_GOTO(dc_coord_dev_prepare(c, &ctx, it->req.comm, &mode), status, out);
+        if (mode == DC_DEV_STAGED) {
+            DC_CHECK_GOTO(dc_coord_dev_stage_in(c, it, cm, &args), status, out);
+        }
+    }
     switch (coll) {
     case DC_COLL_ALLREDUCE:
     case DC_COLL_BROADCAST:
@@ -237,10 +258,10 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
                 args.sendbuf = args.recvbuf;
             }
         }
-        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        status = run_item(c, it, mode, &ctx, &args, &algo);
         break;
     case DC_COLL_BARRIER:
-        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        status = run_item(c, it, mode, &ctx, &args, &algo);
         break;
     case DC_COLL_ALLGATHER:
         if (it->ncounts != (uint32_t)cm->size) {
@@ -257,7 +278,7 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
         args.count = counts[cm->rank];
         args.counts = counts;
         args.recvbuf = result;
-        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        status = run_item(c, it, mode, &ctx, &args, &algo);
         break;
     case DC_COLL_REDUCESCATTER:
         dc_ring_segment(it->req.count, cm->size, cm->rank, &off, &total);
@@ -270,7 +291,7 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
             DC_CHECK_GOTO(zeros(c, it->req.count * esize, &args.sendbuf), status, out);
         }
         args.recvbuf = result;
-        status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+        status = run_item(c, it, mode, &ctx, &args, &algo);
         break;
     case DC_COLL_ALLTOALL: {
         size_t *recv = calloc((size_t)cm->size, sizeof(size_t));
@@ -295,14 +316,16 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
             memcpy(counts, recv, (size_t)cm->size * sizeof(size_t));
             args.recv_counts = counts;
             args.recvbuf = result;
-            status = run_algo(c, coll, &ctx, &args, it->req.name, &algo);
+            status = run_item(c, it, mode, &ctx, &args, &algo);
         }
         free(recv);
         break;
     }
+    case DC_COLL_COMM_DESTROY:
+        dc_coord_dev_comm_close(c, it->req.root);
+        /* fall through */
     case DC_COLL_JOIN:
     case DC_COLL_COMM_CREATE:
-    case DC_COLL_COMM_DESTROY:
         status = DCOMM_OK; /* agreement was the point */
         if (coll == DC_COLL_JOIN) {
             int32_t *last = malloc(sizeof(*last));
@@ -324,6 +347,9 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
         status = dc_error_set(DCOMM_ERR_INTERNAL, "no algorithm for %s", dc_coll_name(coll));
         break;
     }
+    if (status == DCOMM_OK && mode == DC_DEV_STAGED) {
+        status = dc_coord_dev_stage_out(c, it, cm, &args);
+    }
 out:
     free(sendcounts);
     if (status < 0 || op == NULL) {
@@ -340,8 +366,69 @@ out:
     return DCOMM_OK;
 }
 
-/* Runs items[i0 .. i1) (>= 2 allreduces of one comm, dtype and op) as one
- * allreduce over the fusion buffer. */
+/* Where a fused group is packed: host tensors in the host fusion buffer;
+ * device tensors in the device buffer (NCCL) or, staged, straight in pinned
+ * host memory (one copy each way rather than two through a device buffer). */
+static dc_status_t fusion_buffer(coord_t *c, int mode, size_t bytes, char **buf_p)
+{
+    void *p = NULL;
+    dc_status_t status;
+
+    if (mode == DC_DEV_NCCL) {
+        status = dc_coord_dev_dbuf(c, bytes, &p);
+    } else if (mode == DC_DEV_STAGED && c->dev.cuda != NULL) {
+        status = dc_coord_dev_stage(c, bytes, &p);
+    } else {
+        status = grow(&c->fusion, &c->fusion_size, bytes, "fusion");
+        p = c->fusion;
+    }
+    *buf_p = p;
+    return status;
+}
+
+/* One tensor into the fusion buffer at dst (zeros for a joined rank). */
+static dc_status_t fusion_in(coord_t *c, int mode, const exec_item_t *it, char *dst, size_t bytes)
+{
+    const void *z;
+    dc_status_t status;
+
+    if (mode == 0) {
+        if (it->op != NULL) {
+            memcpy(dst, it->op->sendbuf, bytes);
+        } else {
+            memset(dst, 0, bytes);
+        }
+        return DCOMM_OK;
+    }
+    if (it->op != NULL) {
+        return dc_coord_dev_copy(c, dst, it->op->sendbuf, bytes);
+    }
+    status = zeros(c, bytes, &z);
+    return status < 0 ? status : dc_coord_dev_copy(c, dst, z, bytes);
+}
+
+/* One tensor out of the fusion buffer; staged AVG is scaled on the device. */
+static dc_status_t fusion_out(coord_t *c, int mode, const exec_item_t *it, const char *src,
+                              size_t bytes, int size)
+{
+    dc_status_t status;
+
+    if (it->op == NULL) {
+        return DCOMM_OK;
+    }
+    if (mode == 0) {
+        memcpy(it->op->recvbuf, src, bytes);
+        return DCOMM_OK;
+    }
+    status = dc_coord_dev_copy(c, it->op->recvbuf, src, bytes);
+    if (status == DCOMM_OK && mode == DC_DEV_STAGED && it->req.op == DCOMM_AVG) {
+        status = dc_coord_dev_scale(c, it->op->recvbuf, it->req.count, it->req.dtype, size);
+    }
+    return status;
+}
+
+/* Runs items[i0 .. i1) (>= 2 allreduces of one comm, dtype, op and buffer
+ * kind) as one allreduce over a fusion buffer. */
 static dc_status_t execute_fused(coord_t *c, size_t i0, size_t i1, const dc_comm_t *cm,
                                  uint64_t tag)
 {
@@ -349,41 +436,48 @@ static dc_status_t execute_fused(coord_t *c, size_t i0, size_t i1, const dc_comm
     size_t esize = dc_reduce_dtype_size(first->req.dtype), total = 0, off = 0;
     dc_coll_ctx_t ctx = comm_ctx(c, cm, first->req.comm, tag);
     dc_coll_args_t args = {.dtype = first->req.dtype, .op = first->req.op};
-    const char *algo = NULL;
+    const char *algo = "nccl";
     uint64_t t0, t1, t2;
-    dc_status_t status;
+    dc_status_t status = DCOMM_OK;
+    int mode = 0;
     char *buf;
 
     for (size_t i = i0; i < i1; i++) {
         total += c->items[i].req.count;
     }
-    DC_CHECK_GOTO(grow(&c->fusion, &c->fusion_size, total * esize, "fusion"), status, out);
-    buf = c->fusion;
+    if (first->req.device == DC_WIRE_DEVICE) {
+        DC_CHECK_GOTO(dc_coord_dev_prepare(c, &ctx, first->req.comm, &mode), status, out);
+    }
+    DC_CHECK_GOTO(fusion_buffer(c, mode, total * esize, &buf), status, out);
     t0 = dc_now_ns();
     for (size_t i = i0; i < i1; i++) {
         size_t bytes = c->items[i].req.count * esize;
 
-        if (c->items[i].op != NULL) {
-            memcpy(buf + off, c->items[i].op->sendbuf, bytes);
-        } else {
-            memset(buf + off, 0, bytes); /* joined */
-        }
+        DC_CHECK_GOTO(fusion_in(c, mode, &c->items[i], buf + off, bytes), status, out);
         off += bytes;
     }
     t1 = dc_now_ns();
     args.sendbuf = args.recvbuf = buf;
     args.count = total;
-    DC_CHECK_GOTO(run_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, first->req.name, &algo), status,
-                  out);
+    if (mode == DC_DEV_NCCL) {
+        c->cycle_bytes += total * esize;
+        status = dc_coord_dev_native(c, DC_COLL_ALLREDUCE, first->req.comm, 0, &ctx, &args);
+    } else {
+        if (mode == DC_DEV_STAGED && args.op == DCOMM_AVG) {
+            args.op = DCOMM_SUM; /* scaled on the device (fusion_out) */
+        }
+        status = dc_coord_run_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, first->req.name, &algo);
+    }
+    if (status < 0) {
+        goto out;
+    }
     t2 = dc_now_ns();
     off = 0;
     for (size_t i = i0; i < i1; i++) {
-        exec_item_t *it = &c->items[i];
-        size_t bytes = it->req.count * esize;
+        size_t bytes = c->items[i].req.count * esize;
 
-        if (it->op != NULL) {
-            memcpy(it->op->recvbuf, buf + off, bytes);
-        }
+        DC_CHECK_GOTO(fusion_out(c, mode, &c->items[i], buf + off, bytes, cm->size), status,
+                      out);
         off += bytes;
     }
     if (c->tl != NULL) {
@@ -434,6 +528,7 @@ static size_t group_end(coord_t *c, size_t i)
 
         if (b->req.coll != DC_COLL_ALLREDUCE || b->error != 0 || b->req.comm != a->req.comm ||
             b->req.dtype != a->req.dtype || b->req.op != a->req.op ||
+            b->req.device != a->req.device ||
             b_bytes > fusion_bypass(c) || bytes + b_bytes > c->fusion_threshold) {
             break;
         }

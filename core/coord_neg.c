@@ -50,10 +50,11 @@ void dc_coord_neg_free(coord_t *c)
     }
 }
 
-enum { F_COLL, F_DTYPE, F_OP, F_COUNT, F_ROOT, F_NFIELDS };
+enum { F_COLL, F_DTYPE, F_OP, F_COUNT, F_ROOT, F_DEVICE, F_NFIELDS };
 
 /* Does field f matter for collective coll? Allgather and alltoall counts may
- * differ per rank; only reductions have an op; only broadcast a root. */
+ * differ per rank; only reductions have an op; only broadcast a root; every
+ * collective that moves data has buffers of one kind (host or device). */
 static int field_checked(int f, int coll)
 {
     switch (f) {
@@ -63,13 +64,23 @@ static int field_checked(int f, int coll)
     case F_COUNT:
         return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST ||
                coll == DC_COLL_REDUCESCATTER || coll == DC_COLL_COMM_CREATE;
-    default: return coll == DC_COLL_BROADCAST;
+    case F_ROOT: return coll == DC_COLL_BROADCAST;
+    default:
+        return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST ||
+               coll == DC_COLL_ALLGATHER || coll == DC_COLL_ALLTOALL ||
+               coll == DC_COLL_REDUCESCATTER;
     }
+}
+
+/* A rank without a buffer (nothing to send) agrees with either kind. */
+static int field_ignored(const dc_wire_req_t *q, int f)
+{
+    return f == F_DEVICE && q->device == DC_WIRE_NOBUF;
 }
 
 static int64_t field_value(const dc_wire_req_t *q, int f)
 {
-    int64_t v[F_NFIELDS] = {q->coll, q->dtype, q->op, (int64_t)q->count, q->root};
+    int64_t v[F_NFIELDS] = {q->coll, q->dtype, q->op, (int64_t)q->count, q->root, q->device};
 
     return v[f];
 }
@@ -88,7 +99,8 @@ static void field_text(const dc_wire_req_t *q, int f, char *buf, size_t cap)
             snprintf(buf, cap, "%llu", (unsigned long long)q->count);
         }
         break;
-    default: snprintf(buf, cap, "%d", q->root); break;
+    case F_ROOT: snprintf(buf, cap, "%d", q->root); break;
+    default: snprintf(buf, cap, "%s memory", q->device == DC_WIRE_DEVICE ? "device" : "host");
     }
 }
 
@@ -96,7 +108,8 @@ static void field_text(const dc_wire_req_t *q, int f, char *buf, size_t cap)
  * field; 0 when they agree. */
 static int describe_mismatch(const dc_comm_t *cm, const neg_entry_t *e, char *text, size_t cap)
 {
-    static const char *const fields[] = {"collective", "dtype", "op", "count", "root"};
+    static const char *const fields[] = {"collective", "dtype", "op", "count", "root",
+                                         "device"};
     const dc_wire_req_t *ref = NULL;
     int field = -1;
 
@@ -106,12 +119,20 @@ static int describe_mismatch(const dc_comm_t *cm, const neg_entry_t *e, char *te
         }
     }
     for (int f = 0; ref != NULL && f < F_NFIELDS && field < 0; f++) {
+        const dc_wire_req_t *fref = NULL;
+
         if (!field_checked(f, ref->coll)) {
             continue;
         }
         for (int i = 0; i < cm->size; i++) {
-            if (e->have[cm->ranks[i]] &&
-                field_value(&e->per_rank[cm->ranks[i]], f) != field_value(ref, f)) {
+            const dc_wire_req_t *q = &e->per_rank[cm->ranks[i]];
+
+            if (!e->have[cm->ranks[i]] || field_ignored(q, f)) {
+                continue;
+            }
+            if (fref == NULL) {
+                fref = q;
+            } else if (field_value(q, f) != field_value(fref, f)) {
                 field = f;
                 break;
             }
@@ -133,12 +154,13 @@ static int describe_mismatch(const dc_comm_t *cm, const neg_entry_t *e, char *te
         size_t glen = 0;
         int members = 0;
 
-        if (listed[i] || !e->have[cm->ranks[i]]) {
+        if (listed[i] || !e->have[cm->ranks[i]] || field_ignored(q, field)) {
             continue;
         }
         field_text(q, field, value, sizeof(value));
         for (int j = i; j < cm->size && glen < sizeof(group); j++) {
             if (!listed[j] && e->have[cm->ranks[j]] &&
+                !field_ignored(&e->per_rank[cm->ranks[j]], field) &&
                 field_value(&e->per_rank[cm->ranks[j]], field) == field_value(q, field)) {
                 listed[j] = 1;
                 members++;
@@ -186,6 +208,14 @@ static dc_status_t neg_emit(coord_t *c, const char *key, neg_entry_t *e, const d
     memset(resp->text, 0, sizeof(resp->text));
     resp->error = 0;
     resp->ncounts = 0;
+    /* The agreed kind: device when any member's buffers are (the others agree
+     * or have no buffer). */
+    for (int i = 0; i < cm->size && resp->req.device != DC_WIRE_DEVICE; i++) {
+        int r = cm->ranks[i];
+
+        resp->req.device = e->have[r] && e->per_rank[r].device == DC_WIRE_DEVICE
+                               ? DC_WIRE_DEVICE : DC_WIRE_HOST;
+    }
     if (describe_mismatch(cm, e, resp->text, sizeof(resp->text))) {
         resp->error = DCOMM_ERR_MISMATCH;
     } else if (resp->req.coll == DC_COLL_ALLGATHER) {

@@ -75,6 +75,11 @@ typedef struct dc_state {
     dc_store_t *store;
     int events_fd;         /* dlaunch's event channel, -1 when none */
     dc_net_t *net;
+    /* Device buffers: the cuda module's services (NULL when it is not loaded,
+     * e.g. no GPU), and the CUDA device this process's device tensors are on
+     * (the first one seen; -1 before). */
+    const struct dc_cuda_ops *cuda;
+    _Atomic int cuda_device;
 
     /* everything below is guarded by lock */
     pthread_mutex_t lock;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WIRE_VERSION  2
+#define WIRE_VERSION  3
 #define WIRE_HDR_LEN  16 /* magic u32, version u16, kind u16, flags u32, n u32 */
 #define WIRE_KIND_REQ 1
 #define WIRE_KIND_RSP 2
@@ -123,7 +123,7 @@ static dc_status_t put_header(dc_wire_buf_t *buf, uint16_t kind, uint32_t flags,
     return DCOMM_OK;
 }
 
-/* name_len u16, name, coll u8, dtype u8, op u8, 0 u8, root i32, comm i32, count u64 */
+/* name_len u16, name, coll u8, dtype u8, op u8, device u8, root i32, comm i32, count u64 */
 static dc_status_t put_req(dc_wire_buf_t *buf, const dc_wire_req_t *req)
 {
     size_t nlen = strnlen(req->name, DC_WIRE_NAME_MAX);
@@ -145,7 +145,7 @@ static dc_status_t put_req(dc_wire_buf_t *buf, const dc_wire_req_t *req)
     p[0] = req->coll;
     p[1] = req->dtype;
     p[2] = req->op;
-    p[3] = 0;
+    p[3] = req->device;
     put_u32(p + 4, (uint32_t)req->root);
     put_u32(p + 8, (uint32_t)req->comm);
     put_u64(p + 12, req->count);
@@ -211,12 +211,13 @@ static dc_status_t get_req(dc_wire_reader_t *rd, dc_wire_req_t *req)
     req->coll = p[0];
     req->dtype = p[1];
     req->op = p[2];
+    req->device = p[3];
     req->root = (int32_t)get_u32(p + 4);
     req->comm = (int32_t)get_u32(p + 8);
     req->count = get_u64(p + 12);
     if (req->coll >= DC_COLL_COUNT || req->dtype >= DCOMM_DTYPE_COUNT ||
-        req->op >= DCOMM_OP_COUNT) {
-        return malformed("unknown collective, dtype or op");
+        req->op >= DCOMM_OP_COUNT || req->device > DC_WIRE_NOBUF) {
+        return malformed("unknown collective, dtype, op or buffer kind");
     }
     rd->pos = p + 20;
     return DCOMM_OK;

@@ -31,12 +31,18 @@ typedef enum dc_coll {
 
 const char *dc_coll_name(int coll);
 
+/* Where a request's buffers live (dc_wire_req_t.device): set by the API when
+ * the cuda module is loaded. NOBUF: this rank has no buffer (nothing to send),
+ * which agrees with either kind. */
+enum { DC_WIRE_HOST = 0, DC_WIRE_DEVICE = 1, DC_WIRE_NOBUF = 2 };
+
 /* What a rank asks for; identical on every rank for one tensor (else mismatch). */
 typedef struct dc_wire_req {
     char name[DC_WIRE_NAME_MAX];
     uint8_t coll;
     uint8_t dtype;
     uint8_t op;
+    uint8_t device;       /* DC_WIRE_HOST, _DEVICE or _NOBUF */
     int32_t root;
     int32_t comm;
     uint64_t count;

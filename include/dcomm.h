@@ -9,6 +9,12 @@
  * handle completes (dcomm_wait returns, or dcomm_poll reports done). Results
  * returned by dcomm_result are owned by the handle until dcomm_release.
  *
+ * Buffers may be host memory or CUDA device memory when the cuda module is
+ * loaded (the runtime tells them apart by CUDA's pointer attributes); one call
+ * takes buffers of one kind, and every rank must pass the same kind for a
+ * tensor (else DCOMM_ERR_MISMATCH). Device tensors run on NCCL or are staged
+ * through pinned host memory (README, "GPU buffers").
+ *
  * Errors: every call returns a dcomm_status_t; on a negative status,
  * dcomm_last_error() gives this thread's message with the detail (which
  * argument, which rank, which tensor).
@@ -179,7 +185,8 @@ DCOMM_API dcomm_status_t dcomm_poll(dcomm_handle_t handle, int *done_p);
 DCOMM_API dcomm_status_t dcomm_wait(dcomm_handle_t handle);
 
 /* Output of allgather/alltoall/reducescatter/join, owned by the handle until
- * dcomm_release. rank_counts_p (may be NULL) gets one count per comm rank. */
+ * dcomm_release. rank_counts_p (may be NULL) gets one count per comm rank.
+ * The output is host memory, also when the inputs were device memory. */
 DCOMM_API dcomm_status_t dcomm_result(dcomm_handle_t handle, const void **data_p,
                                       size_t *count_p, const size_t **rank_counts_p);
 

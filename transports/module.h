@@ -47,6 +47,11 @@ typedef struct dc_cuda_ops {
     void (*device_free)(void *ptr);
     /* How many devices this process sees (0: none; the module then declines). */
     int (*device_count)(void);
+    /* The CUDA ordinal of the device ptr is on; -1 for host memory. Any thread. */
+    int (*device_of)(const void *ptr);
+    /* Makes device the calling thread's current device and the module's stream
+     * one of that device (the coordinator calls it before any device work). */
+    dc_status_t (*use_device)(int device);
 } dc_cuda_ops_t;
 
 /* Device-buffer collectives (nccl module). Every call is from the coordinator
@@ -55,7 +60,8 @@ typedef struct dc_cuda_ops {
 typedef struct dc_nccl_comm dc_nccl_comm_t;
 typedef struct dc_nccl_ops {
     /* Collective over nranks: rank 0 makes the unique id and sets it at key in
-     * store; the others wait up to timeout_ms for it. device: CUDA ordinal. */
+     * store; the others wait up to timeout_ms for it (one rank: no store
+     * needed, it may be NULL). device: CUDA ordinal. */
     dc_status_t (*comm_open)(dc_store_t *store, const char *key, int rank, int nranks, int device,
                              int timeout_ms, dc_nccl_comm_t **comm_p);
     void (*comm_close)(dc_nccl_comm_t *comm);
@@ -72,6 +78,13 @@ typedef struct dc_nccl_ops {
                                  int dtype, int op, uint64_t *ticket_p);
     dc_status_t (*alltoall)(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
                             int dtype, uint64_t *ticket_p);
+    /* Uneven forms: counts[r] elements from/to comm rank r, packed in rank order
+     * (send and recv may be NULL where their counts add up to 0). */
+    dc_status_t (*allgatherv)(dc_nccl_comm_t *c, const void *send, void *recv,
+                              const size_t *counts, int dtype, uint64_t *ticket_p);
+    dc_status_t (*alltoallv)(dc_nccl_comm_t *c, const void *send, const size_t *sendcounts,
+                             void *recv, const size_t *recvcounts, int dtype,
+                             uint64_t *ticket_p);
     /* DCOMM_OK when the operation is done, DCOMM_INPROGRESS when not yet, or an
      * error (NCCL's asynchronous error included). Never blocks. */
     dc_status_t (*test)(dc_nccl_comm_t *c, uint64_t ticket);

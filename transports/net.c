@@ -55,8 +55,7 @@ struct dc_net {
     uint64_t last_check_ns;
 };
 
-/* "shm,tcp" keeps those, "^tcp,shm" excludes those; "" or NULL keeps all. */
-static int spec_allows(const char *spec, const char *name)
+int dc_net_spec_allows(const char *spec, const char *name)
 {
     int exclude, listed = 0;
     size_t len = strlen(name);
@@ -132,7 +131,7 @@ static size_t net_candidates(const dc_topo_t *topo, const char *spec,
     }
     for (size_t t = 0; t < n; t++) {
         memset(&attr[t], 0, sizeof(attr[t]));
-        if (!spec_allows(spec, cand[t]->name) || cand[t]->query(topo, &attr[t]) < 0) {
+        if (!dc_net_spec_allows(spec, cand[t]->name) || cand[t]->query(topo, &attr[t]) < 0) {
             attr[t].usable = 0;
         }
         for (size_t u = t; u > 0 && attr[u].priority > attr[u - 1].priority; u--) {

@@ -30,6 +30,10 @@ dc_endpoint_t *dc_net_ep(dc_net_t *net, int rank);
 /* Name of the transport serving rank ("self", "shm", "tcp"). */
 const char *dc_net_transport_name(dc_net_t *net, int rank);
 
+/* DCOMM_TRANSPORTS syntax: "shm,tcp" keeps those, "^tcp,shm" excludes those;
+ * "" or NULL keeps all. 1 when spec allows the transport called name. */
+int dc_net_spec_allows(const char *spec, const char *name);
+
 /* Drives every transport once; returns the events handled. */
 int dc_net_progress(dc_net_t *net);
 

@@ -11,6 +11,7 @@
 #include "module_shim.h"
 
 static cudaStream_t cuda_stream;
+static int cuda_stream_device = -1; /* the device cuda_stream belongs to */
 static int cuda_ndevices;
 
 static dc_status_t cuda_error(cudaError_t err, const char *what)
@@ -19,15 +20,47 @@ static dc_status_t cuda_error(cudaError_t err, const char *what)
                         cudaGetErrorString(err), cudaGetErrorName(err));
 }
 
-static int cuda_is_device_ptr(const void *ptr)
+static int cuda_device_of(const void *ptr)
 {
     struct cudaPointerAttributes attr;
 
     if (ptr == NULL || cudaPointerGetAttributes(&attr, ptr) != cudaSuccess) {
         cudaGetLastError(); /* a plain host pointer may report an error: clear it */
-        return 0;
+        return -1;
     }
-    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
+    return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged
+               ? attr.device : -1;
+}
+
+static int cuda_is_device_ptr(const void *ptr)
+{
+    return cuda_device_of(ptr) >= 0;
+}
+
+/* The current device is per thread (the coordinator's starts at 0), and the
+ * stream belongs to the device current when it was made: a kernel on it must
+ * not touch another device's memory, so a change of device remakes it. */
+static dc_status_t cuda_use_device(int device)
+{
+    cudaError_t err = cudaSetDevice(device);
+
+    if (err != cudaSuccess) {
+        return cuda_error(err, "cudaSetDevice");
+    }
+    if (device == cuda_stream_device) {
+        return DCOMM_OK;
+    }
+    if (cuda_stream != NULL) {
+        cudaStreamDestroy(cuda_stream);
+        cuda_stream = NULL;
+    }
+    err = cudaStreamCreateWithFlags(&cuda_stream, cudaStreamNonBlocking);
+    if (err != cudaSuccess) {
+        cuda_stream_device = -1;
+        return cuda_error(err, "cudaStreamCreate");
+    }
+    cuda_stream_device = device;
+    return DCOMM_OK;
 }
 
 static dc_status_t cuda_sync(cudaError_t err, const char *what)
@@ -92,6 +125,8 @@ static const dc_cuda_ops_t cuda_ops = {
     .device_alloc = cuda_device_alloc,
     .device_free = cuda_device_free,
     .device_count = cuda_device_count,
+    .device_of = cuda_device_of,
+    .use_device = cuda_use_device,
 };
 
 static dc_status_t cuda_module_init(const dc_module_host_t *host)
@@ -105,8 +140,12 @@ static dc_status_t cuda_module_init(const dc_module_host_t *host)
         return dc_error_set(DCOMM_ERR_UNSUPPORTED, "no CUDA device: %s",
                             err != cudaSuccess ? cudaGetErrorString(err) : "count is 0");
     }
-    err = cudaStreamCreateWithFlags(&cuda_stream, cudaStreamNonBlocking);
+    err = cudaGetDevice(&cuda_stream_device);
+    if (err == cudaSuccess) {
+        err = cudaStreamCreateWithFlags(&cuda_stream, cudaStreamNonBlocking);
+    }
     if (err != cudaSuccess) {
+        cuda_stream_device = -1;
         return cuda_error(err, "cudaStreamCreate");
     }
     DC_DEBUG("cuda: %d device(s)", cuda_ndevices);

@@ -78,8 +78,8 @@ static void comm_free(dc_nccl_comm_t *c)
     free(c);
 }
 
-static dc_status_t get_id(dc_store_t *store, const char *key, int rank, int timeout_ms,
-                          ncclUniqueId *id)
+static dc_status_t get_id(dc_store_t *store, const char *key, int rank, int nranks,
+                          int timeout_ms, ncclUniqueId *id)
 {
     ncclResult_t rc;
     size_t len = 0;
@@ -90,7 +90,7 @@ static dc_status_t get_id(dc_store_t *store, const char *key, int rank, int time
         if (rc != ncclSuccess) {
             return nccl_error(rc, "ncclGetUniqueId");
         }
-        return dc_store_set(store, key, id, sizeof(*id));
+        return nranks == 1 ? DCOMM_OK : dc_store_set(store, key, id, sizeof(*id));
     }
     status = dc_store_get(store, key, id, sizeof(*id), &len, timeout_ms);
     if (status < 0) {
@@ -130,7 +130,7 @@ static dc_status_t nccl_comm_open(dc_store_t *store, const char *key, int rank, 
         status = cuda_error(err, "stream/event set-up");
         goto err;
     }
-    DC_CHECK_GOTO(get_id(store, key, rank, timeout_ms, &id), status, err);
+    DC_CHECK_GOTO(get_id(store, key, rank, nranks, timeout_ms, &id), status, err);
     rc = ncclCommInitRank(&c->comm, nranks, id, rank);
     if (rc != ncclSuccess) {
         status = nccl_error(rc, "ncclCommInitRank");
@@ -191,14 +191,23 @@ static dc_status_t types(int dtype, int op, ncclDataType_t *t_p, ncclRedOp_t *o_
     return DCOMM_OK;
 }
 
+/* Checks dtype (and op when o_p is given) and frees a ring slot. */
+static dc_status_t op_prepare(dc_nccl_comm_t *c, int dtype, int op, ncclDataType_t *t_p,
+                              ncclRedOp_t *o_p)
+{
+    dc_status_t status = types(dtype, op, t_p, o_p);
+
+    return status < 0 ? status : op_begin(c);
+}
+
 static dc_status_t nccl_allreduce(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
                                   int dtype, int op, uint64_t *ticket_p)
 {
     ncclDataType_t t = ncclFloat32;
     ncclRedOp_t o = ncclSum;
-    dc_status_t status = types(dtype, op, &t, &o);
+    dc_status_t status = op_prepare(c, dtype, op, &t, &o);
 
-    if (status < 0 || (status = op_begin(c)) < 0) {
+    if (status < 0) {
         return status;
     }
     return op_end(c, ncclAllReduce(send, recv, count, t, o, c->comm, c->stream), "ncclAllReduce",
@@ -209,9 +218,9 @@ static dc_status_t nccl_broadcast(dc_nccl_comm_t *c, void *buf, size_t count, in
                                   int root, uint64_t *ticket_p)
 {
     ncclDataType_t t = ncclFloat32;
-    dc_status_t status = types(dtype, 0, &t, NULL);
+    dc_status_t status = op_prepare(c, dtype, 0, &t, NULL);
 
-    if (status < 0 || (status = op_begin(c)) < 0) {
+    if (status < 0) {
         return status;
     }
     return op_end(c, ncclBroadcast(buf, buf, count, t, root, c->comm, c->stream),
@@ -222,9 +231,9 @@ static dc_status_t nccl_allgather(dc_nccl_comm_t *c, const void *send, void *rec
                                   int dtype, uint64_t *ticket_p)
 {
     ncclDataType_t t = ncclFloat32;
-    dc_status_t status = types(dtype, 0, &t, NULL);
+    dc_status_t status = op_prepare(c, dtype, 0, &t, NULL);
 
-    if (status < 0 || (status = op_begin(c)) < 0) {
+    if (status < 0) {
         return status;
     }
     return op_end(c, ncclAllGather(send, recv, count, t, c->comm, c->stream), "ncclAllGather",
@@ -236,39 +245,97 @@ static dc_status_t nccl_reducescatter(dc_nccl_comm_t *c, const void *send, void 
 {
     ncclDataType_t t = ncclFloat32;
     ncclRedOp_t o = ncclSum;
-    dc_status_t status = types(dtype, op, &t, &o);
+    dc_status_t status = op_prepare(c, dtype, op, &t, &o);
 
-    if (status < 0 || (status = op_begin(c)) < 0) {
+    if (status < 0) {
         return status;
     }
     return op_end(c, ncclReduceScatter(send, recv, count, t, o, c->comm, c->stream),
                   "ncclReduceScatter", ticket_p);
 }
 
-/* NCCL has no alltoall: grouped sends and receives, one pair per peer. */
-static dc_status_t nccl_alltoall(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
-                                 int dtype, uint64_t *ticket_p)
+static size_t dtype_size(int dtype)
 {
-    size_t bytes = count * (size_t)(dtype == DCOMM_UINT8 || dtype == DCOMM_INT8       ? 1
-                                    : dtype == DCOMM_FLOAT16 || dtype == DCOMM_BFLOAT16 ? 2
-                                    : dtype == DCOMM_INT32 || dtype == DCOMM_FLOAT32    ? 4
-                                                                                        : 8);
-    ncclDataType_t t = ncclFloat32;
-    ncclResult_t rc = ncclSuccess;
-    dc_status_t status = types(dtype, 0, &t, NULL);
+    switch (dtype) {
+    case DCOMM_UINT8:
+    case DCOMM_INT8: return 1;
+    case DCOMM_FLOAT16:
+    case DCOMM_BFLOAT16: return 2;
+    case DCOMM_INT32:
+    case DCOMM_FLOAT32: return 4;
+    default: return 8;
+    }
+}
 
-    if (status < 0 || (status = op_begin(c)) < 0) {
+/* NCCL has no alltoall(v): grouped sends and receives, one pair per peer.
+ * sendcounts/recvcounts NULL: count to and from every rank. */
+static dc_status_t alltoall_group(dc_nccl_comm_t *c, const void *send, const size_t *sendcounts,
+                                  void *recv, const size_t *recvcounts, size_t count, int dtype,
+                                  uint64_t *ticket_p)
+{
+    size_t esize = dtype_size(dtype), soff = 0, roff = 0;
+    ncclDataType_t t = ncclFloat32;
+    ncclResult_t rc = ncclSuccess, end;
+    dc_status_t status = op_prepare(c, dtype, 0, &t, NULL);
+
+    if (status < 0) {
         return status;
     }
     ncclGroupStart();
     for (int r = 0; r < c->nranks && rc == ncclSuccess; r++) {
-        rc = ncclSend((const char *)send + (size_t)r * bytes, count, t, r, c->comm, c->stream);
-        if (rc == ncclSuccess) {
-            rc = ncclRecv((char *)recv + (size_t)r * bytes, count, t, r, c->comm, c->stream);
+        size_t sn = sendcounts ? sendcounts[r] : count, rn = recvcounts ? recvcounts[r] : count;
+
+        if (sn > 0) {
+            rc = ncclSend((const char *)send + soff * esize, sn, t, r, c->comm, c->stream);
         }
+        if (rc == ncclSuccess && rn > 0) {
+            rc = ncclRecv((char *)recv + roff * esize, rn, t, r, c->comm, c->stream);
+        }
+        soff += sn;
+        roff += rn;
     }
-    ncclResult_t end = ncclGroupEnd();
+    end = ncclGroupEnd();
     return op_end(c, rc != ncclSuccess ? rc : end, "alltoall (ncclSend/ncclRecv)", ticket_p);
+}
+
+static dc_status_t nccl_alltoall(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
+                                 int dtype, uint64_t *ticket_p)
+{
+    return alltoall_group(c, send, NULL, recv, NULL, count, dtype, ticket_p);
+}
+
+static dc_status_t nccl_alltoallv(dc_nccl_comm_t *c, const void *send, const size_t *sendcounts,
+                                  void *recv, const size_t *recvcounts, int dtype,
+                                  uint64_t *ticket_p)
+{
+    return alltoall_group(c, send, sendcounts, recv, recvcounts, 0, dtype, ticket_p);
+}
+
+/* Allgather with a count per rank: one broadcast per rank into its place,
+ * grouped (NCCL's own advice for allgatherv). */
+static dc_status_t nccl_allgatherv(dc_nccl_comm_t *c, const void *send, void *recv,
+                                   const size_t *counts, int dtype, uint64_t *ticket_p)
+{
+    size_t esize = dtype_size(dtype), off = 0;
+    ncclDataType_t t = ncclFloat32;
+    ncclResult_t rc = ncclSuccess, end;
+    dc_status_t status = op_prepare(c, dtype, 0, &t, NULL);
+
+    if (status < 0) {
+        return status;
+    }
+    ncclGroupStart();
+    for (int r = 0; r < c->nranks && rc == ncclSuccess; r++) {
+        char *dst = (char *)recv + off * esize;
+
+        if (counts[r] > 0) {
+            rc = ncclBroadcast(r == c->rank ? send : dst, dst, counts[r], t, r, c->comm,
+                               c->stream);
+        }
+        off += counts[r];
+    }
+    end = ncclGroupEnd();
+    return op_end(c, rc != ncclSuccess ? rc : end, "allgatherv (ncclBroadcast)", ticket_p);
 }
 
 static dc_status_t nccl_test(dc_nccl_comm_t *c, uint64_t ticket)
@@ -306,6 +373,8 @@ static const dc_nccl_ops_t nccl_ops = {
     .allgather = nccl_allgather,
     .reducescatter = nccl_reducescatter,
     .alltoall = nccl_alltoall,
+    .allgatherv = nccl_allgatherv,
+    .alltoallv = nccl_alltoallv,
     .test = nccl_test,
 };
 

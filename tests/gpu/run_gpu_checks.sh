@@ -1,12 +1,17 @@
 #!/bin/sh
 # GPU checks for the cuda and nccl modules, for a machine with an NVIDIA GPU
-# (about 1-3 minutes: a build of just these targets, then two test programs):
+# (about 1-3 minutes: a build of just these targets, then the test programs):
 #   - test_cuda_module: pointer kinds, GPU reduction kernels for every dtype/op
 #     against the CPU kernels, AVG scaling, pinned staging, a bandwidth figure;
 #   - test_nccl_module: a single-rank NCCL communicator, allreduce SUM/AVG/MAX,
-#     broadcast, allgather, reducescatter, alltoall, 300 queued allreduces.
+#     broadcast, allgather, reducescatter, alltoall, 300 queued allreduces;
+#   - gpu_colls through libdcomm under dlaunch (tests/gpu/gpu_colls_test.sh):
+#     every collective on cudaMalloc buffers, checked, with NCCL (2 ranks, or 1
+#     where there is one GPU: NCCL wants a GPU per rank) and staged through
+#     pinned host memory (DCOMM_TRANSPORTS=^nccl, 2 ranks); each checks the log
+#     for the path taken.
 # Usage: tests/gpu/run_gpu_checks.sh   (DCOMM_GPU_BUILD_DIR, DCOMM_CUDA_ARCH override)
-# Exit status: 0 when both pass; 1 otherwise (a skip for want of a GPU fails here).
+# Exit status: 0 when all pass; 1 otherwise (a skip for want of a GPU fails here).
 set -u
 cd "$(dirname "$0")/../.."
 build=${DCOMM_GPU_BUILD_DIR:-build-gpu}
@@ -25,7 +30,7 @@ if ! cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DDCOMM_TESTS=ON \
 fi
 start=$(date +%s)
 if ! cmake --build "$build" -j"$(nproc)" --target dcomm-cuda dcomm-nccl test_cuda_module \
-        test_nccl_module > "$build.build.log" 2>&1; then
+        test_nccl_module dlaunch gpu_colls > "$build.build.log" 2>&1; then
     tail -30 "$build.build.log"
     echo "FAIL: build (log: $build.build.log)"
     exit 1
@@ -40,6 +45,14 @@ for t in cuda nccl; do
     timeout 150 "$build/tests/modules/test_${t}_module"
     rc=$?
     echo "test_${t}_module: exit $rc in $(( $(date +%s) - t0 )) s"
+    [ "$rc" -eq 0 ] || status=1
+done
+for mode in nccl staged; do
+    echo "== gpu_colls, $mode"
+    t0=$(date +%s)
+    tests/gpu/gpu_colls_test.sh "$build/launcher/dlaunch" "$build/tests/gpu/gpu_colls" "$mode" 2
+    rc=$?
+    echo "gpu_colls $mode: exit $rc in $(( $(date +%s) - t0 )) s"
     [ "$rc" -eq 0 ] || status=1
 done
 [ "$status" -eq 0 ] && echo "GPU CHECKS PASSED" || echo "GPU CHECKS FAILED"

@@ -43,6 +43,25 @@ static void test_hit_miss_changed(void **state)
     dc_cache_free(&cache);
 }
 
+/* The buffer kind is a parameter: a host tensor cached, then submitted as
+ * device memory, is renegotiated; a rank without a buffer fits either. */
+static void test_device_kind(void **state)
+{
+    dc_cache_t cache;
+    dc_wire_req_t h = req("t", DC_COLL_ALLREDUCE, 10), d = h, none = h;
+    int bit = -1, evicted;
+
+    (void)state;
+    d.device = DC_WIRE_DEVICE;
+    none.device = DC_WIRE_NOBUF;
+    assert_int_equal(dc_cache_init(&cache, 2), DCOMM_OK);
+    assert_int_equal(dc_cache_put(&cache, &h, NULL, 0, &evicted), 0);
+    assert_int_equal(dc_cache_lookup(&cache, &h, 0, &bit), 0);
+    assert_int_equal(dc_cache_lookup(&cache, &d, 0, &bit), DC_CACHE_CHANGED);
+    assert_int_equal(dc_cache_lookup(&cache, &none, 0, &bit), 0);
+    dc_cache_free(&cache);
+}
+
 static void test_allgather_counts(void **state)
 {
     dc_cache_t cache;
@@ -102,7 +121,7 @@ static void test_not_cached(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hit_miss_changed),
+        cmocka_unit_test(test_hit_miss_changed), cmocka_unit_test(test_device_kind),
         cmocka_unit_test(test_allgather_counts),
         cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_not_cached),

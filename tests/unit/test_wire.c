@@ -225,13 +225,37 @@ static void test_name_limit(void **state)
     dc_wire_buf_free(&buf);
 }
 
+/* The buffer kind travels in the request; an unknown kind is malformed. */
+static void test_device_kind(void **state)
+{
+    dc_wire_req_t a = make_req("d", DC_COLL_ALLGATHER, 5), out;
+    const dc_wire_req_t *list[] = {&a};
+    dc_wire_buf_t buf = {0};
+    dc_wire_reader_t rd;
+    uint32_t flags, n;
+
+    (void)state;
+    for (uint8_t kind = DC_WIRE_HOST; kind <= DC_WIRE_NOBUF; kind++) {
+        a.device = kind;
+        assert_int_equal(dc_wire_reqs_encode(&buf, 0, list, 1), DCOMM_OK);
+        assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+        assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_OK);
+        assert_int_equal(out.device, kind);
+    }
+    a.device = DC_WIRE_NOBUF + 1;
+    assert_int_equal(dc_wire_reqs_encode(&buf, 0, list, 1), DCOMM_OK);
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_ERR_TRANSPORT);
+    dc_wire_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reqs_roundtrip), cmocka_unit_test(test_resps_roundtrip),
         cmocka_unit_test(test_resp_counts),
         cmocka_unit_test(test_truncated),      cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_name_limit),
+        cmocka_unit_test(test_name_limit),     cmocka_unit_test(test_device_kind),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

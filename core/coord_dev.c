@@ -1,0 +1,420 @@
+/*
+ * Device (CUDA) tensors in the coordinator. The collectives of a comm's device
+ * tensors run on NCCL when every member has the nccl module (and
+ * DCOMM_TRANSPORTS allows it); otherwise they are staged: device data is
+ * copied into pinned host memory, the host algorithms run there, and results
+ * are copied back (AVG is summed on the host and scaled on the device).
+ *
+ * An NCCL operation is enqueued on the module's stream and polled with test(),
+ * never waited for with a blocking CUDA call; but the coordinator polls it to
+ * completion before the next item, because items run in the agreed order on
+ * this one thread, the fusion and scratch buffers are reused by the next item,
+ * and the loop's idle and failure paths (coord.c) know nothing of work in
+ * flight on the GPU. Overlapping NCCL operations would need all three changed.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "coord.h"
+#include "dc_reduce.h"
+#include "dc_time.h"
+#include "log.h"
+#include "module.h"
+
+/* The modules, and the device: the one the API saw first, else the usual
+ * local-rank choice (this rank has no device buffer yet: it joined, or sends
+ * nothing). */
+static dc_status_t dev_init(coord_t *c)
+{
+    coord_dev_t *d = &c->dev;
+    const dc_module_t *m = dc_module_find("nccl");
+    int expected = -1, n;
+
+    d->cuda = c->st->cuda;
+    d->nccl = m != NULL && d->cuda != NULL && dc_net_spec_allows(dc_config.transports, "nccl")
+                  ? m->nccl : NULL;
+    d->ready = 1;
+    if (d->cuda == NULL) {
+        return DCOMM_OK;
+    }
+    n = d->cuda->device_count();
+    d->device = c->st->local_rank % (n > 0 ? n : 1);
+    if (!atomic_compare_exchange_strong(&c->st->cuda_device, &expected, d->device)) {
+        d->device = expected;
+    }
+    return d->cuda->use_device(d->device);
+}
+
+/* MIN over the comm's members of *v, on ctx's tag. */
+static dc_status_t agree(coord_t *c, const dc_coll_ctx_t *ctx, int32_t *v)
+{
+    dc_coll_args_t args = {.sendbuf = v, .recvbuf = v, .count = 1, .dtype = DCOMM_INT32,
+                           .op = DCOMM_MIN};
+    const char *algo;
+
+    return ctx->size > 1 ? dc_coord_run_algo(c, DC_COLL_ALLREDUCE, ctx, &args, "nccl.agree", &algo)
+                         : DCOMM_OK;
+}
+
+/* First device collective of comm: NCCL when every member can open it, else
+ * staged. The unique id travels through the rendezvous store under a key made
+ * of the comm id and the item's tag (the same on every member, never reused). */
+static dc_status_t dev_open(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm)
+{
+    coord_dev_t *d = &c->dev;
+    int32_t ok = d->nccl != NULL;
+    dc_nccl_comm_t *nc = NULL;
+    char key[64], why[512] = "";
+    dc_status_t status = agree(c, ctx, &ok);
+
+    if (status < 0) {
+        return status;
+    }
+    if (!ok) {
+        snprintf(why, sizeof(why), "%s", d->nccl == NULL ? "no nccl module here, or "
+                                                           "DCOMM_TRANSPORTS leaves it out"
+                                                         : "a member has no nccl module");
+    } else {
+        snprintf(key, sizeof(key), "nccl.%d.%llu", (int)comm, (unsigned long long)ctx->tag);
+        if (d->nccl->comm_open(c->st->store, key, ctx->rank, ctx->size, d->device,
+                               (int)dc_config.timeout_ms, &nc) < 0) {
+            snprintf(why, sizeof(why), "%s", dc_error_get());
+            nc = NULL;
+            ok = 0;
+        }
+        status = agree(c, ctx, &ok);
+        if ((status < 0 || !ok) && nc != NULL) {
+            d->nccl->comm_close(nc);
+            nc = NULL;
+            snprintf(why, sizeof(why), "another member could not open its NCCL communicator");
+        }
+        if (status < 0) {
+            return status;
+        }
+    }
+    d->comms[comm].mode = ok ? DC_DEV_NCCL : DC_DEV_STAGED;
+    d->comms[comm].nccl = nc;
+    if (ok) {
+        DC_INFO("comm %d: device tensors through NCCL (CUDA device %d)", (int)comm, d->device);
+    } else {
+        DC_INFO("comm %d: device tensors staged through pinned host memory: %s", (int)comm, why);
+    }
+    return DCOMM_OK;
+}
+
+dc_status_t dc_coord_dev_prepare(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm,
+                                 int *mode_p)
+{
+    dc_status_t status = c->dev.ready ? DCOMM_OK : dev_init(c);
+
+    if (status == DCOMM_OK && c->dev.comms[comm].mode == DC_DEV_UNDECIDED) {
+        status = dev_open(c, ctx, comm);
+    }
+    if (status == DCOMM_OK) {
+        *mode_p = c->dev.comms[comm].mode;
+    }
+    return status;
+}
+
+dc_status_t dc_coord_dev_copy(coord_t *c, void *dst, const void *src, size_t bytes)
+{
+    if (bytes == 0) {
+        return DCOMM_OK;
+    }
+    if (c->dev.cuda == NULL) {
+        memcpy(dst, src, bytes);
+        return DCOMM_OK;
+    }
+    return c->dev.cuda->memcpy(dst, src, bytes);
+}
+
+/* Grows a persistent buffer (2 MiB steps): pinned host or device memory. */
+static dc_status_t dev_grow(coord_t *c, int device, void **buf, size_t *size, size_t need)
+{
+    const dc_cuda_ops_t *cu = c->dev.cuda;
+    void *p = NULL;
+    dc_status_t status;
+
+    if (need <= *size && *buf != NULL) {
+        return DCOMM_OK;
+    }
+    if (cu == NULL) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "device buffer wanted without the cuda module");
+    }
+    need = (need + (1u << 21) - 1) & ~(size_t)((1u << 21) - 1);
+    status = device ? cu->device_alloc(need, &p) : cu->host_alloc(need, &p);
+    if (status < 0) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "cannot allocate %zu bytes of %s memory: %s",
+                            need, device ? "device" : "pinned host", dc_error_get());
+    }
+    if (*buf != NULL) {
+        (device ? cu->device_free : cu->host_free)(*buf);
+    }
+    *buf = p;
+    *size = need;
+    return DCOMM_OK;
+}
+
+dc_status_t dc_coord_dev_stage(coord_t *c, size_t bytes, void **buf_p)
+{
+    dc_status_t status = dev_grow(c, 0, &c->dev.stage, &c->dev.stage_size, bytes);
+
+    *buf_p = c->dev.stage;
+    return status;
+}
+
+dc_status_t dc_coord_dev_dbuf(coord_t *c, size_t bytes, void **buf_p)
+{
+    dc_status_t status = dev_grow(c, 1, &c->dev.dbuf, &c->dev.dbuf_size, bytes);
+
+    *buf_p = c->dev.dbuf;
+    return status;
+}
+
+/* Zeros bytes of device memory (a joined rank's contribution), through the
+ * pinned buffer: the cuda module has no memset. */
+static dc_status_t dev_zero(coord_t *c, void *dptr, size_t bytes)
+{
+    void *z;
+    dc_status_t status = dc_coord_dev_stage(c, bytes, &z);
+
+    if (status < 0) {
+        return status;
+    }
+    memset(z, 0, bytes);
+    return dc_coord_dev_copy(c, dptr, z, bytes);
+}
+
+/* Polls an NCCL operation to completion (see the top of the file), under
+ * DCOMM_TIMEOUT; sleeps between polls once the first ones found it busy. */
+static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int coll)
+{
+    uint64_t deadline = dc_now_ns() + dc_config.timeout_ms * 1000000ull;
+    unsigned polls = 0;
+
+    for (;;) {
+        dc_status_t status = c->dev.nccl->test(nc, ticket);
+
+        if (status != DCOMM_INPROGRESS) {
+            return status;
+        }
+        if (dc_now_ns() > deadline) {
+            return dc_error_set(DCOMM_ERR_TIMEOUT, "NCCL %s not done after %llu ms "
+                                "(DCOMM_TIMEOUT)", dc_coll_name(coll),
+                                (unsigned long long)dc_config.timeout_ms);
+        }
+        if (++polls > 64) {
+            struct timespec ts = {0, 20000};
+
+            if (c->net != NULL) {
+                dc_net_progress(c->net); /* keep host traffic moving meanwhile */
+            }
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* A staged device tensor: this rank's input goes into the pinned buffer,
+ * where the host algorithm works (allreduce and broadcast in place). AVG is
+ * summed there on every rank alike and scaled on the device (dc_coord_dev_stage_out). A
+ * rank without device buffers (joined; no cuda module) keeps the host path. */
+dc_status_t dc_coord_dev_stage_in(coord_t *c, const exec_item_t *it, const dc_comm_t *cm,
+                                  dc_coll_args_t *args)
+{
+    int coll = it->req.coll;
+    size_t bytes;
+    void *stage;
+    dc_status_t status;
+
+    if (coll == DC_COLL_ALLREDUCE && args->op == DCOMM_AVG) {
+        args->op = DCOMM_SUM;
+    }
+    if (it->op == NULL || c->dev.cuda == NULL) {
+        return DCOMM_OK;
+    }
+    bytes = it->op->req.count * dc_reduce_dtype_size(it->req.dtype); /* this rank's own */
+    DC_CHECK_GOTO(dc_coord_dev_stage(c, bytes, &stage), status, out);
+    if (coll != DC_COLL_BROADCAST || cm->rank == args->root) {
+        DC_CHECK_GOTO(dc_coord_dev_copy(c, stage, args->sendbuf, bytes), status, out);
+    }
+    args->sendbuf = stage;
+    if (coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST) {
+        args->recvbuf = stage;
+    }
+out:
+    return status;
+}
+
+/* The staged result back to the device (the results of allgather,
+ * reducescatter and alltoall stay on the host: dcomm_result). */
+dc_status_t dc_coord_dev_stage_out(coord_t *c, const exec_item_t *it, const dc_comm_t *cm,
+                                   const dc_coll_args_t *args)
+{
+    dc_op_t *op = it->op;
+    size_t bytes = it->req.count * dc_reduce_dtype_size(it->req.dtype);
+    dc_status_t status = DCOMM_OK;
+
+    if (op == NULL || c->dev.cuda == NULL) {
+        return DCOMM_OK;
+    }
+    if (it->req.coll == DC_COLL_ALLREDUCE) {
+        status = dc_coord_dev_copy(c, op->recvbuf, args->recvbuf, bytes);
+        if (status == DCOMM_OK && it->req.op == DCOMM_AVG) {
+            status = dc_coord_dev_scale(c, op->recvbuf, it->req.count, it->req.dtype, cm->size);
+        }
+    } else if (it->req.coll == DC_COLL_BROADCAST && cm->rank != args->root) {
+        status = dc_coord_dev_copy(c, op->recvbuf, args->recvbuf, bytes);
+    }
+    return status;
+}
+
+static int counts_equal(const size_t *counts, int n)
+{
+    for (int i = 1; i < n; i++) {
+        if (counts[i] != counts[0]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Reducescatter on NCCL: its own when the segments are equal, else an
+ * allreduce in the device buffer and this rank's segment of it. *from_p: where
+ * the segment is on the device. */
+static dc_status_t native_rs(coord_t *c, dc_nccl_comm_t *nc, const dc_coll_ctx_t *ctx,
+                             const dc_coll_args_t *args, int joined, const void **from_p,
+                             uint64_t *ticket_p)
+{
+    const dc_nccl_ops_t *n = c->dev.nccl;
+    size_t esize = dc_reduce_dtype_size(args->dtype), bytes = args->count * esize, off, len;
+    const void *send = args->sendbuf;
+    char *buf;
+    dc_status_t status;
+
+    dc_ring_segment(args->count, ctx->size, ctx->rank, &off, &len);
+    status = dc_coord_dev_dbuf(c, bytes + len * esize, (void **)&buf);
+    if (status == DCOMM_OK && (joined || args->count % (size_t)ctx->size != 0)) {
+        status = joined ? dev_zero(c, buf, bytes) : dc_coord_dev_copy(c, buf, send, bytes);
+        send = buf;
+    }
+    if (status < 0) {
+        return status;
+    }
+    if (args->count % (size_t)ctx->size == 0) {
+        *from_p = buf + bytes;
+        return n->reducescatter(nc, send, buf + bytes, len, args->dtype, args->op, ticket_p);
+    }
+    *from_p = buf + off * esize;
+    return n->allreduce(nc, buf, buf, args->count, args->dtype, args->op, ticket_p);
+}
+
+dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
+                                const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
+{
+    const dc_nccl_ops_t *n = c->dev.nccl;
+    dc_nccl_comm_t *nc = c->dev.comms[comm].nccl;
+    size_t esize = dc_reduce_dtype_size(args->dtype), total = 0, off;
+    const void *send = args->sendbuf, *from = NULL;
+    void *recv = args->recvbuf, *buf = NULL;
+    uint64_t ticket = 0;
+    dc_status_t status = DCOMM_OK;
+
+    switch (coll) {
+    case DC_COLL_ALLREDUCE:
+    case DC_COLL_BROADCAST:
+        if (args->count == 0) {
+            return DCOMM_OK;
+        }
+        if (joined) { /* zeros in, in place; the result is thrown away */
+            DC_CHECK_GOTO(dc_coord_dev_dbuf(c, args->count * esize, &buf), status, out);
+            DC_CHECK_GOTO(dev_zero(c, buf, args->count * esize), status, out);
+            send = recv = buf;
+        }
+        status = coll == DC_COLL_ALLREDUCE
+                     ? n->allreduce(nc, send, recv, args->count, args->dtype, args->op, &ticket)
+                     : n->broadcast(nc, recv, args->count, args->dtype, args->root, &ticket);
+        break;
+    case DC_COLL_ALLGATHER:
+        for (int i = 0; i < ctx->size; i++) {
+            total += args->counts[i];
+        }
+        if (total == 0) {
+            return DCOMM_OK;
+        }
+        DC_CHECK_GOTO(dc_coord_dev_dbuf(c, total * esize, &buf), status, out);
+        from = buf;
+        status = counts_equal(args->counts, ctx->size)
+                     ? n->allgather(nc, send, buf, args->counts[0], args->dtype, &ticket)
+                     : n->allgatherv(nc, send, buf, args->counts, args->dtype, &ticket);
+        break;
+    case DC_COLL_REDUCESCATTER:
+        if (args->count == 0) {
+            return DCOMM_OK;
+        }
+        dc_ring_segment(args->count, ctx->size, ctx->rank, &off, &total);
+        status = native_rs(c, nc, ctx, args, joined, &from, &ticket);
+        break;
+    case DC_COLL_ALLTOALL:
+        /* Every rank takes part, even one with nothing to send or receive. */
+        for (int i = 0; i < ctx->size; i++) {
+            total += args->recv_counts[i];
+        }
+        DC_CHECK_GOTO(dc_coord_dev_dbuf(c, total * esize, &buf), status, out);
+        from = buf;
+        status = n->alltoallv(nc, send, args->counts, buf, args->recv_counts, args->dtype,
+                              &ticket);
+        break;
+    default:
+        return dc_error_set(DCOMM_ERR_INTERNAL, "no NCCL form of %s", dc_coll_name(coll));
+    }
+    if (status == DCOMM_OK) {
+        status = dev_wait(c, nc, ticket, coll);
+    }
+    /* allgather, reducescatter, alltoall: the handle's result is host memory */
+    if (status == DCOMM_OK && from != NULL) {
+        status = dc_coord_dev_copy(c, args->recvbuf, from, total * esize);
+    }
+out:
+    return status;
+}
+
+dc_status_t dc_coord_dev_scale(coord_t *c, void *buf, size_t count, int dtype, int size)
+{
+    if (count == 0 || c->dev.cuda == NULL) {
+        return DCOMM_OK;
+    }
+    return c->dev.cuda->scale(buf, count, dtype, 1.0 / size);
+}
+
+void dc_coord_dev_comm_close(coord_t *c, int32_t comm)
+{
+    if (comm < 0 || comm >= DC_MAX_COMMS) {
+        return;
+    }
+    if (c->dev.comms[comm].nccl != NULL) {
+        c->dev.nccl->comm_close(c->dev.comms[comm].nccl);
+    }
+    c->dev.comms[comm].nccl = NULL;
+    c->dev.comms[comm].mode = DC_DEV_UNDECIDED;
+}
+
+void dc_coord_dev_free(coord_t *c)
+{
+    coord_dev_t *d = &c->dev;
+
+    for (int i = 0; i < DC_MAX_COMMS; i++) {
+        dc_coord_dev_comm_close(c, i);
+    }
+    if (d->cuda != NULL) {
+        if (d->stage != NULL) {
+            d->cuda->host_free(d->stage);
+        }
+        if (d->dbuf != NULL) {
+            d->cuda->device_free(d->dbuf);
+        }
+    }
+    d->stage = d->dbuf = NULL;
+    d->stage_size = d->dbuf_size = 0;
+}
