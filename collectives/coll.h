@@ -87,6 +87,10 @@ extern const dc_coll_algo_t dc_reducescatter_ring_algo;  /* "ring" */
 extern const dc_coll_algo_t dc_reducescatter_rhalving_algo; /* "rhalving" */
 extern const dc_coll_algo_t dc_alltoall_pairwise_algo;   /* "pairwise" */
 extern const dc_coll_algo_t dc_barrier_dissemination_algo; /* "dissemination" */
+/* "mpi": the collective run by MPI itself (mpi module), every peer over mpi. */
+extern const dc_coll_algo_t dc_allreduce_mpi_algo;
+extern const dc_coll_algo_t dc_allgather_mpi_algo;
+extern const dc_coll_algo_t dc_bcast_mpi_algo;
 
 /* Alltoall prelude: every rank learns how many elements each peer sends it
  * (pairwise exchange of one size_t per pair). recv_counts: [size]. */

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "shm/shm_group.h"
 
 typedef struct link_param {
     double alpha;  /* seconds per message */
@@ -94,6 +95,9 @@ static const char *const model_names[DC_COST_COUNT] = {
     [DC_COST_REDUCESCATTER_RHALVING] = "rhalving",
     [DC_COST_ALLTOALL_PAIRWISE] = "pairwise",
     [DC_COST_BARRIER_DISSEMINATION] = "dissemination",
+    [DC_COST_ALLREDUCE_MPI] = "mpi",
+    [DC_COST_ALLGATHER_MPI] = "mpi",
+    [DC_COST_BCAST_MPI] = "mpi",
 };
 
 const char *dc_select_coll_name(int coll)
@@ -142,7 +146,9 @@ const char *dc_cost_model_name(dc_cost_model_t model)
  *                      tree, leaf in the other: receives and sends ~n per phase)
  *  allreduce shmdirect 2L a + 2n c + (p-1)/p n g   (copy in, reduce a 1/p slice
  *                      of every input, copy out; two barriers); only for one
- *                      host over shm, else inapplicable
+ *                      host over shm, else inapplicable; while p n is at most
+ *                      DC_SHM_GROUP_ONEPHASE_MAX: a + n c + (p-1) n g (copy in,
+ *                      every rank reduces every input; one hand-off)
  *  allreduce hier      m = p/h ranks per host, s = the shm link (as, bs):
  *                      (m-1) as k + (m-1)/m n (bs + g)           local reduce-scatter
  *                      + rab over h ranks of n/m bytes with b' = m b  (m flows share
@@ -166,6 +172,9 @@ const char *dc_cost_model_name(dc_cost_model_t model)
  *                      L' a k + (q-1)/q n (b' + g) + f (2a + n b' + n g + n/p b')
  *  alltoall pairwise   (p-1)(a + n/p b')              (n: what one rank sends)
  *  barrier dissemination  L a
+ *  mpi (allreduce, allgather, broadcast): the cheapest of dcomm's own formulas
+ *                      for that collective (MPI picks among the same schedules);
+ *                      inapplicable unless the class is mpi (every peer over mpi)
  * With p = 1 every cost is 0 (ties keep table order); shmdirect stays
  * inapplicable unless the class is shm on one host.
  */
@@ -229,6 +238,34 @@ static double allgather_hier_cost(const dc_select_t *sel, double n, int p, int h
            (double)(h - 1) / h * n * b + bcast_chain_cost(n, m, s->alpha, s->beta);
 }
 
+/* MPI's native collective (see the table above). */
+static double native_mpi_cost(const dc_select_t *sel, dc_cost_model_t model, size_t bytes,
+                              int nranks, int nhosts, dc_link_class_t cls)
+{
+    static const struct {
+        dc_cost_model_t native, own[4];
+        int n;
+    } rows[] = {
+        {DC_COST_ALLREDUCE_MPI,
+         {DC_COST_ALLREDUCE_RING, DC_COST_ALLREDUCE_RD, DC_COST_ALLREDUCE_RAB,
+          DC_COST_ALLREDUCE_DBTREE}, 4},
+        {DC_COST_ALLGATHER_MPI, {DC_COST_ALLGATHER_RING, DC_COST_ALLGATHER_BRUCK}, 2},
+        {DC_COST_BCAST_MPI, {DC_COST_BCAST_BINOMIAL, DC_COST_BCAST_CHAIN}, 2},
+    };
+    double best = INFINITY;
+
+    if (cls != DC_LINK_MPI) {
+        return INFINITY;
+    }
+    for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
+        for (int i = 0; rows[r].native == model && i < rows[r].n; i++) {
+            best = DC_MIN(best, dc_select_predict(sel, rows[r].own[i], bytes, nranks, nhosts,
+                                                  cls));
+        }
+    }
+    return best;
+}
+
 double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
                          int nhosts, dc_link_class_t cls)
 {
@@ -241,6 +278,10 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
 
     if (model == DC_COST_ALLREDUCE_SHMDIRECT && (nhosts != 1 || cls != DC_LINK_SHM)) {
         return INFINITY;
+    }
+    if (model == DC_COST_ALLREDUCE_MPI || model == DC_COST_ALLGATHER_MPI ||
+        model == DC_COST_BCAST_MPI) {
+        return native_mpi_cost(sel, model, bytes, nranks, nhosts, cls);
     }
     if (nranks <= 1) {
         return 0.0;
@@ -259,6 +300,9 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
     case DC_COST_ALLREDUCE_DBTREE:
         return 2 * L * a + n * (bs + DC_MAX(bs, g));
     case DC_COST_ALLREDUCE_SHMDIRECT:
+        if (n * p <= DC_SHM_GROUP_ONEPHASE_MAX) {
+            return a + n * c + (p - 1) * n * g;
+        }
         return 2 * L * a + 2 * n * c + (p - 1) / p * n * g;
     case DC_COST_ALLREDUCE_HIER:
         return allreduce_hier_cost(sel, n, nranks, nhosts, a, b, rs_pieces);
@@ -281,6 +325,9 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
         return (p - 1) * (a + n / p * bs);
     case DC_COST_BARRIER_DISSEMINATION:
         return L * a;
+    case DC_COST_ALLREDUCE_MPI:
+    case DC_COST_ALLGATHER_MPI:
+    case DC_COST_BCAST_MPI:
     case DC_COST_COUNT:
         break;
     }

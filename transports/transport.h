@@ -124,6 +124,28 @@ typedef struct dc_transport_attr {
 
 typedef struct dc_coll_args dc_coll_args_t; /* native collectives (mpi, nccl) */
 
+/* A whole collective that a backend runs natively over a group of ranks (the
+ * mpi module: MPI_Iallreduce, MPI_Iallgatherv, MPI_Ibcast). Counts in
+ * elements; buffers as in collectives/coll.h's dc_coll_args_t. */
+typedef enum dc_native_coll_kind {
+    DC_NATIVE_ALLREDUCE = 0,
+    DC_NATIVE_BROADCAST,
+    DC_NATIVE_ALLGATHER, /* counts[nranks]; sendbuf may be recvbuf + this rank's offset */
+} dc_native_coll_kind_t;
+
+typedef struct dc_native_coll {
+    dc_native_coll_kind_t kind;
+    const int *ranks;     /* [nranks] world ranks in group order; group rank i = ranks[i] */
+    int nranks, rank;     /* this process is ranks[rank] */
+    const void *sendbuf;  /* allreduce: == recvbuf for in place */
+    void *recvbuf;
+    size_t count;         /* allreduce, broadcast */
+    dcomm_dtype_t dtype;
+    dcomm_op_t op;        /* allreduce; never DCOMM_AVG (the caller sums and scales) */
+    int root;             /* broadcast: group rank */
+    const size_t *counts; /* allgather */
+} dc_native_coll_t;
+
 struct dc_transport_ops {
     uint32_t abi_version;
     const char *name; /* "self", "shm", "tcp" ... */
@@ -162,6 +184,14 @@ struct dc_transport_ops {
 
     /* Optional: whole collectives the backend does natively (NCCL, MPI). */
     dc_status_t (*allreduce)(dc_transport_t *tp, const dc_coll_args_t *args);
+
+    /* Optional, both or neither: native group collectives (dc_native_coll_t).
+     * native_supported says, without side effects and alike on every rank,
+     * whether native() can run this kind, dtype and op (0: no; the caller runs
+     * another algorithm). native() runs it to completion, every rank of the
+     * group calling it in the same order, within the backend's timeout. */
+    int (*native_supported)(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
+    dc_status_t (*native)(dc_transport_t *tp, const dc_native_coll_t *nc);
 };
 
 /* Generic helpers over the ep header. */

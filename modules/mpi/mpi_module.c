@@ -9,11 +9,20 @@
  * Matching: each endpoint's receives are posted with MPI_ANY_TAG from one peer
  * on our own communicator; MPI's non-overtaking rule then gives the FIFO order
  * of transport.h, and the tag carried (64 bits folded into 31) is checked.
+ *
+ * Native collectives (the "mpi" algorithms of collectives/coll_mpi.c): MPI's
+ * nonblocking allreduce/allgatherv/bcast on our communicator, or on one made
+ * per group of ranks with MPI_Comm_create_group (kept until the transport
+ * closes), tested until done or DCOMM_TIMEOUT passes.
  */
 #include <limits.h>
 #include <mpi.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "dc_time.h"
 
 #include "module_shim.h"
 
@@ -24,8 +33,19 @@ typedef struct mpi_pending {
     int is_recv;
 } mpi_pending_t;
 
+/* An MPI communicator over a group of ranks (in group order). */
+typedef struct mpi_group_comm {
+    int n;
+    int *ranks;
+    MPI_Comm comm;
+} mpi_group_comm_t;
+
 struct dc_transport {
     int rank, size;
+    int timeout_ms;            /* DCOMM_TIMEOUT, bounds a native collective */
+    mpi_group_comm_t *groups;  /* communicators of groups other than the world */
+    int ngroups;
+    int *icounts, *idispls;    /* [size] allgatherv arguments */
     dc_endpoint_t *eps;        /* [size] */
     mpi_pending_t *pend;       /* active requests, compacted after each progress */
     MPI_Request *mreqs;        /* [cap] scratch for MPI_Testsome */
@@ -161,6 +181,13 @@ static dc_status_t mpi_query(const dc_topo_t *topo, dc_transport_attr_t *attr_p)
 
 static void mpi_tp_free(dc_transport_t *tp)
 {
+    for (int i = 0; i < tp->ngroups; i++) {
+        MPI_Comm_free(&tp->groups[i].comm);
+        free(tp->groups[i].ranks);
+    }
+    free(tp->groups);
+    free(tp->icounts);
+    free(tp->idispls);
     free(tp->eps);
     free(tp->pend);
     free(tp->mreqs);
@@ -192,12 +219,19 @@ static dc_status_t mpi_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p)
                             rank, size, boot->topo->rank, boot->topo->size);
     }
     tp = calloc(1, sizeof(*tp));
-    if (tp == NULL || (tp->eps = calloc((size_t)size, sizeof(*tp->eps))) == NULL) {
+    if (tp == NULL || (tp->eps = calloc((size_t)size, sizeof(*tp->eps))) == NULL ||
+        (tp->icounts = calloc((size_t)size, sizeof(int))) == NULL ||
+        (tp->idispls = calloc((size_t)size, sizeof(int))) == NULL) {
+        if (tp != NULL) {
+            free(tp->icounts);
+            free(tp->eps);
+        }
         free(tp);
         return dc_error_set(DCOMM_ERR_NO_MEMORY, "mpi: out of memory");
     }
     tp->rank = rank;
     tp->size = size;
+    tp->timeout_ms = boot->timeout_ms;
     *tp_p = tp;
     return DCOMM_OK;
 }
@@ -373,6 +407,194 @@ static void mpi_close(dc_transport_t *tp)
     mpi_tp_free(tp);
 }
 
+/* ---- native collectives ------------------------------------------------- */
+
+/* MPI's type for a dtype; MPI_DATATYPE_NULL for float16/bfloat16 (none in MPI). */
+static MPI_Datatype mpi_dtype(dcomm_dtype_t dt)
+{
+    switch (dt) {
+    case DCOMM_UINT8: return MPI_UINT8_T;
+    case DCOMM_INT8: return MPI_INT8_T;
+    case DCOMM_INT32: return MPI_INT32_T;
+    case DCOMM_INT64: return MPI_INT64_T;
+    case DCOMM_FLOAT32: return MPI_FLOAT;
+    case DCOMM_FLOAT64: return MPI_DOUBLE;
+    default: return MPI_DATATYPE_NULL;
+    }
+}
+
+/* MPI_OP_NULL for AVG (the caller sums and scales) and unknown ops. */
+static MPI_Op mpi_op(dcomm_op_t op)
+{
+    switch (op) {
+    case DCOMM_SUM: return MPI_SUM;
+    case DCOMM_MIN: return MPI_MIN;
+    case DCOMM_MAX: return MPI_MAX;
+    case DCOMM_PROD: return MPI_PROD;
+    default: return MPI_OP_NULL;
+    }
+}
+
+static int mpi_native_supported(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op)
+{
+    if (mpi_dtype(dtype) == MPI_DATATYPE_NULL) {
+        return 0;
+    }
+    return kind != DC_NATIVE_ALLREDUCE || mpi_op(op) != MPI_OP_NULL;
+}
+
+/* The communicator of a group: ours for the whole world in rank order, else one
+ * made on first use (collective over the group's ranks, which all get here
+ * for the same collective) and kept until the transport closes. */
+static dc_status_t group_comm(dc_transport_t *tp, const dc_native_coll_t *nc, MPI_Comm *comm_p)
+{
+    int world = nc->nranks == tp->size, rc;
+    MPI_Group all, sub;
+    mpi_group_comm_t *g;
+    void *grown;
+
+    for (int i = 0; world && i < nc->nranks; i++) {
+        world = nc->ranks[i] == i;
+    }
+    if (world) {
+        *comm_p = dc_mpi_comm;
+        return DCOMM_OK;
+    }
+    for (int i = 0; i < tp->ngroups; i++) {
+        g = &tp->groups[i];
+        if (g->n == nc->nranks && memcmp(g->ranks, nc->ranks, sizeof(int) * (size_t)g->n) == 0) {
+            *comm_p = g->comm;
+            return DCOMM_OK;
+        }
+    }
+    grown = realloc(tp->groups, sizeof(*tp->groups) * (size_t)(tp->ngroups + 1));
+    if (grown == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "mpi: out of memory for a communicator");
+    }
+    tp->groups = grown;
+    g = &tp->groups[tp->ngroups];
+    g->n = nc->nranks;
+    g->ranks = malloc(sizeof(int) * (size_t)g->n);
+    if (g->ranks == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "mpi: out of memory for a communicator");
+    }
+    memcpy(g->ranks, nc->ranks, sizeof(int) * (size_t)g->n);
+    MPI_Comm_group(dc_mpi_comm, &all);
+    rc = MPI_Group_incl(all, g->n, g->ranks, &sub);
+    if (rc == MPI_SUCCESS) {
+        rc = MPI_Comm_create_group(dc_mpi_comm, sub, 0, &g->comm);
+        MPI_Group_free(&sub);
+    }
+    MPI_Group_free(&all);
+    if (rc != MPI_SUCCESS) {
+        free(g->ranks);
+        return mpi_error(rc, "MPI_Comm_create_group");
+    }
+    MPI_Comm_set_errhandler(g->comm, MPI_ERRORS_RETURN);
+    DC_DEBUG("mpi: rank %d: communicator for a group of %d ranks", tp->rank, g->n);
+    tp->ngroups++;
+    *comm_p = g->comm;
+    return DCOMM_OK;
+}
+
+/* Tests mreq until done: spins first, then yields, then sleeps 20 us at a time
+ * (ranks may outnumber cores), and gives up after the transport's timeout. */
+static dc_status_t native_wait(dc_transport_t *tp, MPI_Request *mreq, const char *what, int n)
+{
+    uint64_t deadline = dc_deadline_ms(tp->timeout_ms);
+    struct timespec nap = {.tv_sec = 0, .tv_nsec = 20000};
+    int done = 0, rc;
+
+    for (uint64_t polls = 0;; polls++) {
+        rc = MPI_Test(mreq, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            return mpi_error(rc, what);
+        }
+        if (done) {
+            return DCOMM_OK;
+        }
+        if (polls >= 256 && dc_now_ns() > deadline) {
+            return dc_error_set(DCOMM_ERR_TIMEOUT,
+                                "mpi: rank %d: %s over %d ranks not done after %d ms "
+                                "(DCOMM_TIMEOUT)", tp->rank, what, n, tp->timeout_ms);
+        }
+        if (polls >= 1024) {
+            nanosleep(&nap, NULL);
+        } else if (polls >= 256) {
+            sched_yield();
+        }
+    }
+}
+
+/* Posts MPI_Iallgatherv; counts and displacements must fit MPI's int. */
+static dc_status_t native_allgatherv(dc_transport_t *tp, const dc_native_coll_t *nc,
+                                     MPI_Datatype type, MPI_Comm comm, MPI_Request *mreq,
+                                     int *rc_p)
+{
+    size_t total = 0;
+    const char *mine;
+    int tsize = 0;
+
+    for (int i = 0; i < nc->nranks; i++) {
+        if (nc->counts[i] > (size_t)INT_MAX - total) {
+            return dc_error_set(DCOMM_ERR_UNSUPPORTED, "mpi: rank %d: allgather of more than "
+                                "INT_MAX elements", tp->rank);
+        }
+        tp->idispls[i] = (int)total;
+        tp->icounts[i] = (int)nc->counts[i];
+        total += nc->counts[i];
+    }
+    MPI_Type_size(type, &tsize);
+    mine = (const char *)nc->recvbuf + (size_t)tp->idispls[nc->rank] * (size_t)tsize;
+    *rc_p = MPI_Iallgatherv(mine == nc->sendbuf ? MPI_IN_PLACE : nc->sendbuf,
+                            tp->icounts[nc->rank], type, nc->recvbuf, tp->icounts, tp->idispls,
+                            type, comm, mreq);
+    return DCOMM_OK;
+}
+
+static dc_status_t mpi_native(dc_transport_t *tp, const dc_native_coll_t *nc)
+{
+    MPI_Datatype type = mpi_dtype(nc->dtype);
+    MPI_Request mreq;
+    const char *what = "MPI_Iallreduce";
+    MPI_Comm comm = MPI_COMM_NULL;
+    dc_status_t status;
+    int rc = MPI_SUCCESS;
+
+    if (!mpi_native_supported(nc->kind, nc->dtype, nc->op) || nc->nranks > tp->size ||
+        (nc->kind != DC_NATIVE_ALLGATHER && nc->count > INT_MAX)) {
+        return dc_error_set(DCOMM_ERR_UNSUPPORTED, "mpi: rank %d: no native collective for "
+                            "kind %d, dtype %d, op %d, %zu elements", tp->rank, (int)nc->kind,
+                            (int)nc->dtype, (int)nc->op, nc->count);
+    }
+    status = group_comm(tp, nc, &comm);
+    if (status < 0) {
+        return status;
+    }
+    switch (nc->kind) {
+    case DC_NATIVE_ALLREDUCE:
+        rc = MPI_Iallreduce(nc->sendbuf == nc->recvbuf ? MPI_IN_PLACE : nc->sendbuf,
+                            nc->recvbuf, (int)nc->count, type, mpi_op(nc->op), comm, &mreq);
+        break;
+    case DC_NATIVE_BROADCAST:
+        what = "MPI_Ibcast";
+        rc = MPI_Ibcast(nc->recvbuf, (int)nc->count, type, nc->root, comm, &mreq);
+        break;
+    case DC_NATIVE_ALLGATHER:
+    default:
+        what = "MPI_Iallgatherv";
+        status = native_allgatherv(tp, nc, type, comm, &mreq, &rc);
+        if (status < 0) {
+            return status;
+        }
+        break;
+    }
+    if (rc != MPI_SUCCESS) {
+        return mpi_error(rc, what);
+    }
+    return native_wait(tp, &mreq, what, nc->nranks);
+}
+
 static const dc_transport_ops_t mpi_transport_ops = {
     .abi_version = DC_TRANSPORT_ABI_VERSION,
     .name = "mpi",
@@ -383,6 +605,8 @@ static const dc_transport_ops_t mpi_transport_ops = {
     .irecv = mpi_irecv,
     .progress = mpi_progress,
     .close = mpi_close,
+    .native_supported = mpi_native_supported,
+    .native = mpi_native,
 };
 
 static dc_status_t mpi_module_init(const dc_module_host_t *host)

@@ -191,6 +191,9 @@ static void test_builtin_table(void **state)
         [DC_COST_REDUCESCATTER_RHALVING] = DC_SELECT_REDUCESCATTER,
         [DC_COST_ALLTOALL_PAIRWISE] = DC_SELECT_ALLTOALL,
         [DC_COST_BARRIER_DISSEMINATION] = DC_SELECT_BARRIER,
+        [DC_COST_ALLREDUCE_MPI] = DC_SELECT_ALLREDUCE,
+        [DC_COST_ALLGATHER_MPI] = DC_SELECT_ALLGATHER,
+        [DC_COST_BCAST_MPI] = DC_SELECT_BROADCAST,
     };
     dc_select_t *sel = NULL;
     const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
@@ -358,6 +361,44 @@ static void test_model_params(void **state)
     assert_true(fabs(dc_select_predict(sel, DC_COST_BARRIER_DISSEMINATION, 0, 5, 5, DC_LINK_TCP) -
                      30e-6) < 1e-12);
     dc_select_destroy(sel);
+}
+
+/* MPI's native collectives: only where every link is mpi, and there ahead of
+ * dcomm's own algorithms (priced at their cheapest, first in ties); forcible;
+ * declined by supported() off the mpi transport. */
+static void test_model_mpi(void **state)
+{
+    static const int colls[] = {DC_SELECT_ALLREDUCE, DC_SELECT_ALLGATHER, DC_SELECT_BROADCAST};
+    const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
+    int ranks[2] = {0, 1};
+    size_t counts[2] = {1, 1};
+    dc_coll_ctx_t ctx = {.rank = 0, .size = 1, .ranks = ranks};
+    dc_coll_args_t args = {.count = 1, .dtype = DCOMM_FLOAT32, .op = DCOMM_SUM,
+                           .counts = counts};
+    dc_select_t *sel;
+    int n;
+
+    (void)state;
+    assert_int_equal(dc_select_create(NULL, &sel), DCOMM_OK);
+    for (size_t c = 0; c < DC_ARRAY_SIZE(colls); c++) {
+        for (size_t bytes = 8; bytes <= (64u << 20); bytes *= 64) {
+            assert_string_equal(first(sel, colls[c], bytes, 4, 1, DC_LINK_MPI), "mpi");
+            n = dc_select_candidates(sel, colls[c], bytes, 4, 2, DC_LINK_TCP, out,
+                                     DC_SELECT_MAX_ROWS);
+            for (int i = 0; i < n; i++) {
+                assert_string_not_equal(out[i]->name, "mpi");
+            }
+        }
+    }
+    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLREDUCE_MPI, 1024, 4, 1, DC_LINK_SHM)));
+    dc_select_destroy(sel);
+    assert_int_equal(dc_select_create("allgather:0-inf:mpi", &sel), DCOMM_OK);
+    assert_string_equal(first(sel, DC_SELECT_ALLGATHER, 1024, 4, 1, DC_LINK_SHM), "mpi");
+    dc_select_destroy(sel);
+    /* A single rank has no mpi peer: every mpi row declines. */
+    assert_false(dc_allreduce_mpi_algo.supported(&ctx, &args));
+    assert_false(dc_allgather_mpi_algo.supported(&ctx, &args));
+    assert_false(dc_bcast_mpi_algo.supported(&ctx, &args));
 }
 
 /* ---- forced rules --------------------------------------------------------- */
@@ -589,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_model_sorted),
         cmocka_unit_test(test_model_others),
         cmocka_unit_test(test_model_params),
+        cmocka_unit_test(test_model_mpi),
         cmocka_unit_test(test_forced),
         cmocka_unit_test(test_explain),
         cmocka_unit_test(test_calibrate),
