@@ -277,15 +277,50 @@ static void test_conv_direct(void **state)
     const int isas[] = {NN_ISA_AVX512, NN_ISA_AVX2, NN_ISA_PLAIN};
 
     for (size_t i = 0; i < sizeof(isas) / sizeof(isas[0]); i++) {
-        int saved = nn_conv_direct_set_isa(isas[i]);
+        int saved = nn_set_isa(isas[i]);
         for (size_t t = 0; t < sizeof(direct_shapes) / sizeof(direct_shapes[0]); t++) {
             direct_case(t, isas[i]);
         }
-        nn_conv_direct_set_isa(saved);
+        nn_set_isa(saved);
     }
     /* a border wider than k - 1 has no input-gradient convolution */
     nn_conv_t wide = {.n = 1, .h = 4, .w = 4, .c = 1, .oc = 8, .k = 3, .pad = 3};
     assert_false(nn_conv_direct_supported(&wide));
+}
+
+/* Threads split images and weight-gradient slices; every result must be the
+ * same, bit for bit, as with one thread (a --resume depends on it). */
+static void direct_run(const nn_conv_t *s, const conv_case_t *cc, int threads, float *out)
+{
+    nn_set_threads(threads);
+    float *scratch = zero_buf(nn_conv_direct_scratch_floats(s));
+    float *y = out, *dw = y + conv_out(s), *db = dw + conv_wn(s), *dx = db + s->oc;
+
+    nn_conv2d_direct_forward(s, cc->x, cc->w, cc->b, scratch, y);
+    nn_conv2d_direct_backward(s, cc->x, cc->w, cc->r, dw, db, scratch, dx);
+    nn_set_threads(1);
+    free(scratch);
+}
+
+static void test_conv_direct_threads(void **state)
+{
+    (void)state;
+    for (size_t t = 0; t < 3; t++) {
+        const nn_conv_t *s = &direct_shapes[t];
+        size_t total = conv_out(s) + conv_wn(s) + (size_t)s->oc + conv_in(s);
+        float *one = zero_buf(total), *many = zero_buf(total);
+        conv_case_t cc;
+
+        conv_setup(&cc, s);
+        direct_run(s, &cc, 1, one);
+        for (int threads = 2; threads <= 5; threads += 3) { /* 5: more than some shares */
+            memset(many, 0, total * sizeof(float));
+            direct_run(s, &cc, threads, many);
+            assert_memory_equal(one, many, total * sizeof(float));
+        }
+        free(one), free(many);
+        conv_free(&cc);
+    }
 }
 
 /* ---- linear -------------------------------------------------------------------- */
@@ -303,10 +338,9 @@ static double lin_loss(void *ctx)
     return dot((size_t)lc->n * lc->out, lc->y, lc->r);
 }
 
-static void test_linear(void **state)
+static void linear_case(int n, int in, int out)
 {
-    (void)state;
-    lin_case_t lc = {.n = 5, .in = 37, .out = 11};
+    lin_case_t lc = {.n = n, .in = in, .out = out};
     size_t nx = (size_t)lc.n * lc.in, nw = (size_t)lc.out * lc.in, ny = (size_t)lc.n * lc.out;
 
     lc.x = rand_buf(nx, -1, 1), lc.w = rand_buf(nw, -1, 1), lc.b = rand_buf((size_t)lc.out, -1, 1);
@@ -326,8 +360,48 @@ static void test_linear(void **state)
     grad_check("linear dw", lc.w, dw, nw, 50, lin_loss, &lc);
     grad_check("linear db", lc.b, db, (size_t)lc.out, 11, lin_loss, &lc);
     grad_check("linear dx", lc.x, dx, nx, 50, lin_loss, &lc);
-    free(dw), free(db), free(dx);
+    /* dx == NULL: the same weight gradients, bit for bit */
+    float *dw2 = zero_buf(nw), *db2 = zero_buf((size_t)lc.out);
+    nn_linear_backward(lc.n, lc.in, lc.out, lc.x, lc.w, lc.r, dw2, db2, NULL);
+    assert_memory_equal(dw, dw2, nw * sizeof(float));
+    assert_memory_equal(db, db2, (size_t)lc.out * sizeof(float));
+    free(dw), free(db), free(dx), free(dw2), free(db2);
     free(lc.x), free(lc.w), free(lc.b), free(lc.y), free(lc.r);
+}
+
+/* Every shape with our AVX-512 tiles (where the CPU has them) and with the
+ * BLAS: row tiles of 7 and single rows, column blocks of 64 and of 16-48, batch
+ * sizes that are not multiples of 16, and an input size the tiles refuse. */
+static void test_linear(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {{5, 37, 11}, {20, 48, 15}, {3, 80, 9}, {64, 128, 8}};
+    const int isas[] = {NN_ISA_AVX512, NN_ISA_AVX2};
+
+    for (size_t i = 0; i < sizeof(isas) / sizeof(isas[0]); i++) {
+        int saved = nn_set_isa(isas[i]);
+        for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+            linear_case(shapes[t][0], shapes[t][1], shapes[t][2]);
+        }
+        nn_set_isa(saved);
+    }
+    /* threads split rows or column blocks: the same bits as one thread */
+    for (size_t t = 1; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+        const int n = shapes[t][0], in = shapes[t][1], out = shapes[t][2];
+        const size_t nx = (size_t)n * in, nw = (size_t)out * in, ny = (size_t)n * out;
+        const size_t total = ny + nw + (size_t)out + nx;
+        float *x = rand_buf(nx, -1, 1), *w = rand_buf(nw, -1, 1), *b = rand_buf((size_t)out, -1, 1);
+        float *r = rand_buf(ny, -1, 1), *res[2] = {zero_buf(total), zero_buf(total)};
+        for (int i = 0; i < 2; i++) {
+            float *y = res[i], *dw = y + ny, *db = dw + nw, *dx = db + out;
+            nn_set_threads(i == 0 ? 1 : 3);
+            nn_linear_forward(n, in, out, x, w, b, y);
+            nn_linear_backward(n, in, out, x, w, r, dw, db, dx);
+        }
+        nn_set_threads(1);
+        assert_memory_equal(res[0], res[1], total * sizeof(float));
+        free(x), free(w), free(b), free(r), free(res[0]), free(res[1]);
+    }
 }
 
 /* ---- max-pool and ReLU --------------------------------------------------------- */
@@ -446,7 +520,9 @@ static void test_relu(void **state)
     float *dx = zero_buf(rc.n);
     nn_relu_backward(rc.n, rc.y, rc.r, dx);
     grad_check("relu dx", rc.x, dx, rc.n, rc.n, relu_loss, &rc);
-    /* in place */
+    /* in place (y again from the unperturbed x: grad_check left the last
+     * evaluation's y behind) */
+    nn_relu_forward(rc.n, rc.x, rc.y);
     float *copy = malloc(rc.n * sizeof(float));
     assert_non_null(copy);
     memcpy(copy, rc.x, rc.n * sizeof(float));
@@ -596,7 +672,7 @@ int main(void)
         cmocka_unit_test(test_conv_forward), cmocka_unit_test(test_conv_backward),
         cmocka_unit_test(test_linear),       cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_relu),         cmocka_unit_test(test_relu_maxpool),
-        cmocka_unit_test(test_conv_direct),         cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_conv_direct),  cmocka_unit_test(test_conv_direct_threads),         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_softmax_xent), cmocka_unit_test(test_sgd),
         cmocka_unit_test(test_rand),
     };

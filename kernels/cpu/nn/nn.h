@@ -12,8 +12,18 @@
 extern "C" {
 #endif
 
-/* Sets the BLAS thread count (OpenBLAS); 0 or less keeps the library default. */
+/* Sets the thread count of the BLAS (OpenBLAS) and of our kernels (at most
+ * NN_MAX_THREADS); 0 or less keeps the defaults (the library's, and 1). The
+ * direct convolutions' scratch grows with it: size buffers after setting it.
+ * Their results do not depend on it. */
+enum { NN_MAX_THREADS = 64 };
 void nn_set_threads(int threads);
+/* Caps the instruction set of our own kernels (direct convolutions, dense
+ * products): the widest the CPU has is used up to the cap (default
+ * NN_ISA_AVX512). Returns the previous cap; tests use it to run every variant
+ * on one machine. Not thread-safe: set it before training. */
+enum { NN_ISA_PLAIN = 0, NN_ISA_AVX2 = 1, NN_ISA_AVX512 = 2 };
+int nn_set_isa(int max_isa);
 /* The BLAS library's own description ("OpenBLAS 0.3.21 ... Haswell ...". */
 const char *nn_blas_config(void);
 
@@ -45,7 +55,7 @@ void nn_conv2d_backward(const nn_conv_t *s, const float *col, const float *w, co
 /* Direct convolution (nn_direct.c): the same layer without the im2col matrix,
  * register-tiled AVX2+FMA kernels reading each zero-bordered image in place
  * (plain loops where AVX2 is missing). scratch: nn_conv_direct_scratch_floats()
- * floats. Backward takes the forward's input x instead of the patch matrix;
+ * floats (which depends on nn_set_threads). Backward takes the forward's input x instead of the patch matrix;
  * dw, db are overwritten; dx == NULL skips the input gradient. Supported when
  * k - 1 - pad >= 0 (every "same" or "valid" convolution). */
 int nn_conv_direct_supported(const nn_conv_t *s);
@@ -54,11 +64,6 @@ void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w
                               float *scratch, float *y);
 void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *w, const float *dy,
                                float *dw, float *db, float *scratch, float *dx);
-/* Caps the instruction set of the direct kernels (the widest the CPU has is
- * used up to the cap; default NN_ISA_AVX512) and returns the previous cap, so
- * tests can run every variant on one machine. */
-enum { NN_ISA_PLAIN = 0, NN_ISA_AVX2 = 1, NN_ISA_AVX512 = 2 };
-int nn_conv_direct_set_isa(int max_isa);
 
 /* ---- 2x2 max-pool with stride 2 (h and w even): x [n][h][w][c] -> y
  * [n][h/2][w/2][c]; idx records each maximum's offset in x for backward. ---- */

@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include "nn.h"
+#include "nn_internal.h"
 
 int nn_conv_out_h(const nn_conv_t *s)
 {
@@ -147,10 +148,14 @@ void nn_conv2d_backward(const nn_conv_t *s, const float *col, const float *w, co
     }
 }
 
-/* Linear layers are the same products with the patch matrix replaced by x. */
+/* Linear layers are the same products with the patch matrix replaced by x;
+ * with AVX-512 our own tiles (nn_dense.c) do them, else the BLAS. */
 void nn_linear_forward(int n, int in, int out, const float *x, const float *w, const float *b,
                        float *y)
 {
+    if (nn_dense_forward(n, in, out, x, w, b, y)) {
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 0.0f, y,
                 out);
     add_bias_rows((size_t)n, out, b, y);
@@ -159,9 +164,12 @@ void nn_linear_forward(int n, int in, int out, const float *x, const float *w, c
 void nn_linear_backward(int n, int in, int out, const float *x, const float *w, const float *dy,
                         float *dw, float *db, float *dx)
 {
+    sum_rows((size_t)n, out, dy, db);
+    if (nn_dense_backward(n, in, out, x, w, dy, dw, dx)) {
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw,
                 in);
-    sum_rows((size_t)n, out, dy, db);
     if (dx != NULL) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in,
                     0.0f, dx, in);

@@ -25,6 +25,7 @@
 #endif
 
 #include "nn.h"
+#include "nn_internal.h"
 
 enum { ROW_TILE = 14, WG_TILE = 6, WG_TILE512 = 10 };
 
@@ -48,8 +49,8 @@ static size_t padded_floats(const nn_conv_t *s)
 
 size_t nn_conv_direct_scratch_floats(const nn_conv_t *s)
 {
-    /* the padded image, then the re-laid-out weights (or weight gradient) */
-    return padded_floats(s) + (size_t)s->oc * s->k * s->k * s->c;
+    /* the re-laid-out weights (or weight gradient), then a padded image per thread */
+    return (size_t)s->oc * s->k * s->k * s->c + padded_floats(s) * (size_t)nn_threads();
 }
 
 int nn_conv_direct_supported(const nn_conv_t *s)
@@ -202,12 +203,13 @@ AVX2_INLINE void wgrad_tile(int nq, const geom_t *g, const float *xp, const floa
     }
 }
 
-AVX2 static void wgrad_image_avx2(const geom_t *g, const float *xp, const float *dy, float *dwt)
+AVX2 static void wgrad_row_avx2(const geom_t *g, const float *xp, const float *dy, int kh, int o_lo,
+                                int o_hi, float *dwt)
 {
     const int kc = g->k * g->c;
 
-    for (int o = 0; o < g->oc; o += 16) {
-        for (int kh = 0; kh < g->k; kh++) {
+    for (int o = o_lo; o < o_hi; o += 16) {
+        {
             int q = 0;
             for (; q + WG_TILE <= kc; q += WG_TILE) {
                 wgrad_tile(WG_TILE, g, xp, dy, kh, q, o, dwt);
@@ -324,12 +326,13 @@ AVX512_INLINE void wgrad_tile32(int nq, const geom_t *g, const float *xp, const 
     }
 }
 
-AVX512 static void wgrad_image_avx512(const geom_t *g, const float *xp, const float *dy, float *dwt)
+AVX512 static void wgrad_row_avx512(const geom_t *g, const float *xp, const float *dy, int kh,
+                                    int o_lo, int o_hi, float *dwt)
 {
     const int kc = g->k * g->c;
 
-    for (int o = 0; o < g->oc; o += 32) {
-        for (int kh = 0; kh < g->k; kh++) {
+    for (int o = o_lo; o < o_hi; o += 32) {
+        {
             int q = 0;
             for (; q + WG_TILE512 <= kc; q += WG_TILE512) {
                 wgrad_tile32(WG_TILE512, g, xp, dy, kh, q, o, dwt);
@@ -344,58 +347,16 @@ AVX512 static void wgrad_image_avx512(const geom_t *g, const float *xp, const fl
     }
 }
 
-static int have_avx512(void)
-{
-    static int cached = -1;
-
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
-
-static int have_avx2(void)
-{
-    static int cached = -1;
-
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return cached;
-}
-#else
-static int have_avx2(void)
-{
-    return 0;
-}
-
-static int have_avx512(void)
-{
-    return 0;
-}
 #endif
-
-/* The widest instruction set the kernels may use (tests lower it). */
-static int isa_cap = NN_ISA_AVX512;
-
-int nn_conv_direct_set_isa(int max_isa)
-{
-    int old = isa_cap;
-
-    isa_cap = max_isa;
-    return old;
-}
 
 static void conv_image(const geom_t *g, const float *xp, const float *wt, const float *b, float *y)
 {
 #ifdef NN_X86
-    if (isa_cap >= NN_ISA_AVX512 && have_avx512() && g->oc % 32 == 0) {
+    if (nn_isa() >= NN_ISA_AVX512 && g->oc % 32 == 0) {
         conv_image_avx512(g, xp, wt, b, y);
         return;
     }
-    if (isa_cap >= NN_ISA_AVX2 && have_avx2() && g->oc % 8 == 0) {
+    if (nn_isa() >= NN_ISA_AVX2 && g->oc % 8 == 0) {
         conv_image_avx2(g, xp, wt, b, y);
         return;
     }
@@ -403,33 +364,87 @@ static void conv_image(const geom_t *g, const float *xp, const float *wt, const 
     conv_image_plain(g, xp, wt, b, y);
 }
 
-/* dwt [k][k*c][oc] += sum over the image's pixels of patch x dy. */
-static void wgrad_image(const geom_t *g, const float *xp, const float *dy, float *dwt)
+/* dwt [kh][k*c][o_lo..o_hi) += sum over the image's pixels of patch x dy. */
+static void wgrad_row(const geom_t *g, const float *xp, const float *dy, int kh, int o_lo, int o_hi,
+                      float *dwt)
 {
     const int kc = g->k * g->c;
 
 #ifdef NN_X86
-    if (isa_cap >= NN_ISA_AVX512 && have_avx512() && g->oc % 32 == 0) {
-        wgrad_image_avx512(g, xp, dy, dwt);
+    if (nn_isa() >= NN_ISA_AVX512 && g->oc % 32 == 0) {
+        wgrad_row_avx512(g, xp, dy, kh, o_lo, o_hi, dwt);
         return;
     }
-    if (isa_cap >= NN_ISA_AVX2 && have_avx2() && g->oc % 16 == 0) {
-        wgrad_image_avx2(g, xp, dy, dwt);
+    if (nn_isa() >= NN_ISA_AVX2 && g->oc % 16 == 0) {
+        wgrad_row_avx2(g, xp, dy, kh, o_lo, o_hi, dwt);
         return;
     }
 #endif
+    float *d = dwt + (size_t)kh * kc * g->oc;
     for (int oh = 0; oh < g->oh; oh++) {
         for (int ow = 0; ow < g->ow; ow++) {
             const float *dp = dy + ((size_t)oh * g->ow + ow) * g->oc;
-            for (int kh = 0; kh < g->k; kh++) {
-                const float *xr = xp + (size_t)(oh + kh) * g->xrow + (size_t)ow * g->c;
-                float *d = dwt + (size_t)kh * kc * g->oc;
-                for (int q = 0; q < kc; q++) {
-                    for (int o = 0; o < g->oc; o++) {
-                        d[(size_t)q * g->oc + o] += xr[q] * dp[o];
-                    }
+            const float *xr = xp + (size_t)(oh + kh) * g->xrow + (size_t)ow * g->c;
+            for (int q = 0; q < kc; q++) {
+                for (int o = o_lo; o < o_hi; o++) {
+                    d[(size_t)q * g->oc + o] += xr[q] * dp[o];
                 }
             }
+        }
+    }
+}
+
+/* ---- threads: images (forward, input gradient) or (kh, 32 channels) slices
+ * of the weight gradient are split between nn_threads() threads; each
+ * output is computed by one thread in the same order whatever the count, so
+ * results do not depend on it. ---- */
+
+typedef struct work {
+    const nn_conv_t *s;
+    const geom_t *g;
+    const float *in, *wt, *b, *dy;  /* in: images to pad (x, or dy for the input gradient) */
+    float *out, *dwt, *scratch;     /* scratch: one padded image per thread */
+    int in_h, in_w, in_c, pad;      /* the images in `in` and their border */
+    size_t in_img, out_img, pad_img;
+    int items;                      /* images, or weight-gradient slices */
+} work_t;
+
+static float *thread_pad(work_t *w, int t)
+{
+    return w->scratch + (size_t)t * w->pad_img;
+}
+
+/* images [lo, hi): pad, then convolve */
+static void conv_share(void *ctx, int t, int lo, int hi)
+{
+    work_t *w = ctx;
+    float *xp = thread_pad(w, t);
+
+    for (int n = lo; n < hi; n++) {
+        pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
+        conv_image(w->g, xp, w->wt, w->b, w->out + (size_t)n * w->out_img);
+    }
+}
+
+/* slices [lo, hi) of the weight gradient (kh, and 32 channels where they
+ * divide), summed over every image */
+static int wgrad_slices(const geom_t *g)
+{
+    return g->oc % 32 == 0 ? g->oc / 32 : 1;
+}
+
+static void wgrad_share(void *ctx, int t, int lo, int hi)
+{
+    work_t *w = ctx;
+    const geom_t *g = w->g;
+    const int per = wgrad_slices(g), width = g->oc / per;
+    float *xp = thread_pad(w, t);
+
+    for (int n = 0; n < w->s->n; n++) {
+        pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
+        for (int i = lo; i < hi; i++) {
+            int o = (i % per) * width;
+            wgrad_row(g, xp, w->dy + (size_t)n * w->out_img, i / per, o, o + width, w->dwt);
         }
     }
 }
@@ -442,7 +457,8 @@ void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w
     const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k;
     const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k,
                       .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
-    float *xp = scratch, *wt = scratch + padded_floats(s);
+    const size_t wn = (size_t)s->oc * kk * s->c;
+    float *wt = scratch;
 
     /* wt [kh][kw][c][oc] = w [oc][kh][kw][c] */
     for (int o = 0; o < s->oc; o++) {
@@ -450,10 +466,11 @@ void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w
             wt[(size_t)t * s->oc + o] = w[(size_t)o * kk * s->c + t];
         }
     }
-    for (int n = 0; n < s->n; n++) {
-        pad_image(s->h, s->w, s->c, s->pad, x + (size_t)n * s->h * s->w * s->c, xp);
-        conv_image(&g, xp, wt, b, y + (size_t)n * oh * ow * s->oc);
-    }
+    work_t wk = {.s = s, .g = &g, .in = x, .wt = wt, .b = b, .out = y, .scratch = scratch + wn,
+                 .in_h = s->h, .in_w = s->w, .in_c = s->c, .pad = s->pad,
+                 .in_img = (size_t)s->h * s->w * s->c, .out_img = (size_t)oh * ow * s->oc,
+                 .pad_img = padded_floats(s), .items = s->n};
+    nn_parallel_run(s->n, conv_share, &wk);
 }
 
 void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *w, const float *dy,
@@ -461,9 +478,10 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
 {
     const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k, pb = pad_back(s);
     const size_t out_img = (size_t)oh * ow * s->oc, in_img = (size_t)s->h * s->w * s->c;
+    const size_t wn = (size_t)s->oc * kk * s->c;
     const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k,
                       .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
-    float *xp = scratch, *wt = scratch + padded_floats(s);
+    float *wt = scratch;
 
     /* bias: the sum of dy over all pixels, in pixel order */
     memset(db, 0, (size_t)s->oc * sizeof(float));
@@ -474,11 +492,12 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
         }
     }
     /* weights: wt [kh][kw*c][oc] accumulated image by image, then transposed */
-    memset(wt, 0, (size_t)kk * s->c * s->oc * sizeof(float));
-    for (int n = 0; n < s->n; n++) {
-        pad_image(s->h, s->w, s->c, s->pad, x + (size_t)n * in_img, xp);
-        wgrad_image(&g, xp, dy + (size_t)n * out_img, wt);
-    }
+    memset(wt, 0, wn * sizeof(float));
+    work_t wk = {.s = s, .g = &g, .in = x, .dy = dy, .dwt = wt, .scratch = scratch + wn,
+                 .in_h = s->h, .in_w = s->w, .in_c = s->c, .pad = s->pad, .in_img = in_img,
+                 .out_img = out_img, .pad_img = padded_floats(s),
+                 .items = s->k * wgrad_slices(&g)};
+    nn_parallel_run(wk.items, wgrad_share, &wk);
     for (int o = 0; o < s->oc; o++) {
         for (int t = 0; t < kk * s->c; t++) {
             dw[(size_t)o * kk * s->c + t] = wt[(size_t)t * s->oc + o];
@@ -502,8 +521,8 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
             }
         }
     }
-    for (int n = 0; n < s->n; n++) {
-        pad_image(oh, ow, s->oc, pb, dy + (size_t)n * out_img, xp);
-        conv_image(&gb, xp, wt, NULL, dx + (size_t)n * in_img);
-    }
+    work_t wb = {.s = s, .g = &gb, .in = dy, .wt = wt, .b = NULL, .out = dx, .scratch = scratch + wn,
+                 .in_h = oh, .in_w = ow, .in_c = s->oc, .pad = pb, .in_img = out_img,
+                 .out_img = in_img, .pad_img = padded_floats(s), .items = s->n};
+    nn_parallel_run(s->n, conv_share, &wb);
 }

@@ -2,17 +2,95 @@
  * softmax cross-entropy, SGD) and the counter-based random numbers they use. */
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cblas.h>
 
 #include "nn.h"
+#include "nn_internal.h"
+
+static int thread_count = 1;
 
 void nn_set_threads(int threads)
 {
     if (threads > 0) {
         openblas_set_num_threads(threads);
+        thread_count = threads < NN_MAX_THREADS ? threads : NN_MAX_THREADS;
     }
+}
+
+int nn_threads(void)
+{
+    return thread_count;
+}
+
+typedef struct share {
+    nn_share_fn fn;
+    void *ctx;
+    int t, lo, hi;
+} share_t;
+
+static void *share_main(void *arg)
+{
+    share_t *sh = arg;
+
+    sh->fn(sh->ctx, sh->t, sh->lo, sh->hi);
+    return NULL;
+}
+
+void nn_parallel_run(int items, nn_share_fn fn, void *ctx)
+{
+    pthread_t th[NN_MAX_THREADS];
+    share_t sh[NN_MAX_THREADS];
+    int started[NN_MAX_THREADS] = {0};
+    int threads = thread_count < items ? thread_count : items;
+
+    for (int t = 0; t < threads; t++) {
+        sh[t] = (share_t){fn, ctx, t, (int)((long)items * t / threads),
+                          (int)((long)items * (t + 1) / threads)};
+    }
+    for (int t = 1; t < threads; t++) {
+        started[t] = pthread_create(&th[t], NULL, share_main, &sh[t]) == 0;
+    }
+    if (threads > 0) {
+        share_main(&sh[0]);
+    }
+    for (int t = 1; t < threads; t++) {
+        if (started[t]) {
+            pthread_join(th[t], NULL);
+        } else {
+            share_main(&sh[t]);
+        }
+    }
+}
+
+static int isa_cap = NN_ISA_AVX512;
+
+int nn_set_isa(int max_isa)
+{
+    int old = isa_cap;
+
+    isa_cap = max_isa;
+    return old;
+}
+
+int nn_isa(void)
+{
+    static int cpu = -1;
+
+    if (cpu < 0) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_cpu_init();
+        cpu = !__builtin_cpu_supports("fma")       ? NN_ISA_PLAIN
+              : __builtin_cpu_supports("avx512f") ? NN_ISA_AVX512
+              : __builtin_cpu_supports("avx2")    ? NN_ISA_AVX2
+                                                  : NN_ISA_PLAIN;
+#else
+        cpu = NN_ISA_PLAIN;
+#endif
+    }
+    return cpu < isa_cap ? cpu : isa_cap;
 }
 
 const char *nn_blas_config(void)
