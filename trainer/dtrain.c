@@ -75,7 +75,7 @@ static void usage(FILE *out)
             "usage: dlaunch -np N dtrain [options]\n"
             "Trains a CNN on Fashion-MNIST, data parallel over the ranks.\n"
             "  --device cpu|cuda      where the layers run (default cpu)\n"
-            "  --threads N            BLAS threads per rank (default 1)\n"
+            "  --threads N            threads per rank for the layers (default 1)\n"
             "  --epochs N             epochs (default 5)\n"
             "  --batch-size N         images per rank per step (default 64)\n"
             "  --lr X                 learning rate for one rank (default 0.02); scaled by the\n"
@@ -467,6 +467,9 @@ int main(int argc, char **argv)
                size, size > 1 ? "s" : "", ops->name, o.threads, o.threads > 1 ? "s" : "", o.batch,
                global_batch, train.count, test.count, steps_per_epoch, o.lr, size,
                (unsigned long long)o.seed);
+        if (ops == &model_cpu_ops) {
+            printf("dtrain: kernels: %s\n", nn_kernels_config());
+        }
         printf("dtrain: BLAS: %s\n", nn_blas_config());
         if (o.resume != NULL) {
             printf("dtrain: resumed after epoch %d (step %ld)\n", start_epoch, step);

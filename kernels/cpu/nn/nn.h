@@ -1,7 +1,9 @@
-/* CNN layers for dtrain on the CPU: float32, NHWC activations, stride-1 "same"
- * convolutions by im2col + GEMM (OpenBLAS), 2x2 max-pool, ReLU, linear, dropout,
- * softmax cross-entropy and SGD with momentum and weight decay. Every function
- * works on caller-owned buffers so the trainer allocates once and reuses them. */
+/* CNN layers for dtrain on the CPU: float32, NHWC activations, stride-1
+ * convolutions (direct register-tiled AVX-512/AVX2 kernels, or im2col + GEMM
+ * through OpenBLAS), 2x2 max-pool, ReLU, linear (AVX-512 tiles or OpenBLAS),
+ * dropout, softmax cross-entropy and SGD with momentum and weight decay. Every
+ * function works on caller-owned buffers so the trainer allocates once and
+ * reuses them. */
 #ifndef DC_NN_H
 #define DC_NN_H
 
@@ -24,6 +26,9 @@ void nn_set_threads(int threads);
  * on one machine. Not thread-safe: set it before training. */
 enum { NN_ISA_PLAIN = 0, NN_ISA_AVX2 = 1, NN_ISA_AVX512 = 2 };
 int nn_set_isa(int max_isa);
+/* What runs the convolutions and dense layers on this CPU, for people
+ * ("direct convolutions and dense tiles: AVX-512, 1 thread"). */
+const char *nn_kernels_config(void);
 /* The BLAS library's own description ("OpenBLAS 0.3.21 ... Haswell ...". */
 const char *nn_blas_config(void);
 

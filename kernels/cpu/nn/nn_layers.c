@@ -3,6 +3,7 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -91,6 +92,18 @@ int nn_isa(void)
 #endif
     }
     return cpu < isa_cap ? cpu : isa_cap;
+}
+
+const char *nn_kernels_config(void)
+{
+    static char buf[128];
+    static const char *conv[] = {"plain loops", "AVX2+FMA", "AVX-512"};
+    int isa = nn_isa();
+
+    snprintf(buf, sizeof(buf), "direct convolutions: %s; dense layers: %s; %d thread%s",
+             conv[isa], isa >= NN_ISA_AVX512 ? "AVX-512 tiles" : "BLAS", thread_count,
+             thread_count > 1 ? "s" : "");
+    return buf;
 }
 
 const char *nn_blas_config(void)
