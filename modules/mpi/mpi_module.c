@@ -43,6 +43,7 @@ typedef struct mpi_group_comm {
 struct dc_transport {
     int rank, size;
     int timeout_ms;            /* DCOMM_TIMEOUT, bounds a native collective */
+    int spin_limit;            /* MPI_Test polls before napping (as dc_net_wait) */
     mpi_group_comm_t *groups;  /* communicators of groups other than the world */
     int ngroups;
     int *icounts, *idispls;    /* [size] allgatherv arguments */
@@ -232,6 +233,7 @@ static dc_status_t mpi_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p)
     tp->rank = rank;
     tp->size = size;
     tp->timeout_ms = boot->timeout_ms;
+    tp->spin_limit = boot->topo->local_size <= boot->topo->ncores ? 20000 : 20;
     *tp_p = tp;
     return DCOMM_OK;
 }
@@ -497,8 +499,10 @@ static dc_status_t group_comm(dc_transport_t *tp, const dc_native_coll_t *nc, MP
     return DCOMM_OK;
 }
 
-/* Tests mreq until done: spins first, then yields, then sleeps 20 us at a time
- * (ranks may outnumber cores), and gives up after the transport's timeout. */
+/* Tests mreq until done (MPI progresses the collective only inside the tests):
+ * spins, yielding now and then, while ranks do not outnumber cores, else only
+ * briefly, then naps 20 us at a time, as dc_net_wait does for a transport
+ * without a file descriptor; gives up after the transport's timeout. */
 static dc_status_t native_wait(dc_transport_t *tp, MPI_Request *mreq, const char *what, int n)
 {
     uint64_t deadline = dc_deadline_ms(tp->timeout_ms);
@@ -513,14 +517,14 @@ static dc_status_t native_wait(dc_transport_t *tp, MPI_Request *mreq, const char
         if (done) {
             return DCOMM_OK;
         }
-        if (polls >= 256 && dc_now_ns() > deadline) {
+        if ((polls & 63) == 0 && dc_now_ns() > deadline) {
             return dc_error_set(DCOMM_ERR_TIMEOUT,
                                 "mpi: rank %d: %s over %d ranks not done after %d ms "
                                 "(DCOMM_TIMEOUT)", tp->rank, what, n, tp->timeout_ms);
         }
-        if (polls >= 1024) {
+        if (polls >= (uint64_t)tp->spin_limit) {
             nanosleep(&nap, NULL);
-        } else if (polls >= 256) {
+        } else if ((polls & 63) == 63) {
             sched_yield();
         }
     }
