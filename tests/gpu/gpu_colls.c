@@ -421,6 +421,57 @@ static void check_alltoall(void)
     free(sendcounts);
 }
 
+/* Uneven steps with join: the last rank joins after one step, the others run
+ * three; a joined rank contributes zeros to the device allreduces it did not
+ * submit (two per step, so they fuse). */
+static int join_steps(int r)
+{
+    return r == size - 1 ? 1 : 3;
+}
+
+static void check_join(void)
+{
+    enum { N = 500 };
+    float *a = dev_alloc(N * sizeof(float)), *b = dev_alloc(N * sizeof(float)), fill[N], h[N];
+    dcomm_handle_t ha, hb, hj;
+    const void *data;
+    size_t count;
+
+    for (int s = 0; s < join_steps(rank); s++) {
+        float want = 0;
+
+        for (int r = 0; r < size; r++) {
+            want += s < join_steps(r) ? (float)(r + 1) : 0;
+        }
+        for (int i = 0; i < N; i++) {
+            fill[i] = (float)(rank + 1);
+        }
+        copy(a, fill, sizeof(fill));
+        copy(b, fill, sizeof(fill));
+        DC(dcomm_allreduce_async(DCOMM_COMM_WORLD, "join.a", a, a, N, DCOMM_FLOAT32, DCOMM_SUM,
+                                 &ha));
+        DC(dcomm_allreduce_async(DCOMM_COMM_WORLD, "join.b", b, b, N, DCOMM_FLOAT32, DCOMM_SUM,
+                                 &hb));
+        DC(dcomm_wait(ha));
+        DC(dcomm_wait(hb));
+        DC(dcomm_release(ha));
+        DC(dcomm_release(hb));
+        to_host(h, a, sizeof(h));
+        CHECK(h[0] == want && h[N - 1] == want, "join step %d: a = %g, want %g", s, h[0], want);
+        to_host(h, b, sizeof(h));
+        CHECK(h[0] == want && h[N - 1] == want, "join step %d: b = %g, want %g", s, h[0], want);
+    }
+    DC(dcomm_join_async(DCOMM_COMM_WORLD, &hj));
+    DC(dcomm_wait(hj));
+    DC(dcomm_result(hj, &data, &count, NULL));
+    CHECK(count == 1 && join_steps(*(const int32_t *)data) == join_steps(0),
+          "join: the last rank to join is %d, which ran fewer steps",
+          *(const int32_t *)data);
+    DC(dcomm_release(hj));
+    dev_free(a);
+    dev_free(b);
+}
+
 static void check_refusals(void)
 {
     float *d = dev_floats(16, rank), host[16] = {0};
@@ -465,6 +516,7 @@ int main(int argc, char **argv)
     check_reducescatter((size_t)size * 4 * 251, "rs.even");
     check_reducescatter((size_t)size * 3 + 1, "rs.uneven");
     check_alltoall();
+    check_join();
     check_refusals();
     DC(dcomm_barrier(DCOMM_COMM_WORLD));
     DC(dcomm_shutdown());
