@@ -6,7 +6,10 @@
 #  2. dtrain at np=1 and np=2, one thread per rank: images/s and the scaling
 #     efficiency (target: np=2 >= 1.8x np=1).
 # Runs are interleaved and repeated REPS times; medians are printed, since the
-# machine is shared. Both sides run with the glibc malloc setting of DESIGN.md.
+# machine is shared. Besides wall-clock images/s, each side reports images per
+# second of its process's CPU time over the same steps (all its threads), which
+# other jobs on a shared machine disturb far less; the 1-thread comparison is
+# printed for both. Both sides run with the glibc malloc setting of DESIGN.md.
 # usage: bench/train_compare.sh [BUILD_DIR] (env: STEPS=30 BATCH=64 THREADS=1 REPS=3)
 set -eu
 cd "$(dirname "$0")/.."
@@ -23,6 +26,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 ips() { sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p' "$1" | tail -1; }
+cpu_ips() { sed -n 's/.* \([0-9.]*\) images per CPU second.*/\1/p' "$1" | tail -1; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 run_dtrain() { # np threads out
     "$dlaunch" -np "$1" "$dtrain" --bench "$steps" --batch-size "$batch" --threads "$2" \
@@ -32,25 +36,29 @@ run_dtrain() { # np threads out
 echo "train_compare: $steps steps, batch $batch per rank, $threads thread(s), $reps repetitions"
 "$python" -c "import torch; print('\n'.join(l for l in torch.__config__.show().splitlines() if 'BLAS' in l or 'MKL-DNN' in l or 'oneDNN' in l))" |
     sed 's/^ *//; s/, CXX_COMPILER=.*USE_CUDA/ ... USE_CUDA/; s/^/torch config: /' | cut -c1-200
-: >"$tmp/torch" ; : >"$tmp/dt1" ; : >"$tmp/np1" ; : >"$tmp/np2"
+: >"$tmp/torch" ; : >"$tmp/dt1" ; : >"$tmp/np1" ; : >"$tmp/np2" ; : >"$tmp/torch.cpu" ; : >"$tmp/dt1.cpu"
 r=0
 while [ $r -lt "$reps" ]; do
     "$python" bench/train_compare_torch.py --steps "$steps" --batch-size "$batch" \
         --threads "$threads" >"$tmp/t.out" 2>&1 || { cat "$tmp/t.out" >&2; exit 1; }
     [ $r -eq 0 ] && head -1 "$tmp/t.out"
     ips "$tmp/t.out" >>"$tmp/torch"
+    cpu_ips "$tmp/t.out" >>"$tmp/torch.cpu"
     run_dtrain 1 "$threads" "$tmp/d.out"
     ips "$tmp/d.out" >>"$tmp/dt1"
+    cpu_ips "$tmp/d.out" >>"$tmp/dt1.cpu"
     run_dtrain 1 1 "$tmp/d.out"
     ips "$tmp/d.out" >>"$tmp/np1"
     run_dtrain 2 1 "$tmp/d.out"
     ips "$tmp/d.out" >>"$tmp/np2"
-    echo "  rep $((r + 1)): torch $(tail -1 "$tmp/torch")  dtrain $(tail -1 "$tmp/dt1")  np1 $(tail -1 "$tmp/np1")  np2 $(tail -1 "$tmp/np2") images/s"
+    echo "  rep $((r + 1)): torch $(tail -1 "$tmp/torch")  dtrain $(tail -1 "$tmp/dt1")  np1 $(tail -1 "$tmp/np1")  np2 $(tail -1 "$tmp/np2") images/s; per CPU second: torch $(tail -1 "$tmp/torch.cpu")  dtrain $(tail -1 "$tmp/dt1.cpu")"
     r=$((r + 1))
 done
 t=$(median <"$tmp/torch") d=$(median <"$tmp/dt1") n1=$(median <"$tmp/np1") n2=$(median <"$tmp/np2")
-awk -v t="$t" -v d="$d" -v n1="$n1" -v n2="$n2" -v th="$threads" 'BEGIN {
+tc=$(median <"$tmp/torch.cpu") dc=$(median <"$tmp/dt1.cpu")
+awk -v t="$t" -v d="$d" -v n1="$n1" -v n2="$n2" -v th="$threads" -v tc="$tc" -v dc="$dc" 'BEGIN {
     printf "PyTorch  %8.1f images/s (%d thread(s))\n", t, th
     printf "dtrain   %8.1f images/s (np=1, %d thread(s))  ratio dtrain/PyTorch %.2fx (target >= 1.5x)\n", d, th, d / t
+    printf "per CPU second: PyTorch %.1f, dtrain %.1f images  ratio %.2fx\n", tc, dc, dc / tc
     printf "dtrain   %8.1f images/s np=1, %8.1f images/s np=2 (1 thread each): speed-up %.2fx, scaling efficiency %.0f%% (target >= 1.8x, 90%%)\n", n1, n2, n2 / n1, 50 * n2 / n1
 }'

@@ -70,10 +70,11 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     perm = torch.randperm(x_all.shape[0])
     warm = 3
-    t0 = None
+    t0 = c0 = None
     for step in range(warm + a.steps):
         if step == warm:
             t0 = time.perf_counter()
+            c0 = time.process_time()
         idx = perm[(step * a.batch_size) % (x_all.shape[0] - a.batch_size):][:a.batch_size]
         x, y = x_all[idx], y_all[idx]
         opt.zero_grad(set_to_none=True)
@@ -81,12 +82,14 @@ def main():
         loss.backward()
         opt.step()
     dt = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     blas = "OpenBLAS" if os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3").find("openblas") >= 0 else "reference BLAS"
     print(f"torch {torch.__version__} ({'Debian python3-torch' if '/usr/lib/python3' in torch.__file__ else torch.__file__}), "
           f"{blas_line()} -> system libblas.so.3 is {blas}, oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
     print(f"torch: bench: {a.steps} steps x {a.batch_size} images in {dt:.3f} s: "
           f"{a.steps * a.batch_size / dt:.1f} images/s (1 rank, {a.threads} thread{'s' if a.threads > 1 else ''}, "
-          f"batch {a.batch_size}), last loss {loss.item():.4f}")
+          f"batch {a.batch_size}), last loss {loss.item():.4f}; "
+          f"{a.steps * a.batch_size / cpu:.1f} images per CPU second")
 
 
 if __name__ == "__main__":

@@ -61,12 +61,17 @@ static void comm_check(dcomm_status_t st, const char *what)
     }
 }
 
-static double now_s(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double now_s(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 static void usage(FILE *out)
@@ -462,7 +467,7 @@ int main(int argc, char **argv)
         die("cannot write the metrics files");
     }
     if (rank == 0) {
-        printf("dtrain: %d rank%s, device %s, %d BLAS thread%s per rank, batch %d per rank (%ld "
+        printf("dtrain: %d rank%s, device %s, %d thread%s per rank, batch %d per rank (%ld "
                "global), %d train / %d test images, %ld steps per epoch, lr %g x %d, seed %llu\n",
                size, size > 1 ? "s" : "", ops->name, o.threads, o.threads > 1 ? "s" : "", o.batch,
                global_batch, train.count, test.count, steps_per_epoch, o.lr, size,
@@ -484,7 +489,7 @@ int main(int argc, char **argv)
     const long total_steps = steps_per_epoch * o.epochs;
     const long warmup = (long)(o.warmup_epochs * steps_per_epoch);
     const uint64_t dropout_seed = nn_rand_u64(o.seed, 0xd20900ull + (uint64_t)rank);
-    double final_acc = -1.0, bench_t0 = 0.0;
+    double final_acc = -1.0, bench_t0 = 0.0, bench_cpu0 = 0.0;
     int bench_done = 0;
 
     for (int epoch = start_epoch; epoch < o.epochs && !bench_done; epoch++) {
@@ -494,6 +499,7 @@ int main(int argc, char **argv)
         for (long s = 0; s < steps_per_epoch; s++, step++) {
             if (bench && (step == 3 || (o.bench_steps + 3 > steps_per_epoch * o.epochs && step == 0))) {
                 bench_t0 = now_s();
+                bench_cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
             }
             make_batch(&train, perm + (s * size + rank) * o.batch, o.batch, xb, yb);
             double loss;
@@ -517,12 +523,17 @@ int main(int argc, char **argv)
             }
             if (bench && step + 1 >= o.bench_steps + 3) {
                 double dt = now_s() - bench_t0;
+                double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - bench_cpu0;
                 long timed = step + 1 - (step >= 3 ? 3 : 0);
                 if (rank == 0) {
+                    /* CPU time as well: on a shared machine it is what the
+                     * work cost, whatever else ran */
                     printf("dtrain: bench: %ld steps x %ld images in %.3f s: %.1f images/s "
-                           "(%d rank%s, %d thread%s each, batch %d per rank)\n",
+                           "(%d rank%s, %d thread%s each, batch %d per rank); rank 0: %.1f "
+                           "images per CPU second\n",
                            timed, global_batch, dt, timed * global_batch / dt, size,
-                           size > 1 ? "s" : "", o.threads, o.threads > 1 ? "s" : "", o.batch);
+                           size > 1 ? "s" : "", o.threads, o.threads > 1 ? "s" : "", o.batch,
+                           timed * o.batch / cpu);
                 }
                 bench_done = 1;
                 break;
