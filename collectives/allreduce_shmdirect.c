@@ -10,6 +10,16 @@
  * Each slice has one owner that reduces inputs in rank order 0, 1, ..., n-1 and
  * scales AVG once, so every rank gets bit-identical results that do not depend
  * on the chunk size.
+ *
+ * With two ranks, and for small messages (dc_shm_group_onephase), the chunks
+ * take one phase instead: every rank copies its whole chunk into its slot and
+ * reduces all slots itself, in the same rank order. That moves as many bytes
+ * as the two phases when there are two ranks (each reads the other's half of
+ * the input and of the result there, its whole input here) and costs n times
+ * the reduction otherwise, but a rank never waits for a peer to finish
+ * reducing: one hand-off per chunk instead of two, which is what counts when
+ * the ranks outnumber the cores and every hand-off may wait for a peer to be
+ * scheduled.
  */
 #include <string.h>
 #if defined(__x86_64__)
@@ -25,6 +35,10 @@
  * streaming stores skip reading every destination line before writing it
  * (a third of the memory traffic of a plain copy). */
 #define SD_NT_MIN (4u << 20)
+
+/* One phase with streaming stores reduces this many bytes at a time into
+ * scratch (it stays in L1/L2) and streams them out. */
+#define SD_NT_PIECE (16u << 10)
 
 /* memcpy with streaming stores for the aligned middle (x86-64; elsewhere memcpy).
  * The caller issues the store fence. */
@@ -73,6 +87,7 @@ typedef struct sd_chunk {
     size_t off;    /* first element of the chunk */
     size_t len;    /* elements */
     int nt;        /* copy the result out with streaming stores */
+    int onephase;  /* every rank reduces the whole chunk (see the top) */
 } sd_chunk_t;
 
 static int shmdirect_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
@@ -106,20 +121,23 @@ static dc_status_t wait_all(dc_shm_group_t *g, dc_shm_group_seq_t which, uint32_
     return DCOMM_OK;
 }
 
-/* Our input of the chunk, except our own slice, into our slot. */
+/* Our input of the chunk into our slot; in two phases, all but our own slice. */
 static dc_status_t copy_in(dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
                            const sd_chunk_t *c)
 {
     const char *src = (const char *)args->sendbuf + c->off * esize;
     uint8_t *slot = dc_shm_group_slot(g, g->me, c->buf);
-    size_t so, sl;
-    /* the owners of every slice are done with this buffer's previous chunk */
+    size_t so = c->len, sl = 0;
+    /* every reader of this buffer's previous chunk is done with it (both
+     * paths publish RED once they have read the slots) */
     dc_status_t status = wait_all(g, DC_SHM_SEQ_RED, c->step - DC_SHM_GROUP_NBUF);
 
     if (status < 0) {
         return status;
     }
-    slice_of(c->len, esize, g->n, g->me, &so, &sl);
+    if (!c->onephase) {
+        slice_of(c->len, esize, g->n, g->me, &so, &sl);
+    }
     memcpy(slot, src, so * esize);
     memcpy(slot + (so + sl) * esize, src + (so + sl) * esize, (c->len - so - sl) * esize);
     dc_shm_group_post(g, DC_SHM_SEQ_IN, c->step);
@@ -195,6 +213,51 @@ static dc_status_t copy_out(dc_shm_group_t *g, const dc_coll_args_t *args, size_
     return DCOMM_OK;
 }
 
+/* Every slot's chunk in rank order over [off, off + len) of the chunk into dst. */
+static void reduce_slots(void *dst, dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
+                         const sd_chunk_t *c, size_t off, size_t len)
+{
+    size_t at = off * esize;
+
+    dc_reduce3(dst, dc_shm_group_slot(g, 0, c->buf) + at, dc_shm_group_slot(g, 1, c->buf) + at,
+               len, args->dtype, args->op);
+    for (int j = 2; j < g->n; j++) {
+        dc_reduce(dst, dc_shm_group_slot(g, j, c->buf) + at, len, args->dtype, args->op);
+    }
+    if (args->op == DCOMM_AVG) {
+        dc_reduce_scale(dst, len, args->dtype, 1.0 / g->n);
+    }
+}
+
+/* One phase: the whole chunk over every rank's slot, straight into recvbuf;
+ * with streaming stores through a cache-sized piece of scratch. RED and OUT
+ * both say we are done with this step's slots, for either path that follows. */
+static dc_status_t reduce_all(dc_shm_group_t *g, const dc_coll_ctx_t *ctx,
+                              const dc_coll_args_t *args, size_t esize, const sd_chunk_t *c)
+{
+    char *dst = (char *)args->recvbuf + c->off * esize;
+    dc_status_t status = wait_all(g, DC_SHM_SEQ_IN, c->step);
+
+    if (status < 0) {
+        return status;
+    }
+    if (!c->nt) {
+        reduce_slots(dst, g, args, esize, c, 0, c->len);
+    } else {
+        size_t piece = SD_NT_PIECE / esize;
+
+        for (size_t o = 0; o < c->len; o += piece) {
+            size_t len = DC_MIN(piece, c->len - o);
+
+            reduce_slots(ctx->scratch, g, args, esize, c, o, len);
+            copy_nt(dst + o * esize, ctx->scratch, len * esize);
+        }
+    }
+    dc_shm_group_post(g, DC_SHM_SEQ_RED, c->step);
+    dc_shm_group_post(g, DC_SHM_SEQ_OUT, c->step);
+    return DCOMM_OK;
+}
+
 static void chunk_at(const dc_shm_group_t *g, size_t count, size_t chunk_elems, size_t k,
                      sd_chunk_t *c)
 {
@@ -232,15 +295,25 @@ static dc_status_t shmdirect_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t 
 
     chunk_at(g, args->count, chunk_elems, 0, &cur);
     cur.nt = args->count * esize >= SD_NT_MIN;
-    next.nt = cur.nt;
+    cur.onephase = dc_shm_group_onephase(g->n, args->count * esize);
+    /* in place, recvbuf's lines are in the cache already (we read them): plain
+     * stores cost no extra read there */
+    cur.nt &= !cur.onephase || args->sendbuf != args->recvbuf;
+    next = cur;
     DC_CHECK_GOTO(copy_in(g, args, esize, &cur), status, err);
     for (size_t k = 0; k < nchunks; k++) {
-        DC_CHECK_GOTO(reduce_slice(g, args, esize, &cur), status, err);
-        if (k + 1 < nchunks) { /* overlaps the other owners' reductions of chunk k */
+        if (!cur.onephase) {
+            DC_CHECK_GOTO(reduce_slice(g, args, esize, &cur), status, err);
+        }
+        if (k + 1 < nchunks) { /* overlaps the others' reductions of chunk k */
             chunk_at(g, args->count, chunk_elems, k + 1, &next);
             DC_CHECK_GOTO(copy_in(g, args, esize, &next), status, err);
         }
-        DC_CHECK_GOTO(copy_out(g, args, esize, &cur), status, err);
+        if (cur.onephase) {
+            DC_CHECK_GOTO(reduce_all(g, ctx, args, esize, &cur), status, err);
+        } else {
+            DC_CHECK_GOTO(copy_out(g, args, esize, &cur), status, err);
+        }
         cur = next;
     }
     if (cur.nt) {

@@ -146,9 +146,9 @@ const char *dc_cost_model_name(dc_cost_model_t model)
  *                      tree, leaf in the other: receives and sends ~n per phase)
  *  allreduce shmdirect 2L a + 2n c + (p-1)/p n g   (copy in, reduce a 1/p slice
  *                      of every input, copy out; two barriers); only for one
- *                      host over shm, else inapplicable; while p n is at most
- *                      DC_SHM_GROUP_ONEPHASE_MAX: a + n c + (p-1) n g (copy in,
- *                      every rank reduces every input; one hand-off)
+ *                      host over shm, else inapplicable; one phase (p = 2, or
+ *                      p n small: dc_shm_group_onephase): a + n c + (p-1) n g
+ *                      (copy in, every rank reduces every input; one hand-off)
  *  allreduce hier      m = p/h ranks per host, s = the shm link (as, bs):
  *                      (m-1) as k + (m-1)/m n (bs + g)           local reduce-scatter
  *                      + rab over h ranks of n/m bytes with b' = m b  (m flows share
@@ -300,7 +300,7 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
     case DC_COST_ALLREDUCE_DBTREE:
         return 2 * L * a + n * (bs + DC_MAX(bs, g));
     case DC_COST_ALLREDUCE_SHMDIRECT:
-        if (n * p <= DC_SHM_GROUP_ONEPHASE_MAX) {
+        if (dc_shm_group_onephase(nranks, bytes)) {
             return a + n * c + (p - 1) * n * g;
         }
         return 2 * L * a + 2 * n * c + (p - 1) / p * n * g;

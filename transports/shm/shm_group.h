@@ -22,6 +22,10 @@
 #define DC_SHM_GROUP_CHUNK_MAX     (64u << 20)
 #define DC_SHM_GROUP_MAX           256 /* members */
 #define DC_SHM_GROUP_NBUF          2   /* double buffering: chunk k+1 fills while k reduces */
+/* Shm-direct allreduce takes one phase (every member reduces every input, one
+ * hand-off per chunk) with two members, or while the input's bytes times the
+ * members are at most this. */
+#define DC_SHM_GROUP_ONEPHASE_MAX  (32u << 10)
 
 /* What a member publishes: the last step (chunk number, counted across
  * collectives) for which it has ... */
@@ -73,6 +77,11 @@ void dc_shm_group_destroy(dc_shm_group_t *g);
 
 /* 1 when the group is exactly these ranks in this order with this process at me. */
 int dc_shm_group_matches(const dc_shm_group_t *g, const int *world_ranks, int n, int me);
+
+static inline int dc_shm_group_onephase(int n, size_t bytes)
+{
+    return n <= 2 || bytes * (size_t)n <= DC_SHM_GROUP_ONEPHASE_MAX;
+}
 
 /* Input slot of member r for buffer b, and the result chunk of buffer b. */
 static inline uint8_t *dc_shm_group_slot(const dc_shm_group_t *g, int r, int b)
