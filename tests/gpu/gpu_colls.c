@@ -1,9 +1,10 @@
 /*
  * Collectives on CUDA device buffers (cudaMalloc), one rank of a dlaunch job:
  * allreduce (SUM/AVG/MAX, in and out of place, a fused batch mixed with host
- * tensors), broadcast, allgather with uneven counts (and a rank with nothing
- * to send), reducescatter (even and uneven), alltoall with uneven counts,
- * each checked against the values every rank can compute; then the refusals:
+ * tensors, under join, on a process set), broadcast, allgather with uneven
+ * counts (and a rank with nothing to send), reducescatter (even and uneven),
+ * alltoall with uneven counts, each checked against the values every rank can
+ * compute; then the refusals:
  * a device sendbuf with a host recvbuf, and a tensor that is device memory on
  * one rank and host memory on another. Whether NCCL or staging serves them is
  * up to DCOMM_TRANSPORTS; gpu_colls_test.sh checks the log for which.
@@ -472,6 +473,29 @@ static void check_join(void)
     dev_free(b);
 }
 
+/* A process set (last rank and rank 0, in that order): device tensors get
+ * their own mode per comm, and destroying the comm drops it. */
+static void check_comm(void)
+{
+    int ranks[2] = {size - 1, 0}, n = size > 1 ? 2 : 1;
+    dcomm_comm_t comm;
+    float *d, h[64];
+
+    DC(dcomm_comm_create(ranks, n, &comm));
+    if (dcomm_comm_rank(comm) >= 0) {
+        d = dev_floats(64, rank);
+        DC(dcomm_allreduce(comm, "set.sum", d, d, 64, DCOMM_FLOAT32, DCOMM_SUM));
+        to_host(h, d, sizeof(h));
+        for (int i = 0; i < 64; i++) {
+            float want = val(size - 1, (size_t)i) + (n > 1 ? val(0, (size_t)i) : 0);
+
+            CHECK(h[i] == want, "process set [%d] = %g, want %g", i, h[i], want);
+        }
+        dev_free(d);
+    }
+    DC(dcomm_comm_destroy(comm));
+}
+
 static void check_refusals(void)
 {
     float *d = dev_floats(16, rank), host[16] = {0};
@@ -517,6 +541,7 @@ int main(int argc, char **argv)
     check_reducescatter((size_t)size * 3 + 1, "rs.uneven");
     check_alltoall();
     check_join();
+    check_comm();
     check_refusals();
     DC(dcomm_barrier(DCOMM_COMM_WORLD));
     DC(dcomm_shutdown());

@@ -3,7 +3,9 @@
 # from the coordinator's info log which path served the device tensors:
 #   nccl    DCOMM_TRANSPORTS unset: NCCL. NCCL takes one GPU per rank, so with
 #           a single GPU this runs 1 rank (the 2-rank NCCL run needs 2 GPUs).
-#   staged  DCOMM_TRANSPORTS=^nccl: staging through pinned host memory, np ranks.
+#   staged  nccl left out of DCOMM_TRANSPORTS (added to a '^' list, or to be
+#           '^nccl'; an explicit list such as 'tcp' leaves it out already):
+#           staging through pinned host memory, np ranks.
 # Exits 77 (ctest's skip) where there is no GPU, saying so.
 # usage: gpu_colls_test.sh <dlaunch> <gpu_colls> nccl|staged <np>
 set -u
@@ -22,7 +24,11 @@ nccl)
     fi
     ;;
 staged)
-    export DCOMM_TRANSPORTS=^nccl
+    case ${DCOMM_TRANSPORTS:-} in
+    "") export DCOMM_TRANSPORTS=^nccl ;;
+    ^*) export DCOMM_TRANSPORTS="$DCOMM_TRANSPORTS,nccl" ;;
+    *nccl*) echo "usage: staged runs cannot have nccl in DCOMM_TRANSPORTS" >&2; exit 2 ;;
+    esac
     want="device tensors staged through pinned host memory"
     ;;
 *)
