@@ -208,6 +208,7 @@ static const nn_conv_t direct_shapes[] = {
     {.n = 2, .h = 5, .w = 19, .c = 8, .oc = 16, .k = 3, .pad = 1},   /* tiles of 14, 4, 1 */
     {.n = 1, .h = 6, .w = 7, .c = 3, .oc = 8, .k = 3, .pad = 0},     /* "valid" */
     {.n = 2, .h = 4, .w = 5, .c = 2, .oc = 5, .k = 5, .pad = 2},     /* plain loops only */
+    {.n = 1, .h = 3, .w = 10, .c = 8, .oc = 32, .k = 5, .pad = 2},   /* Winograd, 5 tiles a row */
 };
 
 static void assert_close(const char *what, size_t t, int isa, const float *got, const float *ref,

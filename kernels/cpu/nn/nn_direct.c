@@ -47,10 +47,35 @@ static size_t padded_floats(const nn_conv_t *s)
     return in > out ? in : out;
 }
 
+/* Winograd F(2,5) along the rows (WINO = 6 transformed points): the floats of
+ * one image's transformed input and products, for input rows of width w with
+ * c channels into oc channels, zero where it does not apply. */
+enum { WINO = 6 };
+
+static size_t wino_floats(int oh, int ow, int k, int c, int oc)
+{
+    if (k != 5 || ow % 2 != 0) {
+        return 0;
+    }
+    return (size_t)WINO * (ow / 2) * ((size_t)(oh + k - 1) * c + (size_t)oh * oc);
+}
+
+static size_t thread_floats(const nn_conv_t *s)
+{
+    int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s);
+    size_t fw = wino_floats(oh, ow, s->k, s->c, s->oc);
+    size_t bw = wino_floats(s->h, s->w, s->k, s->oc, s->c);
+
+    return padded_floats(s) + (fw > bw ? fw : bw);
+}
+
 size_t nn_conv_direct_scratch_floats(const nn_conv_t *s)
 {
-    /* the re-laid-out weights (or weight gradient), then a padded image per thread */
-    return (size_t)s->oc * s->k * s->k * s->c + padded_floats(s) * (size_t)nn_threads();
+    /* the re-laid-out weights (or weight gradient) and their Winograd
+     * transform, then a padded image and Winograd planes per thread */
+    size_t wn = (size_t)s->oc * s->k * s->k * s->c;
+
+    return wn + (size_t)WINO * s->k * s->c * s->oc + thread_floats(s) * (size_t)nn_threads();
 }
 
 int nn_conv_direct_supported(const nn_conv_t *s)
@@ -79,13 +104,14 @@ static void pad_image(int h, int w, int c, int p, const float *x, float *xp)
 
 typedef struct geom {
     int oh, ow, c, oc, k;
+    int kc;         /* floats of a patch row: k * c (direct), c (a Winograd plane) */
     size_t xrow;    /* floats per padded input row */
 } geom_t;
 
 static void conv_image_plain(const geom_t *g, const float *xp, const float *wt, const float *b,
                              float *y)
 {
-    const int kc = g->k * g->c;
+    const int kc = g->kc;
 
     for (int oh = 0; oh < g->oh; oh++) {
         for (int ow = 0; ow < g->ow; ow++) {
@@ -115,7 +141,7 @@ static void conv_image_plain(const geom_t *g, const float *xp, const float *wt, 
 AVX2_INLINE void fwd_tile(int nb, int c, const geom_t *g, const float *x, const float *wt,
                           __m256 bias, float *y)
 {
-    const int kc = g->k * c;
+    const int kc = g->kc;
     const size_t oc = (size_t)g->oc;
     __m256 acc[ROW_TILE];
 
@@ -235,7 +261,7 @@ AVX2 static void wgrad_row_avx2(const geom_t *g, const float *xp, const float *d
 AVX512_INLINE void fwd_tile32(int nb, int c, const geom_t *g, const float *x, const float *wt,
                               __m512 b0, __m512 b1, float *y)
 {
-    const int kc = g->k * c;
+    const int kc = g->kc;
     const size_t oc = (size_t)g->oc;
     __m512 a0[ROW_TILE], a1[ROW_TILE];
 
@@ -273,6 +299,9 @@ AVX512_INLINE void conv_image_tiles32(int c, const geom_t *g, const float *xp, c
             for (; ow + ROW_TILE <= g->ow; ow += ROW_TILE) {
                 fwd_tile32(ROW_TILE, c, g, xr + (size_t)ow * c, wt + o, b0, b1,
                            yr + (size_t)ow * g->oc);
+            }
+            for (; ow + 7 <= g->ow; ow += 7) { /* a Winograd plane's row of 7 tiles */
+                fwd_tile32(7, c, g, xr + (size_t)ow * c, wt + o, b0, b1, yr + (size_t)ow * g->oc);
             }
             for (; ow + 4 <= g->ow; ow += 4) {
                 fwd_tile32(4, c, g, xr + (size_t)ow * c, wt + o, b0, b1, yr + (size_t)ow * g->oc);
@@ -394,6 +423,87 @@ static void wgrad_row(const geom_t *g, const float *xp, const float *dy, int kh,
     }
 }
 
+/* ---- Winograd F(2,5) along each row, for the 5x5 layers with AVX-512: two
+ * neighbouring outputs of a row come from 6 inputs with 6 products per
+ * (kh, channel, output channel) instead of 10, so the tiled product shrinks to
+ * 0.6 of the direct one. Points 0, 1, -1, 2, -2, infinity:
+ *   v = B^T d (6 inputs -> 6), u = G g (5 taps -> 6), y = A^T (u . v) (6 -> 2).
+ * For each point the products over (kh, c) are a convolution of one "plane"
+ * (rows of ow/2 tiles x c) with a kh-only kernel, which the direct tiles run. ---- */
+
+static int wino_ok(const geom_t *g)
+{
+    return nn_isa() >= NN_ISA_AVX512 && g->k == 5 && g->ow % 2 == 0 && g->ow >= 2 &&
+           g->oc % 32 == 0 && g->c >= 8;
+}
+
+/* u [6][k][c][oc] = G wt [k][k][c][oc] along kw */
+static void wino_weights(const geom_t *g, const float *wt, float *u)
+{
+    const size_t co = (size_t)g->c * g->oc, plane = (size_t)g->k * co;
+
+    for (int kh = 0; kh < g->k; kh++) {
+        const float *w0 = wt + (size_t)kh * g->k * co;
+        const float *w1 = w0 + co, *w2 = w1 + co, *w3 = w2 + co, *w4 = w3 + co;
+        float *u0 = u + (size_t)kh * co;
+        for (size_t i = 0; i < co; i++) {
+            float g0 = w0[i], g1 = w1[i], g2 = w2[i], g3 = w3[i], g4 = w4[i];
+            u0[i] = g0 * 0.25f;
+            u0[plane + i] = (g0 + g1 + g2 + g3 + g4) * (-1.0f / 6.0f);
+            u0[2 * plane + i] = (g0 - g1 + g2 - g3 + g4) * (-1.0f / 6.0f);
+            u0[3 * plane + i] = (g0 + 2.0f * g1 + 4.0f * g2 + 8.0f * g3 + 16.0f * g4) * (1.0f / 24.0f);
+            u0[4 * plane + i] = (g0 - 2.0f * g1 + 4.0f * g2 - 8.0f * g3 + 16.0f * g4) * (1.0f / 24.0f);
+            u0[5 * plane + i] = g4;
+        }
+    }
+}
+
+/* One image: xp padded [oh+4][>= ow+4][c] -> y [oh][ow][oc] (+ b). v: scratch of
+ * wino_floats() floats (the 6 input planes, then the 6 product planes). */
+static void wino_image(const geom_t *g, const float *xp, const float *u, const float *b, float *v,
+                       float *y)
+{
+    const int tiles = g->ow / 2, rows = g->oh + g->k - 1, c = g->c, oc = g->oc;
+    const size_t vplane = (size_t)rows * tiles * c, mplane = (size_t)g->oh * tiles * oc;
+    const size_t uplane = (size_t)g->k * c * oc;
+    float *m = v + WINO * vplane;
+
+    for (int r = 0; r < rows; r++) {
+        for (int t = 0; t < tiles; t++) {
+            const float *d = xp + (size_t)r * g->xrow + (size_t)2 * t * c;
+            float *v0 = v + ((size_t)r * tiles + t) * c;
+            for (int i = 0; i < c; i++) {
+                float d0 = d[i], d1 = d[c + i], d2 = d[2 * c + i], d3 = d[3 * c + i];
+                float d4 = d[4 * c + i], d5 = d[5 * c + i];
+                v0[i] = 4.0f * d0 - 5.0f * d2 + d4;
+                v0[vplane + i] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
+                v0[2 * vplane + i] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
+                v0[3 * vplane + i] = -2.0f * d1 - d2 + 2.0f * d3 + d4;
+                v0[4 * vplane + i] = 2.0f * d1 - d2 - 2.0f * d3 + d4;
+                v0[5 * vplane + i] = 4.0f * d1 - 5.0f * d3 + d5;
+            }
+        }
+    }
+    const geom_t gp = {.oh = g->oh, .ow = tiles, .c = c, .oc = oc, .k = g->k, .kc = c,
+                       .xrow = (size_t)tiles * c};
+    for (int p = 0; p < WINO; p++) {
+        conv_image(&gp, v + p * vplane, u + p * uplane, NULL, m + p * mplane);
+    }
+    for (int r = 0; r < g->oh; r++) {
+        for (int t = 0; t < tiles; t++) {
+            const float *m0 = m + ((size_t)r * tiles + t) * oc;
+            float *y0 = y + ((size_t)r * g->ow + 2 * t) * oc, *y1 = y0 + oc;
+            for (int o = 0; o < oc; o++) {
+                float p0 = m0[o], p1 = m0[mplane + o], p2 = m0[2 * mplane + o];
+                float p3 = m0[3 * mplane + o], p4 = m0[4 * mplane + o], p5 = m0[5 * mplane + o];
+                float bias = b != NULL ? b[o] : 0.0f;
+                y0[o] = bias + (p0 + p1 + p2 + p3 + p4);
+                y1[o] = bias + (p1 - p2 + 2.0f * (p3 - p4) + p5);
+            }
+        }
+    }
+}
+
 /* ---- threads: images (forward, input gradient) or (kh, 32 channels) slices
  * of the weight gradient are split between nn_threads() threads; each
  * output is computed by one thread in the same order whatever the count, so
@@ -407,11 +517,13 @@ typedef struct work {
     int in_h, in_w, in_c, pad;      /* the images in `in` and their border */
     size_t in_img, out_img, pad_img;
     int items;                      /* images, or weight-gradient slices */
+    const float *u;                 /* Winograd weights, or NULL: direct */
+    size_t thread_img;              /* floats of scratch per thread */
 } work_t;
 
 static float *thread_pad(work_t *w, int t)
 {
-    return w->scratch + (size_t)t * w->pad_img;
+    return w->scratch + (size_t)t * w->thread_img;
 }
 
 /* images [lo, hi): pad, then convolve */
@@ -422,7 +534,11 @@ static void conv_share(void *ctx, int t, int lo, int hi)
 
     for (int n = lo; n < hi; n++) {
         pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
-        conv_image(w->g, xp, w->wt, w->b, w->out + (size_t)n * w->out_img);
+        if (w->u != NULL) {
+            wino_image(w->g, xp, w->u, w->b, xp + w->pad_img, w->out + (size_t)n * w->out_img);
+        } else {
+            conv_image(w->g, xp, w->wt, w->b, w->out + (size_t)n * w->out_img);
+        }
     }
 }
 
@@ -451,11 +567,26 @@ static void wgrad_share(void *ctx, int t, int lo, int hi)
 
 /* ---- the layer ------------------------------------------------------------------- */
 
+static size_t uwn(const nn_conv_t *s)
+{
+    return (size_t)WINO * s->k * s->c * s->oc;
+}
+
+/* The Winograd weights of wt into u where that path applies, else NULL. */
+static const float *wino_prepare(const geom_t *g, const float *wt, float *u)
+{
+    if (!wino_ok(g)) {
+        return NULL;
+    }
+    wino_weights(g, wt, u);
+    return u;
+}
+
 void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w, const float *b,
                               float *scratch, float *y)
 {
     const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k;
-    const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k,
+    const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k, .kc = s->k * s->c,
                       .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
     const size_t wn = (size_t)s->oc * kk * s->c;
     float *wt = scratch;
@@ -466,10 +597,12 @@ void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w
             wt[(size_t)t * s->oc + o] = w[(size_t)o * kk * s->c + t];
         }
     }
-    work_t wk = {.s = s, .g = &g, .in = x, .wt = wt, .b = b, .out = y, .scratch = scratch + wn,
-                 .in_h = s->h, .in_w = s->w, .in_c = s->c, .pad = s->pad,
-                 .in_img = (size_t)s->h * s->w * s->c, .out_img = (size_t)oh * ow * s->oc,
-                 .pad_img = padded_floats(s), .items = s->n};
+    work_t wk = {.s = s, .g = &g, .in = x, .wt = wt, .b = b, .out = y,
+                 .scratch = scratch + wn + uwn(s), .in_h = s->h, .in_w = s->w, .in_c = s->c,
+                 .pad = s->pad, .in_img = (size_t)s->h * s->w * s->c,
+                 .out_img = (size_t)oh * ow * s->oc, .pad_img = padded_floats(s),
+                 .items = s->n, .u = wino_prepare(&g, wt, scratch + wn),
+                 .thread_img = thread_floats(s)};
     nn_parallel_run(s->n, conv_share, &wk);
 }
 
@@ -479,7 +612,7 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
     const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k, pb = pad_back(s);
     const size_t out_img = (size_t)oh * ow * s->oc, in_img = (size_t)s->h * s->w * s->c;
     const size_t wn = (size_t)s->oc * kk * s->c;
-    const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k,
+    const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k, .kc = s->k * s->c,
                       .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
     float *wt = scratch;
 
@@ -493,10 +626,10 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
     }
     /* weights: wt [kh][kw*c][oc] accumulated image by image, then transposed */
     memset(wt, 0, wn * sizeof(float));
-    work_t wk = {.s = s, .g = &g, .in = x, .dy = dy, .dwt = wt, .scratch = scratch + wn,
+    work_t wk = {.s = s, .g = &g, .in = x, .dy = dy, .dwt = wt, .scratch = scratch + wn + uwn(s),
                  .in_h = s->h, .in_w = s->w, .in_c = s->c, .pad = s->pad, .in_img = in_img,
                  .out_img = out_img, .pad_img = padded_floats(s),
-                 .items = s->k * wgrad_slices(&g)};
+                 .items = s->k * wgrad_slices(&g), .thread_img = thread_floats(s)};
     nn_parallel_run(wk.items, wgrad_share, &wk);
     for (int o = 0; o < s->oc; o++) {
         for (int t = 0; t < kk * s->c; t++) {
@@ -509,7 +642,7 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
     /* input: the output gradient, bordered by k-1-pad, convolved with
      * wf [kh][kw][oc][c] = w [oc][k-1-kh][k-1-kw][c] */
     const geom_t gb = {.oh = s->h, .ow = s->w, .c = s->oc, .oc = s->c, .k = s->k,
-                       .xrow = (size_t)(ow + 2 * pb) * s->oc};
+                       .kc = s->k * s->oc, .xrow = (size_t)(ow + 2 * pb) * s->oc};
     for (int kh = 0; kh < s->k; kh++) {
         for (int kw = 0; kw < s->k; kw++) {
             const float *src = w + ((size_t)(s->k - 1 - kh) * s->k + (s->k - 1 - kw)) * s->c;
@@ -521,8 +654,10 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
             }
         }
     }
-    work_t wb = {.s = s, .g = &gb, .in = dy, .wt = wt, .b = NULL, .out = dx, .scratch = scratch + wn,
-                 .in_h = oh, .in_w = ow, .in_c = s->oc, .pad = pb, .in_img = out_img,
-                 .out_img = in_img, .pad_img = padded_floats(s), .items = s->n};
+    work_t wb = {.s = s, .g = &gb, .in = dy, .wt = wt, .b = NULL, .out = dx,
+                 .scratch = scratch + wn + uwn(s), .in_h = oh, .in_w = ow, .in_c = s->oc,
+                 .pad = pb, .in_img = out_img, .out_img = in_img, .pad_img = padded_floats(s),
+                 .items = s->n, .u = wino_prepare(&gb, wt, scratch + wn),
+                 .thread_img = thread_floats(s)};
     nn_parallel_run(s->n, conv_share, &wb);
 }
