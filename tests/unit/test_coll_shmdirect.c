@@ -280,7 +280,7 @@ static int body_all_types(ctx_t *c)
     return 0;
 }
 
-/* 16 MiB buffers (64 chunks of the default size), in place and not. */
+/* 16 MiB buffers (16 chunks of the default size), in place and not. */
 static int body_large(ctx_t *c)
 {
     check_case(c, (16u << 20) / 4, DCOMM_FLOAT32, DCOMM_SUM, 0, __LINE__);

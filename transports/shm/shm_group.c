@@ -308,14 +308,20 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
     g->timeout_ms = timeout_ms;
     g->spin = n <= cpus_usable() ? GROUP_SPIN : GROUP_SPIN_OVER;
     g->yields = GROUP_YIELDS;
-    chunk_bytes = chunk_bytes == 0 ? DC_SHM_GROUP_CHUNK_DEFAULT : chunk_bytes;
+    if (chunk_bytes == 0) {
+        chunk_bytes = DC_SHM_GROUP_SEGMENT_DEFAULT / (DC_SHM_GROUP_NBUF * (size_t)(n + 1));
+        chunk_bytes = DC_MAX(DC_MIN(chunk_bytes, DC_SHM_GROUP_CHUNK_DEFAULT),
+                             DC_SHM_GROUP_CHUNK_FLOOR);
+    }
     g->chunk = (DC_MAX(chunk_bytes, DC_SHM_GROUP_CHUNK_MIN) + 4095) & ~(size_t)4095;
     g->size = segment_size(n, g->chunk);
     g->world_ranks = malloc(sizeof(int) * (size_t)n);
     g->pids = calloc((size_t)n, sizeof(int32_t));
+    g->seen = calloc((size_t)n * DC_SHM_SEQ_COUNT, sizeof(uint32_t));
     g->pidfds = malloc(sizeof(int) * (size_t)n);
     b = calloc(1, sizeof(*b));
-    if (g->world_ranks == NULL || g->pids == NULL || g->pidfds == NULL || b == NULL ||
+    if (g->world_ranks == NULL || g->pids == NULL || g->seen == NULL || g->pidfds == NULL ||
+        b == NULL ||
         (b->acks = calloc((size_t)n, sizeof(int32_t))) == NULL ||
         (b->reqs = calloc((size_t)n * 2, sizeof(dc_request_t))) == NULL ||
         (b->preqs = calloc((size_t)n * 2, sizeof(dc_request_t *))) == NULL) {
@@ -385,6 +391,7 @@ void dc_shm_group_destroy(dc_shm_group_t *g)
     }
     free(g->world_ranks);
     free(g->pids);
+    free(g->seen);
     free(g->pidfds);
     free(g);
 }
@@ -434,13 +441,29 @@ static int member_gone(const dc_shm_group_t *g, int r)
 static const char *const seq_what[DC_SHM_SEQ_COUNT] = {"its input", "its reduced slice",
                                                         "the end of its copy-out"};
 
+/* Reads all of member r's seq words (one cache line) into g->seen: 1 when
+ * seq[which] has reached step. */
+static int seq_poll(dc_shm_group_t *g, int r, dc_shm_group_seq_t which, uint32_t step)
+{
+    uint32_t *seen = &g->seen[(size_t)r * DC_SHM_SEQ_COUNT];
+
+    for (int k = 0; k < DC_SHM_SEQ_COUNT; k++) {
+        seen[k] = atomic_load_explicit(&g->ctl[r].seq[k], memory_order_acquire);
+    }
+    return step_reached(seen[which], step);
+}
+
 dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which, uint32_t step)
 {
     _Atomic uint32_t *word = &g->ctl[r].seq[which];
     uint32_t seq;
 
+    /* an earlier read showed it (with acquire: what it covers is visible) */
+    if (step_reached(g->seen[(size_t)r * DC_SHM_SEQ_COUNT + which], step)) {
+        return DCOMM_OK;
+    }
     for (int i = 0; i < g->spin; i++) {
-        if (step_reached(atomic_load_explicit(word, memory_order_acquire), step)) {
+        if (seq_poll(g, r, which, step)) {
             return DCOMM_OK;
         }
 #if defined(__x86_64__) || defined(__i386__)
@@ -452,7 +475,7 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
      * futex round trip. */
     for (int i = 0; i < g->yields; i++) {
         sched_yield();
-        if (step_reached(atomic_load_explicit(word, memory_order_acquire), step)) {
+        if (seq_poll(g, r, which, step)) {
             return DCOMM_OK;
         }
     }
@@ -465,7 +488,7 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
             dc_futex_wait(word, seq, DC_MIN(GROUP_SLICE_NS, deadline - DC_MIN(deadline, now)));
         }
         atomic_fetch_sub(&g->ctl[r].sleepers, 1);
-        if (step_reached(atomic_load_explicit(word, memory_order_acquire), step)) {
+        if (seq_poll(g, r, which, step)) {
             return DCOMM_OK;
         }
         uint64_t now = dc_now_ns();

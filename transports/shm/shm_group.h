@@ -17,7 +17,13 @@
 #include "net.h"
 #include "status.h"
 
-#define DC_SHM_GROUP_CHUNK_DEFAULT (256u << 10)
+/* Default chunk: as large as DC_SHM_GROUP_CHUNK_DEFAULT (every chunk costs
+ * hand-offs, and a hand-off may wait for a descheduled peer), shrunk for large
+ * groups so that the segment stays near DC_SHM_GROUP_SEGMENT_DEFAULT, but not
+ * below DC_SHM_GROUP_CHUNK_FLOOR. */
+#define DC_SHM_GROUP_CHUNK_DEFAULT   (1u << 20)
+#define DC_SHM_GROUP_SEGMENT_DEFAULT (32u << 20)
+#define DC_SHM_GROUP_CHUNK_FLOOR     (256u << 10)
 #define DC_SHM_GROUP_CHUNK_MIN     4096u
 #define DC_SHM_GROUP_CHUNK_MAX     (64u << 20)
 #define DC_SHM_GROUP_MAX           256 /* members */
@@ -57,6 +63,8 @@ struct dc_shm_group {
     size_t size;
     dc_shm_group_ctl_t *ctl; /* [n] */
     uint8_t *data;           /* slots, then results */
+    uint32_t *seen;          /* [n][DC_SHM_SEQ_COUNT]: each member's seq[] as last read
+                              * (they only grow: a wait already met costs no shared read) */
     int32_t *pids;           /* [n] */
     int *pidfds;             /* [n], -1: fall back to kill(pid, 0) */
 };
@@ -67,7 +75,7 @@ typedef struct dc_shm_group dc_shm_group_t;
  * world_ranks[my_index]): member 0 creates the segment and passes its address
  * to the others through net (messages with tag), which map it; nobody returns
  * before everyone has mapped it or failed. chunk_bytes: the largest pipeline
- * chunk (0: DC_SHM_GROUP_CHUNK_DEFAULT), rounded up to 4096; the segment holds
+ * chunk (0: the default above), rounded up to 4096; the segment holds
  * 2 * (n + 1) chunks, pre-faulted. timeout_ms: DCOMM_TIMEOUT for later waits.
  */
 dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, int my_index,
