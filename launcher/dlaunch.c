@@ -63,9 +63,11 @@ static void usage(FILE *f)
             "  --grace S           seconds between SIGTERM and SIGKILL when stopping ranks\n"
             "                      (default 3)\n"
             "  --dry-run           print which rank runs where, start nothing\n"
-            "  --mpi               hand the job to mpirun (Open MPI): -np, -H and every\n"
-            "                      DCOMM_* variable are passed on; dcomm's mpi module\n"
-            "                      bootstraps the ranks (--mpirun CMD: another mpirun)\n"
+            "  --mpi               hand the job to mpirun (Open MPI): -np, -H, --hostfile,\n"
+            "                      --rsh (plm_rsh_agent), --ifname (oob/btl tcp interface)\n"
+            "                      and every DCOMM_* variable are passed on; dcomm's mpi\n"
+            "                      module bootstraps the ranks (--mpirun CMD: another\n"
+            "                      mpirun or more options; --dry-run prints the command)\n"
             "  -v, --verbose       log launcher actions to stderr\n"
             "Environment: DCOMM_RDV_ADDR sets the rendezvous bind address (default "
             "127.0.0.1,\nor every interface when ranks run on other hosts). DCOMM_* "
@@ -119,7 +121,7 @@ static int parse_string_option(dl_options_t *opt, const char *a, const char *val
     switch (k) {
     case 0: case 1: opt->hosts_arg = val; break;
     case 2: opt->hostfile = val; break;
-    case 3: opt->rsh = val; break;
+    case 3: opt->rsh = val; opt->rsh_given = 1; break;
     case 4: opt->ifname = val; break;
     case 6: opt->mpirun = val; break;
     default:
@@ -211,73 +213,6 @@ static int parse_args(int argc, char **argv, dl_options_t *opt)
     }
     opt->argv = &argv[i];
     return 0;
-}
-
-/* --mpi: the job becomes `mpirun -np N [--host LIST] -x DCOMM_... prog args`;
- * under mpirun, dcomm's mpi module bootstraps the ranks (no rendezvous here). */
-static int exec_mpirun(const dl_options_t *opt)
-{
-    extern char **environ;
-    const char *mpirun = opt->mpirun ? opt->mpirun : "mpirun";
-    size_t n = 0, cap = 16 + strlen(mpirun);
-    char np[16], **av, *words = strdup(mpirun), *save = NULL;
-
-    for (char **e = environ; *e != NULL; e++) {
-        cap += 2;
-    }
-    for (char **a = opt->argv; *a != NULL; a++) {
-        cap++;
-    }
-    av = calloc(cap, sizeof(*av));
-    if (av == NULL) {
-        fprintf(stderr, "dlaunch: out of memory\n");
-        return 1;
-    }
-    if (opt->hostfile != NULL || opt->np == 0) {
-        fprintf(stderr, "dlaunch: --mpi needs -np N (and -H for several hosts; give mpirun "
-                "its own hostfile through --mpirun 'mpirun --hostfile F')\n");
-        free(av);
-        free(words);
-        return DL_EXIT_USAGE;
-    }
-    /* The command is split at blanks, like --rsh: "mpirun --hostfile F". */
-    for (char *w = words ? strtok_r(words, " \t", &save) : NULL; w != NULL;
-         w = strtok_r(NULL, " \t", &save)) {
-        av[n++] = w;
-    }
-    if (n == 0) {
-        fprintf(stderr, "dlaunch: --mpirun needs a command\n");
-        free(av);
-        free(words);
-        return DL_EXIT_USAGE;
-    }
-    if (geteuid() == 0) {
-        av[n++] = "--allow-run-as-root"; /* Open MPI refuses root otherwise */
-    }
-    av[n++] = "--oversubscribe";
-    snprintf(np, sizeof(np), "%d", opt->np);
-    av[n++] = "-np";
-    av[n++] = np;
-    if (opt->hosts_arg != NULL) {
-        av[n++] = "--host";
-        av[n++] = (char *)opt->hosts_arg;
-    }
-    for (char **e = environ; *e != NULL; e++) {
-        if (strncmp(*e, "DCOMM_", 6) == 0) {
-            av[n++] = "-x";
-            av[n++] = strndup(*e, strcspn(*e, "="));
-        }
-    }
-    for (char **a = opt->argv; *a != NULL; a++) {
-        av[n++] = *a;
-    }
-    av[n] = NULL;
-    DL_VLOG("handing the job to %s\n", mpirun);
-    execvp(av[0], av);
-    fprintf(stderr, "dlaunch: --mpi: cannot run %s: %s\n", av[0], strerror(errno));
-    free(av);
-    free(words);
-    return 127;
 }
 
 const char *dl_bind_name(dl_bind_t bind)
@@ -997,14 +932,18 @@ static void finish(dl_job_t *job)
 int main(int argc, char **argv)
 {
     dl_job_t job = {.sigfd = -1, .ctl_fd = -1};
-    int rc = parse_args(argc, argv, &job.opt);
+    int rc;
 
+    if (argc > 1 && strcmp(argv[1], "--mpi-rsh") == 0) {
+        return dl_mpi_rsh(argc - 2, argv + 2); /* Open MPI's agent, see dlaunch_mpi.c */
+    }
+    rc = parse_args(argc, argv, &job.opt);
     if (rc != 0) {
         return rc == 256 ? 0 : rc;
     }
     dl_verbose = job.opt.verbose;
     if (job.opt.mpi && !job.opt.agent) {
-        return exec_mpirun(&job.opt);
+        return dl_mpi_exec(&job.opt);
     }
     configure_logging(&job);
     rc = prepare(&job);

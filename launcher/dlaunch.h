@@ -69,6 +69,7 @@ typedef struct dl_options {
     const char *hosts_arg;  /* -H */
     const char *hostfile;   /* --hostfile */
     const char *rsh;        /* --rsh, default "ssh" */
+    int rsh_given;
     const char *ifname;     /* --ifname */
     dl_bind_t bind;
     int dry_run;            /* --dry-run: print the plan, start nothing */
@@ -162,6 +163,15 @@ void dl_agent_err_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *l
 int dl_agent_read_job(dl_job_t *job);
 /* Agent side: handles the commands on stdin (K <sig>, end of file). */
 void dl_agent_control(dl_job_t *job);
+
+/* ---- mpirun (dlaunch_mpi.c) ---- */
+
+/* --mpi: runs the job under mpirun (execs it; returns only on failure, or 0
+ * after printing the command with --dry-run). */
+int dl_mpi_exec(const dl_options_t *opt);
+/* `dlaunch --mpi-rsh HOST CMDLINE...`: Open MPI's rsh agent for an --rsh that
+ * runs a program rather than a command line; argv starts at HOST. */
+int dl_mpi_rsh(int argc, char **argv);
 
 /* ---- binding (transports/topology.c through dlaunch.c) ---- */
 const char *dl_bind_name(dl_bind_t bind);

@@ -154,6 +154,37 @@ hosts)
     expect_rc 2
     expect_err "--bind-to takes core, numa or none"
     ;;
+mpi_plan)
+    # --mpi: the mpirun command dlaunch's options become (--dry-run prints it).
+    DCOMM_TUNE=x run --mpi --dry-run -H a:2,b:2 --rsh 'ip netns exec' --ifname eth9 \
+        --mpirun 'mpirun --mca btl self,tcp' -- prog 'x y'
+    expect_rc 0
+    expect_out "DLAUNCH_MPI_RSH='ip netns exec' mpirun --mca btl self,tcp "
+    expect_out " --oversubscribe --host a:2,b:2 --mca plm_rsh_agent '$(realpath "$DLAUNCH") --mpi-rsh'"
+    expect_out " --mca oob_tcp_if_include eth9 --mca btl_tcp_if_include eth9 "
+    expect_out " -x DCOMM_TUNE "
+    expect_out " -x DCOMM_IFNAME "
+    expect_out " prog 'x y'"
+    if grep -q -- " -np " "$TMP/out"; then fail "-np given to mpirun without -np"; fi
+    # ssh takes a command line itself: given to mpirun as it is.
+    run --mpi --dry-run -np 3 --rsh '/usr/bin/ssh -p 22' --hostfile /nonexistent/hf prog
+    expect_rc 0
+    expect_out " -np 3 --hostfile /nonexistent/hf --mca plm_rsh_agent '/usr/bin/ssh -p 22' prog"
+    if grep -q DLAUNCH_MPI_RSH "$TMP/out"; then fail "ssh went through the shim"; fi
+    # The shim: RSH HOST sh -c "the command line" (fake_rsh drops the host).
+    DLAUNCH_MPI_RSH="$RSH" run --mpi-rsh hostA echo 'a  b' '$((1+2))'
+    expect_rc 0
+    expect_out "a b 3"
+    run --mpi-rsh hostA echo x
+    expect_rc 2
+    expect_err "DLAUNCH_MPI_RSH is not set"
+    DLAUNCH_MPI_RSH=/nonexistent/rsh run --mpi-rsh hostA echo x
+    expect_rc 127
+    expect_err "cannot run /nonexistent/rsh"
+    run --mpi --mpirun ' ' -np 2 prog
+    expect_rc 2
+    expect_err "--mpirun needs a command"
+    ;;
 remote)
     # Two "hosts" through an rsh stand-in that runs the agent here.
     run -H a:2,b:2 --rsh "$RSH" -- sh -c 'echo "id $DCOMM_RANK/$DCOMM_SIZE local $DCOMM_LOCAL_RANK/$DCOMM_LOCAL_SIZE cross $DCOMM_CROSS_RANK/$DCOMM_CROSS_SIZE tune $DCOMM_TUNE"; echo "err $DCOMM_RANK" >&2'

@@ -6,8 +6,9 @@
 # the namespace names), so same-namespace pairs use shm and cross pairs tcp.
 # Checks: dcomm-info's per-peer transports, the collective matrix over tcp
 # (and ucx when built) with the hierarchical allreduce and allgather forced and
-# chosen by the cost model, and that a dead remote rank is reported by number
-# and cause. Needs root and iproute2;
+# chosen by the cost model, the same over mpi under mpirun (dlaunch --mpi, when
+# the mpi module and mpirun are there), and that a dead remote rank is reported
+# by number and cause. Needs root and iproute2;
 # otherwise it says why and exits 77 (ctest: skipped).
 # usage: multihost_test.sh DLAUNCH DCOMM_INFO COLL_MATRIX ALLREDUCE_MATRIX ALLREDUCE_CHECK
 set -u
@@ -59,6 +60,15 @@ run() {
         --rsh 'ip netns exec' --ifname dceth0 --start-timeout 60 -- $PROG >"$TMP/out" 2>"$TMP/err"
     RC=$?
 }
+# dcomm-info --peers of the 2x2 job: shm within a namespace, $1 across.
+expect_peers() {
+    for want in "[0] peer 1 host 0 transport shm" "[0] peer 2 host 1 transport $1" \
+                "[0] peer 3 host 1 transport $1" "[2] peer 3 host 1 transport shm" \
+                "[3] peer 0 host 0 transport $1" \
+                "[3] job: rank 3 of 4, local rank 1 of 2, host 1 of 2"; do
+        grep -qF -- "$want" "$TMP/out" || fail "$2: no '$want'"
+    done
+}
 T0=$(date +%s)
 
 # 1. Which transport serves each pair: by default the best network transport
@@ -70,12 +80,7 @@ for spec in "" "shm,tcp"; do
     PROG="$INFO --peers"; run DCOMM_TRANSPORTS="$spec"
     [ "$RC" -eq 0 ] || fail "dcomm-info (DCOMM_TRANSPORTS='$spec') exited with $RC"
     net=$NET; [ -n "$spec" ] && net=tcp
-    for want in "[0] peer 1 host 0 transport shm" "[0] peer 2 host 1 transport $net" \
-                "[0] peer 3 host 1 transport $net" "[2] peer 3 host 1 transport shm" \
-                "[3] peer 0 host 0 transport $net" \
-                "[3] job: rank 3 of 4, local rank 1 of 2, host 1 of 2"; do
-        grep -qF -- "$want" "$TMP/out" || fail "dcomm-info: no '$want'"
-    done
+    expect_peers $net "dcomm-info"
     echo "ok: dcomm-info shows shm within a namespace and $net across"
 done
 
@@ -126,7 +131,68 @@ else
     echo "note: the ucx module is not built here; no ucx pass"
 fi
 
-# 4. A remote rank that dies is named with its cause, and the job stops.
+# 4. The same 2x2 job under Open MPI: `dlaunch --mpi` hands it to mpirun with
+#    --host, the rsh agent (dlaunch itself, running `ip netns exec NS sh -c`
+#    on the command line mpirun gives it) and the interface; dcomm's mpi
+#    module bootstraps the ranks from OMPI_COMM_WORLD_* and tells the hosts
+#    apart by host name + network namespace (the namespaces share a host
+#    name). MPI serves the cross-namespace pairs (DCOMM_TRANSPORTS=shm,mpi).
+#    MPI itself runs over self,tcp: Open MPI's shared-memory btl names its
+#    segments in /dev/shm by host name, job and local rank, which collide
+#    between namespaces of one machine (dcomm's own shm is per namespace).
+if ! "$INFO" | grep -q "^  mpi   loaded"; then
+    echo "note: the mpi module is not built here (or does not load); no mpi pass"
+elif ! command -v mpirun >/dev/null 2>&1; then
+    echo "note: mpirun is not installed (openmpi-bin); no mpi pass"
+else
+    # mpirun's --tag-output "[1,R]<stdout>:" becomes dlaunch's "[R] ".
+    run_mpi() {
+        ip netns exec "$NS1" env DCOMM_TIMEOUT=60s DCOMM_TRANSPORTS=shm,mpi "$@" "$DLAUNCH" --mpi \
+            -H "$NS1:2,$NS2:2" --rsh 'ip netns exec' --ifname dceth0 \
+            --mpirun 'mpirun --mca pml ob1 --mca btl self,tcp --tag-output' -- $PROG \
+            >"$TMP/raw" 2>"$TMP/err"
+        RC=$?
+        sed 's/^\[[0-9]*,\([0-9]*\)\]<std[a-z]*>:/[\1] /' "$TMP/raw" >"$TMP/out"
+    }
+    PROG="$INFO --peers"; run_mpi
+    [ "$RC" -eq 0 ] || fail "dcomm-info under mpirun exited with $RC"
+    expect_peers mpi "dcomm-info under mpirun"
+    echo "ok: under mpirun, dcomm-info shows shm within a namespace and mpi across"
+    #    Forced hier: every allreduce of the matrix runs hier over 2 hosts
+    #    with mpi across them; ranks found through Open MPI.
+    PROG="$ARMAT"; run_mpi DCOMM_TUNE="allreduce:0-inf:hier" DCOMM_LOG_LEVEL=debug
+    [ "$RC" -eq 0 ] || fail "allreduce_matrix under mpirun (hier forced) exited with $RC"
+    grep -q "identity from Open MPI: rank 3 of 4" "$TMP/err" ||
+        fail "the ranks did not take their identity from Open MPI"
+    grep -q "rank 0 -> rank 2: mpi" "$TMP/err" || fail "no mpi link from rank 0 to rank 2"
+    grep -q "2 hosts, mpi: hier (forced" "$TMP/err" || fail "hier was not forced over mpi"
+    if grep "select: allreduce" "$TMP/err" | grep -qv "2 hosts, mpi: hier (forced"; then
+        fail "an allreduce did not run hier over mpi: $(grep "select: allreduce" "$TMP/err" |
+            grep -v "2 hosts, mpi: hier (forced" | head -1)"
+    fi
+    echo "ok: allreduce matrix under mpirun, hier over mpi forced ($(($(date +%s) - T0)) s)"
+    #    The cost model's choice: hier for a big allreduce, with the links
+    #    calibrated (the built-in figures take MPI for a fast fabric, faster
+    #    than shm; MPI over tcp here measures some 20x slower than shm); then
+    #    the whole matrix with the model's choices.
+    PROG="$CHECK 8 2"; run_mpi DCOMM_LOG_LEVEL=debug
+    [ "$RC" -eq 0 ] || fail "allreduce_check under mpirun exited with $RC"
+    grep -q "allreduce '.*': hier," "$TMP/err" || fail "under mpirun, the cost model did not choose hier"
+    PROG="$ARMAT"; run_mpi DCOMM_TUNE=
+    [ "$RC" -eq 0 ] || fail "allreduce_matrix under mpirun (model's choice) exited with $RC"
+    echo "ok: allreduce matrix under mpirun, the model's choice (hier for big ones) ($(($(date +%s) - T0)) s)"
+    #    The collective matrix, allreduce and allgather hier forced, over mpi.
+    PROG="$COLL"; run_mpi DCOMM_TUNE="allreduce:0-inf:hier#allgather:0-inf:hier" DCOMM_LOG_LEVEL=debug
+    [ "$RC" -eq 0 ] || fail "coll_matrix under mpirun exited with $RC"
+    for comm in 0 1; do
+        grep -q "allgather 'ag\.$comm\.float32\.1001': hier," "$TMP/err" ||
+            fail "under mpirun, the hierarchical allgather did not run on comm $comm"
+    done
+    grep -q "allreduce '.*': hier," "$TMP/err" || fail "under mpirun, coll_matrix ran no hier allreduce"
+    echo "ok: collective matrix under mpirun over mpi, hier allreduce and allgather ($(($(date +%s) - T0)) s)"
+fi
+
+# 5. A remote rank that dies is named with its cause, and the job stops.
 ip netns exec "$NS1" "$DLAUNCH" -H "$NS1:2,$NS2:2" --rsh 'ip netns exec' --ifname dceth0 \
     --grace 1 -- sh -c 'if [ $DCOMM_RANK = 3 ]; then kill -9 $$; fi; exec sleep 30' \
     >"$TMP/out" 2>"$TMP/err"
