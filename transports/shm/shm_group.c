@@ -26,7 +26,8 @@
 #define GROUP_MAGIC      0x64636f6d6d677270ull /* "dcommgrp" */
 #define GROUP_VERSION    1
 #define GROUP_SLICE_NS   100000000ull /* sleep slice: liveness checks this often */
-#define GROUP_SPIN       256          /* polls (~6 us) before yielding while ranks <= cores */
+#define GROUP_SPIN       16384        /* polls (~0.5 ms) before yielding while ranks <= cores:
+                                       * a yield hands the core to any other process */
 #define GROUP_SPIN_OVER  16           /* ... when ranks outnumber cores */
 #define GROUP_YIELDS     256          /* then yields of the core before sleeping */
 
