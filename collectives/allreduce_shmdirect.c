@@ -7,6 +7,9 @@
  * and every rank copies the result out. Two buffers per slot: a rank copies in
  * chunk k+1 while the others still reduce chunk k.
  *
+ * Fused tensors may come as segments (zero-copy fusion): they are gathered
+ * straight into the slots and the result scattered straight back.
+ *
  * Each slice has one owner that reduces inputs in rank order 0, 1, ..., n-1 and
  * scales AVG once, so every rank gets bit-identical results that do not depend
  * on the chunk size.
@@ -74,6 +77,11 @@ static void copy_nt(void *dst, const void *src, size_t len)
 #endif
 }
 
+static void copy_plain(void *dst, const void *src, size_t len)
+{
+    memcpy(dst, src, len);
+}
+
 static void store_fence(void)
 {
 #if defined(__x86_64__)
@@ -125,7 +133,6 @@ static dc_status_t wait_all(dc_shm_group_t *g, dc_shm_group_seq_t which, uint32_
 static dc_status_t copy_in(dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
                            const sd_chunk_t *c)
 {
-    const char *src = (const char *)args->sendbuf + c->off * esize;
     uint8_t *slot = dc_shm_group_slot(g, g->me, c->buf);
     size_t so = c->len, sl = 0;
     /* every reader of this buffer's previous chunk is done with it (both
@@ -138,8 +145,8 @@ static dc_status_t copy_in(dc_shm_group_t *g, const dc_coll_args_t *args, size_t
     if (!c->onephase) {
         slice_of(c->len, esize, g->n, g->me, &so, &sl);
     }
-    memcpy(slot, src, so * esize);
-    memcpy(slot + (so + sl) * esize, src + (so + sl) * esize, (c->len - so - sl) * esize);
+    dc_coll_gather(args, esize, c->off, so, slot);
+    dc_coll_gather(args, esize, c->off + so + sl, c->len - so - sl, slot + (so + sl) * esize);
     dc_shm_group_post(g, DC_SHM_SEQ_IN, c->step);
     return DCOMM_OK;
 }
@@ -159,8 +166,11 @@ static dc_status_t reduce_slice(dc_shm_group_t *g, const dc_coll_args_t *args, s
     slice_of(c->len, esize, g->n, g->me, &so, &sl);
     res = dc_shm_group_result(g, c->buf) + so * esize;
     for (int j = 0; j < g->n; j++) {
+        /* our own input is read in place; our slot's part for it is free
+         * (copy_in skips it) and serves where it spans segments */
         const void *src = (j == g->me)
-                              ? (const char *)args->sendbuf + (c->off + so) * esize
+                              ? dc_coll_input(args, esize, c->off + so, sl,
+                                              dc_shm_group_slot(g, j, c->buf) + so * esize)
                               : (const void *)(dc_shm_group_slot(g, j, c->buf) + so * esize);
 
         if (j != g->me) {
@@ -189,7 +199,6 @@ static dc_status_t reduce_slice(dc_shm_group_t *g, const dc_coll_args_t *args, s
 static dc_status_t copy_out(dc_shm_group_t *g, const dc_coll_args_t *args, size_t esize,
                             const sd_chunk_t *c)
 {
-    char *dst = (char *)args->recvbuf + c->off * esize;
     const uint8_t *res = dc_shm_group_result(g, c->buf);
 
     for (int i = 0; i < g->n; i++) {
@@ -203,11 +212,8 @@ static dc_status_t copy_out(dc_shm_group_t *g, const dc_coll_args_t *args, size_
             }
         }
         slice_of(c->len, esize, g->n, owner, &so, &sl);
-        if (c->nt) {
-            copy_nt(dst + so * esize, res + so * esize, sl * esize);
-        } else {
-            memcpy(dst + so * esize, res + so * esize, sl * esize);
-        }
+        dc_coll_scatter(args, esize, c->off + so, sl, res + so * esize,
+                        c->nt ? copy_nt : copy_plain);
     }
     dc_shm_group_post(g, DC_SHM_SEQ_OUT, c->step);
     return DCOMM_OK;
@@ -230,19 +236,19 @@ static void reduce_slots(void *dst, dc_shm_group_t *g, const dc_coll_args_t *arg
 }
 
 /* One phase: the whole chunk over every rank's slot, straight into recvbuf;
- * with streaming stores through a cache-sized piece of scratch. RED and OUT
- * both say we are done with this step's slots, for either path that follows. */
+ * with streaming stores (or into segments) through a cache-sized piece of
+ * scratch. RED and OUT both say we are done with this step's slots, for
+ * either path that follows. */
 static dc_status_t reduce_all(dc_shm_group_t *g, const dc_coll_ctx_t *ctx,
                               const dc_coll_args_t *args, size_t esize, const sd_chunk_t *c)
 {
-    char *dst = (char *)args->recvbuf + c->off * esize;
     dc_status_t status = wait_all(g, DC_SHM_SEQ_IN, c->step);
 
     if (status < 0) {
         return status;
     }
-    if (!c->nt) {
-        reduce_slots(dst, g, args, esize, c, 0, c->len);
+    if (!c->nt && args->nsegs == 0) {
+        reduce_slots((char *)args->recvbuf + c->off * esize, g, args, esize, c, 0, c->len);
     } else {
         size_t piece = SD_NT_PIECE / esize;
 
@@ -250,7 +256,8 @@ static dc_status_t reduce_all(dc_shm_group_t *g, const dc_coll_ctx_t *ctx,
             size_t len = DC_MIN(piece, c->len - o);
 
             reduce_slots(ctx->scratch, g, args, esize, c, o, len);
-            copy_nt(dst + o * esize, ctx->scratch, len * esize);
+            dc_coll_scatter(args, esize, c->off + o, len, ctx->scratch,
+                            c->nt ? copy_nt : copy_plain);
         }
     }
     dc_shm_group_post(g, DC_SHM_SEQ_RED, c->step);
@@ -284,8 +291,15 @@ static dc_status_t shmdirect_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t 
         return DCOMM_OK;
     }
     if (g->n == 1) {
-        if (args->sendbuf != args->recvbuf) {
-            memcpy(args->recvbuf, args->sendbuf, args->count * esize);
+        for (size_t i = 0; i < DC_MAX(args->nsegs, (size_t)1); i++) {
+            const dc_coll_seg_t one = {args->sendbuf, args->recvbuf, 0, args->count};
+            const dc_coll_seg_t *sg = args->nsegs ? &args->segs[i] : &one;
+
+            if (sg->recvbuf != NULL && sg->sendbuf == NULL) {
+                memset(sg->recvbuf, 0, sg->count * esize);
+            } else if (sg->recvbuf != NULL && sg->sendbuf != sg->recvbuf) {
+                memcpy(sg->recvbuf, sg->sendbuf, sg->count * esize);
+            }
         }
         return DCOMM_OK;
     }
@@ -332,4 +346,5 @@ const dc_coll_algo_t dc_allreduce_shmdirect_algo = {
     .doc = "one host: every rank reduces its slice of a shared segment, chunk-pipelined",
     .supported = shmdirect_supported,
     .run = shmdirect_run,
+    .segments = 1,
 };

@@ -52,7 +52,18 @@ typedef struct dc_coll_ctx {
  *                 rank order; recvbuf receives recv_counts[r] from each r, in
  *                 rank order (recv_counts from dc_alltoall_counts)
  *  barrier:       no data
+ * A fused allreduce may come as segments instead (nsegs > 0, sendbuf and
+ * recvbuf NULL): the data is the concatenation of the segments' buffers, so
+ * that tensors are fused without a copy into a fusion buffer. Only algorithms
+ * with .segments set are given such arguments.
  */
+typedef struct dc_coll_seg {
+    const void *sendbuf; /* NULL: contributes zeros (a rank that joined) */
+    void *recvbuf;       /* NULL: the result is dropped */
+    size_t off;          /* first element within the concatenation */
+    size_t count;
+} dc_coll_seg_t;
+
 typedef struct dc_coll_args {
     const void *sendbuf;
     void *recvbuf;
@@ -62,6 +73,8 @@ typedef struct dc_coll_args {
     int root;                 /* broadcast: comm rank of the root */
     const size_t *counts;     /* allgather, alltoall: [size], see above */
     const size_t *recv_counts;/* alltoall: [size] */
+    const dc_coll_seg_t *segs;/* allreduce: segments in order of off, or NULL */
+    size_t nsegs;
 } dc_coll_args_t;
 
 typedef struct dc_coll_algo {
@@ -69,6 +82,7 @@ typedef struct dc_coll_algo {
     const char *doc;
     int (*supported)(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
     dc_status_t (*run)(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
+    int segments; /* runs arguments given as segments (dc_coll_args_t.segs) */
 } dc_coll_algo_t;
 
 /* Every algorithm, one row each (one file each). */
@@ -96,6 +110,17 @@ extern const dc_coll_algo_t dc_bcast_mpi_algo;
  * (pairwise exchange of one size_t per pair). recv_counts: [size]. */
 dc_status_t dc_alltoall_counts(const dc_coll_ctx_t *ctx, const size_t *send_counts,
                                size_t *recv_counts);
+
+/* Element range [off, off + len) of an allreduce's input or output, whether
+ * given as one buffer or as segments (coll_seg.c). gather copies the input
+ * into dst (zeros for a segment without input); scatter copies src into the
+ * output with copy (memcpy or a streaming copy); input returns a pointer to
+ * the range where it lies in one buffer, else gathers it into scratch. */
+void dc_coll_gather(const dc_coll_args_t *args, size_t esize, size_t off, size_t len, void *dst);
+void dc_coll_scatter(const dc_coll_args_t *args, size_t esize, size_t off, size_t len,
+                     const void *src, void (*copy)(void *, const void *, size_t));
+const void *dc_coll_input(const dc_coll_args_t *args, size_t esize, size_t off, size_t len,
+                          void *scratch);
 
 /* Ring schedule of the reduce-scatter phase, exposed for unit tests: at step s
  * (0 .. size-2) rank r sends segment send_seg and receives recv_seg. */

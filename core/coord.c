@@ -604,6 +604,8 @@ static void coord_free(coord_t *c)
     if (c->fusion != NULL) {
         munmap(c->fusion, c->fusion_size);
     }
+    free(c->segs);
+    c->segs = NULL;
     if (c->zeros != NULL) {
         munmap(c->zeros, c->zeros_size);
     }

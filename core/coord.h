@@ -59,6 +59,7 @@ typedef struct coord_stats {
     uint64_t last_slow_cycle;       /* cycle of the latest slow round */
     uint64_t negotiate_ns;          /* time spent agreeing (both paths) */
     uint64_t fused_groups, fused_tensors, fused_bytes;
+    uint64_t zero_copy_groups;      /* fused groups run as segments, without a copy */
     algo_stat_t algos[48];
     int nalgos;
 } coord_stats_t;
@@ -127,6 +128,8 @@ typedef struct coord {
     size_t scratch_size;
     void *fusion;                   /* persistent, grown on demand, pre-faulted */
     size_t fusion_size;
+    dc_coll_seg_t *segs;            /* a zero-copy fused group's segments */
+    size_t segs_cap;
     void *zeros;                    /* a joined rank's contribution */
     size_t zeros_size;
     coord_dev_t dev;

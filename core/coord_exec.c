@@ -2,11 +2,13 @@
  * Execution of one cycle's agreed work, in the same order on every rank:
  * neighbouring allreduces of one comm, dtype, op and buffer kind (host or
  * device) are fused into a persistent fusion buffer up to
- * DCOMM_FUSION_THRESHOLD (larger tensors go alone, without a copy); every
- * other collective runs on its own. Device tensors go to NCCL or are staged
- * through pinned host memory (coord_dev.c). A rank that joined takes part with
- * zeros (or nothing) in tensors it did not submit. Afterwards the cache learns
- * the slow-path responses, in the same order everywhere.
+ * DCOMM_FUSION_THRESHOLD (larger tensors go alone, without a copy) -- or, for
+ * host tensors whose algorithm takes segments (shm-direct), into one
+ * collective over the tensors' own buffers, whatever their size; every other
+ * collective runs on its own. Device tensors go to NCCL or are staged through
+ * pinned host memory (coord_dev.c). A rank that joined takes part with zeros
+ * (or nothing) in tensors it did not submit. Afterwards the cache learns the
+ * slow-path responses, in the same order everywhere.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,32 +88,43 @@ static void stat_algo(coord_t *c, int coll, const dc_coll_algo_t *algo, size_t b
 }
 
 /* The algorithm for one collective: the candidates in order of preference,
- * the first that accepts the arguments runs; declines are logged. */
-dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
-                              const dc_coll_args_t *args, const char *name, const char **algo_p)
+ * the first that accepts the arguments; declines are logged. NULL: none. */
+static const dc_coll_algo_t *pick_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                                       const dc_coll_args_t *args, const char *name)
 {
     const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
     int n = dc_coord_candidates(c, coll, ctx, args, cand, DC_SELECT_MAX_ROWS);
 
     for (int i = 0; i < n; i++) {
         if (cand[i]->supported(ctx, args)) {
-            uint64_t t0 = dc_now_ns();
-            dc_status_t status;
-
-            DC_DEBUG("%s '%s': %s, %zu elements, %d ranks", dc_coll_name(coll), name,
-                     cand[i]->name, args->count, ctx->size);
-            status = cand[i]->run(ctx, args);
-            stat_algo(c, coll, cand[i], args->count * dc_reduce_dtype_size(args->dtype),
-                      dc_now_ns() - t0);
-            c->cycle_bytes += args->count * dc_reduce_dtype_size(args->dtype);
-            *algo_p = cand[i]->name;
-            return status;
+            return cand[i];
         }
         DC_DEBUG("%s '%s': algorithm '%s' declined, trying the next", dc_coll_name(coll), name,
                  cand[i]->name);
     }
-    return dc_error_set(DCOMM_ERR_INTERNAL, "no %s algorithm accepts tensor '%s'",
-                        dc_coll_name(coll), name);
+    return NULL;
+}
+
+/* Runs the algorithm pick_algo chooses. */
+dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                              const dc_coll_args_t *args, const char *name, const char **algo_p)
+{
+    const dc_coll_algo_t *algo = pick_algo(c, coll, ctx, args, name);
+    size_t bytes = args->count * dc_reduce_dtype_size(args->dtype);
+    uint64_t t0 = dc_now_ns();
+    dc_status_t status;
+
+    if (algo == NULL) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "no %s algorithm accepts tensor '%s'",
+                            dc_coll_name(coll), name);
+    }
+    DC_DEBUG("%s '%s': %s, %zu elements, %d ranks%s", dc_coll_name(coll), name, algo->name,
+             args->count, ctx->size, args->nsegs ? " (segments)" : "");
+    status = algo->run(ctx, args);
+    stat_algo(c, coll, algo, bytes, dc_now_ns() - t0);
+    c->cycle_bytes += bytes;
+    *algo_p = algo->name;
+    return status;
 }
 
 /* Output buffer owned by the handle; at least one byte so that a result of
@@ -503,8 +516,47 @@ out:
     return status;
 }
 
+/* Runs items[i0 .. i1) as one allreduce over their own buffers (zero-copy
+ * fusion), with the segments fused_end built in c->segs. */
+static dc_status_t execute_segments(coord_t *c, size_t i0, size_t i1, const dc_comm_t *cm,
+                                    uint64_t tag)
+{
+    exec_item_t *first = &c->items[i0];
+    const dc_coll_seg_t *last = &c->segs[i1 - i0 - 1];
+    dc_coll_ctx_t ctx = comm_ctx(c, cm, first->req.comm, tag);
+    dc_coll_args_t args = {
+        .count = last->off + last->count,
+        .dtype = first->req.dtype,
+        .op = first->req.op,
+        .segs = c->segs,
+        .nsegs = i1 - i0,
+    };
+    const char *algo = NULL;
+    uint64_t t0 = dc_now_ns(), t1;
+    dc_status_t status =
+        dc_coord_run_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, first->req.name, &algo);
+
+    if (status < 0) {
+        return status;
+    }
+    t1 = dc_now_ns();
+    for (size_t i = i0; i < i1; i++) {
+        if (c->items[i].op != NULL) {
+            timeline_op(c, &c->items[i], algo, cm, args.count * dc_reduce_dtype_size(args.dtype),
+                        t0, t1);
+            dc_handle_complete(c->st, c->items[i].op->handle, DCOMM_OK, NULL);
+        }
+    }
+    c->stats.fused_groups++;
+    c->stats.zero_copy_groups++;
+    c->stats.fused_tensors += i1 - i0;
+    c->stats.fused_bytes += args.count * dc_reduce_dtype_size(args.dtype);
+    return DCOMM_OK;
+}
+
 /* A tensor this large runs alone, in place, without the copy into the fusion
- * buffer: beyond it, the copy costs more than the collective's own overhead. */
+ * buffer: beyond it, the copy costs more than the collective's own overhead
+ * (unless the group runs as segments, without any copy: fused_end). */
 static size_t fusion_bypass(const coord_t *c)
 {
     size_t half = c->fusion_threshold / 2, limit = c->bypass_bytes;
@@ -535,6 +587,67 @@ static size_t group_end(coord_t *c, size_t i)
         bytes += b_bytes;
     }
     return j;
+}
+
+/* Where the group of items[i] ends (exclusive), and whether it runs as
+ * segments: neighbouring host allreduces of one comm, dtype and op up to the fusion
+ * threshold, whatever their size, go as one collective over their own buffers
+ * when the algorithm chosen for their total size takes segments; otherwise
+ * small ones share the fusion buffer (group_end). The choice depends only on
+ * what every member agreed, so all ranks group alike. */
+static size_t fused_end(coord_t *c, size_t i, const dc_comm_t *cm, uint64_t tag,
+                        int *segments_p)
+{
+    const exec_item_t *a = &c->items[i];
+    size_t j, total = 0;
+
+    *segments_p = 0;
+    if (a->req.coll != DC_COLL_ALLREDUCE || a->error != 0 || c->fusion_threshold == 0 ||
+        cm->rank < 0 || a->req.device == DC_WIRE_DEVICE) {
+        return group_end(c, i);
+    }
+    for (j = i; j < c->nitems; j++) {
+        const exec_item_t *b = &c->items[j];
+        size_t bytes = b->req.count * dc_reduce_dtype_size(a->req.dtype);
+
+        if (b->req.coll != DC_COLL_ALLREDUCE || b->error != 0 || b->req.comm != a->req.comm ||
+            b->req.dtype != a->req.dtype || b->req.op != a->req.op ||
+            b->req.device != a->req.device ||
+            (j > i && (total + b->req.count) * dc_reduce_dtype_size(a->req.dtype) >
+                          c->fusion_threshold) ||
+            bytes > c->fusion_threshold) {
+            break;
+        }
+        if (j - i == c->segs_cap) {
+            size_t cap = c->segs_cap ? 2 * c->segs_cap : 64;
+            dc_coll_seg_t *segs = realloc(c->segs, cap * sizeof(*segs));
+
+            if (segs == NULL) {
+                return group_end(c, i); /* the copying way needs no memory of its own */
+            }
+            c->segs = segs;
+            c->segs_cap = cap;
+        }
+        c->segs[j - i] = (dc_coll_seg_t){
+            .sendbuf = b->op ? b->op->sendbuf : NULL,
+            .recvbuf = b->op ? b->op->recvbuf : NULL,
+            .off = total,
+            .count = b->req.count,
+        };
+        total += b->req.count;
+    }
+    if (j - i > 1) {
+        dc_coll_ctx_t ctx = comm_ctx(c, cm, a->req.comm, tag);
+        dc_coll_args_t args = {.count = total, .dtype = a->req.dtype, .op = a->req.op,
+                               .segs = c->segs, .nsegs = j - i};
+        const dc_coll_algo_t *algo = pick_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, a->req.name);
+
+        if (algo != NULL && algo->segments) {
+            *segments_p = 1;
+            return j;
+        }
+    }
+    return group_end(c, i);
 }
 
 /* The cache learns what ran, in the same order on every rank; an op of ours
@@ -579,13 +692,15 @@ dc_status_t dc_coord_execute(coord_t *c)
     while (i < c->nitems) {
         exec_item_t *it = &c->items[i];
         const dc_comm_t *cm = dc_coord_comm(c, it->req.comm);
-        size_t j = group_end(c, i);
         uint64_t tag = c->tag++;
+        int segments;
+        size_t j;
 
         if (cm == NULL) {
             return dc_error_set(DCOMM_ERR_INTERNAL, "tensor '%s' on unknown comm %d",
                                 it->req.name, it->req.comm);
         }
+        j = fused_end(c, i, cm, tag, &segments);
         if (c->tl != NULL) {
             uint64_t now = dc_now_ns();
 
@@ -603,7 +718,9 @@ dc_status_t dc_coord_execute(coord_t *c)
                 dc_handle_complete(c->st, it->op->handle, it->error, it->text);
             }
         } else if (cm->rank >= 0) {
-            status = j - i > 1 ? execute_fused(c, i, j, cm, tag) : execute_one(c, it, cm, tag);
+            status = segments    ? execute_segments(c, i, j, cm, tag)
+                     : j - i > 1 ? execute_fused(c, i, j, cm, tag)
+                                 : execute_one(c, it, cm, tag);
             if (status < 0) {
                 /* A failed collective leaves the ranks out of step: fatal. */
                 char text[1024];
@@ -634,13 +751,14 @@ void dc_coord_print_stats(coord_t *c)
     fprintf(stderr,
             "dcomm stats rank %d: %llu cycles, %llu slow-path negotiations (the last in cycle "
             "%llu) and %llu fast-path, %.3f s negotiating, cache %llu hits / %llu misses, %llu "
-            "idle periods, fused %llu tensors in %llu groups (%llu bytes)\n",
+            "idle periods, fused %llu tensors in %llu groups (%llu bytes; %llu groups without a "
+            "copy)\n",
             c->rank, (unsigned long long)s->cycles, (unsigned long long)s->slow_rounds,
             (unsigned long long)s->last_slow_cycle, (unsigned long long)s->fast_rounds,
             (double)s->negotiate_ns / 1e9, (unsigned long long)c->cache.hits,
             (unsigned long long)c->cache.misses, (unsigned long long)s->idle_periods,
             (unsigned long long)s->fused_tensors, (unsigned long long)s->fused_groups,
-            (unsigned long long)s->fused_bytes);
+            (unsigned long long)s->fused_bytes, (unsigned long long)s->zero_copy_groups);
     for (int i = 0; i < s->nalgos; i++) {
         const algo_stat_t *a = &s->algos[i];
 

@@ -2,7 +2,8 @@
  * The shm-direct allreduce between forked processes (2 to 4) over a real
  * network (dc_net_open) and shm group: every dtype/op against a reference
  * reduced in rank order (bit-exact), counts 0, 1, odd, around chunk and cache
- * line borders and 16 MiB, in place and out of place, many chunks per call; a
+ * line borders and 16 MiB, in place and out of place, many chunks per call,
+ * data given as segments (zero-copy fusion); a
  * killed peer and a silent peer must give an error, not a hang.
  * `test_coll_shmdirect bench N` times 64 MiB float32 SUM: shmdirect vs ring.
  */
@@ -290,6 +291,132 @@ static int body_large(ctx_t *c)
     return 0;
 }
 
+/* Zero-copy fusion: segment k of rank r contributes zeros (a joined rank). */
+static int seg_zero(size_t k, int r, int n)
+{
+    return k % 3 == 1 && (int)(k % (size_t)n) == r;
+}
+
+/* One allreduce given as segments in separate buffers (empty ones, one
+ * element, many chunks; in place, out of place, result dropped; zeros from a
+ * joined rank): each segment gets the same bits as the concatenation reduced
+ * in rank order, canaries intact. */
+static void check_segments(ctx_t *c, const size_t *lens, size_t nsegs, dcomm_dtype_t dt,
+                           dcomm_op_t op, int line)
+{
+    size_t es = dc_reduce_dtype_size(dt), total = 0, off = 0;
+    dc_coll_seg_t segs[32];
+    uint8_t *mine, *ref, *tmp;
+
+    CHECK(nsegs <= DC_ARRAY_SIZE(segs));
+    for (size_t k = 0; k < nsegs; k++) {
+        total += lens[k];
+    }
+    mine = malloc(total * es + 1);
+    ref = malloc(total * es + 1);
+    tmp = malloc(total * es + 1);
+    CHECK(mine != NULL && ref != NULL && tmp != NULL);
+    for (int r = 0; r < c->nprocs; r++) {
+        uint8_t *in = r == 0 ? ref : tmp;
+
+        fill_input(in, total, dt, op, r);
+        off = 0;
+        for (size_t k = 0; k < nsegs; off += lens[k], k++) {
+            if (seg_zero(k, r, c->nprocs)) {
+                memset(in + off * es, 0, lens[k] * es);
+            }
+        }
+        if (r > 0) {
+            dc_reduce(ref, tmp, total, dt, op);
+        }
+    }
+    if (op == DCOMM_AVG) {
+        dc_reduce_scale(ref, total, dt, 1.0 / c->nprocs);
+    }
+    fill_input(mine, total, dt, op, c->rank);
+    off = 0;
+    for (size_t k = 0; k < nsegs; off += lens[k], k++) {
+        size_t bytes = lens[k] * es;
+        uint8_t *send = NULL, *recv = NULL;
+
+        if (!seg_zero(k, c->rank, c->nprocs)) {
+            send = malloc(bytes + CANARY);
+            CHECK(send != NULL);
+            memcpy(send, mine + off * es, bytes);
+            memset(send + bytes, 0x5a, CANARY);
+        }
+        if (k % 4 == 2 && send != NULL) {
+            recv = send; /* in place */
+        } else if (k % 5 != 3) {
+            recv = malloc(bytes + CANARY); /* else: the result is dropped */
+            CHECK(recv != NULL);
+            memset(recv, 0xa5, bytes + CANARY);
+        }
+        segs[k] = (dc_coll_seg_t){.sendbuf = send, .recvbuf = recv, .off = off, .count = lens[k]};
+    }
+    dc_coll_args_t args = {.count = total, .dtype = dt, .op = op, .segs = segs, .nsegs = nsegs};
+
+    CHECK(dc_allreduce_shmdirect_algo.segments && dc_allreduce_shmdirect_algo.supported(
+                                                      &c->coll, &args));
+    if (dc_allreduce_shmdirect_algo.run(&c->coll, &args) != DCOMM_OK) {
+        child_fail(line, "allreduce of %zu segments (%zu x dtype %d op %d) failed", nsegs, total,
+                   dt, op);
+    }
+    c->coll.tag++;
+    for (size_t k = 0; k < nsegs; k++) {
+        const uint8_t *got = segs[k].recvbuf, *want = ref + segs[k].off * es;
+        size_t bytes = lens[k] * es;
+
+        for (size_t i = 0; got != NULL && i < bytes; i++) {
+            if (got[i] != want[i]) {
+                child_fail(line, "segment %zu (%zu x dtype %d op %d, chunk %zu): byte %zu is "
+                           "0x%02x, want 0x%02x", k, lens[k], dt, op, c->coll.chunk_bytes, i,
+                           got[i], want[i]);
+            }
+        }
+        for (size_t i = 0; got != NULL && i < CANARY; i++) {
+            CHECK(got[bytes + i] == (got == segs[k].sendbuf ? 0x5a : 0xa5));
+        }
+        if (segs[k].sendbuf != NULL && segs[k].sendbuf != got) {
+            CHECK(memcmp(segs[k].sendbuf, mine + segs[k].off * es, bytes) == 0);
+        }
+        if (got != segs[k].sendbuf) {
+            free(segs[k].recvbuf);
+        }
+        free((void *)segs[k].sendbuf);
+    }
+    free(mine);
+    free(ref);
+    free(tmp);
+}
+
+static int body_segments(ctx_t *c)
+{
+    static const size_t lens[] = {0, 1, 1000, 0, 7, 70000, 3, 300000, 64, 0, 12345, 1, 2};
+    static const size_t chunks[] = {0, 4096 + 64};
+
+    for (size_t ch = 0; ch < DC_ARRAY_SIZE(chunks); ch++) {
+        c->coll.chunk_bytes = chunks[ch];
+        check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_FLOAT32, DCOMM_SUM, __LINE__);
+        check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_FLOAT32, DCOMM_AVG, __LINE__);
+        check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_FLOAT16, DCOMM_SUM, __LINE__);
+        check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_INT8, DCOMM_MAX, __LINE__);
+        check_segments(c, lens + 5, 1, DCOMM_FLOAT64, DCOMM_PROD, __LINE__);
+        check_segments(c, lens, 1, DCOMM_FLOAT32, DCOMM_SUM, __LINE__); /* one empty */
+    }
+    return 0;
+}
+
+static void test_segments(void **state)
+{
+    for (int n = 1; n <= MAX_PROCS; n++) {
+        scenario_t sc = {.nprocs = n, .group_timeout_ms = 20000, .killed_rank = -1,
+                         .body = body_segments};
+        (void)state;
+        assert_int_equal(run_scenario(&sc), 0);
+    }
+}
+
 static void test_types_2(void **state)
 {
     scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
@@ -458,7 +585,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_types_2),    cmocka_unit_test(test_types_3),
         cmocka_unit_test(test_types_4),    cmocka_unit_test(test_large_2),
         cmocka_unit_test(test_large_4),    cmocka_unit_test(test_killed_peer),
-        cmocka_unit_test(test_silent_peer),
+        cmocka_unit_test(test_silent_peer), cmocka_unit_test(test_segments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
