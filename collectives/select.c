@@ -48,6 +48,7 @@ struct dc_select {
     link_param_t links[DC_LINK_COUNT];
     double gamma;      /* seconds per byte reduced */
     double copy_beta;  /* seconds per byte copied in memory */
+    double alpha_scale;/* allreduce models: alpha multiplied by it (autotune) */
     tune_rule_t *rules;
     int nrules;
 };
@@ -207,14 +208,15 @@ static double allreduce_hier_cost(const dc_select_t *sel, double n, int p, int h
 {
     const link_param_t *s = &sel->links[DC_LINK_SHM];
     double m = (double)(p / h), g = sel->gamma, bx = m * b, nx = n / m;
+    double sa = s->alpha * sel->alpha_scale;
     double hq = (double)(1 << floor_log2(h)), f = (h > hq) ? 1.0 : 0.0;
 
     if (h < 2 || p % h != 0 || p / h < 2) {
         return INFINITY;
     }
-    return (m - 1) * s->alpha * k + (m - 1) / m * n * (s->beta + g) +
+    return (m - 1) * sa * k + (m - 1) / m * n * (s->beta + g) +
            2 * floor_log2(h) * a + (hq - 1) / hq * nx * (bx + DC_MAX(bx, g)) +
-           f * (2 * a + 2 * nx * bx + nx * g) + (m - 1) * s->alpha + (m - 1) / m * n * s->beta;
+           f * (2 * a + 2 * nx * bx + nx * g) + (m - 1) * sa + (m - 1) / m * n * s->beta;
 }
 
 static double bcast_chain_cost(double n, double p, double a, double b)
@@ -282,6 +284,9 @@ double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t b
     if (model == DC_COST_ALLREDUCE_MPI || model == DC_COST_ALLGATHER_MPI ||
         model == DC_COST_BCAST_MPI) {
         return native_mpi_cost(sel, model, bytes, nranks, nhosts, cls);
+    }
+    if (model <= DC_COST_ALLREDUCE_HIER) { /* dcomm's own allreduces */
+        a *= sel->alpha_scale;
     }
     if (nranks <= 1) {
         return 0.0;
@@ -545,6 +550,7 @@ dc_status_t dc_select_create_rows(const char *tune_spec, const dc_algo_row_t *ro
                            link_defaults[c].bw_gbs);
     }
     dc_select_set_compute(sel, DEFAULT_REDUCE_GBS, DEFAULT_COPY_GBS);
+    sel->alpha_scale = 1.0;
     status = parse_spec(sel, tune_spec);
     if (status < 0) {
         dc_select_destroy(sel);
@@ -573,6 +579,13 @@ void dc_select_set_link(dc_select_t *sel, dc_link_class_t cls, double alpha_us, 
         isfinite(alpha_us) && isfinite(bw_gbs)) {
         sel->links[cls].alpha = alpha_us * 1e-6;
         sel->links[cls].beta = 1.0 / (bw_gbs * 1e9);
+    }
+}
+
+void dc_select_set_alpha_scale(dc_select_t *sel, double scale)
+{
+    if (scale > 0.0 && isfinite(scale)) {
+        sel->alpha_scale = scale;
     }
 }
 

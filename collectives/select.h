@@ -107,6 +107,12 @@ void dc_select_set_link(dc_select_t *sel, dc_link_class_t cls, double alpha_us, 
  * shm-direct). Ignored unless > 0. Same on every rank. */
 void dc_select_set_compute(dc_select_t *sel, double reduce_gbs, double copy_gbs);
 
+/* Multiplies the links' alpha in the allreduce cost models (1 by default):
+ * below 1 the bandwidth-optimal algorithms win from smaller sizes on, above 1
+ * the latency-optimal ones keep larger sizes. Autotune moves the allreduce
+ * size thresholds with it. Ignored unless > 0. Same on every rank. */
+void dc_select_set_alpha_scale(dc_select_t *sel, double scale);
+
 /* Fills out[0 .. ret-1] (ret <= max) with coll's algorithms in preference order
  * for a message of `bytes` (allreduce/broadcast: the buffer; allgather: the
  * gathered total; reducescatter: the input of one rank; alltoall: what one rank

@@ -37,7 +37,8 @@ static const cfg_row_t cfg_table[] = {
     {"DCOMM_TIMELINE", "", CFG_STRING, CFG_FIELD(timeline),
      "write a Chrome-trace timeline to this path from rank 0 [HOROVOD_TIMELINE]"},
     {"DCOMM_AUTOTUNE", "off", CFG_BOOL, CFG_FIELD(autotune),
-     "tune fusion threshold and cycle time from measured throughput [HOROVOD_AUTOTUNE]"},
+     "tune fusion threshold, cycle time and allreduce algorithm thresholds from measured "
+     "throughput [HOROVOD_AUTOTUNE]"},
     {"DCOMM_STALL_WARNING", "60s", CFG_DURATION_MS, CFG_FIELD(stall_warning_ms),
      "warn when a tensor waited this long on some ranks [HOROVOD_STALL_CHECK_TIME_SECONDS]"},
     {"DCOMM_STALL_SHUTDOWN", "0", CFG_DURATION_MS, CFG_FIELD(stall_shutdown_ms),

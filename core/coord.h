@@ -136,6 +136,7 @@ typedef struct coord {
 
     struct {                        /* autotune.c (rank 0) */
         int enabled, done, current, best, cycles;
+        int phase;                  /* 0: fusion/cycle grid, 1: alpha scales */
         double best_gbs;
         uint64_t bytes, ns;
         FILE *log;

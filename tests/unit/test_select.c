@@ -401,6 +401,37 @@ static void test_model_mpi(void **state)
     assert_false(dc_bcast_mpi_algo.supported(&ctx, &args));
 }
 
+/* The alpha scale autotune sets: the crossover between the latency-optimal
+ * (rd) and the bandwidth-optimal allreduce over tcp moves up with it, the
+ * other collectives keep their costs, invalid scales are ignored. */
+static void test_alpha_scale(void **state)
+{
+    dc_select_t *sel = make(NULL);
+    size_t lo = 0, hi = 0;
+    double bcast;
+
+    (void)state;
+    dc_select_set_link(sel, DC_LINK_TCP, 20.0, 1.0);
+    bcast = dc_select_predict(sel, DC_COST_BCAST_BINOMIAL, 1u << 20, 4, 4, DC_LINK_TCP);
+    for (double scale = 0.25; scale <= 4.0; scale *= 16) {
+        size_t bytes = 8;
+
+        dc_select_set_alpha_scale(sel, scale);
+        while (bytes < (1u << 30) &&
+               strcmp(first(sel, DC_SELECT_ALLREDUCE, bytes, 4, 4, DC_LINK_TCP), "rd") == 0) {
+            bytes *= 2;
+        }
+        *(scale < 1.0 ? &lo : &hi) = bytes;
+        assert_true(dc_select_predict(sel, DC_COST_BCAST_BINOMIAL, 1u << 20, 4, 4,
+                                      DC_LINK_TCP) == bcast);
+    }
+    assert_true(lo > 8 && hi > lo);
+    dc_select_set_alpha_scale(sel, 0.0);
+    dc_select_set_alpha_scale(sel, NAN);
+    assert_true(strcmp(first(sel, DC_SELECT_ALLREDUCE, hi / 2, 4, 4, DC_LINK_TCP), "rd") == 0);
+    dc_select_destroy(sel);
+}
+
 /* ---- forced rules --------------------------------------------------------- */
 
 static void test_forced(void **state)
@@ -631,6 +662,7 @@ int main(void)
         cmocka_unit_test(test_model_others),
         cmocka_unit_test(test_model_params),
         cmocka_unit_test(test_model_mpi),
+        cmocka_unit_test(test_alpha_scale),
         cmocka_unit_test(test_forced),
         cmocka_unit_test(test_explain),
         cmocka_unit_test(test_calibrate),
