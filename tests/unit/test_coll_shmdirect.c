@@ -393,10 +393,14 @@ static void check_segments(ctx_t *c, const size_t *lens, size_t nsegs, dcomm_dty
 static int body_segments(ctx_t *c)
 {
     static const size_t lens[] = {0, 1, 1000, 0, 7, 70000, 3, 300000, 64, 0, 12345, 1, 2};
+    static const size_t big[] = {1100000, 3, 0, 900001}; /* 8 MB: streaming stores */
     static const size_t chunks[] = {0, 4096 + 64};
 
     for (size_t ch = 0; ch < DC_ARRAY_SIZE(chunks); ch++) {
         c->coll.chunk_bytes = chunks[ch];
+        if (ch == 0) {
+            check_segments(c, big, DC_ARRAY_SIZE(big), DCOMM_FLOAT32, DCOMM_SUM, __LINE__);
+        }
         check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_FLOAT32, DCOMM_SUM, __LINE__);
         check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_FLOAT32, DCOMM_AVG, __LINE__);
         check_segments(c, lens, DC_ARRAY_SIZE(lens), DCOMM_FLOAT16, DCOMM_SUM, __LINE__);
