@@ -840,11 +840,11 @@ static void test_scale_32_64(void **state)
 {
     enum { N = 50000 };
     unsigned char *fbuf = malloc(N * 4 + 3), *dbuf = malloc(N * 8 + 5);
-    float *fin = malloc(N * 4);
+    float *fin = malloc(N * 4), *fal = malloc(N * 4);
     double *din = malloc(N * 8);
 
     (void)state;
-    assert_true(fbuf && dbuf && fin && din);
+    assert_true(fbuf && dbuf && fin && din && fal);
     for (size_t f = 0; f < NUM_FACTORS; f++) {
         double k = scale_factors[f];
 
@@ -869,9 +869,21 @@ static void test_scale_32_64(void **state)
                          k, (unsigned long long)f64_bits(dgot));
             }
         }
+        /* aligned floats take the in-place path where the factor is a float */
+        memcpy(fal, fin, N * 4);
+        dc_reduce_scale(fal, N - 5, DCOMM_FLOAT32, k);
+        for (size_t i = 0; i < N; i++) {
+            float want = i < N - 5 ? (float)((__float128)fin[i] * k) : fin[i];
+
+            if (isnan(fin[i]) ? !isnan(fal[i]) : f32_bits(fal[i]) != f32_bits(want)) {
+                fail_msg("aligned f32 %08x * %.17g at %zu: got %08x, want %08x",
+                         f32_bits(fin[i]), k, i, f32_bits(fal[i]), f32_bits(want));
+            }
+        }
     }
     free(din);
     free(fin);
+    free(fal);
     free(dbuf);
     free(fbuf);
 }
