@@ -14,15 +14,14 @@
  * scales AVG once, so every rank gets bit-identical results that do not depend
  * on the chunk size.
  *
- * With two ranks, and for small messages (dc_shm_group_onephase), the chunks
- * take one phase instead: every rank copies its whole chunk into its slot and
- * reduces all slots itself, in the same rank order. That moves as many bytes
- * as the two phases when there are two ranks (each reads the other's half of
- * the input and of the result there, its whole input here) and costs n times
- * the reduction otherwise, but a rank never waits for a peer to finish
- * reducing: one hand-off per chunk instead of two, which is what counts when
- * the ranks outnumber the cores and every hand-off may wait for a peer to be
- * scheduled.
+ * For small messages (dc_shm_group_onephase) the chunks take one phase
+ * instead: every rank copies its whole chunk into its slot and reduces all
+ * slots itself, in the same rank order. That costs n times the reduction, but
+ * a rank never waits for a peer to finish reducing: one hand-off per chunk
+ * instead of two, which is what counts for latency when the ranks outnumber
+ * the cores and every hand-off may wait for a peer to be scheduled. For large
+ * messages the two phases are faster, also with two ranks (both cores copy and
+ * reduce half of the data each).
  */
 #include <string.h>
 #if defined(__x86_64__)

@@ -29,8 +29,9 @@
 #define DC_SHM_GROUP_MAX           256 /* members */
 #define DC_SHM_GROUP_NBUF          2   /* double buffering: chunk k+1 fills while k reduces */
 /* Shm-direct allreduce takes one phase (every member reduces every input, one
- * hand-off per chunk) with two members, or while the input's bytes times the
- * members are at most this. */
+ * hand-off per chunk) while the input's bytes times the members are at most
+ * this. Beyond, two phases win also with two members: at 1 MiB 77 us against
+ * 128 us, at 64 MiB 6.3 ms against 11.8 ms (np=2, in place, quiet machine). */
 #define DC_SHM_GROUP_ONEPHASE_MAX  (32u << 10)
 
 /* What a member publishes: the last step (chunk number, counted across
@@ -88,7 +89,7 @@ int dc_shm_group_matches(const dc_shm_group_t *g, const int *world_ranks, int n,
 
 static inline int dc_shm_group_onephase(int n, size_t bytes)
 {
-    return n <= 2 || bytes * (size_t)n <= DC_SHM_GROUP_ONEPHASE_MAX;
+    return bytes * (size_t)n <= DC_SHM_GROUP_ONEPHASE_MAX;
 }
 
 /* Input slot of member r for buffer b, and the result chunk of buffer b. */
