@@ -105,11 +105,11 @@ static const dc_coll_algo_t *pick_algo(coord_t *c, int coll, const dc_coll_ctx_t
     return NULL;
 }
 
-/* Runs the algorithm pick_algo chooses. */
-dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
-                              const dc_coll_args_t *args, const char *name, const char **algo_p)
+/* Runs algo (from pick_algo; NULL: none accepted) and counts it. */
+static dc_status_t run_picked(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                              const dc_coll_args_t *args, const char *name,
+                              const dc_coll_algo_t *algo, const char **algo_p)
 {
-    const dc_coll_algo_t *algo = pick_algo(c, coll, ctx, args, name);
     size_t bytes = args->count * dc_reduce_dtype_size(args->dtype);
     uint64_t t0 = dc_now_ns();
     dc_status_t status;
@@ -125,6 +125,13 @@ dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
     c->cycle_bytes += bytes;
     *algo_p = algo->name;
     return status;
+}
+
+/* Runs the algorithm pick_algo chooses. */
+dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
+                              const dc_coll_args_t *args, const char *name, const char **algo_p)
+{
+    return run_picked(c, coll, ctx, args, name, pick_algo(c, coll, ctx, args, name), algo_p);
 }
 
 /* Output buffer owned by the handle; at least one byte so that a result of
@@ -517,9 +524,10 @@ out:
 }
 
 /* Runs items[i0 .. i1) as one allreduce over their own buffers (zero-copy
- * fusion), with the segments fused_end built in c->segs. */
+ * fusion), with the segments fused_end built in c->segs and the algorithm it
+ * picked for them. */
 static dc_status_t execute_segments(coord_t *c, size_t i0, size_t i1, const dc_comm_t *cm,
-                                    uint64_t tag)
+                                    uint64_t tag, const dc_coll_algo_t *seg_algo)
 {
     exec_item_t *first = &c->items[i0];
     const dc_coll_seg_t *last = &c->segs[i1 - i0 - 1];
@@ -534,7 +542,7 @@ static dc_status_t execute_segments(coord_t *c, size_t i0, size_t i1, const dc_c
     const char *algo = NULL;
     uint64_t t0 = dc_now_ns(), t1;
     dc_status_t status =
-        dc_coord_run_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, first->req.name, &algo);
+        run_picked(c, DC_COLL_ALLREDUCE, &ctx, &args, first->req.name, seg_algo, &algo);
 
     if (status < 0) {
         return status;
@@ -564,24 +572,30 @@ static size_t fusion_bypass(const coord_t *c)
     return limit > 0 && limit < half ? limit : half;
 }
 
+/* 1 when b may join a fusion group that a starts: both good allreduces of
+ * one comm, dtype, op and buffer kind (fuses_with(a, a): a may start one). */
+static int fuses_with(const exec_item_t *a, const exec_item_t *b)
+{
+    return b->req.coll == DC_COLL_ALLREDUCE && b->error == 0 && b->req.comm == a->req.comm &&
+           b->req.dtype == a->req.dtype && b->req.op == a->req.op &&
+           b->req.device == a->req.device;
+}
+
 /* Where a fusion group starting at items[i] ends (exclusive). */
 static size_t group_end(coord_t *c, size_t i)
 {
     const exec_item_t *a = &c->items[i];
     size_t esize = dc_reduce_dtype_size(a->req.dtype), bytes = a->req.count * esize, j;
 
-    if (a->req.coll != DC_COLL_ALLREDUCE || a->error != 0 || c->fusion_threshold == 0 ||
-        bytes > fusion_bypass(c)) {
+    if (!fuses_with(a, a) || c->fusion_threshold == 0 || bytes > fusion_bypass(c)) {
         return i + 1;
     }
     for (j = i + 1; j < c->nitems; j++) {
         const exec_item_t *b = &c->items[j];
         size_t b_bytes = b->req.count * esize;
 
-        if (b->req.coll != DC_COLL_ALLREDUCE || b->error != 0 || b->req.comm != a->req.comm ||
-            b->req.dtype != a->req.dtype || b->req.op != a->req.op ||
-            b->req.device != a->req.device ||
-            b_bytes > fusion_bypass(c) || bytes + b_bytes > c->fusion_threshold) {
+        if (!fuses_with(a, b) || b_bytes > fusion_bypass(c) ||
+            bytes + b_bytes > c->fusion_threshold) {
             break;
         }
         bytes += b_bytes;
@@ -589,33 +603,27 @@ static size_t group_end(coord_t *c, size_t i)
     return j;
 }
 
-/* Where the group of items[i] ends (exclusive), and whether it runs as
- * segments: neighbouring host allreduces of one comm, dtype and op up to the fusion
- * threshold, whatever their size, go as one collective over their own buffers
- * when the algorithm chosen for their total size takes segments; otherwise
- * small ones share the fusion buffer (group_end). The choice depends only on
+/* Where the group of items[i] ends (exclusive), and the algorithm when it runs
+ * as segments (else NULL): neighbouring host allreduces of one comm, dtype and
+ * op up to the fusion threshold, whatever their size, go as one collective
+ * over their own buffers when the algorithm chosen for their total size takes
+ * segments; otherwise small ones share the fusion buffer (group_end). The choice depends only on
  * what every member agreed, so all ranks group alike. */
 static size_t fused_end(coord_t *c, size_t i, const dc_comm_t *cm, uint64_t tag,
-                        int *segments_p)
+                        const dc_coll_algo_t **seg_algo_p)
 {
     const exec_item_t *a = &c->items[i];
-    size_t j, total = 0;
+    size_t esize = dc_reduce_dtype_size(a->req.dtype), j, total = 0;
 
-    *segments_p = 0;
-    if (a->req.coll != DC_COLL_ALLREDUCE || a->error != 0 || c->fusion_threshold == 0 ||
-        cm->rank < 0 || a->req.device == DC_WIRE_DEVICE) {
+    *seg_algo_p = NULL;
+    if (!fuses_with(a, a) || c->fusion_threshold == 0 || cm->rank < 0 ||
+        a->req.device == DC_WIRE_DEVICE) {
         return group_end(c, i);
     }
     for (j = i; j < c->nitems; j++) {
         const exec_item_t *b = &c->items[j];
-        size_t bytes = b->req.count * dc_reduce_dtype_size(a->req.dtype);
 
-        if (b->req.coll != DC_COLL_ALLREDUCE || b->error != 0 || b->req.comm != a->req.comm ||
-            b->req.dtype != a->req.dtype || b->req.op != a->req.op ||
-            b->req.device != a->req.device ||
-            (j > i && (total + b->req.count) * dc_reduce_dtype_size(a->req.dtype) >
-                          c->fusion_threshold) ||
-            bytes > c->fusion_threshold) {
+        if (!fuses_with(a, b) || (total + b->req.count) * esize > c->fusion_threshold) {
             break;
         }
         if (j - i == c->segs_cap) {
@@ -643,7 +651,7 @@ static size_t fused_end(coord_t *c, size_t i, const dc_comm_t *cm, uint64_t tag,
         const dc_coll_algo_t *algo = pick_algo(c, DC_COLL_ALLREDUCE, &ctx, &args, a->req.name);
 
         if (algo != NULL && algo->segments) {
-            *segments_p = 1;
+            *seg_algo_p = algo;
             return j;
         }
     }
@@ -693,14 +701,14 @@ dc_status_t dc_coord_execute(coord_t *c)
         exec_item_t *it = &c->items[i];
         const dc_comm_t *cm = dc_coord_comm(c, it->req.comm);
         uint64_t tag = c->tag++;
-        int segments;
+        const dc_coll_algo_t *seg_algo;
         size_t j;
 
         if (cm == NULL) {
             return dc_error_set(DCOMM_ERR_INTERNAL, "tensor '%s' on unknown comm %d",
                                 it->req.name, it->req.comm);
         }
-        j = fused_end(c, i, cm, tag, &segments);
+        j = fused_end(c, i, cm, tag, &seg_algo);
         if (c->tl != NULL) {
             uint64_t now = dc_now_ns();
 
@@ -718,7 +726,7 @@ dc_status_t dc_coord_execute(coord_t *c)
                 dc_handle_complete(c->st, it->op->handle, it->error, it->text);
             }
         } else if (cm->rank >= 0) {
-            status = segments    ? execute_segments(c, i, j, cm, tag)
+            status = seg_algo    ? execute_segments(c, i, j, cm, tag, seg_algo)
                      : j - i > 1 ? execute_fused(c, i, j, cm, tag)
                                  : execute_one(c, it, cm, tag);
             if (status < 0) {
