@@ -201,7 +201,7 @@ AVX2 static void conv_image_avx2(const geom_t *g, const float *xp, const float *
 AVX2_INLINE void wgrad_tile(int nq, const geom_t *g, const float *xp, const float *dy, int kh,
                             int q0, int o, float *dwt)
 {
-    const int kc = g->k * g->c;
+    const int kc = g->kc;
     float *d = dwt + ((size_t)kh * kc + q0) * g->oc + o;
     __m256 a0[WG_TILE], a1[WG_TILE];
 
@@ -232,7 +232,7 @@ AVX2_INLINE void wgrad_tile(int nq, const geom_t *g, const float *xp, const floa
 AVX2 static void wgrad_row_avx2(const geom_t *g, const float *xp, const float *dy, int kh, int o_lo,
                                 int o_hi, float *dwt)
 {
-    const int kc = g->k * g->c;
+    const int kc = g->kc;
 
     for (int o = o_lo; o < o_hi; o += 16) {
         {
@@ -327,7 +327,7 @@ AVX512 static void conv_image_avx512(const geom_t *g, const float *xp, const flo
 AVX512_INLINE void wgrad_tile32(int nq, const geom_t *g, const float *xp, const float *dy, int kh,
                                 int q0, int o, float *dwt)
 {
-    const int kc = g->k * g->c;
+    const int kc = g->kc;
     float *d = dwt + ((size_t)kh * kc + q0) * g->oc + o;
     __m512 a0[WG_TILE512], a1[WG_TILE512];
 
@@ -358,11 +358,16 @@ AVX512_INLINE void wgrad_tile32(int nq, const geom_t *g, const float *xp, const 
 AVX512 static void wgrad_row_avx512(const geom_t *g, const float *xp, const float *dy, int kh,
                                     int o_lo, int o_hi, float *dwt)
 {
-    const int kc = g->k * g->c;
+    const int kc = g->kc;
 
     for (int o = o_lo; o < o_hi; o += 32) {
         {
             int q = 0;
+            if (kc % WG_TILE512 != 0 && kc % 8 == 0) { /* a Winograd plane's c = 32, 64 */
+                for (; q < kc; q += 8) {
+                    wgrad_tile32(8, g, xp, dy, kh, q, o, dwt);
+                }
+            }
             for (; q + WG_TILE512 <= kc; q += WG_TILE512) {
                 wgrad_tile32(WG_TILE512, g, xp, dy, kh, q, o, dwt);
             }
@@ -397,7 +402,7 @@ static void conv_image(const geom_t *g, const float *xp, const float *wt, const 
 static void wgrad_row(const geom_t *g, const float *xp, const float *dy, int kh, int o_lo, int o_hi,
                       float *dwt)
 {
-    const int kc = g->k * g->c;
+    const int kc = g->kc;
 
 #ifdef NN_X86
     if (nn_isa() >= NN_ISA_AVX512 && g->oc % 32 == 0) {
@@ -429,7 +434,15 @@ static void wgrad_row(const geom_t *g, const float *xp, const float *dy, int kh,
  * 0.6 of the direct one. Points 0, 1, -1, 2, -2, infinity:
  *   v = B^T d (6 inputs -> 6), u = G g (5 taps -> 6), y = A^T (u . v) (6 -> 2).
  * For each point the products over (kh, c) are a convolution of one "plane"
- * (rows of ow/2 tiles x c) with a kh-only kernel, which the direct tiles run. ---- */
+ * (rows of ow/2 tiles x c) with a kh-only kernel, which the direct tiles run.
+ * The forward, the input gradient and the weight gradient all take it. ---- */
+
+/* Only AVX-512 machines take this path: its transforms are compiled for it. */
+#ifdef NN_X86
+#define WINO_FN AVX512 static
+#else
+#define WINO_FN static
+#endif
 
 static int wino_ok(const geom_t *g)
 {
@@ -438,7 +451,7 @@ static int wino_ok(const geom_t *g)
 }
 
 /* u [6][k][c][oc] = G wt [k][k][c][oc] along kw */
-static void wino_weights(const geom_t *g, const float *wt, float *u)
+WINO_FN void wino_weights(const geom_t *g, const float *wt, float *u)
 {
     const size_t co = (size_t)g->c * g->oc, plane = (size_t)g->k * co;
 
@@ -458,20 +471,46 @@ static void wino_weights(const geom_t *g, const float *wt, float *u)
     }
 }
 
-/* One image: xp padded [oh+4][>= ow+4][c] -> y [oh][ow][oc] (+ b). v: scratch of
- * wino_floats() floats (the 6 input planes, then the 6 product planes). */
-static void wino_image(const geom_t *g, const float *xp, const float *u, const float *b, float *v,
-                       float *y)
+/* Masked loads and stores of 16 floats, the last block of a row partial. */
+#ifdef NN_X86
+#define WLOAD(p) _mm512_maskz_loadu_ps(mk, (p))
+#define WSTORE(p, v) _mm512_mask_storeu_ps((p), mk, (v))
+#define WMUL(a, x) _mm512_mul_ps(_mm512_set1_ps(a), (x))
+#define WBLOCKS(i, n)                                                                      \
+    for (int i = 0; i < (n); i += 16)                                                      \
+        for (__mmask16 mk = (n) - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ((n) - i)) - 1u), \
+                       once = 1;                                                           \
+             once; once = 0)
+#endif
+
+/* v [6][oh+4][ow/2][c] = B^T of each row tile of 6 inputs (stride 2) of xp,
+ * padded [oh+4][>= ow+4][c]. */
+WINO_FN void wino_input(const geom_t *g, const float *xp, float *v)
 {
-    const int tiles = g->ow / 2, rows = g->oh + g->k - 1, c = g->c, oc = g->oc;
-    const size_t vplane = (size_t)rows * tiles * c, mplane = (size_t)g->oh * tiles * oc;
-    const size_t uplane = (size_t)g->k * c * oc;
-    float *m = v + WINO * vplane;
+    const int tiles = g->ow / 2, rows = g->oh + g->k - 1, c = g->c;
+    const size_t vplane = (size_t)rows * tiles * c;
 
     for (int r = 0; r < rows; r++) {
         for (int t = 0; t < tiles; t++) {
             const float *d = xp + (size_t)r * g->xrow + (size_t)2 * t * c;
             float *v0 = v + ((size_t)r * tiles + t) * c;
+#ifdef NN_X86
+            WBLOCKS(i, c) {
+                __m512 d0 = WLOAD(d + i), d1 = WLOAD(d + c + i), d2 = WLOAD(d + 2 * c + i);
+                __m512 d3 = WLOAD(d + 3 * c + i), d4 = WLOAD(d + 4 * c + i);
+                __m512 d5 = WLOAD(d + 5 * c + i);
+                __m512 s24 = _mm512_add_ps(WMUL(-4.0f, d2), d4); /* d4 - 4 d2 */
+                __m512 s13 = WMUL(4.0f, d1), t13 = _mm512_sub_ps(d3, s13); /* d3 - 4 d1 */
+                __m512 e24 = _mm512_sub_ps(d4, d2), e13 = WMUL(2.0f, _mm512_sub_ps(d3, d1));
+                WSTORE(v0 + i, _mm512_add_ps(_mm512_add_ps(WMUL(4.0f, d0), WMUL(-5.0f, d2)), d4));
+                WSTORE(v0 + vplane + i, _mm512_add_ps(s24, t13));
+                WSTORE(v0 + 2 * vplane + i, _mm512_sub_ps(s24, t13));
+                WSTORE(v0 + 3 * vplane + i, _mm512_add_ps(e24, e13));
+                WSTORE(v0 + 4 * vplane + i, _mm512_sub_ps(e24, e13));
+                WSTORE(v0 + 5 * vplane + i,
+                       _mm512_add_ps(_mm512_add_ps(s13, WMUL(-5.0f, d3)), d5));
+            }
+#else
             for (int i = 0; i < c; i++) {
                 float d0 = d[i], d1 = d[c + i], d2 = d[2 * c + i], d3 = d[3 * c + i];
                 float d4 = d[4 * c + i], d5 = d[5 * c + i];
@@ -482,17 +521,43 @@ static void wino_image(const geom_t *g, const float *xp, const float *u, const f
                 v0[4 * vplane + i] = 2.0f * d1 - d2 - 2.0f * d3 + d4;
                 v0[5 * vplane + i] = 4.0f * d1 - 5.0f * d3 + d5;
             }
+#endif
         }
     }
-    const geom_t gp = {.oh = g->oh, .ow = tiles, .c = c, .oc = oc, .k = g->k, .kc = c,
-                       .xrow = (size_t)tiles * c};
-    for (int p = 0; p < WINO; p++) {
-        conv_image(&gp, v + p * vplane, u + p * uplane, NULL, m + p * mplane);
-    }
+}
+
+/* The geometry of one point's plane: rows of ow/2 tiles x c, a kernel of k
+ * rows by one column. */
+static geom_t wino_plane(const geom_t *g)
+{
+    const int tiles = g->ow / 2;
+
+    return (geom_t){.oh = g->oh, .ow = tiles, .c = g->c, .oc = g->oc, .k = g->k, .kc = g->c,
+                    .xrow = (size_t)tiles * g->c};
+}
+
+/* y [oh][ow][oc] = A^T of m [6][oh][ow/2][oc] along the points (+ b) */
+WINO_FN void wino_output(const geom_t *g, const float *m, const float *b, float *y)
+{
+    const int tiles = g->ow / 2, oc = g->oc;
+    const size_t mplane = (size_t)g->oh * tiles * oc;
+
     for (int r = 0; r < g->oh; r++) {
         for (int t = 0; t < tiles; t++) {
             const float *m0 = m + ((size_t)r * tiles + t) * oc;
             float *y0 = y + ((size_t)r * g->ow + 2 * t) * oc, *y1 = y0 + oc;
+#ifdef NN_X86
+            WBLOCKS(o, oc) {
+                __m512 p0 = WLOAD(m0 + o), p1 = WLOAD(m0 + mplane + o);
+                __m512 p2 = WLOAD(m0 + 2 * mplane + o), p3 = WLOAD(m0 + 3 * mplane + o);
+                __m512 p4 = WLOAD(m0 + 4 * mplane + o), p5 = WLOAD(m0 + 5 * mplane + o);
+                __m512 bias = b != NULL ? WLOAD(b + o) : _mm512_setzero_ps();
+                __m512 s = _mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3));
+                __m512 e = _mm512_add_ps(_mm512_sub_ps(p1, p2), WMUL(2.0f, _mm512_sub_ps(p3, p4)));
+                WSTORE(y0 + o, _mm512_add_ps(bias, _mm512_add_ps(s, p4)));
+                WSTORE(y1 + o, _mm512_add_ps(bias, _mm512_add_ps(e, p5)));
+            }
+#else
             for (int o = 0; o < oc; o++) {
                 float p0 = m0[o], p1 = m0[mplane + o], p2 = m0[2 * mplane + o];
                 float p3 = m0[3 * mplane + o], p4 = m0[4 * mplane + o], p5 = m0[5 * mplane + o];
@@ -500,12 +565,94 @@ static void wino_image(const geom_t *g, const float *xp, const float *u, const f
                 y0[o] = bias + (p0 + p1 + p2 + p3 + p4);
                 y1[o] = bias + (p1 - p2 + 2.0f * (p3 - p4) + p5);
             }
+#endif
+        }
+    }
+}
+
+/* One image: xp padded [oh+4][>= ow+4][c] -> y [oh][ow][oc] (+ b). v: scratch of
+ * wino_floats() floats (the 6 input planes, then the 6 product planes). */
+static void wino_image(const geom_t *g, const float *xp, const float *u, const float *b, float *v,
+                       float *y)
+{
+    const int tiles = g->ow / 2, rows = g->oh + g->k - 1;
+    const size_t vplane = (size_t)rows * tiles * g->c, mplane = (size_t)g->oh * tiles * g->oc;
+    const size_t uplane = (size_t)g->k * g->c * g->oc;
+    float *m = v + WINO * vplane;
+    const geom_t gp = wino_plane(g);
+
+    wino_input(g, xp, v);
+    for (int p = 0; p < WINO; p++) {
+        conv_image(&gp, v + p * vplane, u + p * uplane, NULL, m + p * mplane);
+    }
+    wino_output(g, m, b, y);
+}
+
+/* ---- the weight gradient by the same transform: dW = G^T [(A dy) . (B^T x)]
+ * summed over the tiles (the forward's y = A^T [(G w) . (B^T x)], differentiated).
+ * Per point, the sum over images, rows and tiles of V [c] x M [oc] is the
+ * direct weight gradient of the point's plane with a kh-only kernel, which the
+ * direct tiles run; G^T (6 points -> 5 taps) is applied once at the end. ---- */
+
+/* m [6][oh][ow/2][oc] = A of each pair of output-gradient pixels of dy [oh][ow][oc] */
+WINO_FN void wino_dy(const geom_t *g, const float *dy, float *m)
+{
+    const int tiles = g->ow / 2, oc = g->oc;
+    const size_t mplane = (size_t)g->oh * tiles * oc;
+
+    for (int r = 0; r < g->oh; r++) {
+        for (int t = 0; t < tiles; t++) {
+            const float *d0 = dy + ((size_t)r * g->ow + 2 * t) * oc, *d1 = d0 + oc;
+            float *m0 = m + ((size_t)r * tiles + t) * oc;
+#ifdef NN_X86
+            WBLOCKS(o, oc) {
+                __m512 a = WLOAD(d0 + o), b = WLOAD(d1 + o), b2 = WMUL(2.0f, b);
+                WSTORE(m0 + o, a);
+                WSTORE(m0 + mplane + o, _mm512_add_ps(a, b));
+                WSTORE(m0 + 2 * mplane + o, _mm512_sub_ps(a, b));
+                WSTORE(m0 + 3 * mplane + o, _mm512_add_ps(a, b2));
+                WSTORE(m0 + 4 * mplane + o, _mm512_sub_ps(a, b2));
+                WSTORE(m0 + 5 * mplane + o, b);
+            }
+#else
+            for (int o = 0; o < oc; o++) {
+                float a = d0[o], b = d1[o];
+                m0[o] = a;
+                m0[mplane + o] = a + b;
+                m0[2 * mplane + o] = a - b;
+                m0[3 * mplane + o] = a + 2.0f * b;
+                m0[4 * mplane + o] = a - 2.0f * b;
+                m0[5 * mplane + o] = b;
+            }
+#endif
+        }
+    }
+}
+
+/* dwt [k][k][c][oc] = G^T of du [6][k][c][oc] along the points */
+WINO_FN void wino_wgrad_out(const geom_t *g, const float *du, float *dwt)
+{
+    const size_t co = (size_t)g->c * g->oc, plane = (size_t)g->k * co;
+
+    for (int kh = 0; kh < g->k; kh++) {
+        const float *u0 = du + (size_t)kh * co;
+        float *d0 = dwt + (size_t)kh * g->k * co;
+        for (size_t i = 0; i < co; i++) {
+            float p0 = u0[i], p1 = u0[plane + i], p2 = u0[2 * plane + i];
+            float p3 = u0[3 * plane + i], p4 = u0[4 * plane + i], p5 = u0[5 * plane + i];
+            float s6 = (p1 + p2) * (-1.0f / 6.0f), d6 = (p2 - p1) * (1.0f / 6.0f);
+            float s24 = (p3 + p4) * (1.0f / 24.0f), d24 = (p3 - p4) * (1.0f / 24.0f);
+            d0[i] = 0.25f * p0 + s6 + s24;
+            d0[co + i] = d6 + 2.0f * d24;
+            d0[2 * co + i] = s6 + 4.0f * s24;
+            d0[3 * co + i] = d6 + 8.0f * d24;
+            d0[4 * co + i] = s6 + 16.0f * s24 + p5;
         }
     }
 }
 
 /* ---- threads: images (forward, input gradient) or (kh, 32 channels) slices
- * of the weight gradient are split between nn_threads() threads; each
+ * of the weight gradient ((point, kh, 32 channels) with Winograd) are split between nn_threads() threads; each
  * output is computed by one thread in the same order whatever the count, so
  * results do not depend on it. ---- */
 
@@ -561,6 +708,29 @@ static void wgrad_share(void *ctx, int t, int lo, int hi)
         for (int i = lo; i < hi; i++) {
             int o = (i % per) * width;
             wgrad_row(g, xp, w->dy + (size_t)n * w->out_img, i / per, o, o + width, w->dwt);
+        }
+    }
+}
+
+/* Winograd weight gradient: slices [lo, hi) of (point, kh, 32 channels) of
+ * du [6][k][c][oc], summed over every image (each image's transforms are
+ * computed by every thread that has a slice). */
+static void wino_wgrad_share(void *ctx, int t, int lo, int hi)
+{
+    work_t *w = ctx;
+    const geom_t *g = w->g, gp = wino_plane(g);
+    const int per = wgrad_slices(g), width = g->oc / per;
+    const size_t vplane = (size_t)(g->oh + g->k - 1) * gp.ow * g->c;
+    const size_t mplane = (size_t)g->oh * gp.ow * g->oc, uplane = (size_t)g->k * g->c * g->oc;
+    float *xp = thread_pad(w, t), *v = xp + w->pad_img, *m = v + WINO * vplane;
+
+    for (int n = 0; n < w->s->n; n++) {
+        pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
+        wino_input(g, xp, v);
+        wino_dy(g, w->dy + (size_t)n * w->out_img, m);
+        for (int i = lo; i < hi; i++) {
+            int p = i / (g->k * per), kh = i / per % g->k, o = (i % per) * width;
+            wgrad_row(&gp, v + p * vplane, m + p * mplane, kh, o, o + width, w->dwt + p * uplane);
         }
     }
 }
@@ -624,13 +794,20 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
             db[o] += dp[o];
         }
     }
-    /* weights: wt [kh][kw*c][oc] accumulated image by image, then transposed */
-    memset(wt, 0, wn * sizeof(float));
-    work_t wk = {.s = s, .g = &g, .in = x, .dy = dy, .dwt = wt, .scratch = scratch + wn + uwn(s),
+    /* weights: wt [kh][kw*c][oc] accumulated image by image (directly, or
+     * per Winograd point into the u area and then transformed), then transposed */
+    const int wino = wino_ok(&g);
+    float *acc = wino ? scratch + wn : wt;
+    memset(acc, 0, (wino ? uwn(s) : wn) * sizeof(float));
+    work_t wk = {.s = s, .g = &g, .in = x, .dy = dy, .dwt = acc, .scratch = scratch + wn + uwn(s),
                  .in_h = s->h, .in_w = s->w, .in_c = s->c, .pad = s->pad, .in_img = in_img,
                  .out_img = out_img, .pad_img = padded_floats(s),
-                 .items = s->k * wgrad_slices(&g), .thread_img = thread_floats(s)};
-    nn_parallel_run(wk.items, wgrad_share, &wk);
+                 .items = (wino ? WINO : 1) * s->k * wgrad_slices(&g),
+                 .thread_img = thread_floats(s)};
+    nn_parallel_run(wk.items, wino ? wino_wgrad_share : wgrad_share, &wk);
+    if (wino) {
+        wino_wgrad_out(&g, acc, wt);
+    }
     for (int o = 0; o < s->oc; o++) {
         for (int t = 0; t < kk * s->c; t++) {
             dw[(size_t)o * kk * s->c + t] = wt[(size_t)t * s->oc + o];
