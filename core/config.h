@@ -24,6 +24,7 @@ typedef struct dc_config {
     int log_level;
     char ifname[64];
     int stats;
+    int64_t coord_priority; /* nice levels above the initializing thread */
 } dc_config_t;
 
 extern dc_config_t dc_config;

@@ -490,6 +490,7 @@ int main(int argc, char **argv)
     const long warmup = (long)(o.warmup_epochs * steps_per_epoch);
     const uint64_t dropout_seed = nn_rand_u64(o.seed, 0xd20900ull + (uint64_t)rank);
     double final_acc = -1.0, bench_t0 = 0.0, bench_cpu0 = 0.0;
+    double phase[5] = {0}; /* seconds in: batch, forward, backward, gradient wait, update */
     int bench_done = 0;
 
     for (int epoch = start_epoch; epoch < o.epochs && !bench_done; epoch++) {
@@ -500,16 +501,27 @@ int main(int argc, char **argv)
             if (bench && (step == 3 || (o.bench_steps + 3 > steps_per_epoch * o.epochs && step == 0))) {
                 bench_t0 = now_s();
                 bench_cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+                memset(phase, 0, sizeof(phase));
             }
+            double tp[6];
+            tp[0] = now_s();
             make_batch(&train, perm + (s * size + rank) * o.batch, o.batch, xb, yb);
             double loss;
             int ok;
             lr = lr_at(&o, size, step, total_steps, warmup);
+            tp[1] = now_s();
             model_forward(&m, o.batch, xb, yb, 1, dropout_seed, (uint64_t)step * o.batch * 1024,
                           &loss, &ok);
+            tp[2] = now_s();
             model_backward(&m, o.batch, grad_ready, &gs);
+            tp[3] = now_s();
             grad_wait(&gs);
+            tp[4] = now_s();
             model_update(&m, (float)lr, (float)o.momentum, (float)o.weight_decay);
+            tp[5] = now_s();
+            for (int k = 0; k < 5; k++) {
+                phase[k] += tp[k + 1] - tp[k];
+            }
             loss_sum += loss * o.batch;
             correct += ok;
             seen += o.batch;
@@ -534,6 +546,10 @@ int main(int argc, char **argv)
                            timed, global_batch, dt, timed * global_batch / dt, size,
                            size > 1 ? "s" : "", o.threads, o.threads > 1 ? "s" : "", o.batch,
                            timed * o.batch / cpu);
+                    printf("dtrain: bench: rank 0 per step: batch %.2f ms, forward %.2f, backward "
+                           "%.2f, gradient wait %.2f, update %.2f\n", 1e3 * phase[0] / timed,
+                           1e3 * phase[1] / timed, 1e3 * phase[2] / timed, 1e3 * phase[3] / timed,
+                           1e3 * phase[4] / timed);
                 }
                 bench_done = 1;
                 break;

@@ -2,10 +2,14 @@
  * The ABI's contract around the collectives: argument checks name the bad
  * argument, handles are safe against double release and forgery, NULL names
  * are numbered per comm, a duplicate in-flight name is refused, broadcast from
- * every root, barrier, blocking and async forms, and unimplemented calls say so.
+ * every root, barrier, blocking and async forms, and unimplemented calls say so;
+ * the coordinator thread runs above the application's priority where allowed.
  */
+#include <dirent.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "rank_util.h"
 
@@ -138,6 +142,49 @@ static void check_broadcast(int rank, int size)
     CHECK_OK(dcomm_barrier(DCOMM_COMM_WORLD));
 }
 
+/* The nice value of this process's thread named "dcomm-coord", or 100 when
+ * there is none. */
+static int coord_nice(void)
+{
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    int nice = 100;
+
+    while (dir != NULL && (e = readdir(dir)) != NULL) {
+        char path[300], comm[64];
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        if (e->d_name[0] == '.' || (f = fopen(path, "r")) == NULL) {
+            continue;
+        }
+        if (fgets(comm, sizeof(comm), f) != NULL && !strcmp(comm, "dcomm-coord\n")) {
+            nice = getpriority(PRIO_PROCESS, (id_t)atoi(e->d_name));
+        }
+        fclose(f);
+    }
+    if (dir != NULL) {
+        closedir(dir);
+    }
+    return nice;
+}
+
+/* DCOMM_COORD_PRIORITY (default 10) nice levels above this thread, where the
+ * process may raise priority (root here), never below it. */
+static void check_coord_priority(void)
+{
+    const char *env = getenv("DCOMM_COORD_PRIORITY");
+    int boost = env != NULL ? atoi(env) : 10, mine = getpriority(PRIO_PROCESS, 0);
+    int want = mine - boost < -20 ? -20 : mine - boost, got = coord_nice();
+
+    if (geteuid() == 0) {
+        EXPECT(got == want, "coordinator thread at nice %d, expected %d", got, want);
+    } else {
+        EXPECT(got <= mine, "coordinator thread at nice %d, below the application's %d", got,
+               mine);
+    }
+}
+
 int main(void)
 {
     int rank, size;
@@ -153,6 +200,9 @@ int main(void)
     check_args();
     check_handles(rank, size);
     check_broadcast(rank, size);
+    check_coord_priority();
+    /* a rank's shutdown ends every coordinator: all look before any leaves */
+    CHECK_OK(dcomm_barrier(DCOMM_COMM_WORLD));
     CHECK_OK(dcomm_shutdown());
     EXPECT(dcomm_shutdown() == DCOMM_ERR_NOT_INITIALIZED, "second shutdown");
     if (failures == 0 && rank == 0) {
