@@ -210,6 +210,9 @@ static const nn_conv_t direct_shapes[] = {
     {.n = 2, .h = 4, .w = 5, .c = 2, .oc = 5, .k = 5, .pad = 2},     /* plain loops only */
     {.n = 1, .h = 3, .w = 10, .c = 8, .oc = 32, .k = 5, .pad = 2},   /* Winograd, 5 tiles a row */
     {.n = 3, .h = 4, .w = 6, .c = 12, .oc = 32, .k = 5, .pad = 2},   /* Winograd, partial vectors */
+    {.n = 1, .h = 3, .w = 8, .c = 32, .oc = 32, .k = 5, .pad = 2},   /* Winograd, whole tiles */
+    {.n = 2, .h = 2, .w = 7, .c = 32, .oc = 32, .k = 5, .pad = 2},   /* Winograd, a tile of 3 */
+    {.n = 1, .h = 6, .w = 9, .c = 8, .oc = 32, .k = 5, .pad = 0},    /* Winograd, "valid" */
 };
 
 static void assert_close(const char *what, size_t t, int isa, const float *got, const float *ref,

@@ -36,28 +36,42 @@ static int pad_back(const nn_conv_t *s)
     return s->k - 1 - s->pad;
 }
 
+/* Winograd F(4,5) along the rows (WINO = 8 transformed points, WINO_M = 4
+ * outputs a tile) for 5x5 kernels: a row of ow outputs is cut into
+ * wino_tiles(ow) tiles, the last one partial. */
+enum { WINO = 8, WINO_M = 4 };
+
+static int wino_tiles(int ow)
+{
+    return (ow + WINO_M - 1) / WINO_M;
+}
+
+/* Pixels of a zero-bordered row giving out_w outputs: out_w + k - 1, and for
+ * k = 5 zeros up to the last Winograd tile's 8 inputs. */
+static int padded_w(int out_w, int k)
+{
+    return (k == 5 ? wino_tiles(out_w) * WINO_M : out_w) + k - 1;
+}
+
 /* Floats of one zero-bordered image: the input's (border pad) or the output
  * gradient's (border k-1-pad), whichever is larger. */
 static size_t padded_floats(const nn_conv_t *s)
 {
     int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), pb = pad_back(s);
-    size_t in = (size_t)(s->h + 2 * s->pad) * (size_t)(s->w + 2 * s->pad) * (size_t)s->c;
-    size_t out = pb >= 0 ? (size_t)(oh + 2 * pb) * (size_t)(ow + 2 * pb) * (size_t)s->oc : 0;
+    size_t in = (size_t)(s->h + 2 * s->pad) * (size_t)padded_w(ow, s->k) * (size_t)s->c;
+    size_t out = pb >= 0 ? (size_t)(oh + 2 * pb) * (size_t)padded_w(s->w, s->k) * (size_t)s->oc : 0;
 
     return in > out ? in : out;
 }
 
-/* Winograd F(2,5) along the rows (WINO = 6 transformed points): the floats of
- * one image's transformed input and products, for input rows of width w with
- * c channels into oc channels, zero where it does not apply. */
-enum { WINO = 6 };
-
+/* The floats of one image's transformed input and products, for oh x ow
+ * outputs of c channels into oc channels, zero where Winograd does not apply. */
 static size_t wino_floats(int oh, int ow, int k, int c, int oc)
 {
-    if (k != 5 || ow % 2 != 0) {
+    if (k != 5) {
         return 0;
     }
-    return (size_t)WINO * (ow / 2) * ((size_t)(oh + k - 1) * c + (size_t)oh * oc);
+    return (size_t)WINO * wino_tiles(ow) * ((size_t)(oh + k - 1) * c + (size_t)oh * oc);
 }
 
 static size_t thread_floats(const nn_conv_t *s)
@@ -85,17 +99,18 @@ int nn_conv_direct_supported(const nn_conv_t *s)
            nn_conv_out_w(s) >= 1;
 }
 
-/* xp [h+2p][w+2p][c] = x [h][w][c] with a zero border of width p. */
-static void pad_image(int h, int w, int c, int p, const float *x, float *xp)
+/* xp [h+2p][wp][c] = x [h][w][c] with a zero border of width p, and zeros to
+ * the right up to wp >= w + 2p pixels. */
+static void pad_image(int h, int w, int c, int p, int wp, const float *x, float *xp)
 {
-    const size_t wp = (size_t)(w + 2 * p), row = (size_t)w * c;
+    const size_t row = (size_t)w * c, right = (size_t)(wp - w - p) * c;
 
     memset(xp, 0, (size_t)p * wp * c * sizeof(float));
     for (int i = 0; i < h; i++) {
         float *dst = xp + ((size_t)(i + p) * wp) * c;
         memset(dst, 0, (size_t)p * c * sizeof(float));
         memcpy(dst + (size_t)p * c, x + (size_t)i * row, row * sizeof(float));
-        memset(dst + (size_t)p * c + row, 0, (size_t)p * c * sizeof(float));
+        memset(dst + (size_t)p * c + row, 0, right * sizeof(float));
     }
     memset(xp + (size_t)(h + p) * wp * c, 0, (size_t)p * wp * c * sizeof(float));
 }
@@ -300,7 +315,7 @@ AVX512_INLINE void conv_image_tiles32(int c, const geom_t *g, const float *xp, c
                 fwd_tile32(ROW_TILE, c, g, xr + (size_t)ow * c, wt + o, b0, b1,
                            yr + (size_t)ow * g->oc);
             }
-            for (; ow + 7 <= g->ow; ow += 7) { /* a Winograd plane's row of 7 tiles */
+            for (; ow + 7 <= g->ow; ow += 7) { /* remainders of 7 to 13 pixels */
                 fwd_tile32(7, c, g, xr + (size_t)ow * c, wt + o, b0, b1, yr + (size_t)ow * g->oc);
             }
             for (; ow + 4 <= g->ow; ow += 4) {
@@ -428,154 +443,193 @@ static void wgrad_row(const geom_t *g, const float *xp, const float *dy, int kh,
     }
 }
 
-/* ---- Winograd F(2,5) along each row, for the 5x5 layers with AVX-512: two
- * neighbouring outputs of a row come from 6 inputs with 6 products per
- * (kh, channel, output channel) instead of 10, so the tiled product shrinks to
- * 0.6 of the direct one. Points 0, 1, -1, 2, -2, infinity:
- *   v = B^T d (6 inputs -> 6), u = G g (5 taps -> 6), y = A^T (u . v) (6 -> 2).
+/* ---- Winograd F(4,5) along each row, for the 5x5 layers with AVX-512: four
+ * neighbouring outputs of a row come from 8 inputs with 8 products per
+ * (kh, channel, output channel) instead of 20, so the tiled product shrinks to
+ * 0.4 of the direct one (0.46 with dtrain's 14-wide rows, whose last tile is
+ * half used). Points 0, 1, -1, 2, -2, 1/2, -1/2, infinity:
+ *   v = B^T d (8 inputs -> 8), u = G g (5 taps -> 8), y = A^T (u . v) (8 -> 4).
  * For each point the products over (kh, c) are a convolution of one "plane"
- * (rows of ow/2 tiles x c) with a kh-only kernel, which the direct tiles run.
- * The forward, the input gradient and the weight gradient all take it. ---- */
+ * (rows of wino_tiles(ow) tiles x c) with a kh-only kernel, which the direct
+ * tiles run. The forward and the input gradient take it, and the weight
+ * gradient by the same transform: dW = G^T [(A dy) . (B^T x)] summed over the
+ * tiles (y = A^T [(G w) . (B^T x)] differentiated; dy is zero past the row's
+ * end); per point the sum over images and tiles of V [c] x M [oc] is a direct
+ * weight gradient of the point's plane, and G^T (8 points -> 5 taps) is
+ * applied once at the end. The matrices come from the Toom-Cook construction
+ * (A^T [i][j] = a_j^i, G [j][k] = a_j^k / prod_{l != j} (a_j - a_l), row j of
+ * B^T = the coefficients of prod_{l != j} (x - a_l), infinity's rows last). ---- */
 
-/* Only AVX-512 machines take this path: its transforms are compiled for it. */
-#ifdef NN_X86
-#define WINO_FN AVX512 static
-#else
-#define WINO_FN static
-#endif
+static const float wino_at[WINO_M][WINO] = {
+    {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f},
+    {0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 0.5f, -0.5f, 0.0f},
+    {0.0f, 1.0f, 1.0f, 4.0f, 4.0f, 0.25f, 0.25f, 0.0f},
+    {0.0f, 1.0f, -1.0f, 8.0f, -8.0f, 0.125f, -0.125f, 1.0f},
+};
+static const float wino_g[WINO][5] = {
+    {-1.0f, 0.0f, 0.0f, 0.0f, 0.0f},
+    {-2.0f / 9, -2.0f / 9, -2.0f / 9, -2.0f / 9, -2.0f / 9},
+    {-2.0f / 9, 2.0f / 9, -2.0f / 9, 2.0f / 9, -2.0f / 9},
+    {1.0f / 90, 1.0f / 45, 2.0f / 45, 4.0f / 45, 8.0f / 45},
+    {1.0f / 90, -1.0f / 45, 2.0f / 45, -4.0f / 45, 8.0f / 45},
+    {32.0f / 45, 16.0f / 45, 8.0f / 45, 4.0f / 45, 2.0f / 45},
+    {32.0f / 45, -16.0f / 45, 8.0f / 45, -4.0f / 45, 2.0f / 45},
+    {0.0f, 0.0f, 0.0f, 0.0f, 1.0f},
+};
+static const float wino_bt[WINO][WINO] = {
+    {-1.0f, 0.0f, 5.25f, 0.0f, -5.25f, 0.0f, 1.0f, 0.0f},
+    {0.0f, 1.0f, 1.0f, -4.25f, -4.25f, 1.0f, 1.0f, 0.0f},
+    {0.0f, -1.0f, 1.0f, 4.25f, -4.25f, -1.0f, 1.0f, 0.0f},
+    {0.0f, 0.5f, 0.25f, -2.5f, -1.25f, 2.0f, 1.0f, 0.0f},
+    {0.0f, -0.5f, 0.25f, 2.5f, -1.25f, -2.0f, 1.0f, 0.0f},
+    {0.0f, 2.0f, 4.0f, -2.5f, -5.0f, 0.5f, 1.0f, 0.0f},
+    {0.0f, -2.0f, 4.0f, 2.5f, -5.0f, -0.5f, 1.0f, 0.0f},
+    {0.0f, -1.0f, 0.0f, 5.25f, 0.0f, -5.25f, 0.0f, 1.0f},
+};
 
 static int wino_ok(const geom_t *g)
 {
-    return nn_isa() >= NN_ISA_AVX512 && g->k == 5 && g->ow % 2 == 0 && g->ow >= 2 &&
-           g->oc % 32 == 0 && g->c >= 8;
+    return nn_isa() >= NN_ISA_AVX512 && g->k == 5 && g->oc % 32 == 0 && g->c >= 8;
 }
 
-/* u [6][k][c][oc] = G wt [k][k][c][oc] along kw */
+/* One transform of n-float vectors: out [r * out_step] = bias + sum over j of
+ * mat [r * rs + j * cs] in [j * in_step], for rows r < nout and inputs j < nin
+ * (the other inputs are zero). */
+typedef struct wmat {
+    const float *mat;
+    int rs, cs, nin, nout;
+} wmat_t;
+
+#ifdef NN_X86
+AVX512_INLINE void wino_apply(wmat_t t, const float *in, size_t in_step, float *out,
+                              size_t out_step, int n, const float *bias)
+{
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 mk = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 x[WINO];
+        for (int j = 0; j < t.nin; j++) {
+            x[j] = _mm512_maskz_loadu_ps(mk, in + j * in_step + i);
+        }
+        for (int r = 0; r < t.nout; r++) {
+            __m512 acc = bias != NULL ? _mm512_maskz_loadu_ps(mk, bias + i) : _mm512_setzero_ps();
+            for (int j = 0; j < t.nin; j++) {
+                float f = t.mat[r * t.rs + j * t.cs];
+                if (f != 0.0f) {
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(f), x[j], acc);
+                }
+            }
+            _mm512_mask_storeu_ps(out + r * out_step + i, mk, acc);
+        }
+    }
+}
+/* Only AVX-512 machines take this path: its transforms are compiled for it. */
+#define WINO_FN AVX512 static
+#else
+static void wino_apply(wmat_t t, const float *in, size_t in_step, float *out, size_t out_step,
+                       int n, const float *bias)
+{
+    for (int r = 0; r < t.nout; r++) {
+        for (int i = 0; i < n; i++) {
+            float acc = bias != NULL ? bias[i] : 0.0f;
+            for (int j = 0; j < t.nin; j++) {
+                acc += t.mat[r * t.rs + j * t.cs] * in[j * in_step + i];
+            }
+            out[r * out_step + i] = acc;
+        }
+    }
+}
+#define WINO_FN static
+#endif
+
+/* u [8][k][c][oc] = G wt [k][k][c][oc] along kw */
 WINO_FN void wino_weights(const geom_t *g, const float *wt, float *u)
 {
-    const size_t co = (size_t)g->c * g->oc, plane = (size_t)g->k * co;
+    const size_t co = (size_t)g->c * g->oc;
+    const wmat_t t = {.mat = &wino_g[0][0], .rs = 5, .cs = 1, .nin = 5, .nout = WINO};
 
     for (int kh = 0; kh < g->k; kh++) {
-        const float *w0 = wt + (size_t)kh * g->k * co;
-        const float *w1 = w0 + co, *w2 = w1 + co, *w3 = w2 + co, *w4 = w3 + co;
-        float *u0 = u + (size_t)kh * co;
-        for (size_t i = 0; i < co; i++) {
-            float g0 = w0[i], g1 = w1[i], g2 = w2[i], g3 = w3[i], g4 = w4[i];
-            u0[i] = g0 * 0.25f;
-            u0[plane + i] = (g0 + g1 + g2 + g3 + g4) * (-1.0f / 6.0f);
-            u0[2 * plane + i] = (g0 - g1 + g2 - g3 + g4) * (-1.0f / 6.0f);
-            u0[3 * plane + i] = (g0 + 2.0f * g1 + 4.0f * g2 + 8.0f * g3 + 16.0f * g4) * (1.0f / 24.0f);
-            u0[4 * plane + i] = (g0 - 2.0f * g1 + 4.0f * g2 - 8.0f * g3 + 16.0f * g4) * (1.0f / 24.0f);
-            u0[5 * plane + i] = g4;
-        }
+        wino_apply(t, wt + kh * g->k * co, co, u + kh * co, g->k * co, (int)co, NULL);
     }
 }
 
-/* Masked loads and stores of 16 floats, the last block of a row partial. */
-#ifdef NN_X86
-#define WLOAD(p) _mm512_maskz_loadu_ps(mk, (p))
-#define WSTORE(p, v) _mm512_mask_storeu_ps((p), mk, (v))
-#define WMUL(a, x) _mm512_mul_ps(_mm512_set1_ps(a), (x))
-#define WBLOCKS(i, n)                                                                      \
-    for (int i = 0; i < (n); i += 16)                                                      \
-        for (__mmask16 mk = (n) - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << ((n) - i)) - 1u), \
-                       once = 1;                                                           \
-             once; once = 0)
-#endif
+/* dwt [k][k][c][oc] = G^T du [8][k][c][oc] along the points */
+WINO_FN void wino_wgrad_out(const geom_t *g, const float *du, float *dwt)
+{
+    const size_t co = (size_t)g->c * g->oc;
+    const wmat_t t = {.mat = &wino_g[0][0], .rs = 1, .cs = 5, .nin = WINO, .nout = 5};
 
-/* v [6][oh+4][ow/2][c] = B^T of each row tile of 6 inputs (stride 2) of xp,
- * padded [oh+4][>= ow+4][c]. */
+    for (int kh = 0; kh < g->k; kh++) {
+        wino_apply(t, du + kh * co, g->k * co, dwt + kh * g->k * co, co, (int)co, NULL);
+    }
+}
+
+/* v [8][oh+4][tiles][c] = B^T of each row tile of 8 inputs (stride 4) of xp,
+ * padded [oh+4][>= tiles*4+4][c]. */
 WINO_FN void wino_input(const geom_t *g, const float *xp, float *v)
 {
-    const int tiles = g->ow / 2, rows = g->oh + g->k - 1, c = g->c;
+    const int tiles = wino_tiles(g->ow), rows = g->oh + g->k - 1, c = g->c;
     const size_t vplane = (size_t)rows * tiles * c;
+    const wmat_t t = {.mat = &wino_bt[0][0], .rs = WINO, .cs = 1, .nin = WINO, .nout = WINO};
 
     for (int r = 0; r < rows; r++) {
-        for (int t = 0; t < tiles; t++) {
-            const float *d = xp + (size_t)r * g->xrow + (size_t)2 * t * c;
-            float *v0 = v + ((size_t)r * tiles + t) * c;
-#ifdef NN_X86
-            WBLOCKS(i, c) {
-                __m512 d0 = WLOAD(d + i), d1 = WLOAD(d + c + i), d2 = WLOAD(d + 2 * c + i);
-                __m512 d3 = WLOAD(d + 3 * c + i), d4 = WLOAD(d + 4 * c + i);
-                __m512 d5 = WLOAD(d + 5 * c + i);
-                __m512 s24 = _mm512_add_ps(WMUL(-4.0f, d2), d4); /* d4 - 4 d2 */
-                __m512 s13 = WMUL(4.0f, d1), t13 = _mm512_sub_ps(d3, s13); /* d3 - 4 d1 */
-                __m512 e24 = _mm512_sub_ps(d4, d2), e13 = WMUL(2.0f, _mm512_sub_ps(d3, d1));
-                WSTORE(v0 + i, _mm512_add_ps(_mm512_add_ps(WMUL(4.0f, d0), WMUL(-5.0f, d2)), d4));
-                WSTORE(v0 + vplane + i, _mm512_add_ps(s24, t13));
-                WSTORE(v0 + 2 * vplane + i, _mm512_sub_ps(s24, t13));
-                WSTORE(v0 + 3 * vplane + i, _mm512_add_ps(e24, e13));
-                WSTORE(v0 + 4 * vplane + i, _mm512_sub_ps(e24, e13));
-                WSTORE(v0 + 5 * vplane + i,
-                       _mm512_add_ps(_mm512_add_ps(s13, WMUL(-5.0f, d3)), d5));
-            }
-#else
-            for (int i = 0; i < c; i++) {
-                float d0 = d[i], d1 = d[c + i], d2 = d[2 * c + i], d3 = d[3 * c + i];
-                float d4 = d[4 * c + i], d5 = d[5 * c + i];
-                v0[i] = 4.0f * d0 - 5.0f * d2 + d4;
-                v0[vplane + i] = -4.0f * d1 - 4.0f * d2 + d3 + d4;
-                v0[2 * vplane + i] = 4.0f * d1 - 4.0f * d2 - d3 + d4;
-                v0[3 * vplane + i] = -2.0f * d1 - d2 + 2.0f * d3 + d4;
-                v0[4 * vplane + i] = 2.0f * d1 - d2 - 2.0f * d3 + d4;
-                v0[5 * vplane + i] = 4.0f * d1 - 5.0f * d3 + d5;
-            }
-#endif
+        for (int i = 0; i < tiles; i++) {
+            wino_apply(t, xp + r * g->xrow + (size_t)WINO_M * i * c, c,
+                       v + ((size_t)r * tiles + i) * c, vplane, c, NULL);
         }
     }
 }
 
-/* The geometry of one point's plane: rows of ow/2 tiles x c, a kernel of k
- * rows by one column. */
-static geom_t wino_plane(const geom_t *g)
-{
-    const int tiles = g->ow / 2;
-
-    return (geom_t){.oh = g->oh, .ow = tiles, .c = g->c, .oc = g->oc, .k = g->k, .kc = g->c,
-                    .xrow = (size_t)tiles * g->c};
-}
-
-/* y [oh][ow][oc] = A^T of m [6][oh][ow/2][oc] along the points (+ b) */
+/* y [oh][ow][oc] = A^T m [8][oh][tiles][oc] along the points (+ b) */
 WINO_FN void wino_output(const geom_t *g, const float *m, const float *b, float *y)
 {
-    const int tiles = g->ow / 2, oc = g->oc;
+    const int tiles = wino_tiles(g->ow), oc = g->oc;
     const size_t mplane = (size_t)g->oh * tiles * oc;
 
     for (int r = 0; r < g->oh; r++) {
-        for (int t = 0; t < tiles; t++) {
-            const float *m0 = m + ((size_t)r * tiles + t) * oc;
-            float *y0 = y + ((size_t)r * g->ow + 2 * t) * oc, *y1 = y0 + oc;
-#ifdef NN_X86
-            WBLOCKS(o, oc) {
-                __m512 p0 = WLOAD(m0 + o), p1 = WLOAD(m0 + mplane + o);
-                __m512 p2 = WLOAD(m0 + 2 * mplane + o), p3 = WLOAD(m0 + 3 * mplane + o);
-                __m512 p4 = WLOAD(m0 + 4 * mplane + o), p5 = WLOAD(m0 + 5 * mplane + o);
-                __m512 bias = b != NULL ? WLOAD(b + o) : _mm512_setzero_ps();
-                __m512 s = _mm512_add_ps(_mm512_add_ps(p0, p1), _mm512_add_ps(p2, p3));
-                __m512 e = _mm512_add_ps(_mm512_sub_ps(p1, p2), WMUL(2.0f, _mm512_sub_ps(p3, p4)));
-                WSTORE(y0 + o, _mm512_add_ps(bias, _mm512_add_ps(s, p4)));
-                WSTORE(y1 + o, _mm512_add_ps(bias, _mm512_add_ps(e, p5)));
-            }
-#else
-            for (int o = 0; o < oc; o++) {
-                float p0 = m0[o], p1 = m0[mplane + o], p2 = m0[2 * mplane + o];
-                float p3 = m0[3 * mplane + o], p4 = m0[4 * mplane + o], p5 = m0[5 * mplane + o];
-                float bias = b != NULL ? b[o] : 0.0f;
-                y0[o] = bias + (p0 + p1 + p2 + p3 + p4);
-                y1[o] = bias + (p1 - p2 + 2.0f * (p3 - p4) + p5);
-            }
-#endif
+        for (int i = 0; i < tiles; i++) {
+            const int left = g->ow - WINO_M * i;
+            const wmat_t t = {.mat = &wino_at[0][0], .rs = WINO, .cs = 1, .nin = WINO,
+                              .nout = left < WINO_M ? left : WINO_M};
+            wino_apply(t, m + ((size_t)r * tiles + i) * oc, mplane,
+                       y + ((size_t)r * g->ow + WINO_M * i) * oc, oc, oc, b);
         }
     }
 }
 
-/* One image: xp padded [oh+4][>= ow+4][c] -> y [oh][ow][oc] (+ b). v: scratch of
- * wino_floats() floats (the 6 input planes, then the 6 product planes). */
+/* m [8][oh][tiles][oc] = A dy [oh][ow][oc] for each tile of 4 pixels (zero past ow) */
+WINO_FN void wino_dy(const geom_t *g, const float *dy, float *m)
+{
+    const int tiles = wino_tiles(g->ow), oc = g->oc;
+    const size_t mplane = (size_t)g->oh * tiles * oc;
+
+    for (int r = 0; r < g->oh; r++) {
+        for (int i = 0; i < tiles; i++) {
+            const int left = g->ow - WINO_M * i;
+            const wmat_t t = {.mat = &wino_at[0][0], .rs = 1, .cs = WINO,
+                              .nin = left < WINO_M ? left : WINO_M, .nout = WINO};
+            wino_apply(t, dy + ((size_t)r * g->ow + WINO_M * i) * oc, oc,
+                       m + ((size_t)r * tiles + i) * oc, mplane, oc, NULL);
+        }
+    }
+}
+
+/* The geometry of one point's plane: its kernel is k rows by one column, so
+ * the plane's rows of tiles chain into one row of oh * tiles outputs (row kh
+ * of the kernel reads kh rows further on) and the tiles run along all of it. */
+static geom_t wino_plane(const geom_t *g)
+{
+    const int tiles = wino_tiles(g->ow);
+
+    return (geom_t){.oh = 1, .ow = g->oh * tiles, .c = g->c, .oc = g->oc, .k = g->k, .kc = g->c,
+                    .xrow = (size_t)tiles * g->c};
+}
+
+/* One image: xp padded [oh+4][>= tiles*4+4][c] -> y [oh][ow][oc] (+ b). v:
+ * scratch of wino_floats() floats (the 8 input planes, then the 8 product planes). */
 static void wino_image(const geom_t *g, const float *xp, const float *u, const float *b, float *v,
                        float *y)
 {
-    const int tiles = g->ow / 2, rows = g->oh + g->k - 1;
+    const int tiles = wino_tiles(g->ow), rows = g->oh + g->k - 1;
     const size_t vplane = (size_t)rows * tiles * g->c, mplane = (size_t)g->oh * tiles * g->oc;
     const size_t uplane = (size_t)g->k * g->c * g->oc;
     float *m = v + WINO * vplane;
@@ -588,73 +642,10 @@ static void wino_image(const geom_t *g, const float *xp, const float *u, const f
     wino_output(g, m, b, y);
 }
 
-/* ---- the weight gradient by the same transform: dW = G^T [(A dy) . (B^T x)]
- * summed over the tiles (the forward's y = A^T [(G w) . (B^T x)], differentiated).
- * Per point, the sum over images, rows and tiles of V [c] x M [oc] is the
- * direct weight gradient of the point's plane with a kh-only kernel, which the
- * direct tiles run; G^T (6 points -> 5 taps) is applied once at the end. ---- */
-
-/* m [6][oh][ow/2][oc] = A of each pair of output-gradient pixels of dy [oh][ow][oc] */
-WINO_FN void wino_dy(const geom_t *g, const float *dy, float *m)
-{
-    const int tiles = g->ow / 2, oc = g->oc;
-    const size_t mplane = (size_t)g->oh * tiles * oc;
-
-    for (int r = 0; r < g->oh; r++) {
-        for (int t = 0; t < tiles; t++) {
-            const float *d0 = dy + ((size_t)r * g->ow + 2 * t) * oc, *d1 = d0 + oc;
-            float *m0 = m + ((size_t)r * tiles + t) * oc;
-#ifdef NN_X86
-            WBLOCKS(o, oc) {
-                __m512 a = WLOAD(d0 + o), b = WLOAD(d1 + o), b2 = WMUL(2.0f, b);
-                WSTORE(m0 + o, a);
-                WSTORE(m0 + mplane + o, _mm512_add_ps(a, b));
-                WSTORE(m0 + 2 * mplane + o, _mm512_sub_ps(a, b));
-                WSTORE(m0 + 3 * mplane + o, _mm512_add_ps(a, b2));
-                WSTORE(m0 + 4 * mplane + o, _mm512_sub_ps(a, b2));
-                WSTORE(m0 + 5 * mplane + o, b);
-            }
-#else
-            for (int o = 0; o < oc; o++) {
-                float a = d0[o], b = d1[o];
-                m0[o] = a;
-                m0[mplane + o] = a + b;
-                m0[2 * mplane + o] = a - b;
-                m0[3 * mplane + o] = a + 2.0f * b;
-                m0[4 * mplane + o] = a - 2.0f * b;
-                m0[5 * mplane + o] = b;
-            }
-#endif
-        }
-    }
-}
-
-/* dwt [k][k][c][oc] = G^T of du [6][k][c][oc] along the points */
-WINO_FN void wino_wgrad_out(const geom_t *g, const float *du, float *dwt)
-{
-    const size_t co = (size_t)g->c * g->oc, plane = (size_t)g->k * co;
-
-    for (int kh = 0; kh < g->k; kh++) {
-        const float *u0 = du + (size_t)kh * co;
-        float *d0 = dwt + (size_t)kh * g->k * co;
-        for (size_t i = 0; i < co; i++) {
-            float p0 = u0[i], p1 = u0[plane + i], p2 = u0[2 * plane + i];
-            float p3 = u0[3 * plane + i], p4 = u0[4 * plane + i], p5 = u0[5 * plane + i];
-            float s6 = (p1 + p2) * (-1.0f / 6.0f), d6 = (p2 - p1) * (1.0f / 6.0f);
-            float s24 = (p3 + p4) * (1.0f / 24.0f), d24 = (p3 - p4) * (1.0f / 24.0f);
-            d0[i] = 0.25f * p0 + s6 + s24;
-            d0[co + i] = d6 + 2.0f * d24;
-            d0[2 * co + i] = s6 + 4.0f * s24;
-            d0[3 * co + i] = d6 + 8.0f * d24;
-            d0[4 * co + i] = s6 + 16.0f * s24 + p5;
-        }
-    }
-}
-
 /* ---- threads: images (forward, input gradient) or (kh, 32 channels) slices
- * of the weight gradient ((point, kh, 32 channels) with Winograd) are split between nn_threads() threads; each
- * output is computed by one thread in the same order whatever the count, so
- * results do not depend on it. ---- */
+ * of the weight gradient ((point, kh, 32 channels) with Winograd) are split
+ * between nn_threads() threads; each output is computed by one thread in the
+ * same order whatever the count, so results do not depend on it. ---- */
 
 typedef struct work {
     const nn_conv_t *s;
@@ -673,6 +664,13 @@ static float *thread_pad(work_t *w, int t)
     return w->scratch + (size_t)t * w->thread_img;
 }
 
+/* xp = image n of `in`, zero-bordered into rows of the geometry's width */
+static void pad_input(const work_t *w, int n, float *xp)
+{
+    pad_image(w->in_h, w->in_w, w->in_c, w->pad, (int)(w->g->xrow / (size_t)w->in_c),
+              w->in + (size_t)n * w->in_img, xp);
+}
+
 /* images [lo, hi): pad, then convolve */
 static void conv_share(void *ctx, int t, int lo, int hi)
 {
@@ -680,7 +678,7 @@ static void conv_share(void *ctx, int t, int lo, int hi)
     float *xp = thread_pad(w, t);
 
     for (int n = lo; n < hi; n++) {
-        pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
+        pad_input(w, n, xp);
         if (w->u != NULL) {
             wino_image(w->g, xp, w->u, w->b, xp + w->pad_img, w->out + (size_t)n * w->out_img);
         } else {
@@ -704,7 +702,7 @@ static void wgrad_share(void *ctx, int t, int lo, int hi)
     float *xp = thread_pad(w, t);
 
     for (int n = 0; n < w->s->n; n++) {
-        pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
+        pad_input(w, n, xp);
         for (int i = lo; i < hi; i++) {
             int o = (i % per) * width;
             wgrad_row(g, xp, w->dy + (size_t)n * w->out_img, i / per, o, o + width, w->dwt);
@@ -713,19 +711,19 @@ static void wgrad_share(void *ctx, int t, int lo, int hi)
 }
 
 /* Winograd weight gradient: slices [lo, hi) of (point, kh, 32 channels) of
- * du [6][k][c][oc], summed over every image (each image's transforms are
+ * du [8][k][c][oc], summed over every image (each image's transforms are
  * computed by every thread that has a slice). */
 static void wino_wgrad_share(void *ctx, int t, int lo, int hi)
 {
     work_t *w = ctx;
     const geom_t *g = w->g, gp = wino_plane(g);
     const int per = wgrad_slices(g), width = g->oc / per;
-    const size_t vplane = (size_t)(g->oh + g->k - 1) * gp.ow * g->c;
-    const size_t mplane = (size_t)g->oh * gp.ow * g->oc, uplane = (size_t)g->k * g->c * g->oc;
+    const size_t vplane = (size_t)(g->oh + g->k - 1) * wino_tiles(g->ow) * g->c;
+    const size_t mplane = (size_t)gp.ow * g->oc, uplane = (size_t)g->k * g->c * g->oc;
     float *xp = thread_pad(w, t), *v = xp + w->pad_img, *m = v + WINO * vplane;
 
     for (int n = 0; n < w->s->n; n++) {
-        pad_image(w->in_h, w->in_w, w->in_c, w->pad, w->in + (size_t)n * w->in_img, xp);
+        pad_input(w, n, xp);
         wino_input(g, xp, v);
         wino_dy(g, w->dy + (size_t)n * w->out_img, m);
         for (int i = lo; i < hi; i++) {
@@ -757,7 +755,7 @@ void nn_conv2d_direct_forward(const nn_conv_t *s, const float *x, const float *w
 {
     const int oh = nn_conv_out_h(s), ow = nn_conv_out_w(s), kk = s->k * s->k;
     const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k, .kc = s->k * s->c,
-                      .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
+                      .xrow = (size_t)padded_w(ow, s->k) * s->c};
     const size_t wn = (size_t)s->oc * kk * s->c;
     float *wt = scratch;
 
@@ -783,7 +781,7 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
     const size_t out_img = (size_t)oh * ow * s->oc, in_img = (size_t)s->h * s->w * s->c;
     const size_t wn = (size_t)s->oc * kk * s->c;
     const geom_t g = {.oh = oh, .ow = ow, .c = s->c, .oc = s->oc, .k = s->k, .kc = s->k * s->c,
-                      .xrow = (size_t)(s->w + 2 * s->pad) * s->c};
+                      .xrow = (size_t)padded_w(ow, s->k) * s->c};
     float *wt = scratch;
 
     /* bias: the sum of dy over all pixels, in pixel order */
@@ -819,7 +817,7 @@ void nn_conv2d_direct_backward(const nn_conv_t *s, const float *x, const float *
     /* input: the output gradient, bordered by k-1-pad, convolved with
      * wf [kh][kw][oc][c] = w [oc][k-1-kh][k-1-kw][c] */
     const geom_t gb = {.oh = s->h, .ow = s->w, .c = s->oc, .oc = s->c, .k = s->k,
-                       .kc = s->k * s->oc, .xrow = (size_t)(ow + 2 * pb) * s->oc};
+                       .kc = s->k * s->oc, .xrow = (size_t)padded_w(s->w, s->k) * s->oc};
     for (int kh = 0; kh < s->k; kh++) {
         for (int kw = 0; kw < s->k; kw++) {
             const float *src = w + ((size_t)(s->k - 1 - kh) * s->k + (s->k - 1 - kw)) * s->c;
