@@ -47,7 +47,8 @@ struct dc_net {
     int wake_fd;           /* eventfd for wakes while sleeping in poll() */
     int poll_mode;         /* some transport needs poll(): tcp */
     int poller;            /* some transport offers neither fd nor doorbell (mpi) */
-    int spin_limit;        /* idle progress rounds before sleeping */
+    int spin_limit;        /* idle progress rounds before sleeping, adapted: */
+    int spin_min, spin_max; /* x2 when a spin ends in completion, /4 when it ends asleep */
     int timeout_ms;
     int watch_fd;
     dc_net_watch_fn_t watch_fn;
@@ -249,7 +250,9 @@ dc_status_t dc_net_open(const dc_bootstrap_t *boot, const char *spec, dc_net_t *
     net->timeout_ms = boot->timeout_ms;
     /* Spin only while ranks do not outnumber cores; else sleep almost at once so
      * the rank that has work gets the core. */
-    net->spin_limit = (topo->local_size <= topo->ncores) ? 20000 : 20;
+    net->spin_max = (topo->local_size <= topo->ncores) ? 20000 : 20;
+    net->spin_min = DC_MIN(20, net->spin_max);
+    net->spin_limit = net->spin_max;
     net->tp_of = calloc((size_t)net->size, sizeof(int));
     net->eps = calloc((size_t)net->size, sizeof(dc_endpoint_t *));
     net->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -438,7 +441,7 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
                         dc_net_stop_fn_t stop, void *stop_arg)
 {
     uint64_t last_progress = dc_now_ns();
-    int idle = 0, first = 0;
+    int idle = 0, first = 0, slept = 0;
     dc_status_t status;
 
     for (;;) {
@@ -452,6 +455,10 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
             first++;
         }
         if (first == nreqs) {
+            /* the spin paid off: the peers are running, spin longer next time */
+            if (stop == NULL && !slept && idle > 0) {
+                net->spin_limit = DC_MIN(2 * net->spin_limit, net->spin_max);
+            }
             return DCOMM_OK;
         }
         for (int i = first + 1; i < nreqs; i++) {
@@ -486,6 +493,12 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
             }
             continue;
         }
+        /* A spin that ends asleep only kept a core from a peer that was not
+         * running (other processes hold the cores): spin less next time. */
+        if (stop == NULL && !slept) {
+            net->spin_limit = DC_MAX(net->spin_limit / 4, net->spin_min);
+        }
+        slept = 1;
         net_sleep(net, NET_SLICE_NS);
     }
 }

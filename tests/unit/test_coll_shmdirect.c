@@ -524,6 +524,45 @@ static void test_silent_peer(void **state)
     assert_int_equal(run_scenario(&sc), 0);
 }
 
+/* The group's spin adapts: rank 1 posting 20 ms late makes rank 0's spins end
+ * asleep, which shrinks its spin to the floor; rank 1 posting before rank 0
+ * looks makes them succeed, which grows it back to the ceiling. */
+static int body_spin(ctx_t *c)
+{
+    dc_shm_group_t *g = c->group;
+    uint32_t s = 1;
+
+    for (; s <= 10; s++) {
+        if (c->rank == 1) {
+            dc_sleep_ns(20000000ull);
+            dc_shm_group_post(g, 0, s);
+        } else {
+            CHECK(dc_shm_group_wait(g, 1, 0, s) == DCOMM_OK);
+        }
+    }
+    CHECK(c->rank == 1 || g->spin == g->spin_min);
+    for (; s <= 40; s++) {
+        if (c->rank == 1) {
+            dc_shm_group_post(g, 0, s);
+            CHECK(dc_shm_group_wait(g, 0, 1, s) == DCOMM_OK);
+        } else {
+            dc_sleep_ns(5000000ull);
+            CHECK(dc_shm_group_wait(g, 1, 0, s) == DCOMM_OK);
+            dc_shm_group_post(g, 1, s);
+        }
+    }
+    CHECK(c->rank == 1 || g->spin == g->spin_max);
+    return 0;
+}
+
+static void test_spin_adapts(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_spin};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
 /* ---- bench: 64 MiB float32 SUM, shmdirect vs ring, median of 7 ---- */
 
 static int cmp_double(const void *a, const void *b)
@@ -590,6 +629,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_types_4),    cmocka_unit_test(test_large_2),
         cmocka_unit_test(test_large_4),    cmocka_unit_test(test_killed_peer),
         cmocka_unit_test(test_silent_peer), cmocka_unit_test(test_segments),
+        cmocka_unit_test(test_spin_adapts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -307,7 +307,9 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
     g->n = n;
     g->me = my_index;
     g->timeout_ms = timeout_ms;
-    g->spin = n <= cpus_usable() ? GROUP_SPIN : GROUP_SPIN_OVER;
+    g->spin_max = n <= cpus_usable() ? GROUP_SPIN : GROUP_SPIN_OVER;
+    g->spin_min = DC_MIN(GROUP_SPIN_OVER, g->spin_max);
+    g->spin = g->spin_max;
     g->yields = GROUP_YIELDS;
     if (chunk_bytes == 0) {
         chunk_bytes = DC_SHM_GROUP_SEGMENT_DEFAULT / (DC_SHM_GROUP_NBUF * (size_t)(n + 1));
@@ -463,14 +465,19 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
     if (step_reached(g->seen[(size_t)r * DC_SHM_SEQ_COUNT + which], step)) {
         return DCOMM_OK;
     }
+    /* The spin adapts: it doubles each time the peer arrived while we spun and
+     * shrinks fourfold each time it did not, since then the peer was not
+     * running (other processes hold the cores) and spinning only delays it. */
     for (int i = 0; i < g->spin; i++) {
         if (seq_poll(g, r, which, step)) {
+            g->spin = DC_MIN(2 * g->spin, g->spin_max);
             return DCOMM_OK;
         }
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
     }
+    g->spin = DC_MAX(g->spin / 4, g->spin_min);
     /* The peer may be waiting for our core (other work on the machine, or
      * more ranks than cores): hand it the core a few times before paying a
      * futex round trip. */

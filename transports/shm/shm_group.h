@@ -57,7 +57,8 @@ struct dc_shm_group {
     size_t chunk;       /* bytes per slot (a multiple of 4096) */
     uint32_t step;      /* last step this member used; the same on every member */
     int timeout_ms;     /* <= 0: wait forever */
-    int spin;           /* polls before yielding */
+    int spin;           /* polls before yielding, adapted between the bounds below */
+    int spin_min, spin_max;
     int yields;         /* yields of the core before sleeping */
     int failed;         /* an earlier collective failed: members are out of step */
     void *base;         /* the mapping */
