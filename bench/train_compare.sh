@@ -10,16 +10,26 @@
 # second of its process's CPU time over the same steps (all its threads), which
 # other jobs on a shared machine disturb far less; the 1-thread comparison is
 # printed for both. Both sides run with the glibc malloc setting of DESIGN.md.
-# usage: bench/train_compare.sh [BUILD_DIR] (env: STEPS=30 BATCH=64 THREADS=1 REPS=3)
+# PyTorch is the PyPI wheel from .venv-torch when bench/torch_venv.sh made it
+# (or PYTHON names a python with torch); else Debian's python3-torch, the
+# fallback, run with the system BLAS (OpenBLAS).
+# usage: bench/train_compare.sh [BUILD_DIR] (env: STEPS=100 BATCH=64 THREADS=1 REPS=5 PYTHON)
 set -eu
 cd "$(dirname "$0")/.."
 build=${1:-${DCOMM_BUILD_DIR:-build}}
-steps=${STEPS:-30} batch=${BATCH:-64} threads=${THREADS:-1} reps=${REPS:-3}
-python=${PYTHON:-/usr/bin/python3}
+steps=${STEPS:-100} batch=${BATCH:-64} threads=${THREADS:-1} reps=${REPS:-5}
+if [ -n "${PYTHON:-}" ]; then
+    python=$PYTHON
+elif [ -x .venv-torch/bin/python ]; then
+    python=.venv-torch/bin/python
+else
+    python=/usr/bin/python3
+    echo "train_compare: no .venv-torch: comparing with Debian's python3-torch (bench/torch_venv.sh installs the PyPI wheel)"
+fi
 dlaunch=$build/launcher/dlaunch dtrain=$build/trainer/dtrain
 [ -x "$dtrain" ] || { echo "train_compare: no $dtrain (build first: ./scripts/setup.sh)" >&2; exit 1; }
 "$python" -c "import torch" 2>/dev/null ||
-    { echo "train_compare: $python has no torch (apt-get install python3-torch, or pip install torch)" >&2; exit 1; }
+    { echo "train_compare: $python has no torch (bench/torch_venv.sh, or apt-get install python3-torch)" >&2; exit 1; }
 export GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
 export OMP_NUM_THREADS=$threads
 tmp=$(mktemp -d)

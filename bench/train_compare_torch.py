@@ -83,9 +83,14 @@ def main():
         opt.step()
     dt = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    blas = "OpenBLAS" if os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3").find("openblas") >= 0 else "reference BLAS"
-    print(f"torch {torch.__version__} ({'Debian python3-torch' if '/usr/lib/python3' in torch.__file__ else torch.__file__}), "
-          f"{blas_line()} -> system libblas.so.3 is {blas}, oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
+    debian = "/usr/lib/python3" in torch.__file__
+    if debian:  # BLAS_INFO=generic: whatever libblas.so.3 the alternatives system selects
+        sysblas = os.path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3")
+        blas = " -> system libblas.so.3 is " + ("OpenBLAS" if "openblas" in sysblas else "reference BLAS")
+    else:
+        blas = " (bundled with the wheel)"
+    print(f"torch {torch.__version__} ({'Debian python3-torch' if debian else 'PyPI wheel at ' + os.path.dirname(torch.__file__)}), "
+          f"{blas_line()}{blas}, oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}")
     print(f"torch: bench: {a.steps} steps x {a.batch_size} images in {dt:.3f} s: "
           f"{a.steps * a.batch_size / dt:.1f} images/s (1 rank, {a.threads} thread{'s' if a.threads > 1 else ''}, "
           f"batch {a.batch_size}), last loss {loss.item():.4f}; "

@@ -58,7 +58,7 @@ static const cfg_row_t cfg_table[] = {
      "network interface that carries tcp traffic [HOROVOD_GLOO_IFACE]"},
     {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
      "print per-rank statistics at shutdown"},
-    {"DCOMM_COORD_PRIORITY", "10", CFG_INT, CFG_FIELD(coord_priority),
+    {"DCOMM_COORD_PRIORITY", "20", CFG_INT, CFG_FIELD(coord_priority),
      "run the coordinator thread this many nice levels above the thread that called "
      "dcomm_init, so collectives preempt the application's compute (below nice 0 needs "
      "CAP_SYS_NICE or RLIMIT_NICE, else as far as allowed); 0 leaves it equal"},

@@ -169,12 +169,12 @@ static int coord_nice(void)
     return nice;
 }
 
-/* DCOMM_COORD_PRIORITY (default 10) nice levels above this thread, where the
+/* DCOMM_COORD_PRIORITY (default 20) nice levels above this thread, where the
  * process may raise priority (root here), never below it. */
 static void check_coord_priority(void)
 {
     const char *env = getenv("DCOMM_COORD_PRIORITY");
-    int boost = env != NULL ? atoi(env) : 10, mine = getpriority(PRIO_PROCESS, 0);
+    int boost = env != NULL ? atoi(env) : 20, mine = getpriority(PRIO_PROCESS, 0);
     int want = mine - boost < -20 ? -20 : mine - boost, got = coord_nice();
 
     if (geteuid() == 0) {
