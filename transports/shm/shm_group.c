@@ -24,12 +24,13 @@
 #include "log.h"
 
 #define GROUP_MAGIC      0x64636f6d6d677270ull /* "dcommgrp" */
-#define GROUP_VERSION    1
+#define GROUP_VERSION    2
 #define GROUP_SLICE_NS   100000000ull /* sleep slice: liveness checks this often */
 #define GROUP_SPIN       16384        /* polls (~0.5 ms) before yielding while ranks <= cores:
                                        * a yield hands the core to any other process */
 #define GROUP_SPIN_OVER  16           /* ... when ranks outnumber cores */
 #define GROUP_YIELDS     256          /* then yields of the core before sleeping */
+#define GROUP_LATE_NS    200000ull    /* a peer this late past the spin was not running */
 
 /* Start of the segment. */
 typedef struct group_hdr {
@@ -456,6 +457,16 @@ static int seq_poll(dc_shm_group_t *g, int r, dc_shm_group_seq_t which, uint32_t
     return step_reached(seen[which], step);
 }
 
+/* After a spin that missed member r, which had slept naps times then, and the
+ * wait's end: see dc_shm_group_wait. */
+static void spin_adapt(dc_shm_group_t *g, int r, uint32_t naps, uint64_t spun)
+{
+    int slept = atomic_load_explicit(&g->ctl[r].naps, memory_order_relaxed) != naps;
+
+    g->spin = slept || dc_now_ns() - spun < GROUP_LATE_NS ? DC_MIN(2 * g->spin, g->spin_max)
+                                                          : DC_MAX(g->spin / 4, g->spin_min);
+}
+
 dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which, uint32_t step)
 {
     _Atomic uint32_t *word = &g->ctl[r].seq[which];
@@ -465,9 +476,11 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
     if (step_reached(g->seen[(size_t)r * DC_SHM_SEQ_COUNT + which], step)) {
         return DCOMM_OK;
     }
-    /* The spin adapts: it doubles each time the peer arrived while we spun and
-     * shrinks fourfold each time it did not, since then the peer was not
-     * running (other processes hold the cores) and spinning only delays it. */
+    /* The spin adapts: it doubles when the peer arrives while we spin, soon
+     * after, or late because it slept itself (a wake-up is slow: shorter spins
+     * would only make both sides sleep more), and shrinks fourfold when the
+     * peer took long past the spin without sleeping: then it was not running
+     * (other processes hold the cores) and spinning only keeps a core from it. */
     for (int i = 0; i < g->spin; i++) {
         if (seq_poll(g, r, which, step)) {
             g->spin = DC_MIN(2 * g->spin, g->spin_max);
@@ -477,16 +490,19 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
         __builtin_ia32_pause();
 #endif
     }
-    g->spin = DC_MAX(g->spin / 4, g->spin_min);
+    const uint64_t spun = dc_now_ns();
+    const uint32_t naps = atomic_load_explicit(&g->ctl[r].naps, memory_order_relaxed);
     /* The peer may be waiting for our core (other work on the machine, or
      * more ranks than cores): hand it the core a few times before paying a
      * futex round trip. */
     for (int i = 0; i < g->yields; i++) {
         sched_yield();
         if (seq_poll(g, r, which, step)) {
+            spin_adapt(g, r, naps, spun);
             return DCOMM_OK;
         }
     }
+    atomic_fetch_add_explicit(&g->ctl[g->me].naps, 1, memory_order_relaxed);
     uint64_t start = dc_now_ns(), deadline = dc_deadline_ms(g->timeout_ms);
     for (;;) {
         atomic_fetch_add(&g->ctl[r].sleepers, 1);
@@ -497,6 +513,7 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
         }
         atomic_fetch_sub(&g->ctl[r].sleepers, 1);
         if (seq_poll(g, r, which, step)) {
+            spin_adapt(g, r, naps, spun);
             return DCOMM_OK;
         }
         uint64_t now = dc_now_ns();

@@ -48,6 +48,7 @@ typedef enum dc_shm_group_seq {
 typedef struct dc_shm_group_ctl {
     _Alignas(DC_CACHE_LINE) _Atomic uint32_t seq[DC_SHM_SEQ_COUNT];
     _Atomic uint32_t sleepers; /* > 0 while a peer sleeps on one of seq[] */
+    _Atomic uint32_t naps;     /* times this member went to sleep in a wait */
     int32_t pid;
 } dc_shm_group_ctl_t;
 
