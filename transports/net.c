@@ -20,6 +20,7 @@
 #define NET_MAX_TRANSPORTS 6
 #define NET_MAX_CANDIDATES 8 /* built-in plus module transports */
 #define NET_SLICE_NS       100000000ull /* liveness checks while sleeping */
+#define NET_LATE_NS        200000ull    /* peers this late past the spin were not running */
 #define NET_MIXED_SLICE_MS 1            /* poll() slice when shm is active too */
 #define NET_POLLER_NAP_NS  50000ull      /* sleep slice when a transport has no fd */
 
@@ -48,7 +49,7 @@ struct dc_net {
     int poll_mode;         /* some transport needs poll(): tcp */
     int poller;            /* some transport offers neither fd nor doorbell (mpi) */
     int spin_limit;        /* idle progress rounds before sleeping, adapted: */
-    int spin_min, spin_max; /* x2 when a spin ends in completion, /4 when it ends asleep */
+    int spin_min, spin_max; /* see net_spin_adapt */
     int timeout_ms;
     int watch_fd;
     dc_net_watch_fn_t watch_fn;
@@ -437,11 +438,24 @@ static dc_status_t net_timeout_error(dc_net_t *net, dc_request_t *const *reqs, i
     return DCOMM_ERR_TIMEOUT;
 }
 
+/* After a wait that spun, and slept from slept_at (0: never): the spin grows
+ * when it paid off or the peers came soon after it (they are running), and
+ * shrinks fourfold when they came long after: then they were not running
+ * (other processes hold the cores) and spinning only kept a core from them. */
+static void net_spin_adapt(dc_net_t *net, uint64_t slept_at)
+{
+    if (slept_at == 0 || dc_now_ns() - slept_at < NET_LATE_NS) {
+        net->spin_limit = DC_MIN(2 * net->spin_limit, net->spin_max);
+    } else {
+        net->spin_limit = DC_MAX(net->spin_limit / 4, net->spin_min);
+    }
+}
+
 dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
                         dc_net_stop_fn_t stop, void *stop_arg)
 {
-    uint64_t last_progress = dc_now_ns();
-    int idle = 0, first = 0, slept = 0;
+    uint64_t last_progress = dc_now_ns(), slept_at = 0;
+    int idle = 0, first = 0;
     dc_status_t status;
 
     for (;;) {
@@ -455,9 +469,8 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
             first++;
         }
         if (first == nreqs) {
-            /* the spin paid off: the peers are running, spin longer next time */
-            if (stop == NULL && !slept && idle > 0) {
-                net->spin_limit = DC_MIN(2 * net->spin_limit, net->spin_max);
+            if (stop == NULL && (idle > 0 || slept_at != 0)) {
+                net_spin_adapt(net, slept_at);
             }
             return DCOMM_OK;
         }
@@ -493,12 +506,9 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
             }
             continue;
         }
-        /* A spin that ends asleep only kept a core from a peer that was not
-         * running (other processes hold the cores): spin less next time. */
-        if (stop == NULL && !slept) {
-            net->spin_limit = DC_MAX(net->spin_limit / 4, net->spin_min);
+        if (slept_at == 0) {
+            slept_at = now;
         }
-        slept = 1;
         net_sleep(net, NET_SLICE_NS);
     }
 }
