@@ -20,7 +20,6 @@
 #define NET_MAX_TRANSPORTS 6
 #define NET_MAX_CANDIDATES 8 /* built-in plus module transports */
 #define NET_SLICE_NS       100000000ull /* liveness checks while sleeping */
-#define NET_LATE_NS        200000ull    /* peers this late past the spin were not running */
 #define NET_MIXED_SLICE_MS 1            /* poll() slice when shm is active too */
 #define NET_POLLER_NAP_NS  50000ull      /* sleep slice when a transport has no fd */
 
@@ -438,17 +437,11 @@ static dc_status_t net_timeout_error(dc_net_t *net, dc_request_t *const *reqs, i
     return DCOMM_ERR_TIMEOUT;
 }
 
-/* After a wait that spun, and slept from slept_at (0: never): the spin grows
- * when it paid off or the peers came soon after it (they are running), and
- * shrinks fourfold when they came long after: then they were not running
- * (other processes hold the cores) and spinning only kept a core from them. */
+/* After a wait that spun, and slept from slept_at (0: never): see dc_spin_next. */
 static void net_spin_adapt(dc_net_t *net, uint64_t slept_at)
 {
-    if (slept_at == 0 || dc_now_ns() - slept_at < NET_LATE_NS) {
-        net->spin_limit = DC_MIN(2 * net->spin_limit, net->spin_max);
-    } else {
-        net->spin_limit = DC_MAX(net->spin_limit / 4, net->spin_min);
-    }
+    net->spin_limit = dc_spin_next(net->spin_limit, net->spin_min, net->spin_max,
+                                   slept_at == 0 || dc_now_ns() - slept_at < DC_SPIN_LATE_NS);
 }
 
 dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,

@@ -30,7 +30,6 @@
                                        * a yield hands the core to any other process */
 #define GROUP_SPIN_OVER  16           /* ... when ranks outnumber cores */
 #define GROUP_YIELDS     256          /* then yields of the core before sleeping */
-#define GROUP_LATE_NS    200000ull    /* a peer this late past the spin was not running */
 
 /* Start of the segment. */
 typedef struct group_hdr {
@@ -463,8 +462,8 @@ static void spin_adapt(dc_shm_group_t *g, int r, uint32_t naps, uint64_t spun)
 {
     int slept = atomic_load_explicit(&g->ctl[r].naps, memory_order_relaxed) != naps;
 
-    g->spin = slept || dc_now_ns() - spun < GROUP_LATE_NS ? DC_MIN(2 * g->spin, g->spin_max)
-                                                          : DC_MAX(g->spin / 4, g->spin_min);
+    g->spin = dc_spin_next(g->spin, g->spin_min, g->spin_max,
+                           slept || dc_now_ns() - spun < DC_SPIN_LATE_NS);
 }
 
 dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which, uint32_t step)
@@ -476,14 +475,12 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
     if (step_reached(g->seen[(size_t)r * DC_SHM_SEQ_COUNT + which], step)) {
         return DCOMM_OK;
     }
-    /* The spin adapts: it doubles when the peer arrives while we spin, soon
-     * after, or late because it slept itself (a wake-up is slow: shorter spins
-     * would only make both sides sleep more), and shrinks fourfold when the
-     * peer took long past the spin without sleeping: then it was not running
-     * (other processes hold the cores) and spinning only keeps a core from it. */
+    /* The spin adapts (dc_spin_next): a peer that comes late because it slept
+     * itself counts as on time, since a wake-up is slow and shorter spins
+     * would only make both sides sleep more. */
     for (int i = 0; i < g->spin; i++) {
         if (seq_poll(g, r, which, step)) {
-            g->spin = DC_MIN(2 * g->spin, g->spin_max);
+            g->spin = dc_spin_next(g->spin, g->spin_min, g->spin_max, 1);
             return DCOMM_OK;
         }
 #if defined(__x86_64__) || defined(__i386__)
