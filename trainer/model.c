@@ -283,14 +283,20 @@ int model_backward(model_t *m, int n, model_grad_ready_fn ready, void *ctx)
     return ready(ctx, 0);
 }
 
+void model_update_layer(model_t *m, int l, float lr, float momentum, float weight_decay)
+{
+    const model_layer_t *ly = &m->layer[l];
+    size_t bo = ly->offset + ly->weights;
+
+    m->ops->sgd_step(ly->weights, lr, momentum, weight_decay, m->grads + ly->offset,
+                     m->momentum + ly->offset, m->params + ly->offset);
+    m->ops->sgd_step(ly->biases, lr, momentum, 0.0f, m->grads + bo, m->momentum + bo,
+                     m->params + bo);
+}
+
 void model_update(model_t *m, float lr, float momentum, float weight_decay)
 {
     for (int l = 0; l < MODEL_LAYERS; l++) {
-        const model_layer_t *ly = &m->layer[l];
-        m->ops->sgd_step(ly->weights, lr, momentum, weight_decay, m->grads + ly->offset,
-                         m->momentum + ly->offset, m->params + ly->offset);
-        size_t bo = ly->offset + ly->weights;
-        m->ops->sgd_step(ly->biases, lr, momentum, 0.0f, m->grads + bo, m->momentum + bo,
-                         m->params + bo);
+        model_update_layer(m, l, lr, momentum, weight_decay);
     }
 }

@@ -105,5 +105,7 @@ void model_forward(model_t *m, int n, const float *x_host, const uint8_t *labels
 int model_backward(model_t *m, int n, model_grad_ready_fn ready, void *ctx);
 /* SGD with momentum; weight decay on weights only, not biases. */
 void model_update(model_t *m, float lr, float momentum, float weight_decay);
+/* The same for layer l alone (the layers' updates are independent). */
+void model_update_layer(model_t *m, int l, float lr, float momentum, float weight_decay);
 
 #endif
