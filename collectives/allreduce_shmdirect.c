@@ -3,9 +3,10 @@
  * (transports/shm/shm_group.h) instead of exchanging messages. The data moves in
  * chunks small enough to stay in cache. For chunk k every rank copies its input
  * into its slot (all but its own slice, which it reads from its buffer), rank i
- * reduces slice i of the chunk over every rank's input into the shared result,
- * and every rank copies the result out. Two buffers per slot: a rank copies in
- * chunk k+1 while the others still reduce chunk k.
+ * reduces slice i of the chunk over every rank's input into the shared result
+ * (writing it to its own buffer as it goes), and every rank copies the other
+ * slices of the result out. Two buffers per slot: a rank copies in chunk k+1
+ * while the others still reduce chunk k.
  *
  * Fused tensors may come as segments (zero-copy fusion): they are gathered
  * straight into the slots and the result scattered straight back.
