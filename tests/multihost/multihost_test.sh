@@ -152,14 +152,28 @@ else
     # mpirun's --tag-output "[1,R]<stdout>:" becomes dlaunch's "[R] ". In
     # sanitizer builds LeakSanitizer is off here: Open MPI leaves allocations
     # of components it has unloaded by exit (as in tests/modules).
+    # Each namespace also gets a TMPDIR of its own: Open MPI keeps its session
+    # directories under TMPDIR named by host name, and the namespaces share
+    # one; with a shared one, about one mpirun in four lost a daemon at start
+    # (it never called back, and mpirun waited for it forever). mpirun runs
+    # under a deadline, so a lost daemon fails the test within minutes.
+    printf '#!/bin/sh\nns=$1; shift\nmkdir -p "%s/tmp-$ns" && exec ip netns exec "$ns" env TMPDIR="%s/tmp-$ns" "$@"\n' \
+        "$TMP" "$TMP" >"$TMP/nsexec"
+    chmod +x "$TMP/nsexec"
     run_mpi() {
+        mkdir -p "$TMP/tmp-mpirun"
         ip netns exec "$NS1" env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
-            DCOMM_TIMEOUT=60s DCOMM_TRANSPORTS=shm,mpi "$@" "$DLAUNCH" --mpi \
-            -H "$NS1:2,$NS2:2" --rsh 'ip netns exec' --ifname dceth0 \
+            TMPDIR="$TMP/tmp-mpirun" DCOMM_TIMEOUT=60s DCOMM_TRANSPORTS=shm,mpi "$@" \
+            timeout -k 5 120 "$DLAUNCH" --mpi \
+            -H "$NS1:2,$NS2:2" --rsh "$TMP/nsexec" --ifname dceth0 \
             --mpirun "mpirun --mca pml ob1 --mca btl self,tcp --mca routed direct \
             --mca plm_rsh_no_tree_spawn 1 --tag-output" -- $PROG \
             >"$TMP/raw" 2>"$TMP/err"
         RC=$?
+        if [ "$RC" -eq 124 ] || [ "$RC" -eq 137 ]; then
+            pkill -KILL -f "orted.*dcmh.*-$$@" 2>/dev/null
+            echo "mpirun did not finish within 120 s (killed)" >>"$TMP/err"
+        fi
         sed 's/^\[[0-9]*,\([0-9]*\)\]<std[a-z]*>:/[\1] /' "$TMP/raw" >"$TMP/out"
     }
     PROG="$INFO --peers"; run_mpi
