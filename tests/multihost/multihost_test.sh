@@ -160,8 +160,8 @@ else
     printf '#!/bin/sh\nns=$1; shift\nmkdir -p "%s/tmp-$ns" && exec ip netns exec "$ns" env TMPDIR="%s/tmp-$ns" "$@"\n' \
         "$TMP" "$TMP" >"$TMP/nsexec"
     chmod +x "$TMP/nsexec"
+    mkdir -p "$TMP/tmp-mpirun"
     run_mpi() {
-        mkdir -p "$TMP/tmp-mpirun"
         ip netns exec "$NS1" env ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" \
             TMPDIR="$TMP/tmp-mpirun" DCOMM_TIMEOUT=60s DCOMM_TRANSPORTS=shm,mpi "$@" \
             timeout -k 5 120 "$DLAUNCH" --mpi \
