@@ -196,7 +196,8 @@ DCOMM_API dcomm_status_t dcomm_comm_create(const int *ranks, int nranks, dcomm_c
 {
     static const char fn[] = "dcomm_comm_create";
     dc_state_t *st = dc_state;
-    dc_wire_req_t req = {.coll = DC_COLL_COMM_CREATE, .comm = DCOMM_COMM_WORLD};
+    dc_wire_req_t req = {.coll = DC_COLL_COMM_CREATE, .comm = DCOMM_COMM_WORLD,
+                         .ndims = DC_WIRE_NDIMS_UNKNOWN};
     char name[64];
     dcomm_handle_t h = 0;
     dc_status_t status;
@@ -275,7 +276,8 @@ DCOMM_API dcomm_status_t dcomm_comm_destroy(dcomm_comm_t comm)
 {
     static const char fn[] = "dcomm_comm_destroy";
     dc_state_t *st = dc_state;
-    dc_wire_req_t req = {.coll = DC_COLL_COMM_DESTROY, .comm = DCOMM_COMM_WORLD};
+    dc_wire_req_t req = {.coll = DC_COLL_COMM_DESTROY, .comm = DCOMM_COMM_WORLD,
+                         .ndims = DC_WIRE_NDIMS_UNKNOWN};
     char name[64], prefix[32];
     inflight_count_t ic = {prefix, 0, 0};
     dcomm_handle_t h = 0;
@@ -364,6 +366,53 @@ static dc_status_t check_name(const char *name, const char *fn)
 
 /* Queues one request: the checks common to every collective, the name, the
  * duplicate check, the handle. */
+/* This thread's dcomm_set_shape for its next submission. */
+static _Thread_local struct {
+    int set;
+    uint8_t ndims;
+    uint64_t dims[DC_WIRE_DIMS_MAX];
+} next_shape;
+
+DCOMM_API dcomm_status_t dcomm_set_shape(int ndims, const int64_t *dims)
+{
+    uint64_t tail = 1;
+
+    next_shape.set = 0;
+    if (ndims < 0 || ndims > DC_WIRE_NDIMS_MAX || (ndims > 0 && dims == NULL)) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_set_shape: ndims %d must be 0 to %d, "
+                            "with dims non-NULL when positive", ndims, DC_WIRE_NDIMS_MAX);
+    }
+    for (int i = 0; i < ndims; i++) {
+        if (dims[i] < 0) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_set_shape: dimension %d is %lld",
+                                i, (long long)dims[i]);
+        }
+        if (i < DC_WIRE_DIMS_MAX - 1 || ndims <= DC_WIRE_DIMS_MAX) {
+            next_shape.dims[i] = (uint64_t)dims[i];
+        } else if (__builtin_mul_overflow(tail, (uint64_t)dims[i], &tail)) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_set_shape: the dimensions' "
+                                "product overflows");
+        }
+    }
+    if (ndims > DC_WIRE_DIMS_MAX) {
+        next_shape.dims[DC_WIRE_DIMS_MAX - 1] = tail;
+    }
+    next_shape.ndims = (uint8_t)ndims;
+    next_shape.set = 1;
+    return DCOMM_OK;
+}
+
+/* Moves this thread's dcomm_set_shape into req (unknown when none). */
+static void take_shape(dc_wire_req_t *req)
+{
+    req->ndims = DC_WIRE_NDIMS_UNKNOWN;
+    if (next_shape.set) {
+        req->ndims = next_shape.ndims;
+        memcpy(req->dims, next_shape.dims, sizeof(req->dims));
+        next_shape.set = 0;
+    }
+}
+
 static dc_status_t submit(dc_wire_req_t *req, const char *name, const void *sendbuf,
                           void *recvbuf, size_t *counts, dcomm_handle_t *handle_p,
                           const char *fn)
@@ -525,6 +574,8 @@ DCOMM_API dcomm_status_t dcomm_allreduce_async(dcomm_comm_t comm, const char *na
     dc_wire_req_t req = {.coll = DC_COLL_ALLREDUCE, .comm = comm, .count = count};
     dc_status_t status = check_dtype_op(dtype, (int)op, fn);
 
+    take_shape(&req);
+
     if (status < 0) {
         return status;
     }
@@ -552,6 +603,8 @@ DCOMM_API dcomm_status_t dcomm_broadcast_async(dcomm_comm_t comm, const char *na
     dc_status_t status = check_dtype_op(dtype, -1, fn);
     int size = dcomm_comm_size(comm);
 
+    take_shape(&req);
+
     if (status < 0) {
         return status;
     }
@@ -573,6 +626,8 @@ DCOMM_API dcomm_status_t dcomm_barrier_async(dcomm_comm_t comm, dcomm_handle_t *
 {
     dc_wire_req_t req = {.coll = DC_COLL_BARRIER, .comm = comm};
 
+    take_shape(&req);
+
     return submit(&req, NULL, NULL, NULL, NULL, handle_p, "dcomm_barrier_async");
 }
 
@@ -583,6 +638,8 @@ DCOMM_API dcomm_status_t dcomm_allgather_async(dcomm_comm_t comm, const char *na
     static const char fn[] = "dcomm_allgather_async";
     dc_wire_req_t req = {.coll = DC_COLL_ALLGATHER, .comm = comm, .count = count};
     dc_status_t status = check_dtype_op(dtype, -1, fn);
+
+    take_shape(&req);
 
     if (status < 0) {
         return status;
@@ -610,6 +667,8 @@ DCOMM_API dcomm_status_t dcomm_alltoall_async(dcomm_comm_t comm, const char *nam
     dc_status_t status = check_dtype_op(dtype, -1, fn);
     int size = dcomm_comm_size(comm);
     size_t total = 0, *counts;
+
+    take_shape(&req);
 
     if (status < 0) {
         return status;
@@ -653,6 +712,8 @@ DCOMM_API dcomm_status_t dcomm_reducescatter_async(dcomm_comm_t comm, const char
     dc_wire_req_t req = {.coll = DC_COLL_REDUCESCATTER, .comm = comm, .count = count};
     dc_status_t status = check_dtype_op(dtype, (int)op, fn);
 
+    take_shape(&req);
+
     if (status < 0) {
         return status;
     }
@@ -676,6 +737,8 @@ DCOMM_API dcomm_status_t dcomm_join_async(dcomm_comm_t comm, dcomm_handle_t *han
     static const char fn[] = "dcomm_join_async";
     dc_wire_req_t req = {.coll = DC_COLL_JOIN, .comm = comm, .dtype = DCOMM_INT32};
     char name[32];
+
+    take_shape(&req);
 
     snprintf(name, sizeof(name), "join.%d", (int)comm);
     return submit(&req, name, NULL, NULL, NULL, handle_p, fn);

@@ -180,6 +180,16 @@ static int usable_cores(void)
     return (int)sysconf(_SC_NPROCESSORS_ONLN);
 }
 
+/* How many times this process has opened the store (dcomm_init is serialized). */
+static unsigned lives;
+
+/* Every rank initializes the same number of times, so the count scopes this
+ * life's keys away from those of an earlier init -> shutdown of the process. */
+static void set_scope(dc_store_t *store)
+{
+    snprintf(store->scope, sizeof(store->scope), "life%u", lives);
+}
+
 static dc_status_t open_store(dc_state_t *st, int timeout_ms)
 {
     const char *rdv = getenv("DCOMM_RENDEZVOUS"), *dir = getenv("DCOMM_STORE_DIR");
@@ -198,14 +208,24 @@ static dc_status_t open_store(dc_state_t *st, int timeout_ms)
             return dc_error_set(DCOMM_ERR_AUTH, "DCOMM_RENDEZVOUS is set but DCOMM_JOB_SECRET "
                                                 "is not: start the job with dlaunch");
         }
-        return dc_rdv_client_open(rdv, st->secret, st->rank, timeout_ms, &st->store);
+        dc_status_t status = dc_rdv_client_open(rdv, st->secret, st->rank, timeout_ms,
+                                                &st->store);
+
+        if (status == DCOMM_OK) {
+            set_scope(st->store);
+        }
+        return status;
     }
     if (dir != NULL && *dir != '\0') {
         dc_status_t status = dc_filestore_open(dir, &st->store);
         size_t len;
 
-        if (status < 0 || have_secret) {
+        if (status < 0) {
             return status;
+        }
+        set_scope(st->store);
+        if (have_secret) {
+            return DCOMM_OK;
         }
         /* The directory is private (0700): it may carry the secret itself. */
         if (st->rank == 0) {
@@ -224,8 +244,13 @@ static dc_status_t open_store(dc_state_t *st, int timeout_ms)
         if (mod->launched_by != NULL && mod->boot_bcast != NULL && mod->launched_by()) {
             host_id(id, sizeof(id));
             DC_DEBUG("rendezvous through the %s module", mod->name);
-            return dc_rdv_local_open(st->rank, mod->boot_bcast, id, timeout_ms, st->secret,
-                                     &st->store);
+            dc_status_t status = dc_rdv_local_open(st->rank, mod->boot_bcast, id, timeout_ms,
+                                                   st->secret, &st->store);
+
+            if (status == DCOMM_OK) {
+                set_scope(st->store);
+            }
+            return status;
         }
     }
     return dc_error_set(DCOMM_ERR_INVALID_ARG,
@@ -263,6 +288,7 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
     }
     dc_modules_load();
     if (st->size > 1) {
+        lives++;
         DC_CHECK_GOTO(open_store(st, start_ms), status, err);
         DC_CHECK_GOTO(exchange_hosts(st, start_ms), status, err);
         if (getenv("DCOMM_RENDEZVOUS") != NULL) {

@@ -56,7 +56,8 @@ static int same_params(const dc_cache_entry_t *e, const dc_wire_req_t *b, int co
 
     /* A rank without a buffer (NOBUF) fits the agreed kind, whichever it is. */
     if (a->coll != b->coll || a->dtype != b->dtype || a->op != b->op || a->root != b->root ||
-        a->comm != b->comm || (b->device != DC_WIRE_NOBUF && a->device != b->device)) {
+        a->comm != b->comm || (b->device != DC_WIRE_NOBUF && a->device != b->device) ||
+        !dc_wire_same_shape(a, b, dc_wire_shape_from(a->coll))) {
         return 0;
     }
     switch (a->coll) {

@@ -50,7 +50,8 @@ void dc_coord_neg_free(coord_t *c)
     }
 }
 
-enum { F_COLL, F_DTYPE, F_OP, F_COUNT, F_ROOT, F_DEVICE, F_NFIELDS };
+/* The shape comes before the count: where both differ, it says more. */
+enum { F_COLL, F_DTYPE, F_OP, F_SHAPE, F_COUNT, F_ROOT, F_DEVICE, F_NFIELDS };
 
 /* Does field f matter for collective coll? Allgather and alltoall counts may
  * differ per rank; only reductions have an op; only broadcast a root; every
@@ -65,6 +66,10 @@ static int field_checked(int f, int coll)
         return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST ||
                coll == DC_COLL_REDUCESCATTER || coll == DC_COLL_COMM_CREATE;
     case F_ROOT: return coll == DC_COLL_BROADCAST;
+    case F_SHAPE:
+        return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST ||
+               coll == DC_COLL_ALLGATHER || coll == DC_COLL_ALLTOALL ||
+               coll == DC_COLL_REDUCESCATTER;
     default:
         return coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST ||
                coll == DC_COLL_ALLGATHER || coll == DC_COLL_ALLTOALL ||
@@ -72,17 +77,30 @@ static int field_checked(int f, int coll)
     }
 }
 
-/* A rank without a buffer (nothing to send) agrees with either kind. */
+/* A rank without a buffer (nothing to send) agrees with either kind; a rank
+ * that gave no shape agrees with any. */
 static int field_ignored(const dc_wire_req_t *q, int f)
 {
-    return f == F_DEVICE && q->device == DC_WIRE_NOBUF;
+    return (f == F_DEVICE && q->device == DC_WIRE_NOBUF) ||
+           (f == F_SHAPE && q->ndims == DC_WIRE_NDIMS_UNKNOWN);
+}
+
+/* FNV-1a over the dimensions that must agree (see dc_wire_same_shape). */
+static int64_t shape_hash(const dc_wire_req_t *q)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ q->ndims;
+
+    for (int i = dc_wire_shape_from(q->coll); i < DC_MIN(q->ndims, DC_WIRE_DIMS_MAX); i++) {
+        h = (h ^ q->dims[i]) * 0x100000001b3ull;
+    }
+    return (int64_t)h;
 }
 
 static int64_t field_value(const dc_wire_req_t *q, int f)
 {
-    int64_t v[F_NFIELDS] = {q->coll, q->dtype, q->op, (int64_t)q->count, q->root, q->device};
+    int64_t v[F_NFIELDS] = {q->coll, q->dtype, q->op, 0, (int64_t)q->count, q->root, q->device};
 
-    return v[f];
+    return f == F_SHAPE ? shape_hash(q) : v[f];
 }
 
 static void field_text(const dc_wire_req_t *q, int f, char *buf, size_t cap)
@@ -100,6 +118,7 @@ static void field_text(const dc_wire_req_t *q, int f, char *buf, size_t cap)
         }
         break;
     case F_ROOT: snprintf(buf, cap, "%d", q->root); break;
+    case F_SHAPE: dc_wire_shape_text(q, buf, cap); break;
     default: snprintf(buf, cap, "%s memory", q->device == DC_WIRE_DEVICE ? "device" : "host");
     }
 }
@@ -108,8 +127,8 @@ static void field_text(const dc_wire_req_t *q, int f, char *buf, size_t cap)
  * field; 0 when they agree. */
 static int describe_mismatch(const dc_comm_t *cm, const neg_entry_t *e, char *text, size_t cap)
 {
-    static const char *const fields[] = {"collective", "dtype", "op", "count", "root",
-                                         "device"};
+    static const char *const fields[] = {"collective", "dtype", "op", "shape", "count",
+                                         "root", "device"};
     const dc_wire_req_t *ref = NULL;
     int field = -1;
 

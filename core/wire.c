@@ -4,10 +4,11 @@
  */
 #include "wire.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define WIRE_VERSION  3
+#define WIRE_VERSION  4
 #define WIRE_HDR_LEN  16 /* magic u32, version u16, kind u16, flags u32, n u32 */
 #define WIRE_KIND_REQ 1
 #define WIRE_KIND_RSP 2
@@ -23,6 +24,48 @@ static const char *const coll_names[DC_COLL_COUNT] = {
 const char *dc_coll_name(int coll)
 {
     return (coll >= 0 && coll < DC_COLL_COUNT) ? coll_names[coll] : "unknown";
+}
+
+static int dims_carried(const dc_wire_req_t *req)
+{
+    return req->ndims == DC_WIRE_NDIMS_UNKNOWN ? 0 : DC_MIN(req->ndims, DC_WIRE_DIMS_MAX);
+}
+
+int dc_wire_same_shape(const dc_wire_req_t *a, const dc_wire_req_t *b, int from)
+{
+    if (a->ndims != b->ndims) {
+        return 0;
+    }
+    for (int i = from; i < dims_carried(a); i++) {
+        if (a->dims[i] != b->dims[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int dc_wire_shape_from(int coll)
+{
+    return coll == DC_COLL_ALLGATHER || coll == DC_COLL_ALLTOALL;
+}
+
+void dc_wire_shape_text(const dc_wire_req_t *req, char *buf, size_t cap)
+{
+    size_t len;
+
+    if (req->ndims == DC_WIRE_NDIMS_UNKNOWN) {
+        snprintf(buf, cap, "an unknown shape");
+        return;
+    }
+    len = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < dims_carried(req) && len < cap; i++) {
+        len += (size_t)snprintf(buf + len, cap - len, "%s%llu", i ? ", " : "",
+                                (unsigned long long)req->dims[i]);
+    }
+    if (len < cap) {
+        snprintf(buf + len, cap - len, "%s]", req->ndims > DC_WIRE_DIMS_MAX ? " (product of "
+                                                                            "the rest)" : "");
+    }
 }
 
 void dc_wire_buf_reset(dc_wire_buf_t *buf)
@@ -134,7 +177,7 @@ static dc_status_t put_req(dc_wire_buf_t *buf, const dc_wire_req_t *req)
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "tensor name longer than %d bytes",
                             DC_WIRE_NAME_MAX - 1);
     }
-    status = dc_wire_buf_reserve(buf, buf->len + 2 + nlen + 20);
+    status = dc_wire_buf_reserve(buf, buf->len + 2 + nlen + 21 + 8 * DC_WIRE_DIMS_MAX);
     if (status < 0) {
         return status;
     }
@@ -149,7 +192,11 @@ static dc_status_t put_req(dc_wire_buf_t *buf, const dc_wire_req_t *req)
     put_u32(p + 4, (uint32_t)req->root);
     put_u32(p + 8, (uint32_t)req->comm);
     put_u64(p + 12, req->count);
-    buf->len += 2 + nlen + 20;
+    p[20] = req->ndims;
+    for (int i = 0; i < dims_carried(req); i++) {
+        put_u64(p + 21 + 8 * i, req->dims[i]);
+    }
+    buf->len += 2 + nlen + 21 + 8 * (size_t)dims_carried(req);
     return DCOMM_OK;
 }
 
@@ -177,8 +224,8 @@ static dc_status_t get_header(dc_wire_reader_t *rd, const void *data, size_t len
     }
     *flags_p = get_u32(p + 8);
     *n_p = get_u32(p + 12);
-    /* Every entry takes at least 22 bytes: refuse counts the length cannot hold. */
-    if (*n_p > (len - WIRE_HDR_LEN) / 22) {
+    /* Every entry takes at least 23 bytes: refuse counts the length cannot hold. */
+    if (*n_p > (len - WIRE_HDR_LEN) / 23) {
         return malformed("entry count larger than the message");
     }
     rd->pos = p + WIRE_HDR_LEN;
@@ -199,7 +246,7 @@ static dc_status_t get_req(dc_wire_reader_t *rd, dc_wire_req_t *req)
     if (nlen >= DC_WIRE_NAME_MAX) {
         return malformed("name too long");
     }
-    if (avail < 2u + nlen + 20u) {
+    if (avail < 2u + nlen + 21u) {
         return malformed("truncated entry");
     }
     memcpy(req->name, rd->pos + 2, nlen);
@@ -219,7 +266,18 @@ static dc_status_t get_req(dc_wire_reader_t *rd, dc_wire_req_t *req)
         req->op >= DCOMM_OP_COUNT || req->device > DC_WIRE_NOBUF) {
         return malformed("unknown collective, dtype, op or buffer kind");
     }
-    rd->pos = p + 20;
+    req->ndims = p[20];
+    if (req->ndims > DC_WIRE_NDIMS_MAX && req->ndims != DC_WIRE_NDIMS_UNKNOWN) {
+        return malformed("too many dimensions");
+    }
+    if (avail < 2u + nlen + 21u + 8u * (size_t)dims_carried(req)) {
+        return malformed("truncated shape");
+    }
+    memset(req->dims, 0, sizeof(req->dims));
+    for (int i = 0; i < dims_carried(req); i++) {
+        req->dims[i] = get_u64(p + 21 + 8 * i);
+    }
+    rd->pos = p + 21 + 8 * (size_t)dims_carried(req);
     return DCOMM_OK;
 }
 

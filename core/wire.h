@@ -15,6 +15,9 @@
 #define DC_WIRE_ERROR_MAX 1024       /* error text of a response, including the NUL */
 #define DC_WIRE_MSG_MAX   (64u << 20) /* a larger message is refused */
 #define DC_WIRE_MAGIC     0x44434d31u /* "DCM1" */
+#define DC_WIRE_DIMS_MAX  8          /* dimensions a request carries */
+#define DC_WIRE_NDIMS_MAX 64         /* a tensor of more dimensions is refused */
+#define DC_WIRE_NDIMS_UNKNOWN 0xffu  /* the caller gave no shape (dcomm_set_shape) */
 
 typedef enum dc_coll {
     DC_COLL_ALLREDUCE = 0,
@@ -46,7 +49,21 @@ typedef struct dc_wire_req {
     int32_t root;
     int32_t comm;
     uint64_t count;
+    /* The tensor's shape, when the caller gave one: ndims (or _UNKNOWN), then
+     * its first dimensions; past DC_WIRE_DIMS_MAX the last entry holds the
+     * product of the remaining ones. */
+    uint8_t ndims;
+    uint64_t dims[DC_WIRE_DIMS_MAX];
 } dc_wire_req_t;
+
+/* Whether a and b have the same shape from dimension `from` on (1: the rows
+ * of an allgather or alltoall may differ in number); unknown shapes match
+ * only each other. */
+int dc_wire_same_shape(const dc_wire_req_t *a, const dc_wire_req_t *b, int from);
+/* "[2, 3, 4]", or "an unknown shape". */
+void dc_wire_shape_text(const dc_wire_req_t *req, char *buf, size_t cap);
+/* The dimension a shape check starts from for a collective (see same_shape). */
+int dc_wire_shape_from(int coll);
 
 /* Flags of a request list (rank -> rank 0) and of a response list (back). */
 enum {

@@ -133,6 +133,15 @@ DCOMM_API int dcomm_comm_size(dcomm_comm_t comm);
  * order. Counts are in elements. On success *handle_p is set; the caller owns
  * the handle and must dcomm_release it after completion. */
 
+/* Optional: the shape of the tensor that this thread's next *_async call
+ * submits (ndims 0: a scalar; at most 64 dimensions, each >= 0). Ranks then
+ * also have to agree on the shape, as Horovod requires: the whole shape for
+ * allreduce, broadcast and reducescatter, all but the first dimension for
+ * allgather and alltoall; a difference fails that tensor on every rank with
+ * DCOMM_ERR_MISMATCH naming the shapes. Consumed by that call (also when it
+ * fails); without it only the counts are compared. Copies dims. */
+DCOMM_API dcomm_status_t dcomm_set_shape(int ndims, const int64_t *dims);
+
 /* recvbuf[i] = op over ranks of sendbuf[i]. sendbuf == recvbuf: in place. */
 DCOMM_API dcomm_status_t dcomm_allreduce_async(dcomm_comm_t comm, const char *name,
                                                const void *sendbuf, void *recvbuf, size_t count,

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "status.h"
 
@@ -22,25 +23,55 @@ typedef struct dc_store_ops {
     void (*close)(dc_store_t *store);
 } dc_store_ops_t;
 
+#define DC_STORE_SCOPE_MAX 32
+
 struct dc_store {
     const dc_store_ops_t *ops;
+    /* Prefix of every key set or read through the functions below ("" none).
+     * dcomm_init sets one per initialization of the process, so that an
+     * init -> shutdown -> init sequence never reads the previous life's keys. */
+    char scope[DC_STORE_SCOPE_MAX];
 };
+
+#define DC_STORE_KEY_CAP 320
+
+/* The key as stored: scope/key; NULL when that does not fit in cap. */
+static inline const char *dc_store_key(const dc_store_t *s, const char *key, char *buf,
+                                       size_t cap)
+{
+    int n;
+
+    if (s->scope[0] == '\0') {
+        return key;
+    }
+    n = snprintf(buf, cap, "%s/%s", s->scope, key);
+    return n < 0 || (size_t)n >= cap ? NULL : buf;
+}
 
 static inline dc_status_t dc_store_set(dc_store_t *s, const char *key, const void *val, size_t len)
 {
-    return s->ops->set(s, key, val, len);
+    char buf[DC_STORE_KEY_CAP];
+    const char *k = dc_store_key(s, key, buf, sizeof(buf));
+
+    return k == NULL ? DCOMM_ERR_INVALID_ARG : s->ops->set(s, k, val, len);
 }
 
 static inline dc_status_t dc_store_get(dc_store_t *s, const char *key, void *buf, size_t cap,
                                        size_t *len_p, int timeout_ms)
 {
-    return s->ops->get(s, key, buf, cap, len_p, timeout_ms);
+    char kbuf[DC_STORE_KEY_CAP];
+    const char *k = dc_store_key(s, key, kbuf, sizeof(kbuf));
+
+    return k == NULL ? DCOMM_ERR_INVALID_ARG : s->ops->get(s, k, buf, cap, len_p, timeout_ms);
 }
 
 static inline dc_status_t dc_store_add(dc_store_t *s, const char *key, int64_t delta,
                                        int64_t *value_p)
 {
-    return s->ops->add(s, key, delta, value_p);
+    char buf[DC_STORE_KEY_CAP];
+    const char *k = dc_store_key(s, key, buf, sizeof(buf));
+
+    return k == NULL ? DCOMM_ERR_INVALID_ARG : s->ops->add(s, k, delta, value_p);
 }
 
 /* Waits until every one of n ranks has reached barrier `name` (counter at key). */
