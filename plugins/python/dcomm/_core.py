@@ -41,13 +41,26 @@ def _as_op(op):
 
 # ---- life cycle and identity -------------------------------------------------------
 
+# Each init starts a new life of the runtime: handles and process sets of an
+# earlier one are void (their numbers may be reused by the new runtime).
+_life = 0
+
+
 def init():
+    global _life
+    if lib.dcomm_is_initialized():
+        return
     check(lib.dcomm_init(), "dcomm_init")
+    _life += 1
     global_process_set._attach(0)
 
 
 def shutdown():
     check(lib.dcomm_shutdown(), "dcomm_shutdown")
+    with _orphans_lock:
+        _orphans.clear()      # the runtime completed and forgot them
+        _taken.clear()
+        _taken_by.clear()
 
 
 def is_initialized():
@@ -157,11 +170,52 @@ def remove_process_set(process_set):
 
 # ---- handles ---------------------------------------------------------------------
 
+# Handles dropped before completion (Horovod lets an async op run on when its
+# handle is never synchronized): their buffers stay alive here until the op is
+# done, then the handle is released. Swept at each submission.
+_orphans = []
+_orphans_lock = threading.RLock()   # __del__ may run inside a holder
+
+
+# Names in use, (comm, name) -> raw handle: taken from submission until the
+# handle is synchronized, or (dropped unsynchronized) until a sweep after
+# the next submission finds its op done. So reusing a name while its handle
+# is pending fails deterministically with DuplicateNameError, whether or
+# not the runtime has already completed the op (Horovod's check races with
+# its background thread).
+_taken = {}
+_taken_by = {}
+
+
+def _release(raw):
+    """Releases a handle and frees its name (caller holds _orphans_lock)."""
+    lib.dcomm_release(raw)
+    _taken.pop(_taken_by.pop(raw, None), None)
+
+
+def _sweep_orphans():
+    with _orphans_lock:
+        if not _orphans:
+            return
+        done = ctypes.c_int()
+        left = []
+        for raw, life, keep in _orphans:
+            if life != _life:
+                continue
+            if lib.dcomm_poll(raw, ctypes.byref(done)) < 0 or done.value:
+                _release(raw)
+            else:
+                left.append((raw, life, keep))
+        _orphans[:] = left
+
+
 class Handle:
     """An operation in flight. poll() says whether it is done; synchronize()
-    waits, raises DcommError on failure and returns the output."""
+    waits, raises DcommError on failure and returns the output. A handle
+    dropped unsynchronized lets its op complete in the background."""
 
     def __init__(self, raw, what, keep, finish):
+        self._life = _life
         self._raw = raw
         self.what = what          # "allreduce 'name'", for messages
         self._keep = keep         # buffers libdcomm borrows
@@ -170,9 +224,15 @@ class Handle:
         self._done = False
         self._output = None
 
+    def _check_life(self):
+        if self._life != _life:
+            raise DcommError(_lib.ERR_SHUT_DOWN, "%s was started before dcomm was shut down; "
+                             "its handle is void" % self.what, self.what)
+
     def poll(self):
         if self._done:
             return True
+        self._check_life()
         done = ctypes.c_int()
         check(lib.dcomm_poll(self._raw, ctypes.byref(done)), "poll " + self.what)
         return bool(done.value)
@@ -191,6 +251,7 @@ class Handle:
         with self._lock:
             if self._done:
                 return self._output
+            self._check_life()
             status = lib.dcomm_wait(self._raw)
             try:
                 if status < 0:
@@ -198,15 +259,22 @@ class Handle:
                 self._output = self._finish(self)
             finally:
                 self._done = True
-                lib.dcomm_release(self._raw)
+                with _orphans_lock:
+                    _release(self._raw)
                 self._keep = self._finish = None
             return self._output
 
+    def __call__(self):
+        """Horovod's handles of sparse_allreduce_async are called to wait."""
+        return self.synchronize()
+
     def __del__(self):
-        # Releasing waits for an op still in flight, so the buffers it borrows
-        # (kept alive by this object) are never written after they are freed.
-        if not getattr(self, "_done", True) and lib is not None:
-            lib.dcomm_release(self._raw)
+        # The op may still be in flight: its buffers (kept alive by the
+        # orphan entry) must outlive it; the sweep releases it once done.
+        if getattr(self, "_done", True) or lib is None or self._life != _life:
+            return
+        with _orphans_lock:
+            _orphans.append((self._raw, self._life, self._keep))
 
 
 class GroupHandle:
@@ -239,10 +307,31 @@ def synchronize(handle):
     return handle.synchronize()
 
 
-def _submit(fn, call, *args):
-    raw = ctypes.c_uint64()
-    check(fn(*args, ctypes.byref(raw)), call)
+def _submit(fn, call, comm, *args, name=None, shape=None):
+    """Submits one op on comm; name (str or None) must not be taken; shape
+    (a sequence of ints) is checked across ranks."""
+    key = (comm, name)
+    with _orphans_lock:
+        if name is not None and key in _taken:
+            raise _lib.DuplicateNameError(_lib.ERR_DUPLICATE_NAME, "%s: tensor %r is already in "
+                                          "flight on process set %d (its handle has not been "
+                                          "synchronized)" % (call, name, comm), call)
+        if shape is not None:
+            dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
+            check(lib.dcomm_set_shape(len(shape), dims), call)
+        raw = ctypes.c_uint64()
+        check(fn(comm, *([_lib.encode_name(name)] if fn in _NAMED else []), *args,
+                 ctypes.byref(raw)), call)
+        if name is not None:
+            _taken[key] = raw.value
+            _taken_by[raw.value] = key
+    _sweep_orphans()
     return raw.value
+
+
+# The calls that take a tensor name after the comm.
+_NAMED = (lib.dcomm_allreduce_async, lib.dcomm_broadcast_async, lib.dcomm_allgather_async,
+          lib.dcomm_alltoall_async, lib.dcomm_reducescatter_async)
 
 
 # ---- collectives over an array adapter --------------------------------------------
@@ -315,8 +404,9 @@ class Collectives:
         if prescale != 1.0:
             self.a.scale_(send, prescale)
         nranks = ps.size()
-        raw = _submit(lib.dcomm_allreduce_async, "allreduce", ps._comm(), _lib.encode_name(name),
-                      self.a.ptr(send), self.a.ptr(recv), self.a.numel(send), code, int(cop))
+        raw = _submit(lib.dcomm_allreduce_async, "allreduce", ps._comm(), self.a.ptr(send),
+                      self.a.ptr(recv), self.a.numel(send), code, int(cop), name=name,
+                      shape=self.a.shape(buf))
 
         def finish(_h):
             self._post_reduce(recv, avg_int, nranks, postscale)
@@ -333,9 +423,9 @@ class Collectives:
         buf, copied = self.a.contiguous(x)
         if not inplace and not copied:
             buf = self.a.clone(buf)
-        raw = _submit(lib.dcomm_broadcast_async, "broadcast", ps._comm(), _lib.encode_name(name),
-                      self.a.ptr(buf), self.a.numel(buf) * mult, code,
-                      ps.comm_rank_of(int(root_rank)))
+        raw = _submit(lib.dcomm_broadcast_async, "broadcast", ps._comm(), self.a.ptr(buf),
+                      self.a.numel(buf) * mult, code, ps.comm_rank_of(int(root_rank)),
+                      name=name, shape=self.a.shape(buf))
 
         def finish(_h):
             if inplace:
@@ -369,8 +459,8 @@ class Collectives:
         code, mult = self._move_dtype(x)
         buf, _ = self.a.contiguous(x)
         shape = self.a.shape(buf) or (1,)
-        raw = _submit(lib.dcomm_allgather_async, "allgather", ps._comm(), _lib.encode_name(name),
-                      self.a.ptr(buf), self.a.numel(buf) * mult, code)
+        raw = _submit(lib.dcomm_allgather_async, "allgather", ps._comm(), self.a.ptr(buf),
+                      self.a.numel(buf) * mult, code, name=name, shape=shape)
         n = ps.size()
         pick = (lambda r: r) if with_rows else (lambda r: r[0])
         return Handle(raw, what, (x, buf), lambda h: pick(self._gathered(h, n, buf, mult, shape[1:])))
@@ -393,8 +483,8 @@ class Collectives:
                              "dimension %d" % (what, splits, n, shape[0]))
         width = _prod(shape[1:]) * mult
         counts = (ctypes.c_size_t * n)(*[s * width for s in splits])
-        raw = _submit(lib.dcomm_alltoall_async, "alltoall", ps._comm(), _lib.encode_name(name),
-                      self.a.ptr(buf), counts, code)
+        raw = _submit(lib.dcomm_alltoall_async, "alltoall", ps._comm(), self.a.ptr(buf), counts,
+                      code, name=name, shape=shape)
         return Handle(raw, what, (x, buf, counts),
                       lambda h: self._gathered(h, n, buf, mult, shape[1:]))
 
@@ -405,7 +495,10 @@ class Collectives:
         what = "reducescatter %r" % (name,)
         code = self._reduce_dtype(x, what)
         buf, copied = self.a.contiguous(x)
-        shape = self.a.shape(buf) or (1,)
+        shape = self.a.shape(buf)
+        if not shape:
+            raise ValueError("%s: a scalar cannot be scattered; reducescatter needs at least "
+                             "one dimension" % what)
         n, me = ps.size(), ps.rank()
         rows, width = shape[0], _prod(shape[1:])
         mine = rows // n + (1 if me < rows % n else 0)
@@ -422,8 +515,8 @@ class Collectives:
             buf = self.a.clone(buf) if not copied else buf
             self.a.scale_(buf, prescale)
         raw = _submit(lib.dcomm_reducescatter_async, "reducescatter", ps._comm(),
-                      _lib.encode_name(name), self.a.ptr(buf), self.a.numel(buf), code,
-                      int(ReduceOp.SUM if avg_int else op))
+                      self.a.ptr(buf), self.a.numel(buf), code,
+                      int(ReduceOp.SUM if avg_int else op), name=name, shape=shape)
 
         def finish(h):
             ptr, count, _ = h.result()

@@ -44,6 +44,16 @@ class UnsupportedError(DcommError, NotImplementedError):
     """DCOMM_ERR_UNSUPPORTED, or a feature this binding does not offer."""
 
 
+class DuplicateNameError(DcommError, ValueError):
+    """DCOMM_ERR_DUPLICATE_NAME: a tensor of that name is already in flight
+    (a ValueError, as Horovod raises)."""
+
+
+ERR_DUPLICATE_NAME = -4
+ERR_SHUT_DOWN = -10
+_ERROR_CLASSES = {ERR_UNSUPPORTED: UnsupportedError, ERR_DUPLICATE_NAME: DuplicateNameError}
+
+
 def _candidates():
     env = os.environ.get("DCOMM_LIBRARY")
     if env:
@@ -108,6 +118,7 @@ _PROTOTYPES = {
     "dcomm_comm_destroy": (_int, [_i32]),
     "dcomm_comm_rank": (_int, [_i32]),
     "dcomm_comm_size": (_int, [_i32]),
+    "dcomm_set_shape": (_int, [_int, ctypes.POINTER(ctypes.c_int64)]),
     "dcomm_allreduce_async": (_int, [_i32, _cp, _vp, _vp, _sz, _int, _int, _handle_p]),
     "dcomm_broadcast_async": (_int, [_i32, _cp, _vp, _sz, _int, _int, _handle_p]),
     "dcomm_allgather_async": (_int, [_i32, _cp, _vp, _sz, _int, _handle_p]),
@@ -143,8 +154,7 @@ def check(status, call):
     if status >= 0:
         return status
     msg = last_error() or lib.dcomm_status_string(status).decode()
-    cls = UnsupportedError if status == ERR_UNSUPPORTED else DcommError
-    raise cls(status, msg, call)
+    raise _ERROR_CLASSES.get(status, DcommError)(status, msg, call)
 
 
 def encode_name(name):

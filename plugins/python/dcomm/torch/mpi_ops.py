@@ -299,6 +299,9 @@ def sparse_allreduce_async(tensor, name, op, process_set=global_process_set):
         @staticmethod
         def poll():
             return hi.poll() and hv.poll()
+
+        def __call__(self):     # Horovod's sparse handle is a callable
+            return self.synchronize()
     return _Sparse()
 
 
