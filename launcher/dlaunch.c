@@ -68,7 +68,8 @@ static void usage(FILE *f)
             "  --grace S           seconds between SIGTERM and SIGKILL when stopping ranks\n"
             "                      (default 3)\n"
             "  --output-filename DIR  also write each rank's output to\n"
-            "                      DIR/rank.<r>/stdout and stderr (--output-dir too)\n"
+            "                      DIR/rank.<r>/stdout and stderr (--output-dir too; with\n"
+            "                      --mpi: mpirun's --output-filename DIR)\n"
             "  --dry-run           print which rank runs where, start nothing\n"
             "  --mpi               hand the job to mpirun (Open MPI): -np, -H, --hostfile,\n"
             "                      --rsh (plm_rsh_agent), --ifname (oob/btl tcp interface)\n"
@@ -256,7 +257,7 @@ static int parse_hvd_flag(const char *a, const char *val, int *rc_p)
             *rc_p = DL_EXIT_USAGE;
             return 2;
         }
-        snprintf(text, sizeof(text), "%.17gms", v);
+        snprintf(text, sizeof(text), "%gms", v);
         break;
     case HF_LEVEL:
         /* horovodrun's TRACE .. FATAL; dcomm has no fatal-only level: error. */

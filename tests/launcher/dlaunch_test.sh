@@ -270,13 +270,13 @@ hvd_alias)
 hvd_flags)
     # horovodrun's flags: mapped onto the DCOMM_* variables every rank reads.
     SHOW='echo "ft $DCOMM_FUSION_THRESHOLD ct $DCOMM_CYCLE_TIME cc $DCOMM_CACHE_CAPACITY tl $DCOMM_TIMELINE mc $DCOMM_TIMELINE_MARK_CYCLES at $DCOMM_AUTOTUNE $DCOMM_AUTOTUNE_LOG sw $DCOMM_STALL_WARNING ss $DCOMM_STALL_SHUTDOWN sc $DCOMM_STALL_CHECK ll $DCOMM_LOG_LEVEL st $DCOMM_START_TIMEOUT"'
-    DCOMM_CYCLE_TIME=9ms run --num-proc 2 --fusion-threshold-mb 3 --cycle-time-ms 0.5 \
+    DCOMM_CYCLE_TIME=9ms run --num-proc 2 --fusion-threshold-mb 3 --cycle-time-ms 0.1 \
         --cache-capacity 7 --timeline-filename tl.json --timeline-mark-cycles --autotune \
         --autotune-log-file at.csv --stall-check-warning-time-seconds 5 \
         --stall-check-shutdown-time-seconds 9 --no-stall-check --log-level WARNING \
         --start-timeout 20 --gloo -- sh -c "$SHOW"
     expect_rc 0
-    expect_out "[1] ft 3M ct 0.5ms cc 7 tl tl.json mc on at on at.csv sw 5s ss 9s sc off ll WARNING st 20"
+    expect_out "[1] ft 3M ct 0.1ms cc 7 tl tl.json mc on at on at.csv sw 5s ss 9s sc off ll WARNING st 20"
     run -np 1 --log-level fatal --no-autotune --stall-check -- sh -c "$SHOW"
     expect_out "[0] ft  ct  cc  tl  mc  at off  sw  ss  sc on ll error"
     # Host spellings and ssh's options (dry runs).
@@ -285,8 +285,8 @@ hvd_flags)
     printf 'n1 slots=2\n' >"$TMP/hf"
     run -hostfile "$TMP/hf" --dry-run true
     expect_out "host 0 n1 slots 2 ranks 0-1 remote"
-    run --mpi --dry-run -np 2 -p 2222 --ssh-identity-file /k/id prog
-    expect_out " --mca plm_rsh_agent 'ssh -p 2222 -i /k/id' prog"
+    run --mpi --dry-run -np 2 -p 2222 --ssh-identity-file /k/id --output-filename /o prog
+    expect_out " --mca plm_rsh_agent 'ssh -p 2222 -i /k/id' --output-filename /o "
     run -np 1 --ssh-port 22 --rsh 'ip netns exec' true
     expect_rc 2
     expect_err "--ssh-port is ssh's option, but --rsh is 'ip netns exec'"
