@@ -37,7 +37,7 @@ static int setting(size_t g, size_t a)
 
 void dc_autotune_init(coord_t *c)
 {
-    const char *path = getenv("DCOMM_AUTOTUNE_LOG");
+    const char *path = dc_config.autotune_log; /* or HOROVOD_AUTOTUNE_LOG */
 
     c->tune.enabled = dc_config.autotune && c->rank == 0 && c->cache.capacity > 0;
     c->tune.current = 255;
@@ -46,7 +46,7 @@ void dc_autotune_init(coord_t *c)
     }
     c->tune.current = setting(0, A_DEFAULT);
     c->tune.best = -1;
-    if (path != NULL && path[0] != '\0') {
+    if (path[0] != '\0') {
         c->tune.log = fopen(path, "w");
         if (c->tune.log == NULL) {
             DC_WARN("autotune: cannot write DCOMM_AUTOTUNE_LOG '%s'", path);

@@ -29,21 +29,28 @@ typedef struct cfg_row {
 
 static const cfg_row_t cfg_table[] = {
     {"DCOMM_FUSION_THRESHOLD", "128M", CFG_SIZE, CFG_FIELD(fusion_threshold),
-     "fuse tensors into buffers up to this size; 0 disables [HOROVOD_FUSION_THRESHOLD]"},
+     "fuse tensors into buffers up to this size; 0 disables"},
     {"DCOMM_CYCLE_TIME", "1ms", CFG_DURATION_US, CFG_FIELD(cycle_time_us),
-     "pace of the coordinator's negotiation cycles [HOROVOD_CYCLE_TIME]"},
+     "pace of the coordinator's negotiation cycles"},
     {"DCOMM_CACHE_CAPACITY", "1024", CFG_INT, CFG_FIELD(cache_capacity),
-     "response cache entries for the fast path; 0 disables [HOROVOD_CACHE_CAPACITY]"},
+     "response cache entries for the fast path; 0 disables"},
     {"DCOMM_TIMELINE", "", CFG_STRING, CFG_FIELD(timeline),
-     "write a Chrome-trace timeline to this path from rank 0 [HOROVOD_TIMELINE]"},
+     "write a Chrome-trace timeline to this path from rank 0"},
+    {"DCOMM_TIMELINE_MARK_CYCLES", "off", CFG_BOOL, CFG_FIELD(timeline_mark_cycles),
+     "accepted for Horovod's HOROVOD_TIMELINE_MARK_CYCLES; dcomm's timeline does not mark "
+     "negotiation cycles, so this has no effect yet"},
     {"DCOMM_AUTOTUNE", "off", CFG_BOOL, CFG_FIELD(autotune),
      "tune fusion threshold, cycle time and allreduce algorithm thresholds from measured "
-     "throughput [HOROVOD_AUTOTUNE]"},
+     "throughput"},
+    {"DCOMM_AUTOTUNE_LOG", "", CFG_STRING, CFG_FIELD(autotune_log),
+     "with DCOMM_AUTOTUNE: write every autotune sample to this CSV file (rank 0)"},
+    {"DCOMM_STALL_CHECK", "on", CFG_BOOL, CFG_FIELD(stall_check),
+     "watch for tensors that some ranks submitted and others did not; off: no stall "
+     "warning and no stall shutdown"},
     {"DCOMM_STALL_WARNING", "60s", CFG_DURATION_MS, CFG_FIELD(stall_warning_ms),
-     "warn when a tensor waited this long on some ranks [HOROVOD_STALL_CHECK_TIME_SECONDS]"},
+     "warn when a tensor waited this long on some ranks"},
     {"DCOMM_STALL_SHUTDOWN", "0", CFG_DURATION_MS, CFG_FIELD(stall_shutdown_ms),
-     "fail stalled tensors with DCOMM_ERR_TIMEOUT after this long; 0 never "
-     "[HOROVOD_STALL_SHUTDOWN_TIME_SECONDS]"},
+     "fail stalled tensors with DCOMM_ERR_TIMEOUT after this long; 0 never"},
     {"DCOMM_TIMEOUT", "30s", CFG_DURATION_MS, CFG_FIELD(timeout_ms),
      "declare a peer lost when a wait on it makes no progress this long; 0 never"},
     {"DCOMM_TRANSPORTS", "", CFG_STRING, CFG_FIELD(transports),
@@ -53,9 +60,9 @@ static const cfg_row_t cfg_table[] = {
     {"DCOMM_CALIBRATE", "on", CFG_BOOL, CFG_FIELD(calibrate),
      "measure link latency and bandwidth at init for the algorithm cost model; off: defaults"},
     {"DCOMM_LOG_LEVEL", "warn", CFG_LOG_LEVEL, CFG_FIELD(log_level),
-     "none, error, warn, info, debug or trace [HOROVOD_LOG_LEVEL]"},
+     "none, error, warn, info, debug or trace"},
     {"DCOMM_IFNAME", "", CFG_STRING, CFG_FIELD(ifname),
-     "network interface that carries tcp traffic [HOROVOD_GLOO_IFACE]"},
+     "network interface that carries tcp traffic"},
     {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
      "print per-rank statistics at shutdown"},
     {"DCOMM_COORD_PRIORITY", "20", CFG_INT, CFG_FIELD(coord_priority),
@@ -64,13 +71,59 @@ static const cfg_row_t cfg_table[] = {
      "CAP_SYS_NICE or RLIMIT_NICE, else as far as allowed); 0 leaves it equal"},
 };
 
+#define CFG_NROWS DC_ARRAY_SIZE(cfg_table)
+
+/* Horovod's names for the same settings, read when the DCOMM_* row is unset.
+ * Their values are Horovod's: its units where a bare number has one. */
+typedef enum {
+    ALIAS_SAME,       /* the row's parser; Horovod's values are a subset */
+    ALIAS_BARE_MS,    /* a bare number is milliseconds (HOROVOD_CYCLE_TIME) */
+    ALIAS_NOT,        /* a boolean that means the opposite (..._DISABLE) */
+    ALIAS_LOG_LEVEL,  /* Horovod's levels: trace .. warning, error, fatal */
+    ALIAS_TIMELINE,   /* a path, or DYNAMIC: no file until dcomm_timeline_start */
+} alias_kind_t;
+
+static const struct cfg_alias {
+    const char *name;
+    const char *row;
+    alias_kind_t kind;
+    const char *note; /* how the value is read, for dcomm-info */
+} cfg_aliases[] = {
+    {"HOROVOD_FUSION_THRESHOLD", "DCOMM_FUSION_THRESHOLD", ALIAS_SAME, "bytes; K, M, G too"},
+    {"HOROVOD_CYCLE_TIME", "DCOMM_CYCLE_TIME", ALIAS_BARE_MS, "milliseconds, e.g. 0.5"},
+    {"HOROVOD_CACHE_CAPACITY", "DCOMM_CACHE_CAPACITY", ALIAS_SAME, "entries"},
+    {"HOROVOD_TIMELINE", "DCOMM_TIMELINE", ALIAS_TIMELINE,
+     "path; DYNAMIC: none until dcomm_timeline_start"},
+    {"HOROVOD_TIMELINE_MARK_CYCLES", "DCOMM_TIMELINE_MARK_CYCLES", ALIAS_SAME, "0 or 1"},
+    {"HOROVOD_AUTOTUNE", "DCOMM_AUTOTUNE", ALIAS_SAME, "0 or 1"},
+    {"HOROVOD_AUTOTUNE_LOG", "DCOMM_AUTOTUNE_LOG", ALIAS_SAME, "path"},
+    {"HOROVOD_STALL_CHECK_DISABLE", "DCOMM_STALL_CHECK", ALIAS_NOT, "1 turns the check off"},
+    {"HOROVOD_STALL_CHECK_TIME_SECONDS", "DCOMM_STALL_WARNING", ALIAS_SAME, "seconds"},
+    {"HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "DCOMM_STALL_SHUTDOWN", ALIAS_SAME, "seconds"},
+    {"HOROVOD_LOG_LEVEL", "DCOMM_LOG_LEVEL", ALIAS_LOG_LEVEL,
+     "trace, debug, info, warning, error; fatal counts as error"},
+    {"HOROVOD_GLOO_IFACE", "DCOMM_IFNAME", ALIAS_SAME, "interface name"},
+};
+
+/* Horovod variables that are honoured by being what dcomm always does. */
+static const struct {
+    const char *name;
+    const char *note;
+} cfg_accepted[] = {
+    {"HOROVOD_DYNAMIC_PROCESS_SETS",
+     "process sets can always be added and removed after init in dcomm"},
+};
+
+/* Where each row's value came from: NULL for its default, else the variable. */
+static const char *cfg_source[CFG_NROWS];
+
 /* Variables read elsewhere (identity, launcher, backends), so not "unknown". */
 static const char *const known_vars[] = {
     "DCOMM_RANK", "DCOMM_SIZE", "DCOMM_LOCAL_RANK", "DCOMM_LOCAL_SIZE", "DCOMM_CROSS_RANK",
     "DCOMM_CROSS_SIZE", "DCOMM_RENDEZVOUS", "DCOMM_JOB_SECRET", "DCOMM_JOB_ID",
     "DCOMM_START_TIMEOUT", "DCOMM_SHM_RING_SIZE", "DCOMM_TCP_SOCKETS", "DCOMM_REDUCE_ISA",
     "DCOMM_LIBRARY", "DCOMM_MODULE_PATH", "DCOMM_TOPO_FILE", "DCOMM_STORE_DIR",
-    "DCOMM_AUTOTUNE_LOG", "DCOMM_RDV_ADDR",
+    "DCOMM_RDV_ADDR",
 };
 
 static int parse_scaled(const char *text, uint64_t *value_p, const char *const *units,
@@ -87,16 +140,17 @@ static int parse_scaled(const char *text, uint64_t *value_p, const char *const *
     }
     errno = 0;
     value = strtod(text, &end);
-    if (errno != 0 || end == text || value < 0) {
+    if (errno != 0 || end == text || !(value >= 0)) {
         return -1;
     }
-    if (*end == '\0') {
-        *value_p = (uint64_t)(value * (double)scales[0] + 0.5);
-        return 0;
-    }
     for (size_t i = 0; i < nunits; i++) {
-        if (strcasecmp(end, units[i]) == 0) {
-            *value_p = (uint64_t)(value * (double)scales[i] + 0.5);
+        if (*end == '\0' || strcasecmp(end, units[i]) == 0) {
+            double scaled = value * (double)scales[*end == '\0' ? 0 : i] + 0.5;
+
+            if (!(scaled < 18446744073709551616.0)) {
+                return -1; /* beyond uint64_t (or inf): no silent wrap */
+            }
+            *value_p = (uint64_t)scaled;
             return 0;
         }
     }
@@ -119,6 +173,16 @@ int dc_config_parse_duration(const char *text, uint64_t *us_p)
     /* A bare number is seconds, as in Horovod's *_SECONDS variables. */
     static const char *const units[] = {"", "us", "ms", "s", "m", "min", "h"};
     static const uint64_t scales[] = {1000000, 1, 1000, 1000000, 60000000, 60000000,
+                                      3600000000ull};
+
+    return parse_scaled(text, us_p, units, scales, DC_ARRAY_SIZE(units));
+}
+
+int dc_config_parse_ms(const char *text, uint64_t *us_p)
+{
+    /* As dc_config_parse_duration, but a bare number is milliseconds. */
+    static const char *const units[] = {"", "us", "ms", "s", "m", "min", "h"};
+    static const uint64_t scales[] = {1000, 1, 1000, 1000000, 60000000, 60000000,
                                       3600000000ull};
 
     return parse_scaled(text, us_p, units, scales, DC_ARRAY_SIZE(units));
@@ -197,12 +261,49 @@ static int cfg_is_known(const char *name, size_t len)
 
 extern char **environ;
 
+static const cfg_row_t *cfg_row(const char *name)
+{
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        if (strcmp(cfg_table[i].name, name) == 0) {
+            return &cfg_table[i];
+        }
+    }
+    return NULL;
+}
+
+/* A Horovod alias's value into its row, read the way Horovod reads it. */
+static int cfg_parse_alias(const struct cfg_alias *a, const cfg_row_t *row, const char *text)
+{
+    void *field = (char *)&dc_config + row->offset;
+    int v;
+
+    switch (a->kind) {
+    case ALIAS_BARE_MS:
+        return dc_config_parse_ms(text, (uint64_t *)field);
+    case ALIAS_NOT:
+        if (dc_config_parse_bool(text, &v) != 0) {
+            return -1;
+        }
+        *(int *)field = !v;
+        return 0;
+    case ALIAS_LOG_LEVEL:
+        /* Horovod's fatal (only fatal errors) is dcomm's error: it has no fatal. */
+        return cfg_parse_row(row, strcasecmp(text, "fatal") == 0 ? "error" : text);
+    case ALIAS_TIMELINE:
+        return cfg_parse_row(row, strcmp(text, "DYNAMIC") == 0 ? "" : text);
+    case ALIAS_SAME:
+        break;
+    }
+    return cfg_parse_row(row, text);
+}
+
 dc_status_t dc_config_load(void)
 {
-    for (size_t i = 0; i < DC_ARRAY_SIZE(cfg_table); i++) {
+    for (size_t i = 0; i < CFG_NROWS; i++) {
         const cfg_row_t *row = &cfg_table[i];
         const char *value = getenv(row->name);
 
+        cfg_source[i] = NULL;
         if (cfg_parse_row(row, row->dflt) != 0) {
             return dc_error_set(DCOMM_ERR_INTERNAL, "bad default for %s", row->name);
         }
@@ -210,8 +311,41 @@ dc_status_t dc_config_load(void)
             return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s='%s' is not valid: %s", row->name,
                                 value, row->doc);
         }
+        cfg_source[i] = value != NULL ? row->name : NULL;
+    }
+    for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
+        const struct cfg_alias *a = &cfg_aliases[k];
+        const cfg_row_t *row = cfg_row(a->row);
+        const char *value = getenv(a->name);
+        size_t i;
+
+        if (row == NULL) {
+            return dc_error_set(DCOMM_ERR_INTERNAL, "alias %s of unknown %s", a->name, a->row);
+        }
+        i = (size_t)(row - cfg_table);
+        if (value == NULL || cfg_source[i] != NULL) {
+            continue; /* unset, or the DCOMM_* variable (or an earlier alias) wins */
+        }
+        if (cfg_parse_alias(a, row, value) != 0) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG,
+                                "%s='%s' is not valid (Horovod's name for %s; %s): %s",
+                                a->name, value, row->name, a->note, row->doc);
+        }
+        cfg_source[i] = a->name;
+    }
+    if (!dc_config.stall_check) {
+        dc_config.stall_warning_ms = UINT64_MAX; /* never reached: no warning */
+        dc_config.stall_shutdown_ms = 0;
     }
     dc_log_set_level((dc_log_level_t)dc_config.log_level);
+    for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
+        const char *dv = getenv(cfg_aliases[k].row), *hv = getenv(cfg_aliases[k].name);
+
+        if (dv != NULL && hv != NULL && strcmp(dv, hv) != 0) {
+            DC_INFO("%s='%s' wins over %s='%s'", cfg_aliases[k].row, dv, cfg_aliases[k].name,
+                    hv);
+        }
+    }
     for (char **env = environ; env != NULL && *env != NULL; env++) {
         const char *eq = strchr(*env, '=');
 
@@ -224,11 +358,22 @@ dc_status_t dc_config_load(void)
     return DCOMM_OK;
 }
 
+const char *dc_config_source(const char *name)
+{
+    const cfg_row_t *row = cfg_row(name);
+
+    return row != NULL ? cfg_source[row - cfg_table] : NULL;
+}
+
 static void cfg_format(const cfg_row_t *row, char *buf, size_t cap)
 {
     const void *field = (const char *)&dc_config + row->offset;
     static const char *const levels[] = {"none", "error", "warn", "info", "debug", "trace"};
 
+    if (row->type == CFG_DURATION_MS && *(const uint64_t *)field == UINT64_MAX) {
+        snprintf(buf, cap, "never");
+        return;
+    }
     switch (row->type) {
     case CFG_SIZE:
     case CFG_DURATION_MS:
@@ -257,9 +402,34 @@ void dc_config_print(FILE *out)
 {
     char value[600];
 
-    for (size_t i = 0; i < DC_ARRAY_SIZE(cfg_table); i++) {
-        cfg_format(&cfg_table[i], value, sizeof(value));
-        fprintf(out, "%-24s = %-12s (default %s)\n    %s\n", cfg_table[i].name, value,
-                cfg_table[i].dflt[0] ? cfg_table[i].dflt : "\"\"", cfg_table[i].doc);
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        const cfg_row_t *row = &cfg_table[i];
+        const char *aliases = "";
+
+        cfg_format(row, value, sizeof(value));
+        if (cfg_source[i] == NULL) {
+            fprintf(out, "%-26s = %-12s (default)\n", row->name, value);
+        } else {
+            fprintf(out, "%-26s = %-12s (from %s%s; default %s)\n", row->name, value,
+                    cfg_source[i], strcmp(cfg_source[i], row->name) != 0 ? ", Horovod alias" : "",
+                    row->dflt[0] ? row->dflt : "\"\"");
+        }
+        fprintf(out, "    %s\n", row->doc);
+        for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
+            if (strcmp(cfg_aliases[k].row, row->name) == 0) {
+                fprintf(out, "%s%s (%s)", *aliases ? ", " : "    alias: ", cfg_aliases[k].name,
+                        cfg_aliases[k].note);
+                aliases = "y";
+            }
+        }
+        if (*aliases) {
+            fputc('\n', out);
+        }
+    }
+    for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_accepted); k++) {
+        const char *v = getenv(cfg_accepted[k].name);
+
+        fprintf(out, "%-26s   accepted%s%s%s: %s\n", cfg_accepted[k].name, v ? " (set to '" : "",
+                v ? v : "", v ? "')" : "", cfg_accepted[k].note);
     }
 }

@@ -14,7 +14,10 @@ typedef struct dc_config {
     uint64_t cycle_time_us;
     int64_t cache_capacity;
     char timeline[512];
+    int timeline_mark_cycles; /* accepted, no effect yet */
     int autotune;
+    char autotune_log[512];
+    int stall_check; /* off: stall_warning_ms is UINT64_MAX, stall_shutdown_ms 0 */
     uint64_t stall_warning_ms;
     uint64_t stall_shutdown_ms;
     uint64_t timeout_ms;
@@ -29,15 +32,25 @@ typedef struct dc_config {
 
 extern dc_config_t dc_config;
 
-/* Parses every row from the environment (defaults where unset); warns about
- * unknown DCOMM_* variables. A malformed value is an error naming it. */
+/* Parses every row from the environment (defaults where unset); a row that is
+ * unset may come from its Horovod alias (HOROVOD_CYCLE_TIME for DCOMM_CYCLE_TIME,
+ * in Horovod's units); the DCOMM_* variable wins when both are set. Warns about
+ * unknown DCOMM_* variables (not about HOROVOD_* ones: Horovod has many that
+ * dcomm has no use for). A malformed value is an error naming it. */
 dc_status_t dc_config_load(void);
-/* Prints every setting: name, value, default and doc (dcomm-info). */
+/* Prints every setting: name, value, where the value came from (default, the
+ * DCOMM_* variable or a Horovod alias), default, doc and aliases (dcomm-info). */
 void dc_config_print(FILE *out);
+/* The variable a setting's value came from (NULL: its default), or NULL for an
+ * unknown setting; for tests and dcomm-info. */
+const char *dc_config_source(const char *name);
 
 /* Parsers, exposed for tests. Return 0 on success. */
 int dc_config_parse_size(const char *text, uint64_t *bytes_p);     /* 64M, 1G, 512K, 100 */
 int dc_config_parse_duration(const char *text, uint64_t *us_p);    /* 5ms, 60s, 2m, 10us */
 int dc_config_parse_bool(const char *text, int *value_p);          /* 1/0/on/off/yes/no */
+/* HOROVOD_CYCLE_TIME's form: a bare number is milliseconds ("0.5" is 500 us);
+ * with a unit as dc_config_parse_duration. */
+int dc_config_parse_ms(const char *text, uint64_t *us_p);
 
 #endif

@@ -76,6 +76,11 @@ typedef struct dl_options {
     int agent;              /* --agent: the remote side (internal) */
     int mpi;                /* --mpi: hand the job to mpirun */
     const char *mpirun;     /* --mpirun CMD, default "mpirun" */
+    const char *output_dir; /* --output-filename / --output-dir: per-rank files */
+    const char *ssh_port;   /* -p / --ssh-port: "-p N" added to an ssh rsh */
+    const char *ssh_identity; /* -i / --ssh-identity-file: "-i F" likewise */
+    char rsh_buf[512];      /* the rsh command with those added */
+    int gloo;               /* --gloo: horovodrun's "no mpirun", dlaunch's default */
     char **argv;
 } dl_options_t;
 
@@ -101,6 +106,7 @@ typedef struct dl_job {
     uint64_t kill_at;    /* when to escalate to SIGKILL */
     uint64_t start_by;   /* start-timeout deadline; 0 once checked */
     int stdout_broken;
+    int *out_files;      /* --output-filename: [2 * rank + (stderr)] files, else NULL */
     /* Agent only: identity of this host's ranks, and the link to dlaunch. */
     int size, cross_rank, cross_size;
     int ctl_fd;          /* stdin: commands from dlaunch; -1 once closed */
@@ -148,6 +154,9 @@ void dl_streams_drain(dl_job_t *job, void *owner, dl_stream_t *s[2], dl_line_fn_
 /* A rank ended: prints the verdict, fails the job when it failed. */
 void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig);
 void dl_fail_job(dl_job_t *job, int code, const char *text);
+/* The host's name for HOROVOD_HOSTNAME: as given in -H / the hostfile / Slurm,
+ * or this machine's name when no host list was given. */
+const char *dl_host_label(const dl_job_t *job, const dl_host_t *host);
 
 /* ---- remote hosts (dlaunch_remote.c) ---- */
 

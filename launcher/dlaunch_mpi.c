@@ -2,7 +2,8 @@
  * bootstraps the ranks (no rendezvous of dlaunch's own). dlaunch's options map
  * onto mpirun's: -np, -H (--host), --hostfile (the same 'host slots=N' format),
  * --rsh (plm_rsh_agent), --ifname (Open MPI's oob/btl tcp interface and
- * DCOMM_IFNAME), and every DCOMM_* variable is passed on with -x.
+ * DCOMM_IFNAME), --output-filename (mpirun's own), and every DCOMM_* and
+ * HOROVOD_* variable is passed on with -x.
  *
  * Open MPI's rsh launcher hands its agent one shell command line, as ssh
  * expects. An agent that runs its arguments as a program (`ip netns exec`,
@@ -154,8 +155,13 @@ int dl_mpi_exec(const dl_options_t *opt)
         av[n++] = "btl_tcp_if_include";
         av[n++] = (char *)opt->ifname;
     }
+    if (opt->output_dir != NULL) {
+        /* As horovodrun --mpi does: Open MPI's own per-rank files there. */
+        av[n++] = "--output-filename";
+        av[n++] = (char *)opt->output_dir;
+    }
     for (char **e = environ; *e != NULL; e++) {
-        if (strncmp(*e, "DCOMM_", 6) == 0) {
+        if (strncmp(*e, "DCOMM_", 6) == 0 || strncmp(*e, "HOROVOD_", 8) == 0) {
             av[n++] = xopt;
             av[n++] = strndup(*e, strcspn(*e, "="));
         }

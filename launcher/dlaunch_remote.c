@@ -63,7 +63,7 @@ static void unescape(char *s)
 
 static int write_setup(const dl_job_t *job, const dl_host_t *host, int h, int fd)
 {
-    char cwd[PATH_MAX];
+    char cwd[PATH_MAX], hostname_var[DL_HOST_MAX + 32];
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
@@ -78,12 +78,15 @@ static int write_setup(const dl_job_t *job, const dl_host_t *host, int h, int fd
     if (getcwd(cwd, sizeof(cwd)) != NULL) {
         put_escaped(f, 'C', cwd);
     }
-    /* ssh passes no environment: the job's settings travel here. */
+    /* ssh passes no environment: the job's settings travel here (Horovod's
+     * names too), and the host's name as the ranks' HOROVOD_HOSTNAME. */
     for (char **e = environ; *e != NULL; e++) {
-        if (strncmp(*e, "DCOMM_", 6) == 0) {
+        if (strncmp(*e, "DCOMM_", 6) == 0 || strncmp(*e, "HOROVOD_", 8) == 0) {
             put_escaped(f, 'E', *e);
         }
     }
+    snprintf(hostname_var, sizeof(hostname_var), "HOROVOD_HOSTNAME=%s", host->name);
+    put_escaped(f, 'E', hostname_var);
     for (char **a = job->opt.argv; *a != NULL; a++) {
         put_escaped(f, 'A', *a);
     }

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Launcher tests: runs dlaunch with shell ranks (or rdv_probe) and checks exit
 # codes, prefixed output, failure reports and that no rank process is left.
-# usage: dlaunch_test.sh DLAUNCH PROBE CASE
+# usage: dlaunch_test.sh DLAUNCH PROBE CASE [HVD_FUSION]
 set -u
 DLAUNCH=$1
 PROBE=$2
 CASE=$3
+FUSION=${4:-}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 # A sleep nobody else runs: "sleep 300.<pid>" is how we find leftovers.
@@ -222,6 +223,107 @@ remote_kill)
     wait $PID
     sleep 1
     no_leftovers
+    ;;
+hvd_env)
+    # Horovod's identity variables, as horovodrun sets them, beside DCOMM_*.
+    SHOW='echo "hvd $HOROVOD_RANK/$HOROVOD_SIZE local $HOROVOD_LOCAL_RANK/$HOROVOD_LOCAL_SIZE cross $HOROVOD_CROSS_RANK/$HOROVOD_CROSS_SIZE host $HOROVOD_HOSTNAME dcomm $DCOMM_RANK/$DCOMM_SIZE ft ${HOROVOD_FUSION_THRESHOLD:-}"'
+    HOROVOD_RANK=9 run -np 3 -- sh -c "$SHOW"
+    expect_rc 0
+    H=$(hostname)
+    expect_out "[0] hvd 0/3 local 0/3 cross 0/1 host $H dcomm 0/3"
+    expect_out "[1] hvd 1/3 local 1/3 cross 0/1 host $H dcomm 1/3"
+    expect_out "[2] hvd 2/3 local 2/3 cross 0/1 host $H dcomm 2/3"
+    # A host list: the name as given.
+    run -H localhost:2 -- sh -c "$SHOW"
+    expect_out "[1] hvd 1/2 local 1/2 cross 0/1 host localhost"
+    # Remote ranks (through the agent): theirs, and HOROVOD_* settings travel too.
+    HOROVOD_FUSION_THRESHOLD=0 run -H a:2,b:1 --rsh "$RSH" -- sh -c "$SHOW"
+    expect_rc 0
+    expect_out "[0] hvd 0/3 local 0/2 cross 0/2 host a dcomm 0/3 ft 0"
+    expect_out "[1] hvd 1/3 local 1/2 cross 0/2 host a dcomm 1/3 ft 0"
+    expect_out "[2] hvd 2/3 local 0/1 cross 1/2 host b dcomm 2/3 ft 0"
+    # --mpi hands HOROVOD_* settings to mpirun too.
+    HOROVOD_CYCLE_TIME=2 run --mpi --dry-run -np 2 prog
+    expect_out " -x HOROVOD_CYCLE_TIME "
+    ;;
+hvd_alias)
+    # HOROVOD_FUSION_THRESHOLD=0 turns fusion off; DCOMM_FUSION_THRESHOLD wins over it.
+    fused() { sed -n 's/.*dcomm stats rank \([0-9]*\):.* in \([0-9]*\) groups.*/\1 \2/p' "$TMP/err"; }
+    DCOMM_STATS=1 run -np 3 "$FUSION"
+    expect_rc 0
+    expect_out "[2] hvd rank 2 of 3: 80 allreduces right"
+    [ "$(fused | wc -l)" -eq 3 ] || fail "no stats line from every rank"
+    fused | while read -r r g; do [ "$g" -gt 0 ] || fail "rank $r fused nothing by default"; done || exit 1
+    HOROVOD_FUSION_THRESHOLD=0 DCOMM_STATS=1 run -np 3 "$FUSION"
+    expect_rc 0
+    expect_out "[1] hvd rank 1 of 3: 80 allreduces right"
+    [ "$(fused | wc -l)" -eq 3 ] || fail "no stats line from every rank"
+    fused | while read -r r g; do [ "$g" -eq 0 ] || fail "rank $r fused $g groups with HOROVOD_FUSION_THRESHOLD=0"; done || exit 1
+    DCOMM_FUSION_THRESHOLD=64M HOROVOD_FUSION_THRESHOLD=0 DCOMM_STATS=1 run -np 3 "$FUSION"
+    expect_rc 0
+    fused | while read -r r g; do [ "$g" -gt 0 ] || fail "rank $r: HOROVOD_FUSION_THRESHOLD beat DCOMM_FUSION_THRESHOLD"; done || exit 1
+    # A bad alias value stops the rank with its name.
+    HOROVOD_CYCLE_TIME=soon run -np 1 "$FUSION"
+    [ "$RC" -ne 0 ] || fail "HOROVOD_CYCLE_TIME=soon accepted"
+    expect_err "HOROVOD_CYCLE_TIME='soon' is not valid"
+    ;;
+hvd_flags)
+    # horovodrun's flags: mapped onto the DCOMM_* variables every rank reads.
+    SHOW='echo "ft $DCOMM_FUSION_THRESHOLD ct $DCOMM_CYCLE_TIME cc $DCOMM_CACHE_CAPACITY tl $DCOMM_TIMELINE mc $DCOMM_TIMELINE_MARK_CYCLES at $DCOMM_AUTOTUNE $DCOMM_AUTOTUNE_LOG sw $DCOMM_STALL_WARNING ss $DCOMM_STALL_SHUTDOWN sc $DCOMM_STALL_CHECK ll $DCOMM_LOG_LEVEL st $DCOMM_START_TIMEOUT"'
+    DCOMM_CYCLE_TIME=9ms run --num-proc 2 --fusion-threshold-mb 3 --cycle-time-ms 0.1 \
+        --cache-capacity 7 --timeline-filename tl.json --timeline-mark-cycles --autotune \
+        --autotune-log-file at.csv --stall-check-warning-time-seconds 5 \
+        --stall-check-shutdown-time-seconds 9 --no-stall-check --log-level WARNING \
+        --start-timeout 20 --gloo -- sh -c "$SHOW"
+    expect_rc 0
+    expect_out "[1] ft 3M ct 0.1ms cc 7 tl tl.json mc on at on at.csv sw 5s ss 9s sc off ll WARNING st 20"
+    run -np 1 --log-level fatal --no-autotune --stall-check -- sh -c "$SHOW"
+    expect_out "[0] ft  ct  cc  tl  mc  at off  sw  ss  sc on ll error"
+    # Host spellings and ssh's options (dry runs).
+    run --hosts a:2,b --dry-run true
+    expect_out "host 1 b slots 1 ranks 2-2 remote"
+    printf 'n1 slots=2\n' >"$TMP/hf"
+    run -hostfile "$TMP/hf" --dry-run true
+    expect_out "host 0 n1 slots 2 ranks 0-1 remote"
+    run --mpi --dry-run -np 2 -p 2222 --ssh-identity-file /k/id --output-filename /o prog
+    expect_out " --mca plm_rsh_agent 'ssh -p 2222 -i /k/id' --output-filename /o "
+    run -np 1 --ssh-port 22 --rsh 'ip netns exec' true
+    expect_rc 2
+    expect_err "--ssh-port is ssh's option, but --rsh is 'ip netns exec'"
+    # --output-filename: every rank's own files, its lines without the prefix.
+    run -np 2 --output-filename "$TMP/logs" -- sh -c 'echo "o $DCOMM_RANK"; echo "e $DCOMM_RANK" >&2'
+    expect_rc 0
+    expect_out "[1] o 1"
+    [ "$(cat "$TMP/logs/rank.1/stdout")" = "o 1" ] || fail "rank.1/stdout: $(cat "$TMP/logs/rank.1/stdout")"
+    [ "$(cat "$TMP/logs/rank.0/stderr")" = "e 0" ] || fail "rank.0/stderr: $(cat "$TMP/logs/rank.0/stderr")"
+    run -np 11 --output-dir "$TMP/wide" true
+    [ -d "$TMP/wide/rank.00" ] && [ -d "$TMP/wide/rank.10" ] || fail "rank numbers not padded"
+    : >"$TMP/file"
+    run -np 1 --output-filename "$TMP/file/x" true
+    expect_rc 1
+    expect_err "--output-filename: cannot make"
+    # Bad values and flags dlaunch does not take: refused, naming the flag.
+    run -np 1 --cycle-time-ms soon true
+    expect_rc 2
+    expect_err "--cycle-time-ms needs milliseconds"
+    run -np 1 --fusion-threshold-mb 1.5 true
+    expect_rc 2
+    expect_err "--fusion-threshold-mb needs a whole number"
+    run -np 1 --log-level loud true
+    expect_rc 2
+    expect_err "--log-level takes trace"
+    run -np 1 --mpi-args '--bind-to none' true
+    expect_rc 2
+    expect_err "horovodrun's --mpi-args is not supported"
+    run -np 1 --tcp true
+    expect_rc 2
+    expect_err "unknown option --tcp"
+    run -np 1 --gloo --mpi true
+    expect_rc 2
+    expect_err "--gloo (no mpirun) and --mpi (mpirun) exclude each other"
+    run -np 1 --network-interfaces eth0,eth1 true
+    expect_rc 2
+    expect_err "one interface only"
     ;;
 *)
     echo "unknown case $CASE"

@@ -4,7 +4,8 @@
 # the namespaces) stand in for two hosts. dlaunch runs in the first namespace
 # and starts 2 ranks in each through `--rsh 'ip netns exec'` (the host names are
 # the namespace names), so same-namespace pairs use shm and cross pairs tcp.
-# Checks: dcomm-info's per-peer transports, the collective matrix over tcp
+# Checks: dcomm-info's per-peer transports, HOROVOD_* identity on both hosts,
+# the collective matrix over tcp
 # (and ucx when built) with the hierarchical allreduce and allgather forced and
 # chosen by the cost model, the same over mpi under mpirun (dlaunch --mpi, when
 # the mpi module and mpirun are there), and that a dead remote rank is reported
@@ -83,6 +84,16 @@ for spec in "" "shm,tcp"; do
     expect_peers $net "dcomm-info"
     echo "ok: dcomm-info shows shm within a namespace and $net across"
 done
+
+# 1b. Horovod's names through the agent: identity, the host (namespace) name as
+#     given in -H, and a HOROVOD_* setting carried to the other namespace.
+echo 'echo "hvd $HOROVOD_RANK/$HOROVOD_SIZE local $HOROVOD_LOCAL_RANK/$HOROVOD_LOCAL_SIZE cross $HOROVOD_CROSS_RANK/$HOROVOD_CROSS_SIZE host $HOROVOD_HOSTNAME ct $HOROVOD_CYCLE_TIME"' >"$TMP/hvd.sh"
+PROG="sh $TMP/hvd.sh"; run HOROVOD_CYCLE_TIME=2
+[ "$RC" -eq 0 ] || fail "the HOROVOD_* job exited with $RC"
+for want in "[0] hvd 0/4 local 0/2 cross 0/2 host $NS1 ct 2" "[3] hvd 3/4 local 1/2 cross 1/2 host $NS2 ct 2"; do
+    grep -qF -- "$want" "$TMP/out" || fail "no '$want'"
+done
+echo "ok: HOROVOD_* identity and settings on both hosts"
 
 # From here on the network transport is tcp unless said otherwise.
 # 2. The cost model picks hier for a big allreduce over 2 hosts x 2 ranks when

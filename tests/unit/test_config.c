@@ -83,6 +83,123 @@ static void test_load(void **state)
     unsetenv("DCOMM_FUSION_TRESHOLD");
 }
 
+static const char *const hvd_vars[] = {
+    "HOROVOD_FUSION_THRESHOLD", "HOROVOD_CYCLE_TIME", "HOROVOD_CACHE_CAPACITY",
+    "HOROVOD_TIMELINE", "HOROVOD_TIMELINE_MARK_CYCLES", "HOROVOD_AUTOTUNE",
+    "HOROVOD_AUTOTUNE_LOG", "HOROVOD_STALL_CHECK_DISABLE", "HOROVOD_STALL_CHECK_TIME_SECONDS",
+    "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "HOROVOD_LOG_LEVEL", "DCOMM_FUSION_THRESHOLD",
+    "DCOMM_CYCLE_TIME", "DCOMM_STALL_CHECK", "DCOMM_LOG_LEVEL", "DCOMM_TIMELINE",
+};
+
+static void clear_hvd(void)
+{
+    for (size_t i = 0; i < sizeof(hvd_vars) / sizeof(hvd_vars[0]); i++) {
+        unsetenv(hvd_vars[i]);
+    }
+}
+
+static void test_ms(void **state)
+{
+    uint64_t v;
+
+    (void)state;
+    assert_int_equal(dc_config_parse_ms("0.5", &v), 0);
+    assert_int_equal(v, 500);
+    assert_int_equal(dc_config_parse_ms("5", &v), 0);
+    assert_int_equal(v, 5000);
+    assert_int_equal(dc_config_parse_ms("2s", &v), 0);
+    assert_int_equal(v, 2000000);
+    assert_int_equal(dc_config_parse_ms("250us", &v), 0);
+    assert_int_equal(v, 250);
+    assert_int_not_equal(dc_config_parse_ms("-1", &v), 0);
+    assert_int_not_equal(dc_config_parse_ms("fast", &v), 0);
+    /* Beyond 64 bits is an error, not a wrapped value. */
+    assert_int_not_equal(dc_config_parse_ms("1e30", &v), 0);
+    assert_int_not_equal(dc_config_parse_size("1e30T", &v), 0);
+}
+
+/* Horovod's names, in Horovod's units, when the DCOMM_* variable is unset. */
+static void test_horovod_aliases(void **state)
+{
+    (void)state;
+    clear_hvd();
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_null(dc_config_source("DCOMM_CYCLE_TIME"));
+    assert_int_equal(dc_config.stall_check, 1);
+    assert_int_equal(dc_config.stall_warning_ms, 60000);
+
+    setenv("HOROVOD_CYCLE_TIME", "0.5", 1);
+    setenv("HOROVOD_FUSION_THRESHOLD", "0", 1);
+    setenv("HOROVOD_CACHE_CAPACITY", "7", 1);
+    setenv("HOROVOD_TIMELINE", "/tmp/tl.json", 1);
+    setenv("HOROVOD_TIMELINE_MARK_CYCLES", "1", 1);
+    setenv("HOROVOD_AUTOTUNE", "1", 1);
+    setenv("HOROVOD_AUTOTUNE_LOG", "/tmp/at.csv", 1);
+    setenv("HOROVOD_STALL_CHECK_TIME_SECONDS", "30", 1);
+    setenv("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", "90", 1);
+    setenv("HOROVOD_LOG_LEVEL", "warning", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.cycle_time_us, 500);
+    assert_int_equal(dc_config.fusion_threshold, 0);
+    assert_int_equal(dc_config.cache_capacity, 7);
+    assert_string_equal(dc_config.timeline, "/tmp/tl.json");
+    assert_int_equal(dc_config.timeline_mark_cycles, 1);
+    assert_int_equal(dc_config.autotune, 1);
+    assert_string_equal(dc_config.autotune_log, "/tmp/at.csv");
+    assert_int_equal(dc_config.stall_warning_ms, 30000);
+    assert_int_equal(dc_config.stall_shutdown_ms, 90000);
+    assert_int_equal(dc_config.log_level, 2); /* warn */
+    assert_string_equal(dc_config_source("DCOMM_CYCLE_TIME"), "HOROVOD_CYCLE_TIME");
+    assert_string_equal(dc_config_source("DCOMM_FUSION_THRESHOLD"), "HOROVOD_FUSION_THRESHOLD");
+
+    setenv("HOROVOD_CYCLE_TIME", "5", 1); /* milliseconds, not DCOMM's bare seconds */
+    setenv("HOROVOD_LOG_LEVEL", "FATAL", 1);
+    setenv("HOROVOD_TIMELINE", "DYNAMIC", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.cycle_time_us, 5000);
+    assert_int_equal(dc_config.log_level, 1); /* error: dcomm has no fatal-only level */
+    assert_string_equal(dc_config.timeline, "");
+
+    /* The DCOMM_* variable wins. */
+    setenv("DCOMM_CYCLE_TIME", "3ms", 1);
+    setenv("DCOMM_FUSION_THRESHOLD", "1M", 1);
+    setenv("DCOMM_LOG_LEVEL", "warn", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.cycle_time_us, 3000);
+    assert_int_equal(dc_config.fusion_threshold, 1ull << 20);
+    assert_string_equal(dc_config_source("DCOMM_CYCLE_TIME"), "DCOMM_CYCLE_TIME");
+    assert_string_equal(dc_config_source("DCOMM_CACHE_CAPACITY"), "HOROVOD_CACHE_CAPACITY");
+
+    /* The stall check off: neither warning nor shutdown. */
+    setenv("HOROVOD_STALL_CHECK_DISABLE", "1", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.stall_check, 0);
+    assert_true(dc_config.stall_warning_ms == UINT64_MAX);
+    assert_int_equal(dc_config.stall_shutdown_ms, 0);
+    setenv("DCOMM_STALL_CHECK", "on", 1); /* wins over the alias */
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.stall_check, 1);
+    assert_int_equal(dc_config.stall_warning_ms, 30000);
+
+    /* A malformed alias is an error naming it and its DCOMM_* row. */
+    setenv("HOROVOD_CACHE_CAPACITY", "many", 1);
+    assert_int_equal(dc_config_load(), DCOMM_ERR_INVALID_ARG);
+    assert_non_null(strstr(dcomm_last_error(), "HOROVOD_CACHE_CAPACITY='many'"));
+    assert_non_null(strstr(dcomm_last_error(), "DCOMM_CACHE_CAPACITY"));
+    unsetenv("HOROVOD_CACHE_CAPACITY");
+    setenv("HOROVOD_LOG_LEVEL", "loud", 1);
+    unsetenv("DCOMM_LOG_LEVEL");
+    assert_int_equal(dc_config_load(), DCOMM_ERR_INVALID_ARG);
+    assert_non_null(strstr(dcomm_last_error(), "HOROVOD_LOG_LEVEL"));
+    /* Unknown HOROVOD_* variables are no error (Horovod has many dcomm ignores). */
+    unsetenv("HOROVOD_LOG_LEVEL");
+    setenv("HOROVOD_HIERARCHICAL_ALLREDUCE", "1", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    unsetenv("HOROVOD_HIERARCHICAL_ALLREDUCE");
+    clear_hvd();
+    unsetenv("DCOMM_CACHE_CAPACITY");
+}
+
 static void test_status_strings(void **state)
 {
     (void)state;
@@ -102,6 +219,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sizes),  cmocka_unit_test(test_durations),
         cmocka_unit_test(test_bools),  cmocka_unit_test(test_load),
+        cmocka_unit_test(test_ms),     cmocka_unit_test(test_horovod_aliases),
         cmocka_unit_test(test_status_strings),
     };
 
