@@ -17,6 +17,7 @@ typedef struct dc_config {
     int autotune;
     uint64_t stall_warning_ms;
     uint64_t stall_shutdown_ms;
+    uint64_t deadlock_timeout_ms;
     uint64_t timeout_ms;
     char transports[128];
     char tune[512];

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define WIRE_VERSION  3
+#define WIRE_VERSION  4
 #define WIRE_HDR_LEN  16 /* magic u32, version u16, kind u16, flags u32, n u32 */
 #define WIRE_KIND_REQ 1
 #define WIRE_KIND_RSP 2
@@ -243,6 +243,70 @@ dc_status_t dc_wire_reqs_begin(dc_wire_reader_t *rd, const void *data, size_t le
 dc_status_t dc_wire_req_next(dc_wire_reader_t *rd, dc_wire_req_t *req)
 {
     return get_req(rd, req);
+}
+
+dc_status_t dc_wire_waits_encode(dc_wire_buf_t *buf, uint32_t age_ms,
+                                 const dc_wire_req_t *const *reqs, const uint8_t *waited,
+                                 uint32_t n)
+{
+    dc_status_t status;
+
+    if (buf->len < WIRE_HDR_LEN || n > DC_WIRE_WAITS_MAX) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "wait section before the header or with "
+                            "more than %d entries", DC_WIRE_WAITS_MAX);
+    }
+    status = dc_wire_buf_reserve(buf, buf->len + 8);
+    if (status < 0) {
+        return status;
+    }
+    put_u32(buf->data + buf->len, age_ms);
+    put_u32(buf->data + buf->len + 4, n);
+    buf->len += 8;
+    for (uint32_t i = 0; i < n && status == DCOMM_OK; i++) {
+        status = put_req(buf, reqs[i]);
+        if (status == DCOMM_OK) {
+            status = dc_wire_buf_reserve(buf, buf->len + 1);
+        }
+        if (status == DCOMM_OK) {
+            buf->data[buf->len++] = waited[i] ? 1 : 0;
+        }
+    }
+    return status;
+}
+
+dc_status_t dc_wire_waits_begin(dc_wire_reader_t *rd, uint32_t *age_ms_p, uint32_t *n_p)
+{
+    size_t avail = (size_t)(rd->end - rd->pos);
+
+    if (avail < 8) {
+        return malformed("truncated wait section");
+    }
+    *age_ms_p = get_u32(rd->pos);
+    *n_p = get_u32(rd->pos + 4);
+    rd->pos += 8;
+    /* Every entry takes at least 23 bytes. */
+    if (*n_p > (avail - 8) / 23 || *n_p > DC_WIRE_WAITS_MAX) {
+        return malformed("wait count larger than the message");
+    }
+    return DCOMM_OK;
+}
+
+dc_status_t dc_wire_wait_next(dc_wire_reader_t *rd, dc_wire_req_t *req, uint8_t *waited_p)
+{
+    dc_status_t status = get_req(rd, req);
+
+    if (status < 0) {
+        return status;
+    }
+    if (rd->end - rd->pos < 1) {
+        return malformed("truncated wait entry");
+    }
+    if (rd->pos[0] > 1) {
+        return malformed("wait mark neither 0 nor 1");
+    }
+    *waited_p = rd->pos[0];
+    rd->pos++;
+    return DCOMM_OK;
 }
 
 dc_status_t dc_wire_resps_begin_encode(dc_wire_buf_t *buf, uint32_t flags)
