@@ -819,7 +819,9 @@ static dc_status_t encode_up(coord_t *c)
     dc_status_t status;
 
     c->dl_n = 0;
-    if (dl_want(c, now) && c->local.count <= DC_WIRE_WAITS_MAX) {
+    if (dl_want(c, now) && c->local.count > DC_WIRE_WAITS_MAX) {
+        c->dl_local_ns = now; /* too many to list: not reported (no detection) */
+    } else if (dl_want(c, now)) {
         if (c->local.count > c->dl_cap) {
             size_t cap = DC_MAX(c->local.count, 2 * c->dl_cap);
             const dc_wire_req_t **reqs = realloc(c->dl_reqs, cap * sizeof(*reqs));
