@@ -7,7 +7,8 @@
  * it plus 2 s; then the ranks submit matching tensors and succeed. Done twice:
  * first with new names (rank 0's negotiation table holds them), then with
  * names the response cache knows (the fast path, where rank 0 sees nothing of
- * the submissions but the wait reports).
+ * the submissions but the wait reports). Then through dcomm_wait with a
+ * pending tensor nobody waits on, which must not fail (cross_async).
  *
  * "slow": rank 1 computes (sleeps) for grace + 2 s before it submits 'a',
  * while the others wait on 'a': no rank may fail, the allreduce succeeds
@@ -95,6 +96,61 @@ static void cross(int rank, int size, double grace, const char *round)
     }
 }
 
+/* The same through dcomm_wait on async handles, other collectives, and a
+ * pending tensor nobody waits on: rank 1 submits 'p' (not waited) and 'b' and
+ * waits on 'b'; the others wait on a broadcast 'c'. The waits fail; 'p' is
+ * not failed and completes once the others submit it too. */
+static void cross_async(int rank, int size, double grace)
+{
+    float x[8] = {0}, p[8];
+    dcomm_handle_t h, hp = 0;
+    char expect[64];
+    double t0 = now_s(), dt;
+    dcomm_status_t s;
+
+    for (int i = 0; i < 8; i++) {
+        p[i] = 1.0f;
+    }
+    if (rank == 1) {
+        CHECK_OK(dcomm_allreduce_async(DCOMM_COMM_WORLD, "p", p, p, 8, DCOMM_FLOAT32,
+                                       DCOMM_SUM, &hp));
+        CHECK_OK(dcomm_allreduce_async(DCOMM_COMM_WORLD, "b", x, x, 8, DCOMM_FLOAT32,
+                                       DCOMM_SUM, &h));
+    } else {
+        CHECK_OK(dcomm_broadcast_async(DCOMM_COMM_WORLD, "c", x, 8, DCOMM_FLOAT32, 0, &h));
+    }
+    s = dcomm_wait(h);
+    dt = now_s() - t0;
+    printf("rank %d: async: wait returned %s after %.2f s: %s\n", rank, dcomm_status_string(s),
+           dt, s < 0 ? dcomm_last_error() : "");
+    fflush(stdout);
+    if (s != DCOMM_ERR_MISMATCH || strstr(dcomm_last_error(), "deadlock") == NULL ||
+        strstr(dcomm_last_error(), "'p'") != NULL) {
+        fail(rank, "expected DCOMM_ERR_MISMATCH for a deadlock, not naming 'p'");
+    }
+    for (int r = 0; r < size; r++) {
+        snprintf(expect, sizeof(expect), "rank %d waits on '%s' (%s", r, r == 1 ? "b" : "c",
+                 r == 1 ? "allreduce" : "broadcast");
+        if (strstr(dcomm_last_error(), expect) == NULL) {
+            fprintf(stderr, "rank %d: missing \"%s\"\n", rank, expect);
+            fail(rank, "the message does not name every rank's wait");
+        }
+    }
+    if (dt < grace - 0.2 || dt > grace + 2.0) {
+        fail(rank, "detection outside [grace, grace + 2 s]");
+    }
+    CHECK_OK(dcomm_release(h));
+    if (rank != 1) {
+        CHECK_OK(dcomm_allreduce_async(DCOMM_COMM_WORLD, "p", p, p, 8, DCOMM_FLOAT32,
+                                       DCOMM_SUM, &hp));
+    }
+    CHECK_OK(dcomm_wait(hp));
+    CHECK_OK(dcomm_release(hp));
+    if (p[0] != (float)size) {
+        fail(rank, "the pending tensor 'p' gave a wrong sum");
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "cross";
@@ -112,6 +168,7 @@ int main(int argc, char **argv)
         matching(rank, size);
         cross(rank, size, grace, "cached names");
         matching(rank, size);
+        cross_async(rank, size, grace);
     } else if (strcmp(mode, "slow") == 0) {
         float x[8];
         double t0 = now_s();
