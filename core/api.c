@@ -196,8 +196,7 @@ DCOMM_API dcomm_status_t dcomm_comm_create(const int *ranks, int nranks, dcomm_c
 {
     static const char fn[] = "dcomm_comm_create";
     dc_state_t *st = dc_state;
-    dc_wire_req_t req = {.coll = DC_COLL_COMM_CREATE, .comm = DCOMM_COMM_WORLD,
-                         .ndims = DC_WIRE_NDIMS_UNKNOWN};
+    dc_wire_req_t req = {.coll = DC_COLL_COMM_CREATE, .comm = DCOMM_COMM_WORLD};
     char name[64];
     dcomm_handle_t h = 0;
     dc_status_t status;
@@ -276,8 +275,7 @@ DCOMM_API dcomm_status_t dcomm_comm_destroy(dcomm_comm_t comm)
 {
     static const char fn[] = "dcomm_comm_destroy";
     dc_state_t *st = dc_state;
-    dc_wire_req_t req = {.coll = DC_COLL_COMM_DESTROY, .comm = DCOMM_COMM_WORLD,
-                         .ndims = DC_WIRE_NDIMS_UNKNOWN};
+    dc_wire_req_t req = {.coll = DC_COLL_COMM_DESTROY, .comm = DCOMM_COMM_WORLD};
     char name[64], prefix[32];
     inflight_count_t ic = {prefix, 0, 0};
     dcomm_handle_t h = 0;
@@ -405,8 +403,9 @@ DCOMM_API dcomm_status_t dcomm_set_shape(int ndims, const int64_t *dims)
 /* Moves this thread's dcomm_set_shape into req (unknown when none). */
 static void take_shape(dc_wire_req_t *req)
 {
-    req->ndims = DC_WIRE_NDIMS_UNKNOWN;
+    req->has_shape = 0;
     if (next_shape.set) {
+        req->has_shape = 1;
         req->ndims = next_shape.ndims;
         memcpy(req->dims, next_shape.dims, sizeof(req->dims));
         next_shape.set = 0;

@@ -51,6 +51,9 @@ static const cfg_row_t cfg_table[] = {
      "warn when a tensor waited this long on some ranks"},
     {"DCOMM_STALL_SHUTDOWN", "0", CFG_DURATION_MS, CFG_FIELD(stall_shutdown_ms),
      "fail stalled tensors with DCOMM_ERR_TIMEOUT after this long; 0 never"},
+    {"DCOMM_DEADLOCK_TIMEOUT", "5s", CFG_DURATION_MS, CFG_FIELD(deadlock_timeout_ms),
+     "when every rank waits on tensors that can never all be submitted and nothing changes "
+     "this long, fail those waits with DCOMM_ERR_MISMATCH naming each rank's wait; 0 never"},
     {"DCOMM_TIMEOUT", "30s", CFG_DURATION_MS, CFG_FIELD(timeout_ms),
      "declare a peer lost when a wait on it makes no progress this long; 0 never"},
     {"DCOMM_TRANSPORTS", "", CFG_STRING, CFG_FIELD(transports),

@@ -20,6 +20,7 @@ typedef struct dc_config {
     int stall_check; /* off: stall_warning_ms is UINT64_MAX, stall_shutdown_ms 0 */
     uint64_t stall_warning_ms;
     uint64_t stall_shutdown_ms;
+    uint64_t deadlock_timeout_ms;
     uint64_t timeout_ms;
     char transports[128];
     char tune[512];

@@ -206,6 +206,9 @@ static dc_status_t take_queue(coord_t *c)
     st->queue_head = st->queue_tail = NULL;
     atomic_store(&st->queue_nonempty, 0);
     pthread_mutex_unlock(&st->lock);
+    if (op != NULL) {
+        c->dl_local_ns = dc_now_ns(); /* our wait state changed (deadlock detection) */
+    }
 
     while (op != NULL) {
         dc_op_t *next = op->next;
@@ -324,7 +327,9 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *shutdown_p)
         v[cap + b] = !c->inval[b];
         any_inval |= c->inval[b];
     }
-    flags[VF_SLOW] = !(c->nnew > 0 || any_inval || (c->rank == 0 && c->stall_fatal[0]));
+    flags[VF_SLOW] = !(c->nnew > 0 || any_inval ||
+                       (c->rank == 0 && (c->stall_fatal[0] || c->dl_due)) ||
+                       dc_coord_dl_report_due(c, dc_now_ns()));
     flags[VF_SHUTDOWN] = !c->shutdown_flag;
     flags[VF_TUNE] = c->rank == 0 ? (uint8_t)c->tune.current : 255;
     ctx.tag = c->tag++;
@@ -370,6 +375,8 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *shutdown_p)
         if (e == NULL) {
             return dc_error_set(DCOMM_ERR_INTERNAL, "cache bit %d ready but empty", b);
         }
+        c->dl_touched[e->req.comm] = 1;
+        c->dl_any_touched = 1;
         if (op != NULL) {
             char key[DC_WIRE_NAME_MAX + 16];
 
@@ -400,6 +407,10 @@ static int idle_stop(void *arg)
     /* Rank 0 looks at waiting tensors now and then (stall inspector); leaving
      * idle wakes the others for one round, then all go idle again. */
     if (c->rank == 0 && c->table.count > 0 && dc_now_ns() > c->idle_deadline_ns) {
+        return 1;
+    }
+    /* Deadlock detection: report a wait that stands, or (rank 0) check. */
+    if (dc_coord_dl_idle_stop(c, dc_now_ns())) {
         return 1;
     }
     for (int r = 0; r < c->size; r++) {
@@ -568,6 +579,7 @@ static void *coord_main(void *arg)
         timeline_control(c);
         status = take_queue(c);
         dc_coord_stall_check(c);
+        dc_coord_dl_check(c);
         flags = 0;
         if (status == DCOMM_OK && c->cache.capacity > 0) {
             status = fast_round(c, &slow, &shutdown);
@@ -579,6 +591,7 @@ static void *coord_main(void *arg)
             c->cycle_bytes = 0;
             ran = c->nitems > 0;
             status = dc_coord_execute(c);
+            dc_coord_dl_cycle_end(c);
             dc_autotune_sample(c, c->cycle_bytes, dc_now_ns() - start);
         }
         if (status == DCOMM_OK && (flags & DC_WIRE_FLAG_SHUTDOWN)) {

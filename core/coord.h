@@ -64,6 +64,15 @@ typedef struct coord_stats {
     int nalgos;
 } coord_stats_t;
 
+/* Rank 0's record of one rank's last wait report (coord_neg.c). */
+typedef struct dl_rec {
+    int valid;               /* the rank is blocked in a wait (as of the last slow round) */
+    uint64_t since_ns;       /* its state has not changed since (rank 0's clock) */
+    uint32_t n, cap;
+    dc_wire_req_t *reqs;     /* [n] its tensors submitted, not executed */
+    uint8_t *waited;         /* [n] a user thread waits on it */
+} dl_rec_t;
+
 typedef struct coord {
     dc_state_t *st;
     dc_net_t *net;
@@ -143,6 +152,19 @@ typedef struct coord {
     } tune;
     uint64_t cycle_bytes;           /* bytes executed this cycle */
 
+    /* deadlock detection (coord_neg.c) */
+    uint64_t dl_local_ns;           /* our pending set last changed then */
+    int dl_sent;                    /* rank 0 holds our report of being blocked */
+    uint8_t dl_touched[DC_MAX_COMMS]; /* comms with work agreed this cycle */
+    int dl_any_touched;
+    const dc_wire_req_t **dl_reqs;  /* our report, built per slow round */
+    uint8_t *dl_waited;
+    size_t dl_n, dl_cap;
+    dl_rec_t *dl_recs;              /* rank 0: [size] */
+    uint8_t *dl_dead;               /* rank 0: [size] scratch */
+    int dl_due;                     /* rank 0: a deadlock held for the grace time */
+    uint64_t dl_next_check_ns;
+
     dc_timeline_t *tl;              /* rank 0, when a timeline is on */
     coord_stats_t stats;
 } coord_t;
@@ -160,6 +182,20 @@ dc_status_t dc_coord_negotiate(coord_t *c, uint32_t *flags_p);
 void dc_coord_neg_free(coord_t *c);
 /* rank 0: warns about (and with DCOMM_STALL_SHUTDOWN, fails) stalled tensors */
 void dc_coord_stall_check(coord_t *c);
+
+/* Deadlock detection. A rank whose user thread stays blocked in a wait tells
+ * rank 0 in the slow rounds (its pending tensors, the waited ones marked);
+ * rank 0 fails the waits of ranks that wait on tensors that can never all be
+ * submitted once that has held DCOMM_DEADLOCK_TIMEOUT. */
+/* Every cycle after take_queue: nonzero when this rank needs a slow round to
+ * report (or withdraw) its wait. */
+int dc_coord_dl_report_due(coord_t *c, uint64_t now);
+/* rank 0, every cycle: decides whether a deadlock has held long enough. */
+void dc_coord_dl_check(coord_t *c);
+/* After execution: the work agreed this cycle changed its comms' members. */
+void dc_coord_dl_cycle_end(coord_t *c);
+/* While idle: leave to report, or (rank 0) to check. */
+int dc_coord_dl_idle_stop(coord_t *c, uint64_t now);
 
 /* autotune.c */
 void dc_autotune_init(coord_t *c);

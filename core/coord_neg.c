@@ -5,6 +5,7 @@
  * the tensor, the field and the ranks when they disagree), and watches for
  * stalls. The response list becomes this cycle's work items on every rank.
  */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,18 @@ void dc_coord_neg_free(coord_t *c)
 {
     dc_map_foreach(&c->table, neg_free_cb, NULL);
     dc_map_free(&c->table);
+    for (int r = 0; c->dl_recs != NULL && r < c->size; r++) {
+        free(c->dl_recs[r].reqs);
+        free(c->dl_recs[r].waited);
+    }
+    free(c->dl_recs);
+    free(c->dl_dead);
+    free(c->dl_reqs);
+    free(c->dl_waited);
+    c->dl_recs = NULL;
+    c->dl_dead = NULL;
+    c->dl_reqs = NULL;
+    c->dl_waited = NULL;
     for (int i = 0; i < DC_MAX_COMMS; i++) {
         free(c->joined[i]);
         c->joined[i] = NULL;
@@ -82,7 +95,7 @@ static int field_checked(int f, int coll)
 static int field_ignored(const dc_wire_req_t *q, int f)
 {
     return (f == F_DEVICE && q->device == DC_WIRE_NOBUF) ||
-           (f == F_SHAPE && q->ndims == DC_WIRE_NDIMS_UNKNOWN);
+           (f == F_SHAPE && !q->has_shape);
 }
 
 /* FNV-1a over the dimensions that must agree (see dc_wire_same_shape). */
@@ -397,6 +410,8 @@ static dc_status_t neg_rescan(coord_t *c)
     return status;
 }
 
+static dc_status_t dl_take(coord_t *c, int r, dc_wire_reader_t *rd);
+
 static dc_status_t neg_take_list(coord_t *c, int r, const void *data, size_t len)
 {
     dc_wire_reader_t rd;
@@ -419,8 +434,18 @@ static dc_status_t neg_take_list(coord_t *c, int r, const void *data, size_t len
             return status;
         }
     }
+    /* The rank's wait report replaces the last one; none: it is not blocked. */
+    if (c->dl_recs != NULL) {
+        c->dl_recs[r].valid = 0;
+    }
+    if (flags & DC_WIRE_FLAG_WAITING) {
+        return dl_take(c, r, &rd);
+    }
     return DCOMM_OK;
 }
+
+static dc_status_t dl_fail(coord_t *c, uint32_t *flags_p);
+static dc_status_t encode_up(coord_t *c);
 
 /* ---- one negotiation round ------------------------------------------------- */
 
@@ -446,8 +471,7 @@ static dc_status_t negotiate_root(coord_t *c)
         k++;
     }
     /* Our own list is taken while the others' are on their way. */
-    DC_CHECK_GOTO(dc_wire_reqs_encode(&c->up, c->shutdown_flag ? DC_WIRE_FLAG_SHUTDOWN : 0,
-                                      c->new_reqs, (uint32_t)c->nnew), status, out);
+    DC_CHECK_GOTO(encode_up(c), status, out);
     DC_CHECK_GOTO(neg_take_list(c, 0, c->up.data, c->up.len), status, out);
     DC_CHECK_GOTO(wait_reqs(c, c->preqs, k), status, out);
     k = 0;
@@ -468,6 +492,16 @@ static dc_status_t negotiate_root(coord_t *c)
         DC_CHECK_GOTO(neg_take_list(c, r, c->rx[r].data, c->rx_len[r]), status, out);
     }
     DC_CHECK_GOTO(neg_rescan(c), status, out);
+    /* A deadlock rank 0 saw: fail it when it still holds with every rank's
+     * report of this round, and nothing else happens in this cycle (fast-path
+     * work already agreed is in c->items). */
+    if (c->dl_due) {
+        c->dl_due = 0;
+        if (c->nresps == 0 && c->nitems == 0 && c->stall_fatal[0] == '\0' &&
+            c->shutdown_rank < 0) {
+            DC_CHECK_GOTO(dl_fail(c, &flags), status, out);
+        }
+    }
     if (c->stall_fatal[0] != '\0') {
         /* DCOMM_STALL_SHUTDOWN: the list becomes one fatal error for every rank. */
         DC_CHECK_GOTO(dc_wire_resps_begin_encode(&c->down, 0), status, out);
@@ -509,8 +543,7 @@ static dc_status_t negotiate_member(coord_t *c)
     dc_endpoint_t *root = dc_net_ep(c->net, 0);
     dc_status_t status;
 
-    DC_CHECK_GOTO(dc_wire_reqs_encode(&c->up, c->shutdown_flag ? DC_WIRE_FLAG_SHUTDOWN : 0,
-                                      c->new_reqs, (uint32_t)c->nnew), status, out);
+    DC_CHECK_GOTO(encode_up(c), status, out);
     c->up_len = c->up.len;
     DC_CHECK_GOTO(dc_ep_isend(root, &c->up_len, sizeof(uint64_t), c->tag, &c->reqs[0]), status,
                   out);
@@ -533,6 +566,23 @@ static dc_status_t negotiate_member(coord_t *c)
     c->down.len = c->down_len;
 out:
     return status;
+}
+
+/* A deadlock's failed tensor may wait on a cache bit here (fast path): the
+ * bit forgets it. A failed join ends this rank's join. */
+static void dl_unbit(coord_t *c, dc_op_t *op)
+{
+    if (op == NULL || c->resp.error >= 0) {
+        return;
+    }
+    for (int b = 0; b < c->cache.capacity; b++) {
+        if (c->by_bit[b] == op) {
+            c->by_bit[b] = NULL;
+        }
+    }
+    if (op->req.coll == DC_COLL_JOIN) {
+        c->local_joined[op->req.comm] = 0;
+    }
 }
 
 /* Turns the response list in c->down into this cycle's work items. */
@@ -561,9 +611,17 @@ static dc_status_t take_responses(coord_t *c, uint32_t *flags_p)
                                   "unknown here", c->resp.req.name, c->resp.req.comm);
             goto out;
         }
+        c->dl_touched[c->resp.req.comm] = 1;
+        c->dl_any_touched = 1;
         if (cm->rank >= 0) {
             dc_op_key(key, sizeof(key), c->resp.req.comm, c->resp.req.name);
             op = dc_map_remove(&c->local, key);
+            if (*flags_p & DC_WIRE_FLAG_DEADLOCK) {
+                if (op == NULL && c->resp.error < 0) {
+                    continue; /* a failed tensor this rank never submitted */
+                }
+                dl_unbit(c, op);
+            }
             if (op == NULL && (c->resp.req.coll == DC_COLL_JOIN ||
                                !c->local_joined[c->resp.req.comm])) {
                 status = dc_error_set(DCOMM_ERR_INTERNAL,
@@ -682,5 +740,466 @@ void dc_coord_stall_check(coord_t *c)
     }
     if (ss.fatal[0] != '\0' && c->stall_fatal[0] == '\0') {
         snprintf(c->stall_fatal, sizeof(c->stall_fatal), "%s", ss.fatal);
+    }
+}
+
+/* ---- deadlock detection ------------------------------------------------------ */
+
+/* A user thread of a rank blocked in dcomm_wait (or a blocking call) cannot
+ * submit anything until that wait returns. When every rank among some set is
+ * so blocked, and each tensor any of them waits on misses a rank of that set,
+ * nothing can ever complete: rank 0 fails their waits with
+ * DCOMM_ERR_MISMATCH naming each rank's wait (Horovod only warns, after 60 s).
+ *
+ * Each rank reports in the slow rounds while a wait of its own has stood
+ * unchanged a while (a debounce, so waits that end soon cost nothing): every
+ * tensor it has submitted and not executed (cached ones too, which rank 0's
+ * table does not see), the waited ones marked, and how long that has held. A
+ * report holds until the rank's next slow list, or until work on a comm of
+ * the rank is agreed (the same on every rank, so rank 0 and the rank drop it
+ * together). A rank that is computing, or whose other thread submits, is not
+ * blocked (or its report changes), so it keeps the waits on it alive.
+ *
+ * Assumes that a rank whose thread waits submits nothing else meanwhile for
+ * longer than DCOMM_DEADLOCK_TIMEOUT (a second thread submitting keeps the
+ * state changing). */
+
+static int dl_find(coord_t *c, uint64_t now);
+
+static uint64_t dl_grace_ns(void)
+{
+    return dc_config.deadlock_timeout_ms * 1000000ull;
+}
+
+/* How long a wait stands before the rank reports it. */
+static uint64_t dl_debounce_ns(void)
+{
+    return DC_MIN(dl_grace_ns() / 4, 500000000ull);
+}
+
+/* This rank's wait state (its waits, its pending tensors) unchanged since. */
+static uint64_t dl_since(coord_t *c)
+{
+    uint64_t w = atomic_load(&c->st->wait_change_ns);
+
+    return DC_MAX(w, c->dl_local_ns);
+}
+
+static int dl_want(coord_t *c, uint64_t now)
+{
+    return dc_config.deadlock_timeout_ms > 0 && c->size > 1 &&
+           atomic_load(&c->st->nwaiters) > 0 && now >= dl_since(c) + dl_debounce_ns();
+}
+
+int dc_coord_dl_report_due(coord_t *c, uint64_t now)
+{
+    return dl_want(c, now) != c->dl_sent;
+}
+
+int dc_coord_dl_idle_stop(coord_t *c, uint64_t now)
+{
+    if (dc_coord_dl_report_due(c, now)) {
+        return 1;
+    }
+    /* Rank 0 looks at the reports now and then; it wakes the others only
+     * to fail a deadlock. */
+    if (c->rank == 0 && dc_config.deadlock_timeout_ms > 0 && !c->dl_due &&
+        now > c->idle_deadline_ns) {
+        c->idle_deadline_ns = now + 100000000ull;
+        if (dl_find(c, now) > 0) {
+            c->dl_due = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void dl_collect_one(const char *key, void *value, void *arg)
+{
+    coord_t *c = arg;
+    dc_op_t *op = value;
+    const dc_handle_slot_t *slot;
+
+    (void)key;
+    if (c->dl_n < c->dl_cap) {
+        slot = dc_handle_lookup(c->st, op->handle);
+        c->dl_reqs[c->dl_n] = &op->req;
+        c->dl_waited[c->dl_n] = slot != NULL && slot->waiters > 0;
+        c->dl_n++;
+    }
+}
+
+/* This rank's request list for rank 0, with its wait report when it is due. */
+static dc_status_t encode_up(coord_t *c)
+{
+    uint64_t now = dc_now_ns(), since;
+    uint32_t flags = c->shutdown_flag ? DC_WIRE_FLAG_SHUTDOWN : 0;
+    size_t nwaited = 0;
+    dc_status_t status;
+
+    c->dl_n = 0;
+    if (dl_want(c, now) && c->local.count > DC_WIRE_WAITS_MAX) {
+        c->dl_local_ns = now; /* too many to list: not reported (no detection) */
+    } else if (dl_want(c, now)) {
+        if (c->local.count > c->dl_cap) {
+            size_t cap = DC_MAX(c->local.count, 2 * c->dl_cap);
+            const dc_wire_req_t **reqs = realloc(c->dl_reqs, cap * sizeof(*reqs));
+            uint8_t *waited;
+
+            if (reqs == NULL) {
+                return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a wait report");
+            }
+            c->dl_reqs = reqs;
+            waited = realloc(c->dl_waited, cap);
+            if (waited == NULL) {
+                return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for a wait report");
+            }
+            c->dl_waited = waited;
+            c->dl_cap = cap;
+        }
+        pthread_mutex_lock(&c->st->lock);
+        dc_map_foreach(&c->local, dl_collect_one, c);
+        pthread_mutex_unlock(&c->st->lock);
+        for (size_t i = 0; i < c->dl_n; i++) {
+            nwaited += c->dl_waited[i];
+        }
+        if (nwaited == 0) {
+            /* The waited handle is not ours yet (queued) or done: look again
+             * after another debounce, not every cycle. */
+            c->dl_local_ns = now;
+        }
+    }
+    c->dl_sent = nwaited > 0;
+    if (nwaited > 0) {
+        flags |= DC_WIRE_FLAG_WAITING;
+    }
+    status = dc_wire_reqs_encode(&c->up, flags, c->new_reqs, (uint32_t)c->nnew);
+    if (status == DCOMM_OK && nwaited > 0) {
+        uint64_t age_ms;
+
+        since = dl_since(c);
+        age_ms = since < now ? (now - since) / 1000000 : 0;
+        status = dc_wire_waits_encode(&c->up, (uint32_t)DC_MIN(age_ms, UINT32_MAX), c->dl_reqs,
+                                      c->dl_waited, (uint32_t)c->dl_n);
+    }
+    return status;
+}
+
+/* Rank 0 takes rank r's wait report. */
+static dc_status_t dl_take(coord_t *c, int r, dc_wire_reader_t *rd)
+{
+    uint64_t now = dc_now_ns(), age_ns;
+    uint32_t age_ms, n;
+    dl_rec_t *rec;
+    dc_status_t status;
+
+    if (c->dl_recs == NULL) {
+        c->dl_recs = calloc((size_t)c->size, sizeof(*c->dl_recs));
+        c->dl_dead = calloc((size_t)c->size, 1);
+        if (c->dl_recs == NULL || c->dl_dead == NULL) {
+            return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for wait reports");
+        }
+    }
+    rec = &c->dl_recs[r];
+    rec->valid = 0;
+    status = dc_wire_waits_begin(rd, &age_ms, &n);
+    if (status < 0) {
+        return dc_error_set(status, "from rank %d: %s", r, dc_error_get());
+    }
+    if (n > rec->cap) { /* n <= DC_WIRE_WAITS_MAX, checked by the decoder */
+        dc_wire_req_t *reqs = realloc(rec->reqs, n * sizeof(*reqs));
+        uint8_t *waited;
+
+        if (reqs == NULL) {
+            return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for wait reports");
+        }
+        rec->reqs = reqs;
+        waited = realloc(rec->waited, n);
+        if (waited == NULL) {
+            return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for wait reports");
+        }
+        rec->waited = waited;
+        rec->cap = n;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const dc_comm_t *cm;
+
+        status = dc_wire_wait_next(rd, &rec->reqs[i], &rec->waited[i]);
+        if (status < 0) {
+            return dc_error_set(status, "from rank %d: %s", r, dc_error_get());
+        }
+        cm = dc_coord_comm(c, rec->reqs[i].comm);
+        if (cm == NULL || dc_coord_comm_rank_of(cm, r) < 0) {
+            return dc_error_set(DCOMM_ERR_TRANSPORT, "rank %d reported tensor '%s' on comm %d, "
+                                "which it is not a member of", r, rec->reqs[i].name,
+                                rec->reqs[i].comm);
+        }
+    }
+    rec->n = n;
+    age_ns = (uint64_t)age_ms * 1000000ull;
+    rec->since_ns = age_ns < now ? now - age_ns : 0;
+    rec->valid = 1;
+    return DCOMM_OK;
+}
+
+/* Has member m of t's comm submitted t (or joined the comm), as far as rank
+ * 0 knows? Exact for a rank with a report (its whole pending set). */
+static int dl_present(coord_t *c, int m, const dc_wire_req_t *t)
+{
+    char key[DC_WIRE_NAME_MAX + 16];
+    const neg_entry_t *e;
+    const dl_rec_t *rec = &c->dl_recs[m];
+
+    if (c->joined[t->comm] != NULL && c->joined[t->comm][m]) {
+        return 1;
+    }
+    dc_op_key(key, sizeof(key), t->comm, t->name);
+    e = dc_map_get(&c->table, key);
+    if (e != NULL && e->have[m]) {
+        return 1;
+    }
+    for (uint32_t i = 0; rec->valid && i < rec->n; i++) {
+        if (rec->reqs[i].comm == t->comm && strcmp(rec->reqs[i].name, t->name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Can t still complete when the ranks in dead never submit anything more? */
+static int dl_possible(coord_t *c, const dc_wire_req_t *t)
+{
+    const dc_comm_t *cm = dc_coord_comm(c, t->comm);
+
+    for (int i = 0; cm != NULL && i < cm->size; i++) {
+        int m = cm->ranks[i];
+
+        if (c->dl_dead[m] && !dl_present(c, m, t)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The deadlocked ranks into c->dl_dead: the largest set of blocked ranks each
+ * of whose waited tensors misses a rank of the set. Returns its size, or 0
+ * when it is empty or some member's state is younger than the grace time. */
+static int dl_find(coord_t *c, uint64_t now)
+{
+    int changed = 1, n = 0;
+
+    if (c->dl_recs == NULL) {
+        return 0;
+    }
+    for (int r = 0; r < c->size; r++) {
+        const dl_rec_t *rec = &c->dl_recs[r];
+
+        c->dl_dead[r] = 0;
+        for (uint32_t i = 0; rec->valid && i < rec->n; i++) {
+            c->dl_dead[r] |= rec->waited[i];
+        }
+    }
+    while (changed) {
+        changed = 0;
+        for (int r = 0; r < c->size; r++) {
+            const dl_rec_t *rec = &c->dl_recs[r];
+
+            for (uint32_t i = 0; c->dl_dead[r] && i < rec->n; i++) {
+                if (rec->waited[i] && dl_possible(c, &rec->reqs[i])) {
+                    c->dl_dead[r] = 0; /* that wait may end: the rank may go on */
+                    changed = 1;
+                }
+            }
+        }
+    }
+    for (int r = 0; r < c->size; r++) {
+        if (c->dl_dead[r]) {
+            if (now - c->dl_recs[r].since_ns < dl_grace_ns()) {
+                return 0;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+void dc_coord_dl_check(coord_t *c)
+{
+    uint64_t now = dc_now_ns();
+
+    if (c->rank != 0 || dc_config.deadlock_timeout_ms == 0 || c->dl_due ||
+        now < c->dl_next_check_ns) {
+        return;
+    }
+    c->dl_next_check_ns = now + 100000000ull; /* every 100 ms at most */
+    if (dl_find(c, now) > 0) {
+        c->dl_due = 1; /* the next slow round checks again with fresh reports */
+    }
+}
+
+static size_t dl_append(char *text, size_t len, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (len >= cap) {
+        return len;
+    }
+    va_start(ap, fmt);
+    n = vsnprintf(text + len, cap - len, fmt, ap);
+    va_end(ap);
+    return n < 0 ? len : DC_MIN(len + (size_t)n, cap);
+}
+
+/* The ranks that submitted t as far as rank 0 knows, as "a,b,c". */
+static void dl_submitters(coord_t *c, const dc_wire_req_t *t, char *buf, size_t cap, int *n_p)
+{
+    const dc_comm_t *cm = dc_coord_comm(c, t->comm);
+    size_t len = 0;
+
+    buf[0] = '\0';
+    *n_p = 0;
+    for (int i = 0; cm != NULL && i < cm->size; i++) {
+        if (dl_present(c, cm->ranks[i], t)) {
+            len = dl_append(buf, len, cap, "%s%d", *n_p ? "," : "", cm->ranks[i]);
+            (*n_p)++;
+        }
+    }
+}
+
+static void dl_describe(coord_t *c, int ndead, char *text, size_t cap)
+{
+    size_t len = 0;
+    int first = 1;
+
+    if (ndead == c->size) {
+        len = dl_append(text, len, cap, "deadlock: every rank is waiting");
+    } else {
+        len = dl_append(text, len, cap, "deadlock: rank%s ", ndead > 1 ? "s" : "");
+        for (int r = 0; r < c->size; r++) {
+            if (c->dl_dead[r]) {
+                len = dl_append(text, len, cap, "%s%d", first ? "" : ",", r);
+                first = 0;
+            }
+        }
+        len = dl_append(text, len, cap, ndead > 1 ? " are all waiting" : " is waiting");
+    }
+    len = dl_append(text, len, cap, " and the tensors %s on can never all be submitted: ",
+                    ndead > 1 ? "they wait" : "it waits");
+    first = 1;
+    for (int r = 0; r < c->size; r++) {
+        const dl_rec_t *rec = &c->dl_recs[r];
+
+        for (uint32_t i = 0; c->dl_dead[r] && i < rec->n; i++) {
+            const dc_wire_req_t *t = &rec->reqs[i];
+            char by[256], comm[32] = "";
+            int nby;
+
+            if (!rec->waited[i]) {
+                continue;
+            }
+            dl_submitters(c, t, by, sizeof(by), &nby);
+            if (t->comm != DCOMM_COMM_WORLD) {
+                snprintf(comm, sizeof(comm), " on comm %d", t->comm);
+            }
+            len = dl_append(text, len, cap, "%srank %d waits on '%s' (%s%s, submitted by "
+                            "rank%s %s)", first ? "" : ", ", r, t->name, dc_coll_name(t->coll),
+                            comm, nby > 1 ? "s" : "", by);
+            first = 0;
+        }
+    }
+    len = dl_append(text, len, cap, " [no change for DCOMM_DEADLOCK_TIMEOUT=%.1fs]",
+                    (double)dc_config.deadlock_timeout_ms / 1e3);
+    if (len >= cap && cap > 4) {
+        memcpy(text + cap - 4, "...", 4);
+    }
+}
+
+/* Rank 0, in a slow round: when the deadlock holds with this round's reports,
+ * every tensor a deadlocked rank waits on fails on the ranks that submitted
+ * it, with one text naming every rank's waits. */
+static dc_status_t dl_fail(coord_t *c, uint32_t *flags_p)
+{
+    int ndead = dl_find(c, dc_now_ns());
+    dc_wire_resp_t *resp = &c->resp;
+    dc_status_t status = DCOMM_OK;
+
+    if (ndead == 0) {
+        return DCOMM_OK;
+    }
+    memset(resp->text, 0, sizeof(resp->text));
+    dl_describe(c, ndead, resp->text, sizeof(resp->text));
+    DC_ERROR("%s", resp->text);
+    for (int r = 0; r < c->size && status == DCOMM_OK; r++) {
+        const dl_rec_t *rec = &c->dl_recs[r];
+
+        for (uint32_t i = 0; c->dl_dead[r] && i < rec->n && status == DCOMM_OK; i++) {
+            const dc_wire_req_t *t = &rec->reqs[i];
+            char key[DC_WIRE_NAME_MAX + 16];
+            int seen = 0;
+
+            if (!rec->waited[i]) {
+                continue;
+            }
+            /* Once per tensor, though several ranks wait on it. */
+            for (int q = 0; q < r && !seen; q++) {
+                for (uint32_t j = 0; c->dl_dead[q] && j < c->dl_recs[q].n && !seen; j++) {
+                    seen = c->dl_recs[q].waited[j] && c->dl_recs[q].reqs[j].comm == t->comm &&
+                           strcmp(c->dl_recs[q].reqs[j].name, t->name) == 0;
+                }
+            }
+            for (uint32_t j = 0; j < i && !seen; j++) {
+                seen = rec->waited[j] && rec->reqs[j].comm == t->comm &&
+                       strcmp(rec->reqs[j].name, t->name) == 0;
+            }
+            if (seen) {
+                continue;
+            }
+            resp->req = *t;
+            resp->error = DCOMM_ERR_MISMATCH;
+            resp->ncounts = 0;
+            status = dc_wire_resp_append(&c->down, resp);
+            c->nresps++;
+            /* Its name is free again: a later submission starts afresh. */
+            dc_op_key(key, sizeof(key), t->comm, t->name);
+            neg_free(dc_map_remove(&c->table, key));
+            if (t->coll == DC_COLL_JOIN && c->joined[t->comm] != NULL) {
+                memset(c->joined[t->comm], 0, (size_t)c->size);
+                c->njoined[t->comm] = 0;
+            }
+        }
+    }
+    *flags_p |= DC_WIRE_FLAG_DEADLOCK;
+    return status;
+}
+
+void dc_coord_dl_cycle_end(coord_t *c)
+{
+    int mine = 0;
+
+    if (!c->dl_any_touched) {
+        return;
+    }
+    c->dl_any_touched = 0;
+    for (int id = 0; id < DC_MAX_COMMS; id++) {
+        const dc_comm_t *cm;
+
+        if (!c->dl_touched[id]) {
+            continue;
+        }
+        c->dl_touched[id] = 0;
+        cm = dc_coord_comm(c, id);
+        for (int i = 0; i < (cm != NULL ? cm->size : c->size); i++) {
+            int m = cm != NULL ? cm->ranks[i] : i; /* a destroyed comm: everyone */
+
+            if (c->dl_recs != NULL) {
+                c->dl_recs[m].valid = 0;
+            }
+            mine |= m == c->rank;
+        }
+    }
+    if (mine) {
+        c->dl_sent = 0;
+        c->dl_local_ns = dc_now_ns();
     }
 }

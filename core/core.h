@@ -62,6 +62,7 @@ typedef struct dc_handle_slot {
     void *result;          /* allgather/alltoall/reducescatter/join output */
     size_t result_count;
     size_t *rank_counts;
+    int waiters;           /* user threads blocked in a wait on it (deadlock detection) */
 } dc_handle_slot_t;
 
 typedef struct dc_state {
@@ -92,6 +93,11 @@ typedef struct dc_state {
     uint32_t free_hint;
     /* keys ("<comm>:<name>") in flight, for DCOMM_ERR_DUPLICATE_NAME */
     dc_map_t inflight;
+    /* Deadlock detection: user threads blocked in a wait on an unfinished
+     * handle, and when a wait last began or ended (read by the coordinator
+     * without the lock). */
+    _Atomic int nwaiters;
+    _Atomic uint64_t wait_change_ns;
 
     /* timeline: dcomm_timeline_start/stop ask the coordinator (1 start, 2 stop) */
     char timeline_path[512];

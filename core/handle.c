@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "dc_time.h"
 #include "log.h"
 
 void dc_op_key(char *buf, size_t cap, dcomm_comm_t comm, const char *name)
@@ -59,6 +60,7 @@ dc_status_t dc_handle_alloc(dc_state_t *st, const char *key, dcomm_handle_t *han
     slot->result = NULL;
     slot->result_count = 0;
     slot->rank_counts = NULL;
+    slot->waiters = 0;
     snprintf(slot->key, sizeof(slot->key), "%s", key);
     st->free_hint = idx + 1;
     *handle_p = make_handle(idx, slot->gen);
@@ -125,12 +127,25 @@ dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle)
 {
     dc_handle_slot_t *slot = dc_handle_lookup(st, handle);
 
+    if (slot == NULL || atomic_load(&slot->done)) {
+        return slot;
+    }
+    /* This thread is blocked on the handle: the coordinator tells rank 0 when
+     * it stays so (deadlock detection, coord_neg.c). */
+    slot->waiters++;
+    atomic_fetch_add(&st->nwaiters, 1);
+    atomic_store(&st->wait_change_ns, dc_now_ns());
     /* The table may be reallocated (or the handle released by another thread)
      * while we sleep: look the slot up again each time. */
     while (slot != NULL && !atomic_load(&slot->done)) {
         pthread_cond_wait(&st->done_cond, &st->lock);
         slot = dc_handle_lookup(st, handle);
     }
+    if (slot != NULL && slot->waiters > 0) {
+        slot->waiters--;
+    }
+    atomic_fetch_sub(&st->nwaiters, 1);
+    atomic_store(&st->wait_change_ns, dc_now_ns());
     return slot;
 }
 

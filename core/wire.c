@@ -28,12 +28,12 @@ const char *dc_coll_name(int coll)
 
 static int dims_carried(const dc_wire_req_t *req)
 {
-    return req->ndims == DC_WIRE_NDIMS_UNKNOWN ? 0 : DC_MIN(req->ndims, DC_WIRE_DIMS_MAX);
+    return req->has_shape ? DC_MIN(req->ndims, DC_WIRE_DIMS_MAX) : 0;
 }
 
 int dc_wire_same_shape(const dc_wire_req_t *a, const dc_wire_req_t *b, int from)
 {
-    if (a->ndims != b->ndims) {
+    if (a->has_shape != b->has_shape || a->ndims != b->ndims) {
         return 0;
     }
     for (int i = from; i < dims_carried(a); i++) {
@@ -53,7 +53,7 @@ void dc_wire_shape_text(const dc_wire_req_t *req, char *buf, size_t cap)
 {
     size_t len;
 
-    if (req->ndims == DC_WIRE_NDIMS_UNKNOWN) {
+    if (!req->has_shape) {
         snprintf(buf, cap, "an unknown shape");
         return;
     }
@@ -192,7 +192,7 @@ static dc_status_t put_req(dc_wire_buf_t *buf, const dc_wire_req_t *req)
     put_u32(p + 4, (uint32_t)req->root);
     put_u32(p + 8, (uint32_t)req->comm);
     put_u64(p + 12, req->count);
-    p[20] = req->ndims;
+    p[20] = req->has_shape ? req->ndims : DC_WIRE_NDIMS_UNKNOWN;
     for (int i = 0; i < dims_carried(req); i++) {
         put_u64(p + 21 + 8 * i, req->dims[i]);
     }
@@ -266,8 +266,9 @@ static dc_status_t get_req(dc_wire_reader_t *rd, dc_wire_req_t *req)
         req->op >= DCOMM_OP_COUNT || req->device > DC_WIRE_NOBUF) {
         return malformed("unknown collective, dtype, op or buffer kind");
     }
-    req->ndims = p[20];
-    if (req->ndims > DC_WIRE_NDIMS_MAX && req->ndims != DC_WIRE_NDIMS_UNKNOWN) {
+    req->has_shape = p[20] != DC_WIRE_NDIMS_UNKNOWN;
+    req->ndims = req->has_shape ? p[20] : 0;
+    if (req->ndims > DC_WIRE_NDIMS_MAX) {
         return malformed("too many dimensions");
     }
     if (avail < 2u + nlen + 21u + 8u * (size_t)dims_carried(req)) {
@@ -301,6 +302,70 @@ dc_status_t dc_wire_reqs_begin(dc_wire_reader_t *rd, const void *data, size_t le
 dc_status_t dc_wire_req_next(dc_wire_reader_t *rd, dc_wire_req_t *req)
 {
     return get_req(rd, req);
+}
+
+dc_status_t dc_wire_waits_encode(dc_wire_buf_t *buf, uint32_t age_ms,
+                                 const dc_wire_req_t *const *reqs, const uint8_t *waited,
+                                 uint32_t n)
+{
+    dc_status_t status;
+
+    if (buf->len < WIRE_HDR_LEN || n > DC_WIRE_WAITS_MAX) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "wait section before the header or with "
+                            "more than %d entries", DC_WIRE_WAITS_MAX);
+    }
+    status = dc_wire_buf_reserve(buf, buf->len + 8);
+    if (status < 0) {
+        return status;
+    }
+    put_u32(buf->data + buf->len, age_ms);
+    put_u32(buf->data + buf->len + 4, n);
+    buf->len += 8;
+    for (uint32_t i = 0; i < n && status == DCOMM_OK; i++) {
+        status = put_req(buf, reqs[i]);
+        if (status == DCOMM_OK) {
+            status = dc_wire_buf_reserve(buf, buf->len + 1);
+        }
+        if (status == DCOMM_OK) {
+            buf->data[buf->len++] = waited[i] ? 1 : 0;
+        }
+    }
+    return status;
+}
+
+dc_status_t dc_wire_waits_begin(dc_wire_reader_t *rd, uint32_t *age_ms_p, uint32_t *n_p)
+{
+    size_t avail = (size_t)(rd->end - rd->pos);
+
+    if (avail < 8) {
+        return malformed("truncated wait section");
+    }
+    *age_ms_p = get_u32(rd->pos);
+    *n_p = get_u32(rd->pos + 4);
+    rd->pos += 8;
+    /* Every entry takes at least 24 bytes (a request and its mark). */
+    if (*n_p > (avail - 8) / 24 || *n_p > DC_WIRE_WAITS_MAX) {
+        return malformed("wait count larger than the message");
+    }
+    return DCOMM_OK;
+}
+
+dc_status_t dc_wire_wait_next(dc_wire_reader_t *rd, dc_wire_req_t *req, uint8_t *waited_p)
+{
+    dc_status_t status = get_req(rd, req);
+
+    if (status < 0) {
+        return status;
+    }
+    if (rd->end - rd->pos < 1) {
+        return malformed("truncated wait entry");
+    }
+    if (rd->pos[0] > 1) {
+        return malformed("wait mark neither 0 nor 1");
+    }
+    *waited_p = rd->pos[0];
+    rd->pos++;
+    return DCOMM_OK;
 }
 
 dc_status_t dc_wire_resps_begin_encode(dc_wire_buf_t *buf, uint32_t flags)

@@ -17,7 +17,9 @@
 #define DC_WIRE_MAGIC     0x44434d31u /* "DCM1" */
 #define DC_WIRE_DIMS_MAX  8          /* dimensions a request carries */
 #define DC_WIRE_NDIMS_MAX 64         /* a tensor of more dimensions is refused */
-#define DC_WIRE_NDIMS_UNKNOWN 0xffu  /* the caller gave no shape (dcomm_set_shape) */
+#define DC_WIRE_NDIMS_UNKNOWN 0xffu  /* on the wire: the caller gave no shape */
+#define DC_WIRE_WAITS_MAX 16384      /* entries of a wait section (a rank with more
+                                        pending tensors does not report its waits) */
 
 typedef enum dc_coll {
     DC_COLL_ALLREDUCE = 0,
@@ -49,9 +51,10 @@ typedef struct dc_wire_req {
     int32_t root;
     int32_t comm;
     uint64_t count;
-    /* The tensor's shape, when the caller gave one: ndims (or _UNKNOWN), then
-     * its first dimensions; past DC_WIRE_DIMS_MAX the last entry holds the
-     * product of the remaining ones. */
+    /* The tensor's shape, when the caller gave one (dcomm_set_shape; a zeroed
+     * request has none): ndims, then its first dimensions; past
+     * DC_WIRE_DIMS_MAX the last entry holds the product of the remaining ones. */
+    uint8_t has_shape;
     uint8_t ndims;
     uint64_t dims[DC_WIRE_DIMS_MAX];
 } dc_wire_req_t;
@@ -73,6 +76,11 @@ enum {
     DC_WIRE_FLAG_PENDING = 1u << 2,  /* up: this rank has requests not yet executed */
     DC_WIRE_FLAG_FATAL = 1u << 3,    /* down: the first entry is an error that ends the
                                         job on every rank (stall shutdown) */
+    DC_WIRE_FLAG_WAITING = 1u << 4,  /* up: a user thread of this rank is blocked in a
+                                        wait; a wait section follows the requests */
+    DC_WIRE_FLAG_DEADLOCK = 1u << 5, /* down: the list fails a deadlock; its error entries
+                                        may name tensors a rank never submitted (that
+                                        rank skips them) */
 };
 
 /* Down: bits 8.. of the flags carry the rank that asked for shutdown. */
@@ -111,6 +119,19 @@ typedef struct dc_wire_reader {
 dc_status_t dc_wire_reqs_begin(dc_wire_reader_t *rd, const void *data, size_t len,
                                uint32_t *flags_p, uint32_t *nreqs_p);
 dc_status_t dc_wire_req_next(dc_wire_reader_t *rd, dc_wire_req_t *req);
+
+/* The wait section of a request list with DC_WIRE_FLAG_WAITING, after its
+ * requests: for how long (ms) the rank's wait state has not changed, then every
+ * tensor the rank has submitted and not yet executed, each marked when a user
+ * thread waits on it (waited: 0 or 1). Layout: age_ms u32, n u32, then n times
+ * a request and waited u8. */
+dc_status_t dc_wire_waits_encode(dc_wire_buf_t *buf, uint32_t age_ms,
+                                 const dc_wire_req_t *const *reqs, const uint8_t *waited,
+                                 uint32_t n);
+/* Read after the list's requests: the section's header (n at most
+ * DC_WIRE_WAITS_MAX), then n entries. */
+dc_status_t dc_wire_waits_begin(dc_wire_reader_t *rd, uint32_t *age_ms_p, uint32_t *n_p);
+dc_status_t dc_wire_wait_next(dc_wire_reader_t *rd, dc_wire_req_t *req, uint8_t *waited_p);
 
 /* Response list, same scheme. */
 dc_status_t dc_wire_resps_begin_encode(dc_wire_buf_t *buf, uint32_t flags);

@@ -190,7 +190,10 @@ DCOMM_API dcomm_status_t dcomm_timeline_stop(void);
 DCOMM_API dcomm_status_t dcomm_poll(dcomm_handle_t handle, int *done_p);
 
 /* Blocks until the handle completes; returns the operation's status (its
- * message through dcomm_last_error). The handle stays valid until released. */
+ * message through dcomm_last_error). The handle stays valid until released.
+ * When ranks block in waits on tensors that can never all be submitted (e.g.
+ * rank 0 on 'a', rank 1 on 'b') for DCOMM_DEADLOCK_TIMEOUT, those waits
+ * return DCOMM_ERR_MISMATCH naming each rank's wait. */
 DCOMM_API dcomm_status_t dcomm_wait(dcomm_handle_t handle);
 
 /* Output of allgather/alltoall/reducescatter/join, owned by the handle until

@@ -249,6 +249,131 @@ static void test_device_kind(void **state)
     dc_wire_buf_free(&buf);
 }
 
+/* A request list with a wait section (DC_WIRE_FLAG_WAITING): the requests,
+ * then the age and every pending tensor with its waited mark. */
+static void test_waits_roundtrip(void **state)
+{
+    dc_wire_req_t a = make_req("new", DC_COLL_ALLREDUCE, 4);
+    dc_wire_req_t p = make_req("pending.a", DC_COLL_ALLREDUCE, 8);
+    dc_wire_req_t q = make_req("pending.b", DC_COLL_BARRIER, 0);
+    const dc_wire_req_t *list[] = {&a}, *pend[] = {&p, &q};
+    const uint8_t waited[] = {1, 0};
+    dc_wire_buf_t buf = {0};
+    dc_wire_reader_t rd;
+    dc_wire_req_t out;
+    uint32_t flags, n, age;
+    uint8_t w;
+
+    (void)state;
+    q.comm = 7;
+    assert_int_equal(dc_wire_reqs_encode(&buf, DC_WIRE_FLAG_WAITING, list, 1), DCOMM_OK);
+    assert_int_equal(dc_wire_waits_encode(&buf, 4321, pend, waited, 2), DCOMM_OK);
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(flags, DC_WIRE_FLAG_WAITING);
+    assert_int_equal(n, 1);
+    assert_int_equal(dc_wire_req_next(&rd, &out), DCOMM_OK);
+    assert_string_equal(out.name, "new");
+    assert_int_equal(dc_wire_waits_begin(&rd, &age, &n), DCOMM_OK);
+    assert_int_equal(age, 4321);
+    assert_int_equal(n, 2);
+    assert_int_equal(dc_wire_wait_next(&rd, &out, &w), DCOMM_OK);
+    assert_string_equal(out.name, "pending.a");
+    assert_int_equal(out.count, 8);
+    assert_int_equal(w, 1);
+    assert_int_equal(dc_wire_wait_next(&rd, &out, &w), DCOMM_OK);
+    assert_string_equal(out.name, "pending.b");
+    assert_int_equal(out.coll, DC_COLL_BARRIER);
+    assert_int_equal(out.comm, 7);
+    assert_int_equal(w, 0);
+    /* Nothing more: reading on fails cleanly. */
+    assert_int_equal(dc_wire_wait_next(&rd, &out, &w), DCOMM_ERR_TRANSPORT);
+    /* An empty section is valid. */
+    assert_int_equal(dc_wire_reqs_encode(&buf, DC_WIRE_FLAG_WAITING, list, 0), DCOMM_OK);
+    assert_int_equal(dc_wire_waits_encode(&buf, 0, pend, waited, 0), DCOMM_OK);
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_waits_begin(&rd, &age, &n), DCOMM_OK);
+    assert_int_equal(n, 0);
+    /* The encoder refuses more than DC_WIRE_WAITS_MAX entries. */
+    assert_int_equal(dc_wire_waits_encode(&buf, 0, pend, waited, DC_WIRE_WAITS_MAX + 1),
+                     DCOMM_ERR_INTERNAL);
+    dc_wire_buf_free(&buf);
+}
+
+/* Every truncation of a list with a wait section is noticed; a hostile count
+ * or waited mark is refused. */
+static void test_waits_hostile(void **state)
+{
+    dc_wire_req_t p = make_req("pending", DC_COLL_ALLREDUCE, 8);
+    const dc_wire_req_t *pend[] = {&p, &p, &p};
+    const uint8_t waited[] = {0, 1, 0};
+    dc_wire_buf_t buf = {0};
+    dc_wire_reader_t rd;
+    dc_wire_req_t out;
+    uint32_t flags, n, age;
+    uint8_t w;
+    size_t sec;
+
+    (void)state;
+    assert_int_equal(dc_wire_reqs_encode(&buf, DC_WIRE_FLAG_WAITING, pend, 0), DCOMM_OK);
+    sec = buf.len; /* the section starts here */
+    assert_int_equal(dc_wire_waits_encode(&buf, 1, pend, waited, 3), DCOMM_OK);
+    for (size_t len = 16; len < buf.len; len++) {
+        uint8_t *copy = malloc(len); /* exact size: ASan catches overreads */
+        uint32_t ok = 0;
+
+        memcpy(copy, buf.data, len);
+        assert_int_equal(dc_wire_reqs_begin(&rd, copy, len, &flags, &n), DCOMM_OK);
+        if (dc_wire_waits_begin(&rd, &age, &n) == DCOMM_OK) {
+            while (ok < n && dc_wire_wait_next(&rd, &out, &w) == DCOMM_OK) {
+                ok++;
+            }
+            assert_true(ok < 3); /* something was missing, and it was noticed */
+        }
+        free(copy);
+    }
+    /* A count the length cannot hold, and one beyond DC_WIRE_WAITS_MAX. */
+    buf.data[sec + 4] = 4;
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_waits_begin(&rd, &age, &n), DCOMM_ERR_TRANSPORT);
+    buf.data[sec + 4] = 0xff;
+    buf.data[sec + 5] = 0xff;
+    buf.data[sec + 6] = 0xff;
+    buf.data[sec + 7] = 0xff;
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_waits_begin(&rd, &age, &n), DCOMM_ERR_TRANSPORT);
+    buf.data[sec + 4] = 3;
+    buf.data[sec + 5] = buf.data[sec + 6] = buf.data[sec + 7] = 0;
+    /* A waited mark other than 0 or 1 (the first entry's last byte). */
+    buf.data[sec + 8 + 2 + strlen("pending") + 21] = 2; /* no shape: 21 fixed bytes */
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_waits_begin(&rd, &age, &n), DCOMM_OK);
+    assert_int_equal(dc_wire_wait_next(&rd, &out, &w), DCOMM_ERR_TRANSPORT);
+    /* Random bytes after a valid header never crash the decoder. */
+    srand(11);
+    for (int round = 0; round < 2000; round++) {
+        size_t len = (size_t)(rand() % 96);
+        uint8_t *junk = malloc(16 + len);
+
+        memcpy(junk, buf.data, 16);
+        junk[12] = junk[13] = junk[14] = junk[15] = 0; /* no requests */
+        for (size_t i = 0; i < len; i++) {
+            junk[16 + i] = (uint8_t)rand();
+        }
+        if (len >= 8 && round % 2) {
+            junk[16 + 4] = (uint8_t)(rand() % 4);
+            junk[16 + 5] = junk[16 + 6] = junk[16 + 7] = 0;
+        }
+        assert_int_equal(dc_wire_reqs_begin(&rd, junk, 16 + len, &flags, &n), DCOMM_OK);
+        if (dc_wire_waits_begin(&rd, &age, &n) == DCOMM_OK) {
+            for (uint32_t i = 0; i < n && dc_wire_wait_next(&rd, &out, &w) == DCOMM_OK; i++) {
+                assert_true(w <= 1);
+            }
+        }
+        free(junk);
+    }
+    dc_wire_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_resp_counts),
         cmocka_unit_test(test_truncated),      cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_name_limit),     cmocka_unit_test(test_device_kind),
+        cmocka_unit_test(test_waits_roundtrip), cmocka_unit_test(test_waits_hostile),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
