@@ -85,10 +85,14 @@ class _TorchAdapter(_core.ArrayAdapter):
 
     @staticmethod
     def scale_(x, factor):
+        # As Horovod scales: float32 math for 16-bit floats, double for
+        # integers (then toward zero), the tensor's own type otherwise.
         with torch.no_grad():
-            if x.dtype.is_floating_point:
+            if x.dtype in (torch.float16, torch.bfloat16):
+                x.copy_((x.float() * factor).to(x.dtype))
+            elif x.dtype.is_floating_point:
                 x.mul_(factor)
-            else:   # as C: scale in double, convert back toward zero
+            else:
                 x.copy_((x.double() * factor).to(x.dtype))
 
     @staticmethod
@@ -156,7 +160,18 @@ gloo_enabled = gloo_built
 
 
 def nccl_built():
-    return _module_present("nccl")
+    """As Horovod: the NCCL version number (e.g. 22304) when dcomm's nccl
+    module is there and its libnccl loads, else 0."""
+    if not _module_present("nccl"):
+        return 0
+    try:
+        nccl = ctypes.CDLL("libnccl.so.2")
+        version = ctypes.c_int()
+        if nccl.ncclGetVersion(ctypes.byref(version)) != 0:
+            return 0
+    except (OSError, AttributeError):
+        return 0
+    return version.value
 
 
 def cuda_built():
@@ -322,10 +337,10 @@ class _Allgather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # Each rank's input rows appear once in every rank's output: their
-        # gradient is the sum over ranks of the output gradient at those rows.
-        summed = allreduce(grad.contiguous(), op=Sum, process_set=ctx.ps)
-        return summed.narrow(0, ctx.span[0], ctx.span[1]), None, None
+        # Horovod's convention: the output gradient averaged over the ranks,
+        # this rank's rows of it.
+        averaged = allreduce(grad.contiguous(), op=Average, process_set=ctx.ps)
+        return averaged.narrow(0, ctx.span[0], ctx.span[1]), None, None
 
 
 def allgather(tensor, name=None, process_set=global_process_set):
@@ -335,13 +350,38 @@ def allgather(tensor, name=None, process_set=global_process_set):
     return _Allgather.apply(tensor, name, process_set)
 
 
+def _member_name(name, i):
+    return None if name is None else "%s.%d" % (name, i)
+
+
 def grouped_allgather_async(tensors, name=None, process_set=global_process_set):
-    return _core.GroupHandle([allgather_async(t, None if name is None else "%s.%d" % (name, i),
-                                              process_set) for i, t in enumerate(tensors)])
+    return _core.GroupHandle([allgather_async(t, _member_name(name, i), process_set)
+                              for i, t in enumerate(tensors)])
+
+
+class _GroupedAllgather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, name, ps, *tensors):
+        outs = _core.GroupHandle([_ops.allgather_async(t, _member_name(name, i), ps,
+                                                       with_rows=True)
+                                  for i, t in enumerate(tensors)]).synchronize()
+        me = ps.rank()
+        ctx.spans = [(sum(rows[:me]), rows[me]) for _, rows in outs]
+        ctx.ps = ps
+        return tuple(out for out, _ in outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        averaged = grouped_allreduce([g.contiguous() for g in grads], op=Average,
+                                     process_set=ctx.ps)
+        return (None, None) + tuple(a.narrow(0, start, n)
+                                    for a, (start, n) in zip(averaged, ctx.spans))
 
 
 def grouped_allgather(tensors, name=None, process_set=global_process_set):
-    return grouped_allgather_async(tensors, name, process_set).synchronize()
+    """allgather of each tensor, as one group; differentiable like allgather."""
+    tensors = [t.reshape(1) if t.dim() == 0 else t for t in tensors]
+    return list(_GroupedAllgather.apply(name, process_set, *tensors))
 
 
 # ---- broadcast -------------------------------------------------------------------
@@ -366,10 +406,11 @@ class _Broadcast(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        summed = allreduce(grad.contiguous(), op=Sum, process_set=ctx.ps)
+        # Horovod's convention: the averaged gradient on the root, zeros elsewhere.
+        averaged = allreduce(grad.contiguous(), op=Average, process_set=ctx.ps)
         if rank() != ctx.root:
-            summed = summed * 0
-        return summed, None, None, None
+            averaged = averaged * 0
+        return averaged, None, None, None
 
 
 def broadcast(tensor, root_rank, name=None, process_set=global_process_set):
@@ -442,11 +483,14 @@ class _Reducescatter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        # Horovod's convention: Sum scales the gradient by the set's size,
+        # Average passes it on; then the pre/postscale factors; then allgather.
         op, ps, scale = ctx.args
-        full = allgather(grad.contiguous(), process_set=ps)
-        if op == Average:
-            scale /= ps.size()
-        return (full * scale if scale != 1.0 else full), None, None, None, None, None
+        if op == Sum:
+            scale *= ps.size()
+        grad = grad.contiguous()
+        return (allgather(grad * scale if scale != 1.0 else grad, process_set=ps),
+                None, None, None, None, None)
 
 
 def reducescatter(tensor, name=None, compression=Compression.none, op=Average,
