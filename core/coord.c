@@ -308,15 +308,12 @@ static dc_status_t fast_round(coord_t *c, int *slow_p, int *shutdown_p)
     for (int b = 0; b < cap; b++) {
         const dc_cache_entry_t *e = dc_cache_get(&c->cache, b);
 
-        /* A joined rank gathers nothing: an allgather cached with a count of
-         * ours is renegotiated (rank 0 then records zero for us). */
+        /* A joined rank takes part in allreduces (with zeros) and barriers
+         * only: other cached collectives go back to rank 0, which fails them
+         * while ranks have joined (coord_neg.c, describe_joined). */
         if (e != NULL && c->local_joined[e->req.comm] && c->by_bit[b] == NULL &&
-            e->req.coll == DC_COLL_ALLGATHER) {
-            int cr = c->st->comms[e->req.comm].rank;
-
-            if (cr >= 0 && (uint32_t)cr < e->ncounts && e->counts[cr] != 0) {
-                c->inval[b] = 1;
-            }
+            e->req.coll != DC_COLL_ALLREDUCE && e->req.coll != DC_COLL_BARRIER) {
+            c->inval[b] = 1;
         }
         /* Ready here: we submitted it, or we joined its comm, or we are not a
          * member of its comm (the members alone decide). */

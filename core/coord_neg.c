@@ -225,6 +225,34 @@ static int neg_present(const coord_t *c, const dc_comm_t *cm, const neg_entry_t 
     return n;
 }
 
+/* As Horovod: while some members have joined, only allreduce (they add
+ * zeros) and barrier run; the other collectives would need data the joined
+ * ranks no longer have. Says which ranks joined; 0 when the collective may run. */
+static int describe_joined(const coord_t *c, const dc_comm_t *cm, const dc_wire_req_t *req,
+                           char *text, size_t cap)
+{
+    size_t len;
+    int n = 0;
+
+    if (c->joined[req->comm] == NULL ||
+        (req->coll != DC_COLL_ALLGATHER && req->coll != DC_COLL_ALLTOALL &&
+         req->coll != DC_COLL_BROADCAST && req->coll != DC_COLL_REDUCESCATTER)) {
+        return 0;
+    }
+    len = (size_t)snprintf(text, cap, "%s of tensor '%s' is not supported while ranks have "
+                           "joined (only allreduce is, as in Horovod); joined:",
+                           dc_coll_name(req->coll), req->name);
+    for (int i = 0; i < cm->size; i++) {
+        if (c->joined[req->comm][cm->ranks[i]]) {
+            n++;
+            if (len < cap) {
+                len += (size_t)snprintf(text + len, cap - len, " %d", cm->ranks[i]);
+            }
+        }
+    }
+    return n > 0;
+}
+
 /* Appends the response of a tensor every member has submitted. */
 static dc_status_t neg_emit(coord_t *c, const char *key, neg_entry_t *e, const dc_comm_t *cm)
 {
@@ -250,6 +278,8 @@ static dc_status_t neg_emit(coord_t *c, const char *key, neg_entry_t *e, const d
     }
     if (describe_mismatch(cm, e, resp->text, sizeof(resp->text))) {
         resp->error = DCOMM_ERR_MISMATCH;
+    } else if (describe_joined(c, cm, &resp->req, resp->text, sizeof(resp->text))) {
+        resp->error = DCOMM_ERR_UNSUPPORTED;
     } else if (resp->req.coll == DC_COLL_ALLGATHER) {
         resp->ncounts = (uint32_t)cm->size;
         for (int i = 0; i < cm->size; i++) {
