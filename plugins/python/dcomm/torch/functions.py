@@ -61,11 +61,37 @@ def allgather_object(obj, name=None, process_set=global_process_set):
     return out
 
 
+def _init_optimizer_state(optimizer, model):
+    """As Horovod: a new optimizer's state is made by one step on zero
+    gradients (sparse ones for SparseAdam and for model's sparse embeddings),
+    taken by the wrapped optimizer alone (no allreduce)."""
+    sparse = set()
+    if model is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Embedding) and m.sparse:
+                sparse.update(id(p) for p in m.parameters())
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+                if isinstance(optimizer, torch.optim.SparseAdam) or \
+                        (isinstance(optimizer, torch.optim.SGD) and id(p) in sparse):
+                    p.grad = p.grad.to_sparse()
+    base = getattr(optimizer, "_dc_base", None)
+    if base is not None:
+        base.step(optimizer)
+    else:
+        optimizer.step()
+
+
 def broadcast_optimizer_state(optimizer, root_rank, model=None):
     """Makes every rank's optimizer state and hyper-parameters those of
-    root_rank (model: accepted for Horovod compatibility)."""
+    root_rank. An optimizer without state yet gets it first, as in Horovod
+    (model: tells which parameters are sparse embeddings)."""
     if isinstance(optimizer, torch.optim.LBFGS):
         raise ValueError("cannot broadcast torch.optim.LBFGS state")
+    if len(optimizer.state_dict()["state"]) == 0:
+        _init_optimizer_state(optimizer, model)
     state = broadcast_object(optimizer.state_dict(), root_rank, name="optimizer_state")
     if rank() != root_rank:
         optimizer.load_state_dict(state)

@@ -10,7 +10,7 @@ import torch
 
 from .compression import Compression
 from .mpi_ops import (Average, Adasum, allreduce_async_, global_process_set,
-                      grouped_allreduce_async_)
+                      grouped_allreduce_async_, sparse_allreduce_async)
 from .._lib import ERR_UNSUPPORTED, UnsupportedError
 
 
@@ -49,6 +49,8 @@ class _DistributedOptimizer:
             self._names = {id(p): "allreduce.noname.%d.%d" % (g, i)
                            for g, group in enumerate(self.param_groups)
                            for i, p in enumerate(group["params"])}
+        # Horovod's name for it: parameter -> the name its gradient is reduced under
+        self._parameter_names = {p: self._names[id(p)] for p in params}
         self._groups = self._make_groups(params, num_groups, groups)
         self.backward_passes_per_step = backward_passes_per_step
         self._delay = {id(p): backward_passes_per_step for p in params}
@@ -81,8 +83,6 @@ class _DistributedOptimizer:
 
     def _register_hooks(self):
         for p in self._requires_update:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
             # The AccumulateGrad node of p: its hook runs once p.grad holds
             # this backward's gradient.
             acc = p.expand_as(p).grad_fn.next_functions[0][0]
@@ -108,12 +108,13 @@ class _DistributedOptimizer:
             return 1.0 / self._predivide, self._predivide
         return 1.0, 1.0
 
-    def _grad_of(self, p):
-        if p.grad.is_sparse:
-            if not self._sparse_as_dense:
-                warnings.warn("dcomm reduces sparse gradients as dense tensors")
-            p.grad = p.grad.to_dense()
-        return p.grad
+    @staticmethod
+    def _grad_of(p):
+        """p's gradient as a dense tensor to reduce (zeros for a parameter
+        backward did not reach; a dense copy of a sparse gradient)."""
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        return p.grad.to_dense() if p.grad.is_sparse else p.grad
 
     def _start(self, p, force=False):
         """Starts p's allreduce, or, when p is in a group, the group's once all
@@ -131,6 +132,12 @@ class _DistributedOptimizer:
             del self._ready[g]
 
     def _start_tensors(self, ps, name, single):
+        if single and ps[0].grad is not None and ps[0].grad.is_sparse and \
+                not self._sparse_as_dense:
+            # As Horovod: indices and values allgathered, the result sparse.
+            handle = sparse_allreduce_async(ps[0].grad, name, self._op, self._process_set)
+            self._handles[id(ps[0])] = (handle, None, None)
+            return
         pre, post = self._scales()
         pairs = [self._compression.compress(self._grad_of(p)) for p in ps]
         tensors = [t for t, _ in pairs]
@@ -155,13 +162,19 @@ class _DistributedOptimizer:
         done = set()
         by_id = {id(p): p for p in self._requires_update}
         for key, (handle, ctx, tensor) in list(self._handles.items()):
-            if id(handle) not in done:
-                handle.synchronize()
-                done.add(id(handle))
             p = by_id[key]
-            out = self._compression.decompress(tensor, ctx)
-            if out.data_ptr() != p.grad.data_ptr():
-                with torch.no_grad():
+            if tensor is None:              # a sparse allreduce
+                out = handle()
+            else:
+                if id(handle) not in done:
+                    handle.synchronize()
+                    done.add(id(handle))
+                out = self._compression.decompress(tensor, ctx)
+            with torch.no_grad():
+                if p.grad.is_sparse:
+                    # sparse_as_dense reduced it dense: back to sparse for the update
+                    p.grad.zero_().add_(out if out.is_sparse else out.to_sparse())
+                elif out.data_ptr() != p.grad.data_ptr():
                     p.grad.copy_(out)
             self._delay[key] = self.backward_passes_per_step
         self._handles.clear()
