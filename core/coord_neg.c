@@ -225,18 +225,26 @@ static int neg_present(const coord_t *c, const dc_comm_t *cm, const neg_entry_t 
     return n;
 }
 
-/* As Horovod: while some members have joined, only allreduce (they add
- * zeros) and barrier run; the other collectives would need data the joined
- * ranks no longer have. Says which ranks joined; 0 when the collective may run. */
+/* As Horovod: while some members of comm have joined, only allreduce (they
+ * add zeros) and barrier run; the other collectives would need data the
+ * joined ranks no longer have. Such a request fails as soon as it arrives
+ * (the ranks still running need not agree on its name: their unnamed
+ * counters differ by the calls the joined ranks skipped). */
+static int joined_refuses(const coord_t *c, int coll, int32_t comm)
+{
+    return c->njoined[comm] > 0 &&
+           (coll == DC_COLL_ALLGATHER || coll == DC_COLL_ALLTOALL ||
+            coll == DC_COLL_BROADCAST || coll == DC_COLL_REDUCESCATTER);
+}
+
+/* Says which ranks joined; 0 when the collective may run. */
 static int describe_joined(const coord_t *c, const dc_comm_t *cm, const dc_wire_req_t *req,
                            char *text, size_t cap)
 {
     size_t len;
     int n = 0;
 
-    if (c->joined[req->comm] == NULL ||
-        (req->coll != DC_COLL_ALLGATHER && req->coll != DC_COLL_ALLTOALL &&
-         req->coll != DC_COLL_BROADCAST && req->coll != DC_COLL_REDUCESCATTER)) {
+    if (!joined_refuses(c, req->coll, req->comm)) {
         return 0;
     }
     len = (size_t)snprintf(text, cap, "%s of tensor '%s' is not supported while ranks have "
@@ -373,10 +381,20 @@ static dc_status_t neg_add(coord_t *c, int r, const dc_wire_req_t *req)
     e->per_rank[r] = *req;
     e->have[r] = 1;
     e->nhave++;
-    if (neg_present(c, cm, e, req->comm) < cm->size) {
+    if (neg_present(c, cm, e, req->comm) < cm->size && !joined_refuses(c, req->coll, req->comm)) {
         return DCOMM_OK;
     }
     return neg_emit(c, key, e, cm);
+}
+
+static int first_rank(const neg_entry_t *e, int size)
+{
+    for (int r = 0; r < size; r++) {
+        if (e->have[r]) {
+            return r;
+        }
+    }
+    return 0;
 }
 
 typedef struct ready_scan {
@@ -399,7 +417,9 @@ static void scan_one(const char *key, void *value, void *arg)
         }
     }
     cm = comm >= 0 ? dc_coord_comm(rs->c, comm) : NULL;
-    if (cm != NULL && rs->c->njoined[comm] > 0 && neg_present(rs->c, cm, e, comm) == cm->size &&
+    if (cm != NULL && rs->c->njoined[comm] > 0 &&
+        (neg_present(rs->c, cm, e, comm) == cm->size ||
+         joined_refuses(rs->c, e->per_rank[first_rank(e, rs->c->size)].coll, comm)) &&
         rs->n < rs->cap) {
         snprintf(rs->keys[rs->n++], sizeof(rs->keys[0]), "%s", key);
     }
@@ -646,14 +666,16 @@ static dc_status_t take_responses(coord_t *c, uint32_t *flags_p)
         if (cm->rank >= 0) {
             dc_op_key(key, sizeof(key), c->resp.req.comm, c->resp.req.name);
             op = dc_map_remove(&c->local, key);
-            if (*flags_p & DC_WIRE_FLAG_DEADLOCK) {
-                if (op == NULL && c->resp.error < 0) {
-                    continue; /* a failed tensor this rank never submitted */
-                }
+            if ((*flags_p & DC_WIRE_FLAG_DEADLOCK) && op != NULL) {
                 dl_unbit(c, op);
             }
-            if (op == NULL && (c->resp.req.coll == DC_COLL_JOIN ||
-                               !c->local_joined[c->resp.req.comm])) {
+            /* A failed tensor this rank never submitted (a deadlock's, or one
+             * refused while ranks have joined) is still an item here: every
+             * rank runs the same items, so their tags stay in step. */
+            if (op == NULL &&
+                (c->resp.req.coll == DC_COLL_JOIN || !c->local_joined[c->resp.req.comm]) &&
+                !(c->resp.error < 0 && ((*flags_p & DC_WIRE_FLAG_DEADLOCK) ||
+                                        c->resp.error == DCOMM_ERR_UNSUPPORTED))) {
                 status = dc_error_set(DCOMM_ERR_INTERNAL,
                                       "rank 0 answered tensor '%s', which this rank never sent",
                                       c->resp.req.name);
