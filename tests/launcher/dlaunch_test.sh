@@ -212,6 +212,15 @@ remote_fail)
         fail "no rank reported lost with its host"
     expect_err "cannot execute the rsh command"
     ;;
+remote_grace)
+    # Remote ranks ignore SIGTERM: dlaunch's "K 9" after the grace must reach them
+    # (it used to be read as "K 95", the tail of "K 15" left in the agent's buffer).
+    run -H a:1,b:1 --rsh "$RSH" --grace 0.5 -- sh -c "trap '' TERM; if [ \$DCOMM_RANK = 0 ]; then sleep 0.3; exit 4; fi; sleep $MARK; sleep $MARK"
+    expect_rc 4
+    expect_err "rank 0 exited with code 4"
+    [ $((END - START)) -le 5 ] || fail "SIGKILL did not reach the remote rank after the grace ($((END - START)) s)"
+    no_leftovers
+    ;;
 remote_kill)
     # dlaunch killed outright: the agents see their stdin close and stop the ranks.
     "$DLAUNCH" -H a:2,b:2 --rsh "$RSH" sh -c "echo started; exec sleep $MARK" >"$TMP/out" 2>"$TMP/err" &
