@@ -365,6 +365,11 @@ static dc_status_t net_check(dc_net_t *net)
     return DCOMM_OK;
 }
 
+dc_status_t dc_net_check(dc_net_t *net)
+{
+    return net_check(net);
+}
+
 /* Sleeps at most timeout_ns, unless progress shows up on the re-check. */
 static void net_sleep(dc_net_t *net, uint64_t timeout_ns)
 {
