@@ -23,6 +23,7 @@
 #include "fork_ranks.h"
 
 #include "shm/shm.h"
+#include "shm/shm_ptracer.h"
 #include "dc_time.h"
 #include "transport.h"
 
@@ -182,6 +183,7 @@ static void child_main(const scenario_t *sc, int rank, const char *dir)
     CHECK(dc_filestore_open(dir, &c.store) == DCOMM_OK);
     boot.store = c.store;
     CHECK(ops->open(&boot, &c.tp) == DCOMM_OK);
+    CHECK(dc_shm_ptracer_windows() == 0); /* every peer has opened our segment */
     for (int i = 0; i < boot.npeers; i++) {
         CHECK(ops->connect(c.tp, peers[i], &c.eps[peers[i]]) == DCOMM_OK);
         CHECK(c.eps[peers[i]]->peer == peers[i]);
@@ -627,6 +629,7 @@ static void test_bad_input(void **state)
     peers[0] = 1;
     boot.npeers = 1;
     assert_int_equal(ops->open(&boot, &tp), DCOMM_ERR_TIMEOUT);
+    assert_int_equal(dc_shm_ptracer_windows(), 0); /* a failed open withdraws it too */
 
     /* no peers: still a doorbell to sleep on */
     boot.npeers = 0;

@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "shm.h"
+#include "shm_ptracer.h"
 #include "dc_time.h"
 #include "transport.h"
 
@@ -134,6 +134,17 @@ static size_t seg_data_offset(int nrings)
     return (hdr + 4095) & ~(size_t)4095;
 }
 
+/* Closes the memfd our peers open (once they all have, or on failure), and with
+ * it the ptrace window opened in seg_create. */
+static void memfd_close(dc_transport_t *tp)
+{
+    if (tp->memfd >= 0) {
+        close(tp->memfd);
+        tp->memfd = -1;
+        dc_shm_ptracer_close();
+    }
+}
+
 static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
 {
     uint64_t ring_size = 0;
@@ -144,17 +155,13 @@ static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
     }
     size_t size = seg_data_offset(npeers) + (size_t)npeers * ring_size;
 
-    /* Peers open our memfd through /proc/<pid>/fd, which needs ptrace-read
-     * permission. Under Yama's ptrace_scope=1 (Ubuntu's default) sibling ranks
-     * lack it; allowing any same-user process restores the classic rule
-     * (scope 0). Fails harmlessly with EINVAL where Yama is absent. */
-#ifdef PR_SET_PTRACER
-    (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
-#endif
     tp->memfd = memfd_create("dcomm-shm", MFD_CLOEXEC);
     if (tp->memfd < 0) {
         return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: memfd_create failed: %s", strerror(errno));
     }
+    /* Peers open our memfd through /proc/<pid>/fd: allow them while it is open
+     * (shm_ptracer.h); memfd_close ends the window. */
+    dc_shm_ptracer_open();
     if (ftruncate(tp->memfd, (off_t)size) != 0) {
         status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: cannot size segment to %zu bytes: %s",
                               size, strerror(errno));
@@ -182,8 +189,7 @@ static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
     return DCOMM_OK;
 
 err_close:
-    close(tp->memfd);
-    tp->memfd = -1;
+    memfd_close(tp);
     return status;
 }
 
@@ -396,8 +402,7 @@ static dc_status_t shm_tp_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p
                                        boot->timeout_ms <= 0 ? 0 : DC_MAX(left_ms, 1)),
                       status, err);
     }
-    close(tp->memfd); /* the mappings keep the memory; nothing to remove at exit */
-    tp->memfd = -1;
+    memfd_close(tp); /* the mappings keep the memory; nothing to remove at exit */
     DC_DEBUG("shm: rank %d open, %d peers, ring %llu bytes, segment %zu bytes", tp->rank,
              tp->npeers, (unsigned long long)tp->seg->ring_size, tp->seg_size);
     *tp_p = tp;
@@ -736,9 +741,7 @@ static void shm_tp_close(dc_transport_t *tp)
         atomic_store(&tp->seg->closed, 1);
         munmap(tp->seg, tp->seg_size);
     }
-    if (tp->memfd >= 0) {
-        close(tp->memfd);
-    }
+    memfd_close(tp);
     free(tp->eps);
     free(tp);
 }

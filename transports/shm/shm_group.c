@@ -4,6 +4,7 @@
  * that orders the members' chunks.
  */
 #include "shm_group.h"
+#include "shm_ptracer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -97,19 +97,24 @@ static int cpus_usable(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* Closes segment_create's memfd, and the ptrace window that came with it. */
+static void fd_close(int fd)
+{
+    close(fd);
+    dc_shm_ptracer_close();
+}
+
 /* Member 0: a fresh memfd of the whole segment, mapped and pre-faulted. */
 static dc_status_t segment_create(dc_shm_group_t *g, int *fd_p)
 {
     dc_status_t status;
 
-#ifdef PR_SET_PTRACER
-    (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0); /* see shm.c: seg_create */
-#endif
     int fd = memfd_create("dcomm-shm-group", MFD_CLOEXEC);
     if (fd < 0) {
         return dc_error_set(DCOMM_ERR_TRANSPORT, "shm group: memfd_create failed: %s",
                             strerror(errno));
     }
+    dc_shm_ptracer_open(); /* members open fd through /proc until fd_close */
     if (ftruncate(fd, (off_t)g->size) != 0) {
         status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm group: cannot size segment to %zu "
                               "bytes: %s", g->size, strerror(errno));
@@ -132,7 +137,7 @@ static dc_status_t segment_create(dc_shm_group_t *g, int *fd_p)
     return DCOMM_OK;
 
 err_close:
-    close(fd);
+    fd_close(fd);
     return status;
 }
 
@@ -230,7 +235,7 @@ static dc_status_t boot_leader(dc_shm_group_t *g, dc_net_t *net, uint64_t tag, g
     status = b->go == 0 ? DCOMM_OK : DCOMM_ERR_TRANSPORT;
 out:
     if (fd >= 0) {
-        close(fd); /* the mappings keep the memory; nothing to remove at exit */
+        fd_close(fd); /* every member has mapped it, or failed; the mappings stay */
     }
     return status;
 }
@@ -339,7 +344,7 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
         int fd = -1;
 
         DC_CHECK_GOTO(segment_create(g, &fd), status, err);
-        close(fd); /* nobody else opens it */
+        fd_close(fd); /* nobody else opens it */
     } else if (my_index == 0) {
         DC_CHECK_GOTO(boot_leader(g, net, tag, b, &posted), status, err);
     } else {
