@@ -193,6 +193,40 @@ err_close:
     return status;
 }
 
+/* The peer's header against the size we mapped: nrings, ring_size and the
+ * ring's data_offset come from another process and are bounded before use. */
+static dc_status_t seg_check(const dc_shm_seg_t *seg, size_t size, int peer)
+{
+    size_t max_rings = (size - DC_MIN(size, sizeof(*seg))) / sizeof(dc_shm_ring_t);
+
+    if (size < sizeof(*seg) || seg->nrings == 0 || seg->nrings > max_rings ||
+        seg_data_offset((int)DC_MIN(seg->nrings, (uint32_t)INT32_MAX)) > size) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment header claims %u rings, "
+                            "more than its %zu bytes hold", peer, seg->nrings, size);
+    }
+    if (seg->ring_size < DC_SHM_RING_MIN || seg->ring_size > DC_SHM_RING_MAX ||
+        (seg->ring_size & (seg->ring_size - 1)) != 0) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment header has ring size "
+                            "%llu (a power of two in [%u, %u] expected)", peer,
+                            (unsigned long long)seg->ring_size, DC_SHM_RING_MIN, DC_SHM_RING_MAX);
+    }
+    return DCOMM_OK;
+}
+
+static dc_status_t ring_check(const dc_shm_seg_t *seg, const dc_shm_ring_t *ring, size_t size,
+                              int peer)
+{
+    uint64_t off = ring->data_offset;
+
+    if (off < seg_data_offset((int)seg->nrings) || off > size || seg->ring_size > size - off) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's ring for us lies outside its "
+                            "segment (data offset %llu, ring %llu bytes, segment %zu bytes)",
+                            peer, (unsigned long long)off, (unsigned long long)seg->ring_size,
+                            size);
+    }
+    return DCOMM_OK;
+}
+
 /* Maps a peer's segment and finds the ring it keeps for us. */
 static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_addr_t *addr)
 {
@@ -211,7 +245,8 @@ static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_ad
                                   " >= 2; set DCOMM_TRANSPORTS=^shm)"
                                 : "");
     }
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != addr->size) {
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != addr->size ||
+        addr->size < sizeof(dc_shm_seg_t) || addr->size > SIZE_MAX / 2) {
         status = dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment %s has the wrong size",
                               peer, path);
         goto out;
@@ -232,10 +267,18 @@ static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_ad
                               path, peer);
         goto out;
     }
+    status = seg_check(ep->seg, ep->seg_size, peer);
+    if (status < 0) {
+        goto out;
+    }
     status = dc_error_set(DCOMM_ERR_MISMATCH, "shm: rank %d does not list rank %d as a peer",
                           peer, tp->rank);
     for (uint32_t i = 0; i < ep->seg->nrings; i++) {
         if (ep->seg->rings[i].sender == tp->rank) {
+            status = ring_check(ep->seg, &ep->seg->rings[i], ep->seg_size, peer);
+            if (status < 0) {
+                break;
+            }
             ep->tx = &ep->seg->rings[i];
             ep->tx_data = (uint8_t *)ep->seg + ep->tx->data_offset;
             ep->tx_mask = ep->seg->ring_size - 1;
@@ -530,6 +573,9 @@ static int ep_recv_move(shm_ep_t *ep, dc_transport_t *tp)
             freed = 1;
         }
         size_t n = (size_t)DC_MIN(ep->rx_left, DC_MIN(avail, SHM_CHUNK));
+        if (!ep->rx_discard && ep->recvs == NULL) {
+            ep->rx_discard = 1; /* its receive was failed meanwhile (ep_fail) */
+        }
         if (!ep->rx_discard) {
             dc_request_t *req = ep->recvs;
             ring_get(ep->rx_data, ep->rx_mask, ep->rx_tail, (uint8_t *)req->buf + req->done, n);
@@ -674,6 +720,9 @@ static int ep_fail(shm_ep_t *ep, dc_status_t status)
 {
     int failed = 0;
 
+    if (ep->rx_active) {
+        ep->rx_discard = 1; /* the rest of the message in flight has no receive now */
+    }
     while (ep->recvs != NULL) {
         dc_reqq_pop(&ep->recvs, &ep->recvs_tail)->status = status;
         failed++;
