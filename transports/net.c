@@ -365,6 +365,15 @@ static dc_status_t net_check(dc_net_t *net)
     return DCOMM_OK;
 }
 
+void dc_net_fail(dc_net_t *net, const char *why)
+{
+    for (int t = 0; t < net->ntps; t++) {
+        if (net->tps[t].ops->notify_failure != NULL) {
+            net->tps[t].ops->notify_failure(net->tps[t].tp, why);
+        }
+    }
+}
+
 dc_status_t dc_net_check(dc_net_t *net)
 {
     return net_check(net);

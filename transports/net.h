@@ -55,6 +55,11 @@ void dc_net_wake(dc_net_t *net);
  * waits outside dc_net_wait (a device operation in flight). */
 dc_status_t dc_net_check(dc_net_t *net);
 
+/* This process failed (why: the cause, naming this rank) and lives on: every
+ * transport that can tells its peers now (their waits end with PEER_LOST and
+ * this cause). Call before dc_net_close. */
+void dc_net_fail(dc_net_t *net, const char *why);
+
 /* Another file descriptor to watch while sleeping (-1 for none). */
 void dc_net_set_watch(dc_net_t *net, int watch_fd, dc_net_watch_fn_t fn, void *arg);
 

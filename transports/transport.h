@@ -192,6 +192,11 @@ struct dc_transport_ops {
      * group calling it in the same order, within the backend's timeout. */
     int (*native_supported)(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
     dc_status_t (*native)(dc_transport_t *tp, const dc_native_coll_t *nc);
+
+    /* Optional: this process has failed (why names the rank and the cause) but
+     * lives on; tell the peers now, so that their waits end with the real
+     * cause rather than a timeout. Called before close(). */
+    void (*notify_failure)(dc_transport_t *tp, const char *why);
 };
 
 /* Generic helpers over the ep header. */

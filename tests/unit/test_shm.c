@@ -706,6 +706,49 @@ static void test_bad_input(void **state)
     nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Rank 1 fails with an error but stays alive: a message it sent before still
+ * arrives, and rank 0's next receive fails with PEER_LOST naming rank 1 and its
+ * cause within a second (before, it waited for the rank that never sends). */
+static int body_failed_alive(ctx_t *c)
+{
+    uint8_t buf[100];
+    dc_request_t req, *reqs[1] = {&req};
+    dc_status_t check = DCOMM_OK;
+
+    if (c->rank == 1) {
+        fill(buf, sizeof(buf), 1, 0, 3);
+        CHECK(ops->isend(c->eps[0], buf, sizeof(buf), 3, &req) == DCOMM_OK);
+        drive_ok(c, reqs, 1, __LINE__);
+        dc_sleep_ns(200000000ull); /* rank 0 is asleep in its wait by now */
+        ops->notify_failure(c->tp, "rank 1: injected failure (a test)");
+        dc_sleep_ns(3000000000ull); /* alive until rank 0 is done */
+        return 0;
+    }
+    CHECK(ops->irecv(c->eps[1], buf, sizeof(buf), 3, &req) == DCOMM_OK);
+    drive_ok(c, reqs, 1, __LINE__);
+    CHECK(verify(buf, sizeof(buf), 1, 0, 3));
+    CHECK(ops->irecv(c->eps[1], buf, sizeof(buf), 4, &req) == DCOMM_OK);
+    uint64_t t0 = dc_now_ns();
+    CHECK(drive(c, reqs, 1, 10000, &check) == 0);
+    uint64_t ms = (dc_now_ns() - t0) / 1000000ull;
+    CHECK(req.status == DCOMM_ERR_PEER_LOST);
+    CHECK(check == DCOMM_ERR_PEER_LOST);
+    if (strstr(dc_error_get(), "rank 1") == NULL ||
+        strstr(dc_error_get(), "injected failure") == NULL || ms >= 1000) {
+        fprintf(stderr, "rank 0: after %llu ms: %s\n", (unsigned long long)ms, dc_error_get());
+        CHECK(0);
+    }
+    return 0;
+}
+
+static void test_failed_alive(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .killed_rank = -1, .body = body_failed_alive};
+
+    (void)state;
+    run_scenario(&sc);
+}
+
 /* A peer whose segment header lies about its rings: every field is checked
  * against the mapped size before use (before the fix, nrings led the ring scan
  * past the mapping, and data_offset put tx_data anywhere). */
@@ -791,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_clean_exit),
         cmocka_unit_test(test_killed_mid_message),
         cmocka_unit_test(test_bad_header),
+        cmocka_unit_test(test_failed_alive),
         cmocka_unit_test(test_bandwidth),
     };
 

@@ -49,6 +49,8 @@ typedef struct shm_ep {
     int gone; /* the peer's process has ended: only what it left in our ring remains */
     int lost; /* ... and that failed requests or was not a clean close */
     int closed; /* close() failed everything */
+    int failed; /* the peer declared a failure (fail()) while alive: why says what */
+    char why[DC_SHM_WHY_MAX];
 } shm_ep_t;
 
 struct dc_transport {
@@ -619,6 +621,10 @@ static int ep_send_complete(shm_ep_t *ep)
 
 static dc_status_t ep_lost_error(shm_ep_t *ep)
 {
+    if (ep->failed) {
+        return dc_error_set(DCOMM_ERR_PEER_LOST, "shm: rank %d (pid %d) failed: %s",
+                            ep->super.peer, (int)ep->pid, ep->why);
+    }
     return dc_error_set(DCOMM_ERR_PEER_LOST, "shm: rank %d (pid %d) is gone", ep->super.peer,
                         (int)ep->pid);
 }
@@ -759,6 +765,17 @@ static dc_status_t shm_check(dc_transport_t *tp)
     for (int i = 0; i < tp->npeers; i++) {
         shm_ep_t *ep = &tp->eps[i];
 
+        if (!ep->gone && !ep->closed && ep->seg != tp->seg &&
+            atomic_load_explicit(&ep->seg->failed, memory_order_acquire) != 0) {
+            /* Alive but failed: what it sent still arrives, the rest fails with
+             * its cause. The text is the peer's: bounded and terminated here. */
+            memcpy(ep->why, ep->seg->why, sizeof(ep->why));
+            ep->why[sizeof(ep->why) - 1] = '\0';
+            ep->failed = 1;
+            ep->gone = 1;
+            ep->lost = 1;
+            ep_gone_progress(ep, tp);
+        }
         if (!ep->gone && !ep->closed && peer_gone(ep)) {
             ep->gone = 1;
             /* a crash, not the end of a job whose last messages we already have */
@@ -770,6 +787,23 @@ static dc_status_t shm_check(dc_transport_t *tp)
         }
     }
     return first;
+}
+
+/* This process failed but lives on: the cause goes into our segment, then the
+ * flag (release: a peer that sees it sees the text), then every peer's
+ * doorbell, so that a sleeping peer checks at once. */
+static void shm_fail(dc_transport_t *tp, const char *why)
+{
+    if (tp->seg == NULL || atomic_load(&tp->seg->failed) != 0) {
+        return;
+    }
+    snprintf(tp->seg->why, sizeof(tp->seg->why), "%s", why != NULL ? why : "(no reason)");
+    atomic_store_explicit(&tp->seg->failed, 1, memory_order_release);
+    for (int i = 0; i < tp->npeers; i++) {
+        if (tp->eps[i].seg != NULL && tp->eps[i].seg != tp->seg) {
+            dc_doorbell_ring(&tp->eps[i].seg->doorbell);
+        }
+    }
 }
 
 static void shm_tp_close(dc_transport_t *tp)
@@ -822,6 +856,7 @@ const dc_transport_ops_t dc_transport_shm_ops = {
     .wait_fd = shm_wait_fd,
     .doorbell = shm_doorbell,
     .check = shm_check,
+    .notify_failure = shm_fail,
     .close = shm_tp_close,
     .allreduce = NULL,
 };

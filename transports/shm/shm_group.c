@@ -24,7 +24,7 @@
 #include "log.h"
 
 #define GROUP_MAGIC      0x64636f6d6d677270ull /* "dcommgrp" */
-#define GROUP_VERSION    2
+#define GROUP_VERSION    3
 #define GROUP_SLICE_NS   100000000ull /* sleep slice: liveness checks this often */
 #define GROUP_SPIN       16384        /* polls (~0.5 ms) before yielding while ranks <= cores:
                                        * a yield hands the core to any other process */
@@ -312,6 +312,7 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
     g->n = n;
     g->me = my_index;
     g->timeout_ms = timeout_ms;
+    g->net = net;
     g->spin_max = n <= cpus_usable() ? GROUP_SPIN : GROUP_SPIN_OVER;
     g->spin_min = DC_MIN(GROUP_SPIN_OVER, g->spin_max);
     g->spin = g->spin_max;
@@ -402,6 +403,31 @@ void dc_shm_group_destroy(dc_shm_group_t *g)
     free(g->seen);
     free(g->pidfds);
     free(g);
+}
+
+void dc_shm_group_fail(dc_shm_group_t *g, const char *why)
+{
+    dc_shm_group_ctl_t *ctl;
+
+    if (g == NULL || g->ctl == NULL) {
+        return;
+    }
+    ctl = &g->ctl[g->me];
+    if (atomic_load(&ctl->failed) != 0) {
+        return;
+    }
+    snprintf(ctl->why, sizeof(ctl->why), "%s", why != NULL ? why : "(no reason)");
+    atomic_store_explicit(&ctl->failed, 1, memory_order_release);
+    for (int k = 0; k < DC_SHM_SEQ_COUNT; k++) {
+        dc_futex_wake(&ctl->seq[k]); /* whoever sleeps on our words */
+    }
+}
+
+void dc_shm_group_forget_net(dc_shm_group_t *g)
+{
+    if (g != NULL) {
+        g->net = NULL;
+    }
 }
 
 int dc_shm_group_matches(const dc_shm_group_t *g, const int *world_ranks, int n, int me)
@@ -519,6 +545,22 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
             return DCOMM_OK;
         }
         uint64_t now = dc_now_ns();
+        if (atomic_load_explicit(&g->ctl[r].failed, memory_order_acquire) != 0) {
+            char why[sizeof(g->ctl[r].why)];
+
+            memcpy(why, g->ctl[r].why, sizeof(why)); /* the peer's text: terminate it */
+            why[sizeof(why) - 1] = '\0';
+            return dc_error_set(DCOMM_ERR_PEER_LOST, "shmdirect: rank %d failed: %s; rank %d "
+                                "was waiting for %s (step %u)", g->world_ranks[r], why,
+                                g->world_ranks[g->me], seq_what[which], step);
+        }
+        if (g->net != NULL) { /* dlaunch's events, the transports' liveness checks */
+            dc_status_t status = dc_net_check(g->net);
+
+            if (status < 0) {
+                return status;
+            }
+        }
         if (member_gone(g, r)) {
             return dc_error_set(DCOMM_ERR_PEER_LOST, "shmdirect: rank %d (pid %d) is gone; rank "
                                 "%d was waiting for %s (step %u)", g->world_ranks[r],
