@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -79,6 +80,8 @@ struct dc_rdv_server {
     entry_t *buckets[NBUCKETS];
     size_t store_bytes, store_limit;
     waiter_t *waiters;
+    uint64_t drop_window_ns;  /* start of the current 10 s window of drop warnings */
+    int drops_logged, drops_quiet;
     uint8_t *seen;
     int seen_cap;
 };
@@ -415,6 +418,27 @@ static void conn_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
 
 /* ---- Connection life cycle ----------------------------------------------------- */
 
+/* A flood of strangers must not become a flood of log lines: at most 10 warnings
+ * per 10 s, then how many were not shown. */
+static void warn_unauth_drop(dc_rdv_server_t *s, const conn_t *c, const char *why)
+{
+    uint64_t now = dc_now_ns();
+
+    if (now - s->drop_window_ns >= 10000000000ull) {
+        if (s->drops_quiet > 0) {
+            DC_WARN("rdv server: %d more unauthenticated connections dropped", s->drops_quiet);
+        }
+        s->drop_window_ns = now;
+        s->drops_logged = s->drops_quiet = 0;
+    }
+    if (s->drops_logged < 10) {
+        s->drops_logged++;
+        DC_WARN("rdv server: dropped unauthenticated connection from %s: %s", c->peer, why);
+    } else {
+        s->drops_quiet++;
+    }
+}
+
 /* Dead connections stay in the list (fd closed) until the end of progress, so an
  * event later in the same epoll batch never touches freed memory. */
 static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
@@ -426,7 +450,7 @@ static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
     }
     if (c->state == CONN_AUTH_WAIT) {
         s->nunauth--;
-        DC_WARN("rdv server: dropped unauthenticated connection from %s: %s", c->peer, why);
+        warn_unauth_drop(s, c, why);
     } else {
         s->nconns--;
         if (why != NULL) {
@@ -695,6 +719,22 @@ int dc_rdv_server_fd(const dc_rdv_server_t *s)
     return s->epfd;
 }
 
+/* Up to MAX_CONNS ranks plus MAX_UNAUTH_CONNS strangers: the default soft limit
+ * of 1024 descriptors would be spent by strangers. The hard limit is ours to use. */
+static void raise_fd_limit(void)
+{
+    const rlim_t want = MAX_CONNS + MAX_UNAUTH_CONNS + 256;
+    struct rlimit lim;
+
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= want) {
+        return;
+    }
+    lim.rlim_cur = (lim.rlim_max == RLIM_INFINITY || lim.rlim_max > want) ? want : lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+        DC_DEBUG("rdv server: descriptor limit raised to %llu", (unsigned long long)lim.rlim_cur);
+    }
+}
+
 dc_status_t dc_rdv_server_create(const char *bind_addr, int port,
                                  const uint8_t secret[DC_AUTH_SECRET_LEN],
                                  dc_rdv_server_t **server_p)
@@ -715,6 +755,7 @@ dc_status_t dc_rdv_server_create(const char *bind_addr, int port,
     if (s == NULL) {
         return dc_error_set(DCOMM_ERR_NO_MEMORY, "rdv server: out of memory");
     }
+    raise_fd_limit();
     memcpy(s->secret, secret, DC_AUTH_SECRET_LEN);
     s->store_limit = MAX_STORE_BYTES;
     s->epfd = -1;
@@ -754,6 +795,9 @@ void dc_rdv_server_destroy(dc_rdv_server_t *s)
 {
     if (s == NULL) {
         return;
+    }
+    if (s->drops_quiet > 0) {
+        DC_WARN("rdv server: %d more unauthenticated connections dropped", s->drops_quiet);
     }
     for (conn_t *c = s->conns; c != NULL; c = c->next) {
         if (c->state != CONN_DEAD) {
