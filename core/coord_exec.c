@@ -137,14 +137,13 @@ dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
 
 /* The result's element count from the ranks' counts (peer-supplied), checked
  * for overflow and against this host's memory before alloc_result sizes it. */
-static dc_status_t result_total(const exec_item_t *it, const size_t *counts, int n, size_t esize,
-                                size_t *total_p)
+static dc_status_t result_total(const size_t *counts, int n, size_t esize, size_t *total_p)
 {
-    char what[DC_WIRE_NAME_MAX + 32];
     size_t bytes;
 
-    snprintf(what, sizeof(what), "%s '%s'", dc_coll_name(it->req.coll), it->req.name);
-    return dc_result_size(what, counts, n, esize, dc_result_size_limit(), total_p, &bytes);
+    /* the caller's error prefix names the collective and the tensor */
+    return dc_result_size("result size", counts, n, esize, dc_result_size_limit(), total_p,
+                          &bytes);
 }
 
 /* Output buffer owned by the handle; at least one byte so that a result of
@@ -302,8 +301,8 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
             return dc_error_set(DCOMM_ERR_INTERNAL, "allgather '%s': %u counts for %d ranks",
                                 it->req.name, it->ncounts, cm->size);
         }
-        DC_CHECK_GOTO(result_total(it, &c->counts_arena[it->counts_off], cm->size, esize,
-                                   &total), status, out);
+        DC_CHECK_GOTO(result_total(&c->counts_arena[it->counts_off], cm->size, esize, &total),
+                      status, out);
         DC_CHECK_GOTO(alloc_result(total, esize, cm->size, &result, &counts), status, out);
         for (int i = 0; i < cm->size; i++) {
             counts[i] = c->counts_arena[it->counts_off + (size_t)i];
@@ -340,7 +339,7 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
         args.counts = op ? op->counts : sendcounts;
         status = dc_alltoall_counts(&ctx, args.counts, recv);
         if (status == DCOMM_OK) {
-            status = result_total(it, recv, cm->size, esize, &total);
+            status = result_total(recv, cm->size, esize, &total);
         }
         if (status == DCOMM_OK) {
             status = alloc_result(total, esize, cm->size, &result, &counts);

@@ -750,8 +750,8 @@ static int ep_gone_progress(shm_ep_t *ep, dc_transport_t *tp)
     if (ep->recvs != NULL || ep->sends != NULL) {
         int failed = ep_fail(ep, ep_lost_error(ep));
 
-        DC_WARN("shm: rank %d (pid %d) is gone; %d requests failed", ep->super.peer,
-                (int)ep->pid, failed);
+        DC_WARN("shm: rank %d (pid %d) %s; %d requests failed", ep->super.peer, (int)ep->pid,
+                ep->failed ? "failed" : "is gone", failed);
         ep->lost = 1;
         events += failed;
     }
