@@ -591,6 +591,40 @@ static void test_events_in_wait(void **state)
     assert_int_equal(run_scenario(&sc), 0);
 }
 
+/* A message shorter than the receive posted for it is an error in dc_net_wait
+ * (naming the sender and both lengths), not a success that leaves the rest of
+ * the buffer as it was; an exact one completes. */
+static int body_short_receive(ctx_t *c)
+{
+    uint8_t buf[16] = {0};
+    dc_request_t req, *preq = &req;
+    dc_endpoint_t *ep = dc_net_ep(c->net, 1 - c->rank);
+
+    if (c->rank == 1) {
+        CHECK(dc_ep_isend(ep, buf, 10, 5, &req) == DCOMM_OK);
+        CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_OK);
+        CHECK(dc_ep_isend(ep, buf, 16, 6, &req) == DCOMM_OK);
+        CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_OK);
+        return 0;
+    }
+    CHECK(dc_ep_irecv(ep, buf, sizeof(buf), 5, &req) == DCOMM_OK);
+    CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_ERR_INTERNAL);
+    CHECK(strstr(dc_error_get(), "rank 1 sent 10 bytes") != NULL);
+    CHECK(strstr(dc_error_get(), "16 were expected") != NULL);
+    CHECK(dc_ep_irecv(ep, buf, sizeof(buf), 6, &req) == DCOMM_OK);
+    CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_OK);
+    CHECK(req.len == sizeof(buf));
+    return 0;
+}
+
+static void test_short_receive(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_short_receive};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
 /* Rank 1 stays alive but never joins: rank 0 gets DCOMM_ERR_TIMEOUT naming
  * rank 1 after about the group's 300 ms. */
 static int body_silent(ctx_t *c)
@@ -728,6 +762,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_silent_peer), cmocka_unit_test(test_segments),
         cmocka_unit_test(test_spin_adapts),
         cmocka_unit_test(test_failed_alive_peer), cmocka_unit_test(test_events_in_wait),
+        cmocka_unit_test(test_short_receive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
