@@ -610,6 +610,9 @@ DCOMM_API dcomm_status_t dcomm_broadcast_async(dcomm_comm_t comm, const char *na
     if (count > 0 && buf == NULL) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: buf is NULL with count %zu", fn, count);
     }
+    if (count > SIZE_MAX / 8) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: count %zu is too large", fn, count);
+    }
     if (size > 0 && (root < 0 || root >= size)) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s: root %d is outside comm %d of size %d",
                             fn, root, (int)comm, size);

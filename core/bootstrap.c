@@ -232,8 +232,14 @@ static dc_status_t open_store(dc_state_t *st, int timeout_ms)
             dc_auth_random(st->secret, sizeof(st->secret));
             return dc_store_set(st->store, "secret", st->secret, sizeof(st->secret));
         }
-        return dc_store_get(st->store, "secret", st->secret, sizeof(st->secret), &len,
-                            timeout_ms);
+        status = dc_store_get(st->store, "secret", st->secret, sizeof(st->secret), &len,
+                              timeout_ms);
+        if (status == DCOMM_OK && len != sizeof(st->secret)) {
+            status = dc_error_set(DCOMM_ERR_AUTH, "rank %d: the job secret in DCOMM_STORE_DIR "
+                                  "%s has %zu bytes, not %zu: a stale or foreign store "
+                                  "directory?", st->rank, dir, len, sizeof(st->secret));
+        }
+        return status;
     }
     /* Started by mpirun (or another launcher a module knows): rank 0 serves the
      * store, and the module's broadcast tells the others where. */

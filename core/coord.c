@@ -94,9 +94,14 @@ static void coord_fatal(coord_t *c, dc_status_t status, const char *msg)
     st->net = NULL;
     pthread_mutex_unlock(&st->lock);
     DC_ERROR("%s (%s); failing every pending operation", text, dcomm_status_string(status));
+    /* Peers on this host learn the cause now, not at their DCOMM_TIMEOUT: this
+     * process may live on after its failure (shm.c shm_fail, shm_group.c). */
+    dc_shm_group_fail(c->ctx.shm_group, text);
+    dc_shm_group_forget_net(c->ctx.shm_group);
     /* Close the network first: no transport may write into user buffers
      * after their handles complete. */
     if (net != NULL) {
+        dc_net_fail(net, text);
         dc_net_close(net);
     }
     c->net = NULL;

@@ -45,6 +45,7 @@ typedef struct coord_dev {
     struct {
         int mode;                   /* DC_DEV_* */
         struct dc_nccl_comm *nccl;
+        int failed;                 /* an operation failed: abort, do not close */
     } comms[DC_MAX_COMMS];
 } coord_dev_t;
 

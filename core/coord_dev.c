@@ -11,7 +11,11 @@
  * this one thread, the fusion and scratch buffers are reused by the next item,
  * and the loop's idle and failure paths (coord.c) know nothing of work in
  * flight on the GPU. Overlapping NCCL operations would need all three changed.
+ * While it waits, peers' liveness is checked; how long it waits, and why not
+ * DCOMM_TIMEOUT flat, is in dev_deadline.h. A comm whose operation failed, or
+ * any comm after the job failed, is aborted (ncclCommAbort), never closed.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -20,8 +24,11 @@
 #include "coord.h"
 #include "dc_reduce.h"
 #include "dc_time.h"
+#include "dev_deadline.h"
 #include "log.h"
 #include "module.h"
+
+#define DEV_CHECK_NS 100000000ull /* liveness checks while an NCCL operation runs */
 
 /* The modules, and the device: the one the API saw first, else the usual
  * local-rank choice (this rank has no device buffer yet: it joined, or sends
@@ -79,7 +86,7 @@ static dc_status_t dev_open(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm)
     } else {
         snprintf(key, sizeof(key), "nccl.%d.%llu", (int)comm, (unsigned long long)ctx->tag);
         if (d->nccl->comm_open(c->st->store, key, ctx->rank, ctx->size, d->device,
-                               (int)dc_config.timeout_ms, &nc) < 0) {
+                               dc_dev_wait_ms(dc_config.timeout_ms), &nc) < 0) {
             snprintf(why, sizeof(why), "%s", dc_error_get());
             nc = NULL;
             ok = 0;
@@ -187,23 +194,40 @@ static dc_status_t dev_zero(coord_t *c, void *dptr, size_t bytes)
     return dc_coord_dev_copy(c, dptr, z, bytes);
 }
 
-/* Polls an NCCL operation to completion (see the top of the file), under
- * DCOMM_TIMEOUT; sleeps between polls once the first ones found it busy. */
-static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int coll)
+/* Polls an NCCL operation of bytes to completion (see the top of the file);
+ * sleeps between polls once the first ones found it busy. Every ~100 ms the
+ * peers' liveness is checked (a lost peer ends the wait with its cause); the
+ * deadline is dev_deadline.h's: DCOMM_TIMEOUT beyond what the bytes could take
+ * at a floor rate, none with DCOMM_TIMEOUT=0. */
+static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int coll,
+                            size_t bytes)
 {
-    uint64_t deadline = dc_now_ns() + dc_config.timeout_ms * 1000000ull;
+    uint64_t start = dc_now_ns(), next_check = start + DEV_CHECK_NS;
+    uint64_t deadline = dc_dev_op_deadline(start, dc_config.timeout_ms, bytes);
     unsigned polls = 0;
 
     for (;;) {
         dc_status_t status = c->dev.nccl->test(nc, ticket);
+        uint64_t now;
 
         if (status != DCOMM_INPROGRESS) {
             return status;
         }
-        if (dc_now_ns() > deadline) {
-            return dc_error_set(DCOMM_ERR_TIMEOUT, "NCCL %s not done after %llu ms "
-                                "(DCOMM_TIMEOUT)", dc_coll_name(coll),
-                                (unsigned long long)dc_config.timeout_ms);
+        now = dc_now_ns();
+        if (now > deadline) {
+            return dc_error_set(DCOMM_ERR_TIMEOUT, "NCCL %s of %zu bytes not done after %llu "
+                                "ms (DCOMM_TIMEOUT %llu ms beyond %llu MiB/s), while every "
+                                "peer looked alive", dc_coll_name(coll), bytes,
+                                (unsigned long long)((now - start) / 1000000),
+                                (unsigned long long)dc_config.timeout_ms,
+                                (unsigned long long)(DC_DEV_FLOOR_BYTES_PER_S >> 20));
+        }
+        if (now >= next_check && c->net != NULL) {
+            next_check = now + DEV_CHECK_NS;
+            status = dc_net_check(c->net);
+            if (status < 0) {
+                return status; /* the cause (e.g. dlaunch's "rank 2 killed") is set */
+            }
         }
         if (++polls > 64) {
             struct timespec ts = {0, 20000};
@@ -370,7 +394,11 @@ dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
         return dc_error_set(DCOMM_ERR_INTERNAL, "no NCCL form of %s", dc_coll_name(coll));
     }
     if (status == DCOMM_OK) {
-        status = dev_wait(c, nc, ticket, coll);
+        status = dev_wait(c, nc, ticket, coll,
+                          DC_MAX(total, args->count) * esize);
+    }
+    if (status < 0 && status != DCOMM_ERR_INVALID_ARG) {
+        c->dev.comms[comm].failed = 1; /* its operations may never finish: abort, not close */
     }
     /* allgather, reducescatter, alltoall: the handle's result is host memory */
     if (status == DCOMM_OK && from != NULL) {
@@ -394,9 +422,21 @@ void dc_coord_dev_comm_close(coord_t *c, int32_t comm)
         return;
     }
     if (c->dev.comms[comm].nccl != NULL) {
-        c->dev.nccl->comm_close(c->dev.comms[comm].nccl);
+        int lost;
+
+        pthread_mutex_lock(&c->st->lock);
+        lost = c->st->fatal_status != 0;
+        pthread_mutex_unlock(&c->st->lock);
+        /* After a failure or a peer loss an operation may be stuck in flight, and
+         * closing would wait for it (and for peers) forever. */
+        if (c->dev.comms[comm].failed || lost) {
+            c->dev.nccl->comm_abort(c->dev.comms[comm].nccl);
+        } else {
+            c->dev.nccl->comm_close(c->dev.comms[comm].nccl);
+        }
     }
     c->dev.comms[comm].nccl = NULL;
+    c->dev.comms[comm].failed = 0;
     c->dev.comms[comm].mode = DC_DEV_UNDECIDED;
 }
 

@@ -21,6 +21,7 @@
 #include "dc_time.h"
 #include "log.h"
 #include "module.h"
+#include "result_size.h"
 
 _Static_assert((int)DC_SELECT_ALLREDUCE == (int)DC_COLL_ALLREDUCE &&
                    (int)DC_SELECT_BROADCAST == (int)DC_COLL_BROADCAST &&
@@ -134,8 +135,20 @@ dc_status_t dc_coord_run_algo(coord_t *c, int coll, const dc_coll_ctx_t *ctx,
     return run_picked(c, coll, ctx, args, name, pick_algo(c, coll, ctx, args, name), algo_p);
 }
 
+/* The result's element count from the ranks' counts (peer-supplied), checked
+ * for overflow and against this host's memory before alloc_result sizes it. */
+static dc_status_t result_total(const size_t *counts, int n, size_t esize, size_t *total_p)
+{
+    size_t bytes;
+
+    /* the caller's error prefix names the collective and the tensor */
+    return dc_result_size("result size", counts, n, esize, dc_result_size_limit(), total_p,
+                          &bytes);
+}
+
 /* Output buffer owned by the handle; at least one byte so that a result of
- * zero elements still has a valid pointer. */
+ * zero elements still has a valid pointer. count * esize was checked by
+ * result_total (or is a slice of an agreed count). */
 static dc_status_t alloc_result(size_t count, size_t esize, int size, void **result_p,
                                 size_t **counts_p)
 {
@@ -288,9 +301,8 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
             return dc_error_set(DCOMM_ERR_INTERNAL, "allgather '%s': %u counts for %d ranks",
                                 it->req.name, it->ncounts, cm->size);
         }
-        for (int i = 0; i < cm->size; i++) {
-            total += c->counts_arena[it->counts_off + (size_t)i];
-        }
+        DC_CHECK_GOTO(result_total(&c->counts_arena[it->counts_off], cm->size, esize, &total),
+                      status, out);
         DC_CHECK_GOTO(alloc_result(total, esize, cm->size, &result, &counts), status, out);
         for (int i = 0; i < cm->size; i++) {
             counts[i] = c->counts_arena[it->counts_off + (size_t)i];
@@ -326,8 +338,8 @@ static dc_status_t execute_one(coord_t *c, exec_item_t *it, const dc_comm_t *cm,
         }
         args.counts = op ? op->counts : sendcounts;
         status = dc_alltoall_counts(&ctx, args.counts, recv);
-        for (int i = 0; status == DCOMM_OK && i < cm->size; i++) {
-            total += recv[i];
+        if (status == DCOMM_OK) {
+            status = result_total(recv, cm->size, esize, &total);
         }
         if (status == DCOMM_OK) {
             status = alloc_result(total, esize, cm->size, &result, &counts);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dc_time.h"
+#include "dl_proto.h"
 #include "dlaunch.h"
 
 #define SETUP_LINE_MAX    (256 * 1024)
@@ -42,23 +43,6 @@ static int put_escaped(FILE *f, char kind, const char *text)
         }
     }
     return fputc('\n', f) == EOF ? -1 : 0;
-}
-
-static void unescape(char *s)
-{
-    char *w = s;
-
-    for (char *r = s; *r; r++) {
-        unsigned v;
-
-        if (*r == '%' && sscanf(r + 1, "%2x", &v) == 1) {
-            *w++ = (char)v;
-            r += 2;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
 }
 
 static int write_setup(const dl_job_t *job, const dl_host_t *host, int h, int fd)
@@ -252,26 +236,34 @@ static dl_rank_t *agent_rank(dl_job_t *job, const dl_agent_t *a, long rank)
 void dl_agent_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line, size_t len)
 {
     dl_agent_t *a = owner;
-    char head[64];
-    size_t hlen = DC_MIN(len, sizeof(head) - 1);
-    int fd, code, sig, pos = 0;
-    long rank;
+    dl_agent_msg_t m;
     dl_rank_t *r;
 
     (void)s;
-    memcpy(head, line, hlen);
-    head[hlen] = '\0';
-    if (sscanf(head, "%d %ld %n", &fd, &rank, &pos) == 2 && pos > 0 && (fd == 1 || fd == 2) &&
-        agent_rank(job, a, rank) != NULL) {
-        dl_emit_line(job, (int)rank, fd, line + pos, len - (size_t)pos);
-    } else if (sscanf(head, "X %ld %d %d", &rank, &code, &sig) == 3 &&
-               (r = agent_rank(job, a, rank)) != NULL && r->running) {
-        dl_rank_ended(job, r, code, sig);
-    } else {
-        fprintf(stderr, "[%s] %s%.*s\n", job->hosts[a->host].name,
-                len > 2 && line[0] == 'F' && line[1] == ' ' ? "" : "unexpected from the agent: ",
-                (int)len - (line[0] == 'F' ? 2 : 0), line + (line[0] == 'F' ? 2 : 0));
+    switch (dl_agent_msg_parse(line, len, &m)) {
+    case DL_AGENT_MSG_OUTPUT:
+        if (agent_rank(job, a, m.rank) != NULL) {
+            dl_emit_line(job, (int)m.rank, m.fd, line + m.text_off, m.text_len);
+            return;
+        }
+        break;
+    case DL_AGENT_MSG_EXIT:
+        if ((r = agent_rank(job, a, m.rank)) != NULL) {
+            if (r->running) {
+                dl_rank_ended(job, r, m.code, m.sig);
+            }
+            return;
+        }
+        break;
+    case DL_AGENT_MSG_FATAL:
+        fprintf(stderr, "[%s] %.*s\n", job->hosts[a->host].name, (int)m.text_len,
+                line + m.text_off);
+        return;
+    case DL_AGENT_MSG_BAD:
+        break;
     }
+    fprintf(stderr, "[%s] unexpected from the agent: %.*s\n", job->hosts[a->host].name,
+            (int)DC_MIN(len, (size_t)DL_MAX_LINE), line);
 }
 
 void dl_agent_err_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line, size_t len)
@@ -381,7 +373,9 @@ static int agent_job_line(dl_job_t *job, char *line, int *nargs)
         }
         return 0;
     case 'C':
-        unescape(line + 2);
+        if (line[1] != ' ' || dl_unescape(line + 2) != 0) {
+            return -1;
+        }
         if (chdir(line + 2) != 0) {
             fprintf(stderr, "dlaunch agent: cannot enter %s (%s); staying in the home "
                             "directory\n", line + 2, strerror(errno));
@@ -390,7 +384,9 @@ static int agent_job_line(dl_job_t *job, char *line, int *nargs)
     case 'E': {
         char *eq;
 
-        unescape(line + 2);
+        if (line[1] != ' ' || dl_unescape(line + 2) != 0) {
+            return -1;
+        }
         eq = strchr(line + 2, '=');
         if (eq == NULL) {
             return -1;
@@ -399,10 +395,9 @@ static int agent_job_line(dl_job_t *job, char *line, int *nargs)
         return setenv(line + 2, eq + 1, 1);
     }
     case 'A':
-        if (*nargs >= MAX_ARGS) {
+        if (*nargs >= MAX_ARGS || line[1] != ' ' || dl_unescape(line + 2) != 0) {
             return -1;
         }
-        unescape(line + 2);
         job->opt.argv[(*nargs)++] = strdup(line + 2);
         return job->opt.argv[*nargs - 1] == NULL ? -1 : 0;
     default:
@@ -447,8 +442,8 @@ static void ctl_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *lin
 
     (void)owner;
     (void)s;
-    (void)len;
-    if (sscanf(line, "K %d", &sig) == 1 && sig > 0 && sig < NSIG) {
+    /* The line is not NUL-terminated: its buffer holds the rest of longer lines. */
+    if (dl_ctl_parse(line, len, &sig) == 0) {
         for (int i = 0; i < job->nranks; i++) {
             if (job->ranks[i].pid > 0) {
                 kill(-job->ranks[i].pid, sig);

@@ -88,6 +88,10 @@ typedef struct dc_nccl_ops {
     /* DCOMM_OK when the operation is done, DCOMM_INPROGRESS when not yet, or an
      * error (NCCL's asynchronous error included). Never blocks. */
     dc_status_t (*test)(dc_nccl_comm_t *c, uint64_t ticket);
+    /* Frees comm without waiting for its operations or its peers
+     * (ncclCommAbort): after a failed operation or a lost peer, where
+     * comm_close could wait forever. */
+    void (*comm_abort)(dc_nccl_comm_t *comm);
 } dc_nccl_ops_t;
 
 typedef struct dc_module {

@@ -365,6 +365,20 @@ static dc_status_t net_check(dc_net_t *net)
     return DCOMM_OK;
 }
 
+void dc_net_fail(dc_net_t *net, const char *why)
+{
+    for (int t = 0; t < net->ntps; t++) {
+        if (net->tps[t].ops->notify_failure != NULL) {
+            net->tps[t].ops->notify_failure(net->tps[t].tp, why);
+        }
+    }
+}
+
+dc_status_t dc_net_check(dc_net_t *net)
+{
+    return net_check(net);
+}
+
 /* Sleeps at most timeout_ns, unless progress shows up on the re-check. */
 static void net_sleep(dc_net_t *net, uint64_t timeout_ns)
 {
@@ -437,6 +451,14 @@ static dc_status_t net_timeout_error(dc_net_t *net, dc_request_t *const *reqs, i
     return DCOMM_ERR_TIMEOUT;
 }
 
+static dc_status_t short_receive_error(const dc_net_t *net, const dc_request_t *req)
+{
+    return dc_error_set(DCOMM_ERR_INTERNAL, "rank %d: rank %d sent %zu bytes with tag 0x%llx "
+                        "where %zu were expected (the ranks disagree on the schedule)",
+                        net->rank, req->ep != NULL ? req->ep->peer : -1, req->len,
+                        (unsigned long long)req->tag, req->expect);
+}
+
 /* After a wait that spun, and slept from slept_at (0: never): see dc_spin_next. */
 static void net_spin_adapt(dc_net_t *net, uint64_t slept_at)
 {
@@ -458,6 +480,9 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
         while (first < nreqs && reqs[first]->status != DCOMM_INPROGRESS) {
             if (reqs[first]->status < 0) {
                 return reqs[first]->status;
+            }
+            if (reqs[first]->expect != SIZE_MAX && reqs[first]->len != reqs[first]->expect) {
+                return short_receive_error(net, reqs[first]);
             }
             first++;
         }

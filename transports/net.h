@@ -50,6 +50,16 @@ void dc_net_sleep_until(dc_net_t *net, uint64_t deadline_ns);
 /* Wakes the thread sleeping in dc_net_wait / dc_net_sleep_until. Any thread. */
 void dc_net_wake(dc_net_t *net);
 
+/* Checks the liveness of peers and of the job now (each transport's check, then
+ * the watch function): DCOMM_OK or the first error, with its cause set. For
+ * waits outside dc_net_wait (a device operation in flight). */
+dc_status_t dc_net_check(dc_net_t *net);
+
+/* This process failed (why: the cause, naming this rank) and lives on: every
+ * transport that can tells its peers now (their waits end with PEER_LOST and
+ * this cause). Call before dc_net_close. */
+void dc_net_fail(dc_net_t *net, const char *why);
+
 /* Another file descriptor to watch while sleeping (-1 for none). */
 void dc_net_set_watch(dc_net_t *net, int watch_fd, dc_net_watch_fn_t fn, void *arg);
 

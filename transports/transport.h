@@ -27,7 +27,7 @@
 #include "status.h"
 #include "store.h"
 
-#define DC_TRANSPORT_ABI_VERSION 1
+#define DC_TRANSPORT_ABI_VERSION 2 /* 2: dc_request_t.expect, notify_failure */
 
 typedef struct dc_transport dc_transport_t; /* backend's instance, opaque */
 typedef struct dc_endpoint dc_endpoint_t;
@@ -74,6 +74,8 @@ struct dc_request {
     size_t done;        /* backend use: bytes moved so far */
     dc_request_t *next; /* backend use: queue link */
     dc_endpoint_t *ep;  /* set by isend/irecv */
+    size_t expect;      /* a receive posted with dc_ep_irecv: the length it must get
+                         * (dc_net_wait checks); SIZE_MAX: any up to len */
 };
 
 /* Helpers for backends: start a request, and FIFO queues of requests linked
@@ -88,6 +90,7 @@ static inline void dc_request_start(dc_request_t *req, dc_endpoint_t *ep, const 
     req->done = 0;
     req->next = NULL;
     req->ep = ep;
+    req->expect = SIZE_MAX;
 }
 
 static inline void dc_reqq_push(dc_request_t **head, dc_request_t **tail, dc_request_t *req)
@@ -192,6 +195,11 @@ struct dc_transport_ops {
      * group calling it in the same order, within the backend's timeout. */
     int (*native_supported)(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
     dc_status_t (*native)(dc_transport_t *tp, const dc_native_coll_t *nc);
+
+    /* Optional: this process has failed (why names the rank and the cause) but
+     * lives on; tell the peers now, so that their waits end with the real
+     * cause rather than a timeout. Called before close(). */
+    void (*notify_failure)(dc_transport_t *tp, const char *why);
 };
 
 /* Generic helpers over the ep header. */
@@ -201,10 +209,17 @@ static inline dc_status_t dc_ep_isend(dc_endpoint_t *ep, const void *buf, size_t
     return ep->ops->isend(ep, buf, len, tag, req);
 }
 
+/* The library's receives are exact: every caller knows the length it will get
+ * (sizes are agreed, or sent ahead), so dc_net_wait fails a shorter message
+ * instead of completing it with the buffer's tail unwritten. Backends still
+ * report the actual length (the contract above), for their own tests. */
 static inline dc_status_t dc_ep_irecv(dc_endpoint_t *ep, void *buf, size_t len, uint64_t tag,
                                       dc_request_t *req)
 {
-    return ep->ops->irecv(ep, buf, len, tag, req);
+    dc_status_t status = ep->ops->irecv(ep, buf, len, tag, req);
+
+    req->expect = len;
+    return status;
 }
 
 /* Built-in backends. */

@@ -1,6 +1,7 @@
 /* A key-value store in a directory, one file per key, each written to a temp
  * name and renamed so readers never see half a value. For tests and for jobs
- * on one host started without dlaunch. */
+ * on one host started without dlaunch. The directory may hold the job secret:
+ * it must be ours and writable by nobody else, and every file is created 0600. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -36,16 +37,30 @@ static dc_status_t filestore_set(dc_store_t *store, const char *key, const void 
 {
     filestore_t *fs = (filestore_t *)store;
     char path[PATH_MAX], tmp[PATH_MAX + 32];
-    FILE *f;
+    size_t off = 0;
+    int fd;
 
     key_path(fs, key, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    f = fopen(tmp, "wb");
-    if (f == NULL) {
+    unlink(tmp); /* a leftover of a process that had our pid */
+    /* 0600 from the start (not fopen's 0666 & ~umask): values may be secrets. */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
         return dc_error_set(DCOMM_ERR_INTERNAL, "filestore: cannot write %s: %s", tmp,
                             strerror(errno));
     }
-    if ((len > 0 && fwrite(val, 1, len, f) != len) || fclose(f) != 0 || rename(tmp, path) != 0) {
+    while (off < len) {
+        ssize_t n = write(fd, (const char *)val + off, len - off);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        off += (size_t)n;
+    }
+    if (off != len || close(fd) != 0 || rename(tmp, path) != 0) {
         unlink(tmp);
         return dc_error_set(DCOMM_ERR_INTERNAL, "filestore: cannot store key %s", key);
     }
@@ -58,23 +73,36 @@ static dc_status_t filestore_get(dc_store_t *store, const char *key, void *buf, 
     filestore_t *fs = (filestore_t *)store;
     uint64_t deadline = dc_deadline_ms(timeout_ms);
     char path[PATH_MAX];
-    FILE *f;
+    struct stat st;
+    size_t got = 0;
+    int fd;
 
     key_path(fs, key, path, sizeof(path));
-    while ((f = fopen(path, "rb")) == NULL) {
+    while ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
         if (timeout_ms <= 0 || dc_now_ns() >= deadline) {
             return dc_error_set(DCOMM_ERR_TIMEOUT, "filestore: key %s not set within %d ms", key,
                                 timeout_ms);
         }
         dc_sleep_ns(2000000);
     }
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    size_t got = fread(buf, 1, DC_MIN((size_t)size, cap), f);
-    fclose(f);
-    (void)got;
-    *len_p = (size_t)size;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return dc_error_set(DCOMM_ERR_INTERNAL, "filestore: %s is not a readable file", path);
+    }
+    while (got < DC_MIN((size_t)st.st_size, cap)) {
+        ssize_t n = read(fd, (char *)buf + got, DC_MIN((size_t)st.st_size, cap) - got);
+
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    /* The length the caller checks is the file's, or what could be read of it. */
+    *len_p = got < cap ? got : (size_t)st.st_size;
     return DCOMM_OK;
 }
 
@@ -87,7 +115,7 @@ static dc_status_t filestore_add(dc_store_t *store, const char *key, int64_t del
     int fd;
 
     key_path(fs, key, path, sizeof(path));
-    fd = open(path, O_RDWR | O_CREAT, 0600);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 || flock(fd, LOCK_EX) != 0) {
         if (fd >= 0) {
             close(fd);
@@ -123,10 +151,27 @@ static const dc_store_ops_t filestore_ops = {
 dc_status_t dc_filestore_open(const char *dir, dc_store_t **store_p)
 {
     filestore_t *fs;
+    struct stat st;
 
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "filestore: cannot create %s: %s", dir,
                             strerror(errno));
+    }
+    /* An existing directory: another user's, or one others may write into, could
+     * hand us a secret of theirs or read ours. */
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "filestore: %s is not a directory", dir);
+    }
+    if (st.st_uid != geteuid()) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "filestore: %s belongs to uid %d, not to us "
+                            "(uid %d): use a directory of your own", dir, (int)st.st_uid,
+                            (int)geteuid());
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "filestore: %s is writable by %s (mode "
+                            "%03o): chmod go-w it, or use a private directory", dir,
+                            (st.st_mode & S_IWOTH) ? "everyone" : "its group",
+                            (unsigned)(st.st_mode & 0777));
     }
     fs = calloc(1, sizeof(*fs));
     if (fs == NULL) {

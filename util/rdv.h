@@ -57,6 +57,9 @@ int dc_rdv_server_progress(dc_rdv_server_t *server);
 int dc_rdv_server_timeout_ms(const dc_rdv_server_t *server);
 /* Queues text as an event to every subscribed connection. */
 void dc_rdv_server_broadcast(dc_rdv_server_t *server, const char *text);
+/* Bytes the store may hold (values, keys and a fixed overhead per key; default
+ * 256 MiB); a set beyond it is refused with DCOMM_ERR_NO_MEMORY. For tests. */
+void dc_rdv_server_set_store_limit(dc_rdv_server_t *server, size_t bytes);
 /* How many distinct ranks in [0, nranks) have authenticated so far. */
 int dc_rdv_server_ranks_seen(const dc_rdv_server_t *server, int nranks);
 

@@ -421,8 +421,11 @@ static dc_status_t rdv_get(dc_store_t *store, const char *key, void *buf, size_t
         status = dc_error_set(DCOMM_ERR_TIMEOUT, "rdv client: key %s not set within %d ms", key,
                               DC_MAX(timeout_ms, 0));
     } else if (status == DCOMM_OK && reply.status != DCOMM_OK) {
-        status = dc_error_set(reply.status, "rdv client: get of %s failed: %s", key,
-                              dcomm_status_string(reply.status));
+        int why_len = (int)DC_MIN(reply.val_len, (size_t)200); /* the server's reason */
+
+        status = dc_error_set(reply.status, "rdv client: get of %s failed: %s%s%.*s", key,
+                              dcomm_status_string(reply.status), why_len > 0 ? ": " : "",
+                              why_len, (const char *)reply.val);
     } else if (status == DCOMM_OK) {
         if (reply.val_len > 0 && cap > 0) {
             memcpy(buf, reply.val, DC_MIN(cap, reply.val_len));

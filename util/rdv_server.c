@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,7 +21,12 @@
 #include "dc_time.h"
 
 #define AUTH_TIMEOUT_MS   5000
-#define MAX_CONNS         4096
+#define MAX_CONNS         4096 /* authenticated connections */
+/* Connections still in their handshake have their own budget, so strangers holding
+ * idle sockets cannot crowd out ranks; when it is full the oldest is dropped. */
+#define MAX_UNAUTH_CONNS  1024
+#define MAX_WAITERS_PER_CONN 256 /* a rank waits on one key at a time */
+#define ENTRY_OVERHEAD    64  /* counted per key besides key and value bytes */
 #define MAX_OUT_BYTES     (64u << 20) /* a reader this far behind is dropped */
 #define MAX_STORE_BYTES   (256u << 20)
 #define NBUCKETS          1024
@@ -44,6 +50,7 @@ typedef struct conn {
     uint8_t *out;
     size_t out_off, out_len, out_cap;
     int want_out;
+    int nwaiters;
     char peer[64];
     struct conn *next;
 } conn_t;
@@ -68,10 +75,13 @@ struct dc_rdv_server {
     int port;
     uint8_t secret[DC_AUTH_SECRET_LEN];
     conn_t *conns;
-    int nconns;
+    int nconns;   /* authenticated (or dead, until reaped) */
+    int nunauth;  /* in their handshake */
     entry_t *buckets[NBUCKETS];
-    size_t store_bytes;
+    size_t store_bytes, store_limit;
     waiter_t *waiters;
+    uint64_t drop_window_ns;  /* start of the current 10 s window of drop warnings */
+    int drops_logged, drops_quiet;
     uint8_t *seen;
     int seen_cap;
 };
@@ -98,12 +108,19 @@ static entry_t *store_find(dc_rdv_server_t *s, const char *key)
     return NULL;
 }
 
+/* What an entry costs against the store limit: a key with an empty value is not free. */
+static size_t entry_cost(const char *key, size_t len)
+{
+    return ENTRY_OVERHEAD + strlen(key) + len;
+}
+
 static dc_status_t store_put(dc_rdv_server_t *s, const char *key, const void *val, size_t len)
 {
     entry_t *e = store_find(s, key);
+    size_t old = (e != NULL) ? entry_cost(key, e->len) : 0;
     uint8_t *copy;
 
-    if (s->store_bytes + len > MAX_STORE_BYTES) {
+    if (s->store_bytes - old + entry_cost(key, len) > s->store_limit) {
         return DCOMM_ERR_NO_MEMORY;
     }
     copy = malloc(len > 0 ? len : 1);
@@ -123,12 +140,11 @@ static dc_status_t store_put(dc_rdv_server_t *s, const char *key, const void *va
         e->next = *b;
         *b = e;
     } else {
-        s->store_bytes -= e->len;
         free(e->val);
     }
     e->val = copy;
     e->len = len;
-    s->store_bytes += len;
+    s->store_bytes = s->store_bytes - old + entry_cost(key, len);
     return DCOMM_OK;
 }
 
@@ -208,20 +224,31 @@ static void send_reply(dc_rdv_server_t *s, conn_t *c, uint32_t id, dc_status_t s
 
 /* ---- Requests ------------------------------------------------------------------- */
 
+/* The waiters on key are unlinked before any reply is sent: a reply can kill its
+ * connection, and conn_kill frees that connection's waiters still in the list,
+ * which may include the one whose next pointer a single-pass loop would hold. */
 static void wake_waiters(dc_rdv_server_t *s, const char *key, const entry_t *e)
 {
-    waiter_t **wp = &s->waiters;
+    waiter_t **wp = &s->waiters, *ready = NULL;
 
     while (*wp != NULL) {
         waiter_t *w = *wp;
 
         if (strcmp(w->key, key) == 0) {
             *wp = w->next;
-            send_reply(s, w->conn, w->id, DCOMM_OK, 0, e->val, e->len);
-            free(w);
+            w->next = ready;
+            ready = w;
+            w->conn->nwaiters--;
         } else {
             wp = &w->next;
         }
+    }
+    while (ready != NULL) {
+        waiter_t *w = ready;
+
+        ready = w->next;
+        send_reply(s, w->conn, w->id, DCOMM_OK, 0, e->val, e->len); /* no-op when dead */
+        free(w);
     }
 }
 
@@ -238,6 +265,14 @@ static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, con
         send_reply(s, c, m->id, DCOMM_ERR_TIMEOUT, 0, NULL, 0);
         return;
     }
+    if (c->nwaiters >= MAX_WAITERS_PER_CONN) {
+        static const char why[] = "too many pending waiting gets on this connection";
+
+        DC_WARN("rdv server: rank %d from %s: %s (%d); refusing the get of %s", (int)c->rank,
+                c->peer, why, c->nwaiters, key);
+        send_reply(s, c, m->id, DCOMM_ERR_NO_MEMORY, 0, why, sizeof(why) - 1);
+        return;
+    }
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
         send_reply(s, c, m->id, DCOMM_ERR_NO_MEMORY, 0, NULL, 0);
@@ -248,6 +283,7 @@ static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, con
     memcpy(w->key, key, strlen(key) + 1);
     w->next = s->waiters;
     s->waiters = w;
+    c->nwaiters++;
 }
 
 /* Counters are stored as decimal text, so a get of a counter reads its value. */
@@ -348,7 +384,13 @@ static void handle_auth(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
         conn_kill(s, c, "authentication failed (wrong job secret)");
         return;
     }
+    if (s->nconns >= MAX_CONNS) {
+        conn_kill(s, c, "too many authenticated connections");
+        return;
+    }
     dc_rdv_server_mac(s->secret, m->nonce, c->nonce, ok.mac);
+    s->nunauth--;
+    s->nconns++;
     c->state = (m->role == DC_RDV_ROLE_EVENTS) ? CONN_EVENTS : CONN_STORE;
     c->rank = m->rank;
     mark_seen(s, m->rank);
@@ -376,6 +418,27 @@ static void conn_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
 
 /* ---- Connection life cycle ----------------------------------------------------- */
 
+/* A flood of strangers must not become a flood of log lines: at most 10 warnings
+ * per 10 s, then how many were not shown. */
+static void warn_unauth_drop(dc_rdv_server_t *s, const conn_t *c, const char *why)
+{
+    uint64_t now = dc_now_ns();
+
+    if (now - s->drop_window_ns >= 10000000000ull) {
+        if (s->drops_quiet > 0) {
+            DC_WARN("rdv server: %d more unauthenticated connections dropped", s->drops_quiet);
+        }
+        s->drop_window_ns = now;
+        s->drops_logged = s->drops_quiet = 0;
+    }
+    if (s->drops_logged < 10) {
+        s->drops_logged++;
+        DC_WARN("rdv server: dropped unauthenticated connection from %s: %s", c->peer, why);
+    } else {
+        s->drops_quiet++;
+    }
+}
+
 /* Dead connections stay in the list (fd closed) until the end of progress, so an
  * event later in the same epoll batch never touches freed memory. */
 static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
@@ -386,10 +449,14 @@ static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
         return;
     }
     if (c->state == CONN_AUTH_WAIT) {
-        DC_WARN("rdv server: dropped unauthenticated connection from %s: %s", c->peer, why);
-    } else if (why != NULL) {
-        DC_WARN("rdv server: dropped connection of rank %d from %s: %s", (int)c->rank, c->peer,
-                why);
+        s->nunauth--;
+        warn_unauth_drop(s, c, why);
+    } else {
+        s->nconns--;
+        if (why != NULL) {
+            DC_WARN("rdv server: dropped connection of rank %d from %s: %s", (int)c->rank,
+                    c->peer, why);
+        }
     }
     while (*wp != NULL) {
         waiter_t *w = *wp;
@@ -475,6 +542,20 @@ static void conn_read(dc_rdv_server_t *s, conn_t *c)
     }
 }
 
+/* The connection that has waited longest in its handshake (connections are
+ * prepended, so the last one in the list), or NULL. */
+static conn_t *oldest_unauth(dc_rdv_server_t *s)
+{
+    conn_t *oldest = NULL;
+
+    for (conn_t *c = s->conns; c != NULL; c = c->next) {
+        if (c->state == CONN_AUTH_WAIT) {
+            oldest = c;
+        }
+    }
+    return oldest;
+}
+
 static void server_accept(dc_rdv_server_t *s)
 {
     for (;;) {
@@ -488,14 +569,22 @@ static void server_accept(dc_rdv_server_t *s)
         int one = 1;
 
         if (fd < 0) {
+            /* Out of descriptors: a stranger's idle handshake gives way to the new one. */
+            if ((errno == EMFILE || errno == ENFILE) && (c = oldest_unauth(s)) != NULL) {
+                conn_kill(s, c, "descriptor limit reached; making room for a newer connection");
+                continue;
+            }
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 DC_WARN("rdv server: accept: %s", strerror(errno));
             }
             return;
         }
-        c = (s->nconns < MAX_CONNS) ? calloc(1, sizeof(*c)) : NULL;
+        if (s->nunauth >= MAX_UNAUTH_CONNS && (c = oldest_unauth(s)) != NULL) {
+            conn_kill(s, c, "too many connections in their handshake; dropping the oldest");
+        }
+        c = calloc(1, sizeof(*c));
         if (c == NULL) {
-            DC_WARN("rdv server: refusing a connection: %d connections open", s->nconns);
+            DC_WARN("rdv server: refusing a connection: out of memory");
             close(fd);
             continue;
         }
@@ -516,7 +605,7 @@ static void server_accept(dc_rdv_server_t *s)
         }
         c->next = s->conns;
         s->conns = c;
-        s->nconns++;
+        s->nunauth++;
         dc_auth_random(c->nonce, sizeof(c->nonce));
         memcpy(hello.nonce, c->nonce, sizeof(c->nonce));
         conn_send(s, c, &hello);
@@ -532,7 +621,6 @@ static void reap_dead(dc_rdv_server_t *s)
 
         if (c->state == CONN_DEAD) {
             *cp = c->next;
-            s->nconns--;
             free(c->in);
             free(c->out);
             free(c);
@@ -616,6 +704,11 @@ int dc_rdv_server_ranks_seen(const dc_rdv_server_t *s, int nranks)
     return count;
 }
 
+void dc_rdv_server_set_store_limit(dc_rdv_server_t *s, size_t bytes)
+{
+    s->store_limit = bytes;
+}
+
 int dc_rdv_server_port(const dc_rdv_server_t *s)
 {
     return s->port;
@@ -624,6 +717,22 @@ int dc_rdv_server_port(const dc_rdv_server_t *s)
 int dc_rdv_server_fd(const dc_rdv_server_t *s)
 {
     return s->epfd;
+}
+
+/* Up to MAX_CONNS ranks plus MAX_UNAUTH_CONNS strangers: the default soft limit
+ * of 1024 descriptors would be spent by strangers. The hard limit is ours to use. */
+static void raise_fd_limit(void)
+{
+    const rlim_t want = MAX_CONNS + MAX_UNAUTH_CONNS + 256;
+    struct rlimit lim;
+
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= want) {
+        return;
+    }
+    lim.rlim_cur = (lim.rlim_max == RLIM_INFINITY || lim.rlim_max > want) ? want : lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+        DC_DEBUG("rdv server: descriptor limit raised to %llu", (unsigned long long)lim.rlim_cur);
+    }
 }
 
 dc_status_t dc_rdv_server_create(const char *bind_addr, int port,
@@ -646,7 +755,9 @@ dc_status_t dc_rdv_server_create(const char *bind_addr, int port,
     if (s == NULL) {
         return dc_error_set(DCOMM_ERR_NO_MEMORY, "rdv server: out of memory");
     }
+    raise_fd_limit();
     memcpy(s->secret, secret, DC_AUTH_SECRET_LEN);
+    s->store_limit = MAX_STORE_BYTES;
     s->epfd = -1;
     s->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s->listen_fd < 0) {
@@ -684,6 +795,9 @@ void dc_rdv_server_destroy(dc_rdv_server_t *s)
 {
     if (s == NULL) {
         return;
+    }
+    if (s->drops_quiet > 0) {
+        DC_WARN("rdv server: %d more unauthenticated connections dropped", s->drops_quiet);
     }
     for (conn_t *c = s->conns; c != NULL; c = c->next) {
         if (c->state != CONN_DEAD) {

@@ -153,6 +153,23 @@ static void nccl_comm_close(dc_nccl_comm_t *c)
     comm_free(c);
 }
 
+/* No stream synchronisation and no ncclCommDestroy: both can wait forever for
+ * an operation whose peer is gone. ncclCommAbort stops NCCL's work on the
+ * communicator; the stream and events are then destroyed without waiting. */
+static void nccl_comm_abort(dc_nccl_comm_t *c)
+{
+    ncclResult_t rc;
+
+    if (c == NULL) {
+        return;
+    }
+    rc = ncclCommAbort(c->comm);
+    if (rc != ncclSuccess) {
+        DC_WARN("nccl: ncclCommAbort: %s", ncclGetErrorString(rc));
+    }
+    comm_free(c);
+}
+
 /* Records the event of a just-enqueued operation; frees a ring slot first. */
 static dc_status_t op_begin(dc_nccl_comm_t *c)
 {
@@ -376,6 +393,7 @@ static const dc_nccl_ops_t nccl_ops = {
     .allgatherv = nccl_allgatherv,
     .alltoallv = nccl_alltoallv,
     .test = nccl_test,
+    .comm_abort = nccl_comm_abort,
 };
 
 static dc_status_t nccl_module_init(const dc_module_host_t *host)

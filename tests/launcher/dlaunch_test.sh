@@ -117,6 +117,22 @@ rdv_probe)
     expect_err "dropped unauthenticated connection"
     expect_err "authentication failed"
     ;;
+rdv_flood)
+    # Strangers holding 4300 idle connections (more than the server's 4096
+    # connections and its 1024 handshake slots) do not keep a 4-rank job from
+    # starting; dlaunch starts with a soft fd limit of 1024 and raises it.
+    N=4300
+    [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge $((2 * N + 200)) ] || N=$(( ($(ulimit -Hn) - 200) / 2 ))
+    ( ulimit -Sn 1024; run -np 4 "$PROBE" flood $N; echo "$RC" >"$TMP/rc" )
+    RC=$(cat "$TMP/rc")
+    expect_rc 0
+    expect_out "[0] rank 0 holds $N idle connections"
+    expect_out "[3] rank 3 started behind the idle connections"
+    # Promptly (the old server took 19 s, spinning on EMFILE), and quietly.
+    SLOW=$(sed -n 's/.*started behind the idle connections in \([0-9]*\) ms/\1/p' "$TMP/out" | awk '$1 > 5000')
+    [ -z "$SLOW" ] || fail "a rank took more than 5 s to start: $SLOW ms"
+    [ "$(wc -l <"$TMP/err")" -le 50 ] || fail "$(wc -l <"$TMP/err") lines of warnings"
+    ;;
 events)
     run -np 3 "$PROBE" events
     expect_rc 5
@@ -212,6 +228,15 @@ remote_fail)
     grep -Eq "dlaunch: rank (0 lost: the agent on host a|1 lost: the agent on host b)" "$TMP/err" ||
         fail "no rank reported lost with its host"
     expect_err "cannot execute the rsh command"
+    ;;
+remote_grace)
+    # Remote ranks ignore SIGTERM: dlaunch's "K 9" after the grace must reach them
+    # (it used to be read as "K 95", the tail of "K 15" left in the agent's buffer).
+    run -H a:1,b:1 --rsh "$RSH" --grace 0.5 -- sh -c "trap '' TERM; if [ \$DCOMM_RANK = 0 ]; then sleep 0.3; exit 4; fi; sleep $MARK; sleep $MARK"
+    expect_rc 4
+    expect_err "rank 0 exited with code 4"
+    [ $((END - START)) -le 5 ] || fail "SIGKILL did not reach the remote rank after the grace ($((END - START)) s)"
+    no_leftovers
     ;;
 remote_kill)
     # dlaunch killed outright: the agents see their stdin close and stop the ranks.

@@ -1,7 +1,9 @@
 /* A rank program for the launcher tests that speaks to dlaunch's rendezvous
  * server through the util client (not libdcomm).
  *   rdv_probe store   hostile connections are dropped; real ranks exchange keys
- *   rdv_probe events  rank 0 subscribes, rank 1 fails; rank 0 prints the event */
+ *   rdv_probe events  rank 0 subscribes, rank 1 fails; rank 0 prints the event
+ *   rdv_probe flood N rank 0 holds N idle connections open while every rank
+ *                     connects and exchanges keys (after a 1 s head start) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -156,6 +159,27 @@ static int events_mode(const char *addr, const uint8_t secret[DC_AUTH_SECRET_LEN
     return 0;
 }
 
+/* N idle connections that never say a word, opened before the ranks connect. */
+static int *flood(const char *addr, int n)
+{
+    struct rlimit lim;
+    int *fds = malloc(sizeof(int) * (size_t)n);
+    uint64_t t0 = dc_now_ns();
+
+    CHECK(fds != NULL, "out of memory");
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < (rlim_t)n + 64) {
+        lim.rlim_cur = lim.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    for (int i = 0; i < n; i++) {
+        fds[i] = raw_connect(addr);
+    }
+    printf("rank 0 holds %d idle connections (opened in %llu ms)\n", n,
+           (unsigned long long)((dc_now_ns() - t0) / 1000000));
+    fflush(stdout);
+    return fds;
+}
+
 int main(int argc, char **argv)
 {
     const char *addr = getenv("DCOMM_RENDEZVOUS");
@@ -169,6 +193,26 @@ int main(int argc, char **argv)
     CHECK(dc_auth_secret_from_hex(hex, secret) == 0, "bad DCOMM_JOB_SECRET");
     rank = atoi(rank_s);
     size = atoi(size_s);
+    if (argc > 2 && strcmp(argv[1], "flood") == 0) {
+        int n = atoi(argv[2]), *fds = rank == 0 ? flood(addr, n) : NULL;
+        uint64_t t0;
+
+        if (rank != 0) {
+            usleep(1000000); /* rank 0's flood is in place */
+        }
+        t0 = dc_now_ns();
+        CHECK(dc_rdv_client_open(addr, secret, rank, 10000, &store) == DCOMM_OK,
+              "client_open behind %d idle connections", n);
+        exchange(store, rank, size);
+        printf("rank %d started behind the idle connections in %llu ms\n", rank,
+               (unsigned long long)((dc_now_ns() - t0) / 1000000));
+        for (int i = 0; fds != NULL && i < n; i++) {
+            close(fds[i]);
+        }
+        free(fds);
+        store->ops->close(store);
+        return 0;
+    }
     CHECK(dc_rdv_client_open(addr, secret, rank, 10000, &store) == DCOMM_OK, "client_open");
     if (argc > 1 && strcmp(argv[1], "events") == 0) {
         rc = events_mode(addr, secret, store, rank);

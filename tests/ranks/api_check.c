@@ -43,6 +43,14 @@ static void check_args(void)
                DCOMM_ERR_INVALID_ARG, "NULL handle_p");
     EXPECT(dcomm_broadcast_async(DCOMM_COMM_WORLD, "b", x, 4, DCOMM_FLOAT32, dcomm_size(), &h) ==
                DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "root"), "bad root");
+    /* Counts whose byte size overflows are refused by every call, broadcast too. */
+    EXPECT(dcomm_broadcast_async(DCOMM_COMM_WORLD, "b", x, SIZE_MAX / 4, DCOMM_FLOAT32, 0, &h) ==
+               DCOMM_ERR_INVALID_ARG && strstr(dcomm_last_error(), "too large"),
+           "huge broadcast count");
+    EXPECT(dcomm_allreduce_async(DCOMM_COMM_WORLD, "a", x, x, SIZE_MAX / 4, DCOMM_FLOAT32,
+                                 DCOMM_SUM, &h) == DCOMM_ERR_INVALID_ARG &&
+               strstr(dcomm_last_error(), "too large"),
+           "huge allreduce count");
     EXPECT(dcomm_poll(0, &done) == DCOMM_ERR_INVALID_ARG, "poll of handle 0");
     EXPECT(dcomm_poll(0xdeadbeef12345ull, &done) == DCOMM_ERR_INVALID_ARG, "forged handle");
     EXPECT(dcomm_wait(0x100000001ull) == DCOMM_ERR_INVALID_ARG, "wait of unknown handle");

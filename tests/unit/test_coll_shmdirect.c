@@ -8,6 +8,7 @@
  * `test_coll_shmdirect bench N` times 64 MiB float32 SUM: shmdirect vs ring.
  */
 #include <dirent.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -496,6 +497,134 @@ static void test_killed_peer(void **state)
     assert_int_equal(run_scenario(&sc), 0);
 }
 
+/* Rank 2 fails with an error but stays alive (as a rank whose coordinator failed
+ * does): the others, blocked in the next shm-direct allreduce, must fail with
+ * DCOMM_ERR_PEER_LOST naming rank 2 and its cause within a second, not at the
+ * group's 20 s DCOMM_TIMEOUT as a TIMEOUT. */
+static int body_failed_alive(ctx_t *c)
+{
+    size_t count = 1u << 16;
+    float *buf = calloc(count, sizeof(float));
+
+    CHECK(buf != NULL);
+    CHECK(allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, count, DCOMM_FLOAT32,
+                    DCOMM_SUM) == DCOMM_OK);
+    if (c->rank == 2) {
+        dc_sleep_ns(200000000ull); /* the others are asleep in their wait by now */
+        dc_shm_group_fail(c->group, "rank 2: injected failure (a test)");
+        dc_net_fail(c->net, "rank 2: injected failure (a test)");
+        dc_sleep_ns(3000000000ull); /* alive until the others are done */
+        free(buf);
+        return 0;
+    }
+    uint64_t t0 = dc_now_ns();
+    dc_status_t st = allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, count, DCOMM_FLOAT32,
+                               DCOMM_SUM);
+    uint64_t ms = (dc_now_ns() - t0) / 1000000ull;
+    if (st != DCOMM_ERR_PEER_LOST || strstr(dc_error_get(), "rank 2") == NULL ||
+        strstr(dc_error_get(), "injected failure") == NULL || ms >= 1200) {
+        fprintf(stderr, "rank %d: status %d after %llu ms: %s\n", c->rank, (int)st,
+                (unsigned long long)ms, dc_error_get());
+        CHECK(0);
+    }
+    free(buf);
+    return 0;
+}
+
+static void test_failed_alive_peer(void **state)
+{
+    scenario_t sc = {.nprocs = 3, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_failed_alive};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+/* dlaunch's events reach a shm-direct wait as they reach net waits (through the
+ * net's watch): rank 1 is silent, and the event that arrives while rank 0
+ * waits for it ends the wait at once with the event as the cause. */
+static int events_fd[2] = {-1, -1};
+
+static dc_status_t events_watch(void *arg)
+{
+    char msg[64];
+    ssize_t n = read(events_fd[0], msg, sizeof(msg) - 1);
+
+    (void)arg;
+    if (n > 0) {
+        msg[n] = '\0';
+        return dc_error_set(DCOMM_ERR_PEER_LOST, "%s", msg);
+    }
+    return DCOMM_OK;
+}
+
+static int body_events(ctx_t *c)
+{
+    float buf[64] = {0};
+
+    if (c->rank == 1) {
+        dc_sleep_ns(2000000000ull);
+        return 0;
+    }
+    CHECK(pipe(events_fd) == 0);
+    CHECK(fcntl(events_fd[0], F_SETFL, O_NONBLOCK) == 0);
+    dc_net_set_watch(c->net, events_fd[0], events_watch, NULL);
+    CHECK(write(events_fd[1], "dlaunch: rank 1 lost its GPU", 28) == 28);
+    uint64_t t0 = dc_now_ns();
+    dc_status_t st = allreduce(c, &dc_allreduce_shmdirect_algo, buf, buf, 64, DCOMM_FLOAT32,
+                               DCOMM_SUM);
+    uint64_t ms = (dc_now_ns() - t0) / 1000000ull;
+    if (st != DCOMM_ERR_PEER_LOST || strstr(dc_error_get(), "rank 1 lost its GPU") == NULL ||
+        ms >= 1000) {
+        fprintf(stderr, "rank 0: status %d after %llu ms: %s\n", (int)st,
+                (unsigned long long)ms, dc_error_get());
+        CHECK(0);
+    }
+    dc_net_set_watch(c->net, -1, NULL, NULL);
+    return 0;
+}
+
+static void test_events_in_wait(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_events};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
+/* A message shorter than the receive posted for it is an error in dc_net_wait
+ * (naming the sender and both lengths), not a success that leaves the rest of
+ * the buffer as it was; an exact one completes. */
+static int body_short_receive(ctx_t *c)
+{
+    uint8_t buf[16] = {0};
+    dc_request_t req, *preq = &req;
+    dc_endpoint_t *ep = dc_net_ep(c->net, 1 - c->rank);
+
+    if (c->rank == 1) {
+        CHECK(dc_ep_isend(ep, buf, 10, 5, &req) == DCOMM_OK);
+        CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_OK);
+        CHECK(dc_ep_isend(ep, buf, 16, 6, &req) == DCOMM_OK);
+        CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_OK);
+        return 0;
+    }
+    CHECK(dc_ep_irecv(ep, buf, sizeof(buf), 5, &req) == DCOMM_OK);
+    CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_ERR_INTERNAL);
+    CHECK(strstr(dc_error_get(), "rank 1 sent 10 bytes") != NULL);
+    CHECK(strstr(dc_error_get(), "16 were expected") != NULL);
+    CHECK(dc_ep_irecv(ep, buf, sizeof(buf), 6, &req) == DCOMM_OK);
+    CHECK(dc_net_wait(c->net, &preq, 1, NULL, NULL) == DCOMM_OK);
+    CHECK(req.len == sizeof(buf));
+    return 0;
+}
+
+static void test_short_receive(void **state)
+{
+    scenario_t sc = {.nprocs = 2, .group_timeout_ms = 20000, .killed_rank = -1,
+                     .body = body_short_receive};
+    (void)state;
+    assert_int_equal(run_scenario(&sc), 0);
+}
+
 /* Rank 1 stays alive but never joins: rank 0 gets DCOMM_ERR_TIMEOUT naming
  * rank 1 after about the group's 300 ms. */
 static int body_silent(ctx_t *c)
@@ -632,6 +761,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_large_4),    cmocka_unit_test(test_killed_peer),
         cmocka_unit_test(test_silent_peer), cmocka_unit_test(test_segments),
         cmocka_unit_test(test_spin_adapts),
+        cmocka_unit_test(test_failed_alive_peer), cmocka_unit_test(test_events_in_wait),
+        cmocka_unit_test(test_short_receive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -788,6 +788,59 @@ static void test_bad_clients(void **state)
     run_procs(&spec);
 }
 
+/* ---- silent strangers ------------------------------------------------------------ */
+
+/* Six strangers connect to rank 1 and say nothing, ahead of rank 0. Handshakes
+ * are served side by side: rank 0 gets through at once, not after six 2 s
+ * handshake deadlines one after the other (12 s before the fix). */
+enum { NSTRANGERS = 6 };
+
+static void strangers_fn(rank_ctx_t *ctx)
+{
+    int fds[NSTRANGERS];
+
+    if (ctx->rank >= ctx->size) {
+        for (int i = 0; i < NSTRANGERS; i++) {
+            fds[i] = raw_connect(ctx, 1);
+        }
+        dc_sleep_ns(100000000ull); /* in rank 1's backlog before rank 0 */
+        store_flag(ctx, "strangers/open");
+        store_wait(ctx, "strangers/done");
+        for (int i = 0; i < NSTRANGERS; i++) {
+            close(fds[i]);
+        }
+        return;
+    }
+    dc_request_t reqs[2];
+    int mine = 7 + ctx->rank, theirs = 0;
+
+    store_wait(ctx, "strangers/open");
+    uint64_t t0 = dc_now_ns();
+    connect_all(ctx);
+    CHECK_EQ(tcp->irecv(ctx->eps[1 - ctx->rank], &theirs, sizeof(theirs), 4, &reqs[0]),
+             DCOMM_OK);
+    CHECK_EQ(tcp->isend(ctx->eps[1 - ctx->rank], &mine, sizeof(mine), 4, &reqs[1]), DCOMM_OK);
+    drive(ctx, reqs, 2);
+    uint64_t ms = (dc_now_ns() - t0) / 1000000ull;
+    CHECK_EQ(theirs, 7 + (1 - ctx->rank));
+    if (ms >= 1500) {
+        child_fail(__LINE__, "connecting took %llu ms behind %d silent strangers",
+                   (unsigned long long)ms, NSTRANGERS);
+    }
+    if (ctx->rank == 0) {
+        store_flag(ctx, "strangers/done");
+    }
+}
+
+static void test_silent_strangers(void **state)
+{
+    test_spec_t spec = {.nranks = 2, .nextra = 1, .manual_connect = 1, .killed_rank = -1,
+                        .fn = strangers_fn};
+
+    (void)state;
+    run_procs(&spec);
+}
+
 /* ---- lost peer ------------------------------------------------------------------ */
 
 /* Rank 1 dies of SIGKILL: rank 0's pending send and receive to it fail with
@@ -851,7 +904,8 @@ int main(void)
         cmocka_unit_test(test_query),       cmocka_unit_test(test_open_addresses),
         cmocka_unit_test(test_sizes),       cmocka_unit_test(test_many_small),
         cmocka_unit_test(test_late_recv),   cmocka_unit_test(test_mismatch),
-        cmocka_unit_test(test_bad_clients), cmocka_unit_test(test_peer_killed),
+        cmocka_unit_test(test_bad_clients),
+        cmocka_unit_test(test_silent_strangers), cmocka_unit_test(test_peer_killed),
     };
 
     signal(SIGPIPE, SIG_IGN);

@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "shm.h"
+#include "shm_ptracer.h"
 #include "dc_time.h"
 #include "transport.h"
 
@@ -49,6 +49,8 @@ typedef struct shm_ep {
     int gone; /* the peer's process has ended: only what it left in our ring remains */
     int lost; /* ... and that failed requests or was not a clean close */
     int closed; /* close() failed everything */
+    int failed; /* the peer declared a failure (fail()) while alive: why says what */
+    char why[DC_SHM_WHY_MAX];
 } shm_ep_t;
 
 struct dc_transport {
@@ -134,6 +136,17 @@ static size_t seg_data_offset(int nrings)
     return (hdr + 4095) & ~(size_t)4095;
 }
 
+/* Closes the memfd our peers open (once they all have, or on failure), and with
+ * it the ptrace window opened in seg_create. */
+static void memfd_close(dc_transport_t *tp)
+{
+    if (tp->memfd >= 0) {
+        close(tp->memfd);
+        tp->memfd = -1;
+        dc_shm_ptracer_close();
+    }
+}
+
 static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
 {
     uint64_t ring_size = 0;
@@ -144,17 +157,13 @@ static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
     }
     size_t size = seg_data_offset(npeers) + (size_t)npeers * ring_size;
 
-    /* Peers open our memfd through /proc/<pid>/fd, which needs ptrace-read
-     * permission. Under Yama's ptrace_scope=1 (Ubuntu's default) sibling ranks
-     * lack it; allowing any same-user process restores the classic rule
-     * (scope 0). Fails harmlessly with EINVAL where Yama is absent. */
-#ifdef PR_SET_PTRACER
-    (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
-#endif
     tp->memfd = memfd_create("dcomm-shm", MFD_CLOEXEC);
     if (tp->memfd < 0) {
         return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: memfd_create failed: %s", strerror(errno));
     }
+    /* Peers open our memfd through /proc/<pid>/fd: allow them while it is open
+     * (shm_ptracer.h); memfd_close ends the window. */
+    dc_shm_ptracer_open();
     if (ftruncate(tp->memfd, (off_t)size) != 0) {
         status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: cannot size segment to %zu bytes: %s",
                               size, strerror(errno));
@@ -182,9 +191,42 @@ static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
     return DCOMM_OK;
 
 err_close:
-    close(tp->memfd);
-    tp->memfd = -1;
+    memfd_close(tp);
     return status;
+}
+
+/* The peer's header against the size we mapped: nrings, ring_size and the
+ * ring's data_offset come from another process and are bounded before use. */
+static dc_status_t seg_check(const dc_shm_seg_t *seg, size_t size, int peer)
+{
+    size_t max_rings = (size - DC_MIN(size, sizeof(*seg))) / sizeof(dc_shm_ring_t);
+
+    if (size < sizeof(*seg) || seg->nrings == 0 || seg->nrings > max_rings ||
+        seg_data_offset((int)DC_MIN(seg->nrings, (uint32_t)INT32_MAX)) > size) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment header claims %u rings, "
+                            "more than its %zu bytes hold", peer, seg->nrings, size);
+    }
+    if (seg->ring_size < DC_SHM_RING_MIN || seg->ring_size > DC_SHM_RING_MAX ||
+        (seg->ring_size & (seg->ring_size - 1)) != 0) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment header has ring size "
+                            "%llu (a power of two in [%u, %u] expected)", peer,
+                            (unsigned long long)seg->ring_size, DC_SHM_RING_MIN, DC_SHM_RING_MAX);
+    }
+    return DCOMM_OK;
+}
+
+static dc_status_t ring_check(const dc_shm_seg_t *seg, const dc_shm_ring_t *ring, size_t size,
+                              int peer)
+{
+    uint64_t off = ring->data_offset;
+
+    if (off < seg_data_offset((int)seg->nrings) || off > size || seg->ring_size > size - off) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's ring for us lies outside its "
+                            "segment (data offset %llu, ring %llu bytes, segment %zu bytes)",
+                            peer, (unsigned long long)off, (unsigned long long)seg->ring_size,
+                            size);
+    }
+    return DCOMM_OK;
 }
 
 /* Maps a peer's segment and finds the ring it keeps for us. */
@@ -205,7 +247,8 @@ static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_ad
                                   " >= 2; set DCOMM_TRANSPORTS=^shm)"
                                 : "");
     }
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != addr->size) {
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != addr->size ||
+        addr->size < sizeof(dc_shm_seg_t) || addr->size > SIZE_MAX / 2) {
         status = dc_error_set(DCOMM_ERR_TRANSPORT, "shm: rank %d's segment %s has the wrong size",
                               peer, path);
         goto out;
@@ -226,10 +269,18 @@ static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_ad
                               path, peer);
         goto out;
     }
+    status = seg_check(ep->seg, ep->seg_size, peer);
+    if (status < 0) {
+        goto out;
+    }
     status = dc_error_set(DCOMM_ERR_MISMATCH, "shm: rank %d does not list rank %d as a peer",
                           peer, tp->rank);
     for (uint32_t i = 0; i < ep->seg->nrings; i++) {
         if (ep->seg->rings[i].sender == tp->rank) {
+            status = ring_check(ep->seg, &ep->seg->rings[i], ep->seg_size, peer);
+            if (status < 0) {
+                break;
+            }
             ep->tx = &ep->seg->rings[i];
             ep->tx_data = (uint8_t *)ep->seg + ep->tx->data_offset;
             ep->tx_mask = ep->seg->ring_size - 1;
@@ -396,8 +447,7 @@ static dc_status_t shm_tp_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p
                                        boot->timeout_ms <= 0 ? 0 : DC_MAX(left_ms, 1)),
                       status, err);
     }
-    close(tp->memfd); /* the mappings keep the memory; nothing to remove at exit */
-    tp->memfd = -1;
+    memfd_close(tp); /* the mappings keep the memory; nothing to remove at exit */
     DC_DEBUG("shm: rank %d open, %d peers, ring %llu bytes, segment %zu bytes", tp->rank,
              tp->npeers, (unsigned long long)tp->seg->ring_size, tp->seg_size);
     *tp_p = tp;
@@ -525,6 +575,9 @@ static int ep_recv_move(shm_ep_t *ep, dc_transport_t *tp)
             freed = 1;
         }
         size_t n = (size_t)DC_MIN(ep->rx_left, DC_MIN(avail, SHM_CHUNK));
+        if (!ep->rx_discard && ep->recvs == NULL) {
+            ep->rx_discard = 1; /* its receive was failed meanwhile (ep_fail) */
+        }
         if (!ep->rx_discard) {
             dc_request_t *req = ep->recvs;
             ring_get(ep->rx_data, ep->rx_mask, ep->rx_tail, (uint8_t *)req->buf + req->done, n);
@@ -568,6 +621,10 @@ static int ep_send_complete(shm_ep_t *ep)
 
 static dc_status_t ep_lost_error(shm_ep_t *ep)
 {
+    if (ep->failed) {
+        return dc_error_set(DCOMM_ERR_PEER_LOST, "shm: rank %d (pid %d) failed: %s",
+                            ep->super.peer, (int)ep->pid, ep->why);
+    }
     return dc_error_set(DCOMM_ERR_PEER_LOST, "shm: rank %d (pid %d) is gone", ep->super.peer,
                         (int)ep->pid);
 }
@@ -669,6 +726,9 @@ static int ep_fail(shm_ep_t *ep, dc_status_t status)
 {
     int failed = 0;
 
+    if (ep->rx_active) {
+        ep->rx_discard = 1; /* the rest of the message in flight has no receive now */
+    }
     while (ep->recvs != NULL) {
         dc_reqq_pop(&ep->recvs, &ep->recvs_tail)->status = status;
         failed++;
@@ -690,8 +750,8 @@ static int ep_gone_progress(shm_ep_t *ep, dc_transport_t *tp)
     if (ep->recvs != NULL || ep->sends != NULL) {
         int failed = ep_fail(ep, ep_lost_error(ep));
 
-        DC_WARN("shm: rank %d (pid %d) is gone; %d requests failed", ep->super.peer,
-                (int)ep->pid, failed);
+        DC_WARN("shm: rank %d (pid %d) %s; %d requests failed", ep->super.peer, (int)ep->pid,
+                ep->failed ? "failed" : "is gone", failed);
         ep->lost = 1;
         events += failed;
     }
@@ -705,6 +765,17 @@ static dc_status_t shm_check(dc_transport_t *tp)
     for (int i = 0; i < tp->npeers; i++) {
         shm_ep_t *ep = &tp->eps[i];
 
+        if (!ep->gone && !ep->closed && ep->seg != tp->seg &&
+            atomic_load_explicit(&ep->seg->failed, memory_order_acquire) != 0) {
+            /* Alive but failed: what it sent still arrives, the rest fails with
+             * its cause. The text is the peer's: bounded and terminated here. */
+            memcpy(ep->why, ep->seg->why, sizeof(ep->why));
+            ep->why[sizeof(ep->why) - 1] = '\0';
+            ep->failed = 1;
+            ep->gone = 1;
+            ep->lost = 1;
+            ep_gone_progress(ep, tp);
+        }
         if (!ep->gone && !ep->closed && peer_gone(ep)) {
             ep->gone = 1;
             /* a crash, not the end of a job whose last messages we already have */
@@ -716,6 +787,23 @@ static dc_status_t shm_check(dc_transport_t *tp)
         }
     }
     return first;
+}
+
+/* This process failed but lives on: the cause goes into our segment, then the
+ * flag (release: a peer that sees it sees the text), then every peer's
+ * doorbell, so that a sleeping peer checks at once. */
+static void shm_fail(dc_transport_t *tp, const char *why)
+{
+    if (tp->seg == NULL || atomic_load(&tp->seg->failed) != 0) {
+        return;
+    }
+    snprintf(tp->seg->why, sizeof(tp->seg->why), "%s", why != NULL ? why : "(no reason)");
+    atomic_store_explicit(&tp->seg->failed, 1, memory_order_release);
+    for (int i = 0; i < tp->npeers; i++) {
+        if (tp->eps[i].seg != NULL && tp->eps[i].seg != tp->seg) {
+            dc_doorbell_ring(&tp->eps[i].seg->doorbell);
+        }
+    }
 }
 
 static void shm_tp_close(dc_transport_t *tp)
@@ -736,9 +824,7 @@ static void shm_tp_close(dc_transport_t *tp)
         atomic_store(&tp->seg->closed, 1);
         munmap(tp->seg, tp->seg_size);
     }
-    if (tp->memfd >= 0) {
-        close(tp->memfd);
-    }
+    memfd_close(tp);
     free(tp->eps);
     free(tp);
 }
@@ -770,6 +856,7 @@ const dc_transport_ops_t dc_transport_shm_ops = {
     .wait_fd = shm_wait_fd,
     .doorbell = shm_doorbell,
     .check = shm_check,
+    .notify_failure = shm_fail,
     .close = shm_tp_close,
     .allreduce = NULL,
 };

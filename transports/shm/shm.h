@@ -14,7 +14,8 @@
 #include "status.h"
 
 #define DC_SHM_MAGIC        0x64636f6d6d73686dull /* "dcommshm" */
-#define DC_SHM_VERSION      1
+#define DC_SHM_VERSION      2
+#define DC_SHM_WHY_MAX      256 /* a failed owner's reason, NUL-terminated */
 #define DC_SHM_RING_DEFAULT (4u << 20)
 #define DC_SHM_RING_MIN     4096u
 #define DC_SHM_RING_MAX     (1u << 30)
@@ -40,6 +41,8 @@ typedef struct dc_shm_seg {
     uint64_t ring_size; /* power of two */
     uint64_t size;      /* whole segment */
     _Atomic uint32_t closed; /* set by the owner in close(): a clean exit */
+    _Atomic uint32_t failed; /* set by the owner in fail(), after why */
+    char why[DC_SHM_WHY_MAX];
     _Alignas(DC_CACHE_LINE) dc_doorbell_t doorbell;
     _Alignas(DC_CACHE_LINE) dc_shm_ring_t rings[];
 } dc_shm_seg_t;

@@ -4,6 +4,7 @@
  * that orders the members' chunks.
  */
 #include "shm_group.h"
+#include "shm_ptracer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -24,7 +24,7 @@
 #include "log.h"
 
 #define GROUP_MAGIC      0x64636f6d6d677270ull /* "dcommgrp" */
-#define GROUP_VERSION    2
+#define GROUP_VERSION    3
 #define GROUP_SLICE_NS   100000000ull /* sleep slice: liveness checks this often */
 #define GROUP_SPIN       16384        /* polls (~0.5 ms) before yielding while ranks <= cores:
                                        * a yield hands the core to any other process */
@@ -97,19 +97,24 @@ static int cpus_usable(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* Closes segment_create's memfd, and the ptrace window that came with it. */
+static void fd_close(int fd)
+{
+    close(fd);
+    dc_shm_ptracer_close();
+}
+
 /* Member 0: a fresh memfd of the whole segment, mapped and pre-faulted. */
 static dc_status_t segment_create(dc_shm_group_t *g, int *fd_p)
 {
     dc_status_t status;
 
-#ifdef PR_SET_PTRACER
-    (void)prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0); /* see shm.c: seg_create */
-#endif
     int fd = memfd_create("dcomm-shm-group", MFD_CLOEXEC);
     if (fd < 0) {
         return dc_error_set(DCOMM_ERR_TRANSPORT, "shm group: memfd_create failed: %s",
                             strerror(errno));
     }
+    dc_shm_ptracer_open(); /* members open fd through /proc until fd_close */
     if (ftruncate(fd, (off_t)g->size) != 0) {
         status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm group: cannot size segment to %zu "
                               "bytes: %s", g->size, strerror(errno));
@@ -132,7 +137,7 @@ static dc_status_t segment_create(dc_shm_group_t *g, int *fd_p)
     return DCOMM_OK;
 
 err_close:
-    close(fd);
+    fd_close(fd);
     return status;
 }
 
@@ -230,7 +235,7 @@ static dc_status_t boot_leader(dc_shm_group_t *g, dc_net_t *net, uint64_t tag, g
     status = b->go == 0 ? DCOMM_OK : DCOMM_ERR_TRANSPORT;
 out:
     if (fd >= 0) {
-        close(fd); /* the mappings keep the memory; nothing to remove at exit */
+        fd_close(fd); /* every member has mapped it, or failed; the mappings stay */
     }
     return status;
 }
@@ -307,6 +312,7 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
     g->n = n;
     g->me = my_index;
     g->timeout_ms = timeout_ms;
+    g->net = net;
     g->spin_max = n <= cpus_usable() ? GROUP_SPIN : GROUP_SPIN_OVER;
     g->spin_min = DC_MIN(GROUP_SPIN_OVER, g->spin_max);
     g->spin = g->spin_max;
@@ -339,7 +345,7 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
         int fd = -1;
 
         DC_CHECK_GOTO(segment_create(g, &fd), status, err);
-        close(fd); /* nobody else opens it */
+        fd_close(fd); /* nobody else opens it */
     } else if (my_index == 0) {
         DC_CHECK_GOTO(boot_leader(g, net, tag, b, &posted), status, err);
     } else {
@@ -397,6 +403,31 @@ void dc_shm_group_destroy(dc_shm_group_t *g)
     free(g->seen);
     free(g->pidfds);
     free(g);
+}
+
+void dc_shm_group_fail(dc_shm_group_t *g, const char *why)
+{
+    dc_shm_group_ctl_t *ctl;
+
+    if (g == NULL || g->ctl == NULL) {
+        return;
+    }
+    ctl = &g->ctl[g->me];
+    if (atomic_load(&ctl->failed) != 0) {
+        return;
+    }
+    snprintf(ctl->why, sizeof(ctl->why), "%s", why != NULL ? why : "(no reason)");
+    atomic_store_explicit(&ctl->failed, 1, memory_order_release);
+    for (int k = 0; k < DC_SHM_SEQ_COUNT; k++) {
+        dc_futex_wake(&ctl->seq[k]); /* whoever sleeps on our words */
+    }
+}
+
+void dc_shm_group_forget_net(dc_shm_group_t *g)
+{
+    if (g != NULL) {
+        g->net = NULL;
+    }
 }
 
 int dc_shm_group_matches(const dc_shm_group_t *g, const int *world_ranks, int n, int me)
@@ -514,6 +545,22 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
             return DCOMM_OK;
         }
         uint64_t now = dc_now_ns();
+        if (atomic_load_explicit(&g->ctl[r].failed, memory_order_acquire) != 0) {
+            char why[sizeof(g->ctl[r].why)];
+
+            memcpy(why, g->ctl[r].why, sizeof(why)); /* the peer's text: terminate it */
+            why[sizeof(why) - 1] = '\0';
+            return dc_error_set(DCOMM_ERR_PEER_LOST, "shmdirect: rank %d failed: %s; rank %d "
+                                "was waiting for %s (step %u)", g->world_ranks[r], why,
+                                g->world_ranks[g->me], seq_what[which], step);
+        }
+        if (g->net != NULL) { /* dlaunch's events, the transports' liveness checks */
+            dc_status_t status = dc_net_check(g->net);
+
+            if (status < 0) {
+                return status;
+            }
+        }
         if (member_gone(g, r)) {
             return dc_error_set(DCOMM_ERR_PEER_LOST, "shmdirect: rank %d (pid %d) is gone; rank "
                                 "%d was waiting for %s (step %u)", g->world_ranks[r],

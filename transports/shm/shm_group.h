@@ -50,6 +50,8 @@ typedef struct dc_shm_group_ctl {
     _Atomic uint32_t sleepers; /* > 0 while a peer sleeps on one of seq[] */
     _Atomic uint32_t naps;     /* times this member went to sleep in a wait */
     int32_t pid;
+    _Atomic uint32_t failed;   /* set by dc_shm_group_fail, after why */
+    char why[192];             /* the failed member's cause, NUL-terminated */
 } dc_shm_group_ctl_t;
 
 struct dc_shm_group {
@@ -70,6 +72,8 @@ struct dc_shm_group {
                               * (they only grow: a wait already met costs no shared read) */
     int32_t *pids;           /* [n] */
     int *pidfds;             /* [n], -1: fall back to kill(pid, 0) */
+    dc_net_t *net;           /* checked while sleeping (peers' transports, dlaunch's
+                              * events), as dc_net_wait does; NULL: not */
 };
 typedef struct dc_shm_group dc_shm_group_t;
 
@@ -85,6 +89,13 @@ dc_status_t dc_shm_group_create(dc_net_t *net, const int *world_ranks, int n, in
                                 size_t chunk_bytes, int timeout_ms, uint64_t tag,
                                 dc_shm_group_t **group_p);
 void dc_shm_group_destroy(dc_shm_group_t *g);
+
+/* This member failed (why names it and the cause) but lives on: members
+ * waiting on it wake at once and fail with DCOMM_ERR_PEER_LOST and this cause. */
+void dc_shm_group_fail(dc_shm_group_t *g, const char *why);
+
+/* Stops checking the net in waits (it is being closed). */
+void dc_shm_group_forget_net(dc_shm_group_t *g);
 
 /* 1 when the group is exactly these ranks in this order with this process at me. */
 int dc_shm_group_matches(const dc_shm_group_t *g, const int *world_ranks, int n, int me);

@@ -30,6 +30,9 @@
 #define TCP_MAX_EVENTS     64
 #define TCP_SETUP_MS       60000     /* set-up deadline when the job has none */
 #define TCP_ADDR_LEN       64
+#define TCP_MAX_HANDSHAKES 64        /* at once; strangers beyond push out the oldest */
+
+typedef struct tcp_hs tcp_hs_t;
 
 typedef enum tcp_rx_state {
     TCP_RX_HDR,     /* reading a header (only while a receive is posted) */
@@ -67,6 +70,8 @@ struct dc_transport {
     int npeers;
     uint8_t *scratch;
     char addr[TCP_ADDR_LEN];
+    tcp_hs_t *hs; /* [TCP_MAX_HANDSHAKES] accepted connections in their handshake */
+    int nhs;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -218,23 +223,43 @@ static void hello_build(const dc_transport_t *tp, uint8_t hello[DC_TCP_HELLO_LEN
     dc_auth_random(hello + 16, DC_AUTH_NONCE_LEN);
 }
 
-/* Server side of one accepted connection; returns the authenticated rank. */
-static dc_status_t serve_handshake(dc_transport_t *tp, int fd, uint64_t deadline, int *rank_p)
+static void describe_addr(const struct sockaddr_in *sa, char *buf, size_t cap)
 {
-    uint8_t hello[DC_TCP_HELLO_LEN], answer[DC_TCP_ANSWER_LEN], proof[DC_TCP_PROOF_LEN];
-    const uint8_t *mac = answer + 16 + DC_AUTH_NONCE_LEN;
-    uint32_t client;
-    dc_status_t status;
+    char ip[INET_ADDRSTRLEN] = "?";
 
-    hello_build(tp, hello);
-    DC_CHECK_GOTO(sock_io(fd, hello, sizeof(hello), 1, deadline, "sending hello"), status, out);
-    DC_CHECK_GOTO(sock_io(fd, answer, sizeof(answer), 0, deadline, "reading answer"), status,
-                  out);
+    inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof(ip));
+    snprintf(buf, cap, "%s:%u", ip, (unsigned)ntohs(sa->sin_port));
+}
+
+/* ---- accepting: handshakes served side by side -------------------------- */
+
+/* One accepted connection in its handshake: hello out, answer in, proof out,
+ * each as far as the socket allows, so that a silent stranger holds only a
+ * slot (until its deadline) and never the ranks behind it. */
+typedef enum tcp_hs_state { HS_HELLO, HS_ANSWER, HS_PROOF } tcp_hs_state_t;
+
+struct tcp_hs {
+    int fd;
+    tcp_hs_state_t state;
+    size_t off;
+    uint64_t deadline;
+    int client;
+    uint8_t hello[DC_TCP_HELLO_LEN], answer[DC_TCP_ANSWER_LEN], proof[DC_TCP_PROOF_LEN];
+    char from[TCP_ADDR_LEN];
+};
+
+/* The client's answer: magic, MAC over our nonce, a rank that connects to us
+ * and has no connection yet. Fills the proof. */
+static dc_status_t hs_verify(dc_transport_t *tp, tcp_hs_t *hs)
+{
+    const uint8_t *answer = hs->answer, *mac = answer + 16 + DC_AUTH_NONCE_LEN;
+    uint32_t client;
+
     if (dc_tcp_get_u32(answer) != DC_TCP_MAGIC) {
         return dc_error_set(DCOMM_ERR_AUTH, "tcp: not a dcomm tcp client (bad magic)");
     }
-    if (!dc_auth_verify(tp->secret, DC_TCP_LABEL_CLIENT, hello + 16, DC_AUTH_NONCE_LEN, answer,
-                        16 + DC_AUTH_NONCE_LEN, mac)) {
+    if (!dc_auth_verify(tp->secret, DC_TCP_LABEL_CLIENT, hs->hello + 16, DC_AUTH_NONCE_LEN,
+                        answer, 16 + DC_AUTH_NONCE_LEN, mac)) {
         return dc_error_set(DCOMM_ERR_AUTH, "tcp: client failed authentication (wrong secret)");
     }
     client = dc_tcp_get_u32(answer + 4);
@@ -247,63 +272,173 @@ static dc_status_t serve_handshake(dc_transport_t *tp, int fd, uint64_t deadline
     if (tp->eps[client].fd >= 0 || tp->eps[client].lost) {
         return dc_error_set(DCOMM_ERR_AUTH, "tcp: second connection from rank %u", client);
     }
-    dc_auth_mac(tp->secret, DC_TCP_LABEL_SERVER, answer + 16, DC_AUTH_NONCE_LEN, hello,
-                sizeof(hello), proof);
-    DC_CHECK_GOTO(sock_io(fd, proof, sizeof(proof), 1, deadline, "sending proof"), status, out);
-    *rank_p = (int)client;
-out:
-    return status;
+    dc_auth_mac(tp->secret, DC_TCP_LABEL_SERVER, answer + 16, DC_AUTH_NONCE_LEN, hs->hello,
+                sizeof(hs->hello), hs->proof);
+    hs->client = (int)client;
+    return DCOMM_OK;
 }
 
-static void describe_addr(const struct sockaddr_in *sa, char *buf, size_t cap)
+/* Moves one handshake as far as its socket allows: 1 when the connection is
+ * attached to its endpoint, 0 when it waits for the socket, or an error. */
+static int hs_step(dc_transport_t *tp, tcp_hs_t *hs)
 {
-    char ip[INET_ADDRSTRLEN] = "?";
+    for (;;) {
+        uint8_t *buf = hs->state == HS_HELLO ? hs->hello
+                       : hs->state == HS_ANSWER ? hs->answer : hs->proof;
+        size_t len = hs->state == HS_HELLO ? sizeof(hs->hello)
+                     : hs->state == HS_ANSWER ? sizeof(hs->answer) : sizeof(hs->proof);
+        ssize_t n = hs->state == HS_ANSWER ? recv(hs->fd, buf + hs->off, len - hs->off, 0)
+                                           : send(hs->fd, buf + hs->off, len - hs->off,
+                                                  MSG_NOSIGNAL);
 
-    inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof(ip));
-    snprintf(buf, cap, "%s:%u", ip, (unsigned)ntohs(sa->sin_port));
-}
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        }
+        if (n <= 0) {
+            return dc_error_set(DCOMM_ERR_TRANSPORT, "tcp: %s during the handshake",
+                                n == 0 ? "closed" : strerror(errno));
+        }
+        hs->off += (size_t)n;
+        if (hs->off < len) {
+            continue;
+        }
+        hs->off = 0;
+        if (hs->state == HS_HELLO) {
+            hs->state = HS_ANSWER;
+        } else if (hs->state == HS_ANSWER) {
+            dc_status_t status = hs_verify(tp, hs);
 
-/* Accepts and authenticates connections until `peer` has one. Connections of
- * other peers are kept for their connect() call; strangers are dropped. */
-static dc_status_t accept_until(dc_transport_t *tp, int peer, uint64_t deadline)
-{
-    uint64_t hs_ms = DC_TCP_HANDSHAKE_MS;
-    dc_status_t status;
+            if (status < 0) {
+                return status;
+            }
+            hs->state = HS_PROOF;
+        } else {
+            dc_status_t status = tp->eps[hs->client].fd >= 0
+                                     ? dc_error_set(DCOMM_ERR_AUTH, "tcp: second connection "
+                                                    "from rank %d", hs->client)
+                                     : ep_attach(tp, &tp->eps[hs->client], hs->fd);
 
-    if (tp->timeout_ms > 0) {
-        hs_ms = DC_MIN(hs_ms, (uint64_t)tp->timeout_ms);
+            return status < 0 ? status : 1;
+        }
     }
-    while (tp->eps[peer].fd < 0) {
+}
+
+/* Ends handshake i (its fd closed unless attached), keeping the set dense. */
+static void hs_remove(dc_transport_t *tp, int i, int attached, const char *why)
+{
+    tcp_hs_t *hs = &tp->hs[i];
+
+    if (!attached) {
+        DC_WARN("tcp: rank %d dropped connection from %s: %s", tp->rank, hs->from, why);
+        close(hs->fd);
+    } else {
+        DC_DEBUG("tcp: rank %d accepted rank %d from %s", tp->rank, hs->client, hs->from);
+    }
+    tp->hs[i] = tp->hs[--tp->nhs];
+}
+
+static void hs_close_all(dc_transport_t *tp)
+{
+    while (tp->nhs > 0) {
+        close(tp->hs[--tp->nhs].fd);
+    }
+    free(tp->hs);
+    tp->hs = NULL;
+}
+
+/* Accepts what is pending; the oldest handshake gives way when all slots are taken. */
+static dc_status_t hs_accept(dc_transport_t *tp, uint64_t hs_deadline)
+{
+    for (;;) {
         struct sockaddr_in sa;
         socklen_t salen = sizeof(sa);
-        char from[TCP_ADDR_LEN];
-        int fd, client = -1;
+        int fd = accept4(tp->listen_fd, (struct sockaddr *)&sa, &salen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        tcp_hs_t *hs;
+        int rc;
 
-        status = sock_wait(tp->listen_fd, POLLIN, deadline, "waiting for a connection");
-        if (status < 0) {
-            return dc_error_set(status, "tcp: rank %d: rank %d did not connect within the "
-                                "deadline (%d ms)", tp->rank, peer, tp->timeout_ms);
-        }
-        fd = accept4(tp->listen_fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+                errno == ECONNABORTED) {
+                return DCOMM_OK;
+            }
+            if ((errno == EMFILE || errno == ENFILE) && tp->nhs > 0) {
+                hs_remove(tp, 0, 0, "out of descriptors: making room");
                 continue;
             }
             return dc_error_set(DCOMM_ERR_TRANSPORT, "tcp: accept: %s", strerror(errno));
         }
-        describe_addr(&sa, from, sizeof(from));
-        status = serve_handshake(tp, fd, DC_MIN(deadline, dc_deadline_ms((int64_t)hs_ms)),
-                                 &client);
-        if (status == DCOMM_OK) {
-            status = ep_attach(tp, &tp->eps[client], fd);
+        if (tp->nhs == TCP_MAX_HANDSHAKES) {
+            int oldest = 0;
+
+            for (int i = 1; i < tp->nhs; i++) {
+                oldest = tp->hs[i].deadline < tp->hs[oldest].deadline ? i : oldest;
+            }
+            hs_remove(tp, oldest, 0, "too many connections in their handshake; dropped the "
+                                     "oldest");
         }
-        if (status < 0) {
-            DC_WARN("tcp: rank %d dropped connection from %s: %s", tp->rank, from,
-                    dc_error_get());
-            close(fd);
-            continue;
+        hs = &tp->hs[tp->nhs++];
+        *hs = (tcp_hs_t){.fd = fd, .state = HS_HELLO, .deadline = hs_deadline, .client = -1};
+        describe_addr(&sa, hs->from, sizeof(hs->from));
+        hello_build(tp, hs->hello);
+        rc = hs_step(tp, hs);
+        if (rc != 0) {
+            hs_remove(tp, tp->nhs - 1, rc > 0, rc > 0 ? NULL : dc_error_get());
         }
-        DC_DEBUG("tcp: rank %d accepted rank %d from %s", tp->rank, client, from);
+    }
+}
+
+/* Serves handshakes, side by side, until `peer` has a connection. Connections
+ * of other peers are kept for their connect() call (and handshakes still under
+ * way for the next call); strangers are dropped at their handshake deadline. */
+static dc_status_t accept_until(dc_transport_t *tp, int peer, uint64_t deadline)
+{
+    uint64_t hs_ms = DC_TCP_HANDSHAKE_MS;
+    struct pollfd pfds[TCP_MAX_HANDSHAKES + 1];
+
+    if (tp->timeout_ms > 0) {
+        hs_ms = DC_MIN(hs_ms, (uint64_t)tp->timeout_ms);
+    }
+    if (tp->hs == NULL && (tp->hs = calloc(TCP_MAX_HANDSHAKES, sizeof(*tp->hs))) == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "tcp: out of memory");
+    }
+    while (tp->eps[peer].fd < 0) {
+        uint64_t now = dc_now_ns(), wake = deadline;
+        dc_status_t status;
+
+        if (now >= deadline) {
+            return dc_error_set(DCOMM_ERR_TIMEOUT, "tcp: rank %d: rank %d did not connect "
+                                "within the deadline (%d ms)", tp->rank, peer, tp->timeout_ms);
+        }
+        pfds[0] = (struct pollfd){.fd = tp->listen_fd, .events = POLLIN};
+        for (int i = tp->nhs - 1; i >= 0; i--) {
+            if (now >= tp->hs[i].deadline) {
+                hs_remove(tp, i, 0, "handshake not completed in time");
+            }
+        }
+        for (int i = 0; i < tp->nhs; i++) {
+            pfds[1 + i] = (struct pollfd){.fd = tp->hs[i].fd,
+                                          .events = tp->hs[i].state == HS_ANSWER ? POLLIN
+                                                                                 : POLLOUT};
+            wake = DC_MIN(wake, tp->hs[i].deadline);
+        }
+        (void)poll(pfds, (nfds_t)(1 + tp->nhs), (int)((wake - DC_MIN(wake, now)) / 1000000 + 1));
+        for (int i = tp->nhs - 1; i >= 0; i--) { /* removal swaps in an already-seen one */
+            int rc = hs_step(tp, &tp->hs[i]);
+
+            if (rc != 0) {
+                hs_remove(tp, i, rc > 0, rc > 0 ? NULL : dc_error_get());
+            }
+        }
+        if (pfds[0].revents != 0) {
+            status = hs_accept(tp, DC_MIN(deadline, dc_now_ns() + hs_ms * 1000000ull));
+            if (status < 0) {
+                return status;
+            }
+        }
     }
     return DCOMM_OK;
 }
@@ -759,6 +894,7 @@ static void tcp_close(dc_transport_t *tp)
             close(ep->fd);
         }
     }
+    hs_close_all(tp);
     if (tp->listen_fd >= 0) {
         close(tp->listen_fd);
     }
@@ -856,9 +992,11 @@ static dc_status_t tcp_connect(dc_transport_t *tp, int peer, dc_endpoint_t **ep_
     }
     *ep_p = &tp->eps[peer].super;
     if (tp->listen_fd >= 0 && all_accepted(tp)) {
-        /* Nobody else may connect: stop listening. */
+        /* Nobody else may connect: stop listening (strangers still in their
+         * handshake go too). */
         close(tp->listen_fd);
         tp->listen_fd = -1;
+        hs_close_all(tp);
     }
     return DCOMM_OK;
 }
