@@ -1,0 +1,46 @@
+#!/bin/sh
+# Horovod 0.28.1's own test_torch.py against dcomm.torch, as one pytest run of
+# the whole file under dlaunch (the suite and its runner live outside the
+# project, in ../shared/compat/horovod-0.28.1; they are run from there, never
+# copied here). Exit 77 (ctest: skipped) when that folder is absent.
+# usage: horovod_torch.sh NP DLAUNCH LIBDCOMM PYTHON
+set -eu
+np=$1 dlaunch=$2 lib=$3 python=$4
+top=$(cd "$(dirname "$0")/../.." && pwd)
+suite=${DCOMM_HOROVOD_COMPAT:-$top/../shared/compat/horovod-0.28.1}
+if [ ! -x "$suite/run_torch_suite.sh" ] && [ ! -f "$suite/run_torch_suite.sh" ]; then
+    echo "compat: skipped: Horovod's suite is not at $suite (set DCOMM_HOROVOD_COMPAT)"
+    exit 77
+fi
+for m in torch pytest cloudpickle mock packaging; do
+    if ! "$python" -c "import $m" 2>/dev/null; then
+        echo "compat: skipped: $python lacks the module '$m' the suite needs"
+        exit 77
+    fi
+done
+bindir=$(mktemp -d)
+trap 'rm -rf "$bindir"' EXIT
+ln -s "$dlaunch" "$bindir/dlaunch"
+export PATH="$bindir:$PATH" PYTHON="$python" DCOMM_LIBRARY="$lib"
+export PYTHONPATH="$top/plugins/python${PYTHONPATH:+:$PYTHONPATH}"
+# A test that hangs is stopped (with every thread's stack) rather than
+# holding the job until ctest's deadline, when pytest-timeout is there.
+timeout=""
+if "$python" -c "import pytest_timeout" 2>/dev/null; then
+    timeout="--timeout=120 --timeout-method=thread"
+fi
+# Deselected at 3 ranks and more, and why: these three compare a float16
+# result with exact float32 arithmetic at tolerance 0. With 3 ranks the exact
+# value is generally not a float16 (e.g. 3 * 14.3671875 = 43.1015625 lies
+# between the float16 values 43.09375 and 43.125), so no float16 allreduce can
+# pass them, Horovod's own included; with float16 left out (CCL_ROOT set makes
+# the suite do that) all six pre/postscale tests pass at 3 ranks.
+deselect=""
+if [ "$np" -ge 3 ]; then
+    for t in test_horovod_allreduce_prescale test_horovod_reducescatter_prescale \
+             test_horovod_grouped_reducescatter_prescale; do
+        deselect="$deselect --deselect test_torch.py::TorchTests::$t"
+    done
+fi
+# shellcheck disable=SC2086
+exec sh "$suite/run_torch_suite.sh" "$np" -rfEs $timeout $deselect
