@@ -374,6 +374,84 @@ static void test_waits_hostile(void **state)
     dc_wire_buf_free(&buf);
 }
 
+/* Shapes travel with their request: none, a scalar, 3 dims and 10 dims (the
+ * last carried entry is the product of the rest); a bad dimension count and a
+ * truncated list of dimensions are refused; the comparison helpers. */
+static void test_shapes(void **state)
+{
+    dc_wire_req_t none = make_req("none", DC_COLL_ALLREDUCE, 6);
+    dc_wire_req_t scalar = make_req("scalar", DC_COLL_ALLREDUCE, 1);
+    dc_wire_req_t cube = make_req("cube", DC_COLL_ALLGATHER, 24);
+    dc_wire_req_t deep = make_req("deep", DC_COLL_ALLREDUCE, 1);
+    const dc_wire_req_t *list[] = {&none, &scalar, &cube, &deep};
+    dc_wire_buf_t buf = {0};
+    dc_wire_reader_t rd;
+    dc_wire_req_t out[4], other;
+    uint32_t flags, n;
+    char text[128];
+
+    (void)state;
+    scalar.has_shape = 1;
+    cube.has_shape = 1;
+    cube.ndims = 3;
+    cube.dims[0] = 2;
+    cube.dims[1] = 3;
+    cube.dims[2] = 4;
+    deep.has_shape = 1;
+    deep.ndims = 10;
+    for (int i = 0; i < DC_WIRE_DIMS_MAX; i++) {
+        deep.dims[i] = (uint64_t)i + 1;
+    }
+    assert_int_equal(dc_wire_reqs_encode(&buf, 0, list, 4), DCOMM_OK);
+    assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+    assert_int_equal(n, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(dc_wire_req_next(&rd, &out[i]), DCOMM_OK);
+        assert_int_equal(out[i].has_shape, list[i]->has_shape);
+        assert_true(dc_wire_same_shape(&out[i], list[i], 0));
+    }
+    assert_int_equal(out[3].ndims, 10);
+    assert_int_equal(out[3].dims[DC_WIRE_DIMS_MAX - 1], DC_WIRE_DIMS_MAX);
+    dc_wire_shape_text(&out[2], text, sizeof(text));
+    assert_string_equal(text, "[2, 3, 4]");
+    dc_wire_shape_text(&out[0], text, sizeof(text));
+    assert_string_equal(text, "an unknown shape");
+    /* Other rows, same trailing dimensions: equal for allgather only. */
+    other = cube;
+    other.dims[0] = 7;
+    assert_false(dc_wire_same_shape(&other, &cube, 0));
+    assert_true(dc_wire_same_shape(&other, &cube, dc_wire_shape_from(DC_COLL_ALLGATHER)));
+    other.dims[2] = 5;
+    assert_false(dc_wire_same_shape(&other, &cube, 1));
+    assert_false(dc_wire_same_shape(&none, &scalar, 0));
+    /* The third entry's ndims byte: more than 64 dimensions is malformed. */
+    {
+        size_t off = 16, at;
+
+        for (int i = 0; i < 2; i++) {
+            off += 2 + strlen(list[i]->name) + 21 + 8 * (size_t)list[i]->ndims;
+        }
+        at = off + 2 + strlen("cube") + 20;
+        assert_int_equal(buf.data[at], 3);
+        buf.data[at] = 65;
+        assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, buf.len, &flags, &n), DCOMM_OK);
+        assert_int_equal(dc_wire_req_next(&rd, &out[0]), DCOMM_OK);
+        assert_int_equal(dc_wire_req_next(&rd, &out[1]), DCOMM_OK);
+        assert_int_equal(dc_wire_req_next(&rd, &out[2]), DCOMM_ERR_TRANSPORT);
+        /* Dimensions announced but cut off by the end of the message (the
+         * header then counts two entries, which the length can hold). */
+        buf.data[at] = 3;
+        buf.data[12] = 2;
+        assert_int_equal(dc_wire_reqs_begin(&rd, buf.data, at + 1 + 8, &flags, &n), DCOMM_OK);
+        assert_int_equal(dc_wire_req_next(&rd, &out[0]), DCOMM_OK);
+        assert_int_equal(dc_wire_req_next(&rd, &out[1]), DCOMM_OK);
+        rd.end = buf.data + at + 1 + 8;
+        buf.data[12] = 3;
+        assert_int_equal(dc_wire_req_next(&rd, &out[2]), DCOMM_ERR_TRANSPORT);
+    }
+    dc_wire_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_truncated),      cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_name_limit),     cmocka_unit_test(test_device_kind),
         cmocka_unit_test(test_waits_roundtrip), cmocka_unit_test(test_waits_hostile),
+        cmocka_unit_test(test_shapes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
