@@ -286,3 +286,42 @@ def test_errors():
     with pytest.raises(ValueError, match="splits"):
         hvd.alltoall(torch.ones(3), splits=[5] * hvd.size(), name="t.err.splits")
     assert issubclass(hvd.HorovodInternalError, RuntimeError)
+
+
+def test_dropped_handle_and_duplicate_name():
+    # A dropped handle's op still runs; its name stays taken until a later
+    # submission finds it done (deterministic, whatever the runtime's speed).
+    import gc
+    n = hvd.size()
+    hvd.allreduce_async(torch.ones(3), name="t.dup", op=hvd.Sum)
+    gc.collect()
+    with pytest.raises(ValueError) as err:
+        hvd.allreduce_async(torch.ones(3), name="t.dup", op=hvd.Sum)
+    assert isinstance(err.value, hvd.DcommError) and "t.dup" in str(err.value)
+    hvd.barrier()                      # does not wait for the dropped op
+    got = hvd.allreduce(torch.ones(2), name="t.after.dup", op=hvd.Sum)
+    assert torch.equal(got, torch.full((2,), float(n)))
+    got = hvd.allreduce(torch.ones(3), name="t.dup", op=hvd.Sum)   # free again
+    assert torch.equal(got, torch.full((3,), float(n)))
+
+
+def test_reinit_lives():
+    # init -> shutdown -> init, with a process set re-registered each life
+    n = hvd.size()
+    ps = hvd.ProcessSet(list(range(n)))
+    hvd.add_process_set(ps)
+    stale = hvd.allreduce_async(torch.ones(1), name="t.life.stale", op=hvd.Sum)
+    hvd.synchronize(stale)
+    for life in range(2):
+        hvd.barrier()
+        hvd.shutdown()
+        assert not hvd.is_initialized() and ps.process_set_id is None
+        hvd.init(process_sets=[ps])
+        got = hvd.allreduce(torch.ones(2), name="t.life", op=hvd.Sum, process_set=ps)
+        assert torch.equal(got, torch.full((2,), float(n)))
+    hvd.remove_process_set(ps)
+    late = hvd.allreduce_async(torch.ones(1), name="t.life.late", op=hvd.Sum)
+    hvd.shutdown()
+    hvd.init()
+    with pytest.raises(hvd.DcommError):    # a handle of an earlier life is void
+        hvd.synchronize(late)

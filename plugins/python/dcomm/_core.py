@@ -9,6 +9,7 @@ the handle keeps them alive until it is synchronized or collected.
 import ctypes
 import enum
 import threading
+import weakref
 
 from . import _lib
 from ._lib import DcommError, UnsupportedError, check, lib
@@ -57,6 +58,9 @@ def init():
 
 def shutdown():
     check(lib.dcomm_shutdown(), "dcomm_shutdown")
+    for ps in list(_registered):  # their comms died with the runtime
+        ps.process_set_id = None
+    _registered.clear()
     with _orphans_lock:
         _orphans.clear()      # the runtime completed and forgot them
         _taken.clear()
@@ -143,6 +147,7 @@ class _GlobalProcessSet(ProcessSet):
 
 
 global_process_set = _GlobalProcessSet()
+_registered = weakref.WeakSet()   # sets added in this life (void after shutdown)
 
 
 def add_process_set(process_set):
@@ -156,6 +161,7 @@ def add_process_set(process_set):
     check(lib.dcomm_comm_create(ranks, len(process_set.ranks), ctypes.byref(comm)),
           "add_process_set")
     process_set._attach(comm.value)
+    _registered.add(process_set)
     return process_set
 
 
@@ -165,6 +171,7 @@ def remove_process_set(process_set):
         return False
     check(lib.dcomm_comm_destroy(process_set.process_set_id), "remove_process_set")
     process_set.process_set_id = None
+    _registered.discard(process_set)
     return True
 
 
