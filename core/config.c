@@ -37,8 +37,8 @@ static const cfg_row_t cfg_table[] = {
     {"DCOMM_TIMELINE", "", CFG_STRING, CFG_FIELD(timeline),
      "write a Chrome-trace timeline to this path from rank 0"},
     {"DCOMM_TIMELINE_MARK_CYCLES", "off", CFG_BOOL, CFG_FIELD(timeline_mark_cycles),
-     "accepted for Horovod's HOROVOD_TIMELINE_MARK_CYCLES; dcomm's timeline does not mark "
-     "negotiation cycles, so this has no effect yet"},
+     "mark the start of each coordinator cycle (CYCLE_START on a row 'coordinator') in the "
+     "timeline, as Horovod's HOROVOD_TIMELINE_MARK_CYCLES"},
     {"DCOMM_AUTOTUNE", "off", CFG_BOOL, CFG_FIELD(autotune),
      "tune fusion threshold, cycle time and allreduce algorithm thresholds from measured "
      "throughput"},

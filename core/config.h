@@ -14,7 +14,7 @@ typedef struct dc_config {
     uint64_t cycle_time_us;
     int64_t cache_capacity;
     char timeline[512];
-    int timeline_mark_cycles; /* accepted, no effect yet */
+    int timeline_mark_cycles; /* CYCLE_START marks in the timeline */
     int autotune;
     char autotune_log[512];
     int stall_check; /* off: stall_warning_ms is UINT64_MAX, stall_shutdown_ms 0 */

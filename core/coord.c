@@ -579,6 +579,9 @@ static void *coord_main(void *arg)
 
         c->stats.cycles++;
         timeline_control(c);
+        if (c->tl != NULL && dc_config.timeline_mark_cycles) {
+            dc_timeline_tick(c->tl, "coordinator", "CYCLE_START", start, NULL);
+        }
         status = take_queue(c);
         dc_coord_stall_check(c);
         dc_coord_dl_check(c);

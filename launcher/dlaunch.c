@@ -83,7 +83,7 @@ static void usage(FILE *f)
             "  --cycle-time-ms MS        DCOMM_CYCLE_TIME (MS may be fractional)\n"
             "  --cache-capacity N        DCOMM_CACHE_CAPACITY\n"
             "  --timeline-filename F     DCOMM_TIMELINE\n"
-            "  --[no-]timeline-mark-cycles  DCOMM_TIMELINE_MARK_CYCLES (no effect yet)\n"
+            "  --[no-]timeline-mark-cycles  DCOMM_TIMELINE_MARK_CYCLES (CYCLE_START marks)\n"
             "  --[no-]autotune           DCOMM_AUTOTUNE;  --autotune-log-file F: _LOG\n"
             "  --stall-check-warning-time-seconds S   DCOMM_STALL_WARNING\n"
             "  --stall-check-shutdown-time-seconds S  DCOMM_STALL_SHUTDOWN\n"

@@ -24,6 +24,10 @@ PY
 }
 DCOMM_TIMELINE=$dir/t.json timeout 120 "$dlaunch" -np 2 "$bench" 3 1 || fail "step_bench failed"
 check "$dir/t.json" NEGOTIATE QUEUE ALLREDUCE "rank 1 ready" || fail "timeline of a finished run"
+# Horovod's mark cycles: CYCLE_START points, also set through its variable.
+HOROVOD_TIMELINE_MARK_CYCLES=1 DCOMM_TIMELINE=$dir/c.json timeout 120 "$dlaunch" -np 2 "$bench" 3 1 ||
+    fail "step_bench with cycle marks failed"
+check "$dir/c.json" CYCLE_START NEGOTIATE ALLREDUCE || fail "no cycle marks"
 # shm-direct fuses without a copy (segments); the ring algorithm copies small
 # tensors into the fusion buffer, which the MEMCPY phases show.
 DCOMM_TUNE=allreduce:0-inf:ring DCOMM_TIMELINE=$dir/r.json timeout 120 "$dlaunch" -np 2 "$bench" 3 1 ||
