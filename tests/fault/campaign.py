@@ -132,11 +132,15 @@ class Netns:
 
 
 def leftovers():
-    """dcomm entries in /dev/shm and /tmp (dcomm's shared memory is memfd: none expected)."""
+    """dcomm entries in /dev/shm and /tmp. dcomm's shared memory is memfd and
+    neither libdcomm nor dlaunch makes temporary files, so none is expected;
+    /tmp/dcomm-test-* are unit tests' directories (tests/unit), which may run
+    beside the campaign."""
     names = set()
     for d in ("/dev/shm", "/tmp"):
         try:
-            names |= {os.path.join(d, n) for n in os.listdir(d) if "dcomm" in n}
+            names |= {os.path.join(d, n) for n in os.listdir(d)
+                      if "dcomm" in n and not n.startswith("dcomm-test-")}
         except OSError:
             pass
     return names
@@ -238,8 +242,9 @@ class Campaign:
                 "FAULT_OPS=" + ("0" if wphase == "none" else "14"),
                 "FAULT_LARGE=%d" % (1 << 21 if t["transport"] != "shm" else 1 << 22)]
         if t["rank"] is not None and phase != "external":
-            args += ["FAULT_RANK=%d" % t["rank"], "FAULT_OP=%d" % (t["op"] or 0),
-                     "FAULT_DELAY_US=%d" % t["delay_us"]]
+            args += ["FAULT_RANK=%d" % t["rank"], "FAULT_DELAY_US=%d" % t["delay_us"]]
+            if t["op"] is not None:
+                args.append("FAULT_OP=%d" % t["op"])
         env = dict(os.environ)
         for k in list(env):
             if k.startswith("DCOMM_") or k.startswith("FAULT_"):
@@ -319,16 +324,15 @@ class Campaign:
         finally:
             if phase == "partition":
                 self.net.partition(False)
+            if p.poll() is None and not hung:
+                # the driver itself failed (an exception, SIGTERM): take the job down
+                kill_job(p, marker)
         res["wall_s"] = round(time.monotonic() - t0, 3)
         res["rc"] = p.returncode
         if hung:
             res["outcome"] = "hang"
             res["why"].append("the job did not end within %.0f s" % hang_after)
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait()
+            kill_job(p, marker)
         out.close()
         recs = read_records(d, t["np"])
         self.check(res, recs, t_fault, bound)
@@ -362,6 +366,8 @@ class Campaign:
             res["why"].append("files left: %s" % " ".join(sorted(new)))
         if res["why"] and res["outcome"] == "pass":
             res["outcome"] = "fail"
+        if res["outcome"] == "fail" and self.known(t):  # a hang is never expected
+            res["outcome"] = "xfail"
         if res["outcome"] != "pass" and res["outcome"] != "missed" and a.keep_failed:
             res["dir"] = d
             res["cmd"] = " ".join("'%s'" % c if " " in c else c for c in cmd)
@@ -410,6 +416,7 @@ class Campaign:
             lat = t_err - t_fault
             res["latencies"].append(round(lat, 4))
             res["statuses"].append(status)
+            res.setdefault("errors", {})[r] = msg[:300]
             if lat > bound:
                 res["why"].append("rank %d: error after %.3f s > %.1f s" % (r, lat, bound))
             if status == "WRONG":
@@ -430,6 +437,11 @@ class Campaign:
                     res["why"].append("rank %d: error names no rank: %s" % (r, msg))
             elif not re.search(r"\brank %d\b" % faulted, msg):
                 res["why"].append("rank %d: error does not name rank %d: %s" % (r, faulted, msg))
+
+    def known(self, t):
+        """A trial of a known defect (--xfail KIND or KIND/PHASE or KIND/TRANSPORT)."""
+        return any(x in (t["kind"], "%s/%s" % (t["kind"], t["phase"]),
+                         "%s/%s" % (t["kind"], t["transport"])) for x in self.a.xfail)
 
     # ---- the campaign ---------------------------------------------------------
     def run(self):
@@ -472,7 +484,7 @@ class Campaign:
             if self.net is not None:
                 self.net.teardown()
         self.summary(time.monotonic() - start)
-        return all(r["outcome"] in ("pass", "missed") for r in self.results)
+        return all(r["outcome"] in ("pass", "missed", "xfail") for r in self.results)
 
     def summary(self, wall):
         rows = []
@@ -504,7 +516,7 @@ class Campaign:
             log("%-20s %6d %5d %5d %5d %6d %5d %5d %5d %5d %5d %7s %7s %7s  %s" % (
                 ("" if len(parts) == 1 else "  ") + key, len(sel),
                 sum(r["outcome"] == "pass" for r in sel),
-                sum(r["outcome"] == "fail" for r in sel),
+                sum(r["outcome"] in ("fail", "xfail") for r in sel),
                 sum(r["outcome"] == "hang" for r in sel),
                 sum(r["outcome"] == "missed" for r in sel),
                 cat("error after"), cat("does not name", "names no", "names neither"),
@@ -516,10 +528,34 @@ class Campaign:
             " error that does not name the cause; noerr: a survivor ended without an error of"
             " its own; left: a process or file left; noted: a peer named as a second cause)")
         passed = sum(r["outcome"] in ("pass", "missed") for r in self.results)
-        failed = len(self.results) - passed
+        xfailed = sum(r["outcome"] == "xfail" for r in self.results)
+        failed = len(self.results) - passed - xfailed
         log("transports: %s; DCOMM_TIMEOUT %d ms; seed %d; %.0f s" % (
             ",".join(self.transports), self.a.timeout_ms, self.a.seed, wall))
+        xpassed = {k for k in self.a.xfail for r in self.results
+                   if r["outcome"] == "pass" and self.known(r) and k in (
+                       r["kind"], "%s/%s" % (r["kind"], r["phase"]),
+                       "%s/%s" % (r["kind"], r["transport"]))}
+        if xfailed or self.a.xfail:
+            log("%d expected failures (--xfail %s: known defects)%s" % (
+                xfailed, " ".join(self.a.xfail),
+                "; passing trials of: %s" % " ".join(sorted(xpassed)) if xpassed else ""))
         log("%d passed, %d failed" % (passed, failed))
+
+
+def kill_job(p, marker):
+    """SIGKILL to dlaunch's group and to every process carrying the marker
+    (each rank leads a process group of its own)."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for x in marker_pids(marker):
+        try:
+            os.kill(x, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
 
 
 def cmdline(pid):
@@ -543,6 +579,8 @@ def main():
     ap.add_argument("--log", default=None, help="append one JSON line per trial here")
     ap.add_argument("--keep-failed", action="store_true", help="keep failed trials' records")
     ap.add_argument("--no-ucx", action="store_true", help="no ucx trials even if the module is built")
+    ap.add_argument("--xfail", action="append", default=[], metavar="KIND[/PHASE|/TRANSPORT]",
+                    help="trials of a known defect: their failures are reported, not counted")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
     if a.seed is None:

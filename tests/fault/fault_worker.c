@@ -12,7 +12,7 @@
  *                 allreduce per op (killed mid-transfer; shmdirect and hier are
  *                 this phase with DCOMM_TUNE forcing the algorithm)
  *   FAULT_RANK    rank that faults (-1: none)
- *   FAULT_OP      op number at which it faults
+ *   FAULT_OP      op number at which it faults (slow, fast, large; -1: none)
  *   FAULT_SIGNAL  KILL or STOP
  *   FAULT_DELAY_US  init, large, shutdown: delay from the start of dcomm_init,
  *                 from submitting op FAULT_OP, from calling dcomm_shutdown
@@ -297,7 +297,7 @@ int main(int argc, char **argv)
         return 2;
     }
     fault_rank = (int)env_long("FAULT_RANK", -1, -1, 1 << 20);
-    fault_op = (int)env_long("FAULT_OP", 0, 0, 1 << 30);
+    fault_op = (int)env_long("FAULT_OP", -1, -1, 1 << 30);
     fault_delay_us = env_long("FAULT_DELAY_US", 0, 0, 60000000);
     ops = env_long("FAULT_OPS", 20, 0, 1 << 30);
     nlarge = env_long("FAULT_LARGE", 4 << 20, 1, MAX_LARGE);
