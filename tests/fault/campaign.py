@@ -265,6 +265,8 @@ class Campaign:
         else:
             cmd = [a.dlaunch, "-np", str(t["np"]), "--grace", grace, "--"] + args
         bound = self.timeout_s + (2.0 if phase == "partition" else 1.0)
+        if t["kind"] == "kill" and a.kill_bound_ms > 0:
+            bound = a.kill_bound_ms / 1000.0
         hang_after = bound + self.timeout_s + 20.0
         before = leftovers()
         out = open(os.path.join(d, "dlaunch.out"), "w")
@@ -576,6 +578,9 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--time-budget", type=float, default=3600.0, help="seconds; stops starting trials")
     ap.add_argument("--timeout-ms", type=int, default=3000, help="DCOMM_TIMEOUT of the jobs")
+    ap.add_argument("--kill-bound-ms", type=int, default=0,
+                    help="kill trials: a survivor's error must come within this (default: "
+                         "DCOMM_TIMEOUT + 1 s)")
     ap.add_argument("--log", default=None, help="append one JSON line per trial here")
     ap.add_argument("--keep-failed", action="store_true", help="keep failed trials' records")
     ap.add_argument("--no-ucx", action="store_true", help="no ucx trials even if the module is built")
