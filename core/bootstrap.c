@@ -272,8 +272,11 @@ static dc_status_t events_watch(void *arg)
     char msg[512];
     int rc = dc_rdv_events_read(st->events_fd, msg, sizeof(msg));
 
+    /* "dlaunch:" marks the text as the launcher's own word: the coordinator
+     * then takes it as the cause as it is, instead of waiting (up to 1 s) for
+     * a second word from dlaunch on a channel this call just drained. */
     if (rc == 1) {
-        return dc_error_set(DCOMM_ERR_PEER_LOST, "%s", msg);
+        return dc_error_set(DCOMM_ERR_PEER_LOST, "dlaunch: %s", msg);
     }
     if (rc < 0) {
         return dc_error_set(DCOMM_ERR_PEER_LOST, "lost the connection to dlaunch");
