@@ -440,6 +440,7 @@ static dc_status_t net_timeout_error(dc_net_t *net, dc_request_t *const *reqs, i
 {
     for (int i = 0; i < nreqs; i++) {
         if (reqs[i]->status == DCOMM_INPROGRESS) {
+            dc_error_set_quiet_peer(reqs[i]->ep->peer);
             return dc_error_set(DCOMM_ERR_TIMEOUT,
                                 "rank %d: no progress for %d ms waiting on rank %d (%s, tag "
                                 "0x%llx); see DCOMM_TIMEOUT",

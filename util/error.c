@@ -29,3 +29,17 @@ void dc_error_clear(void)
 {
     last_error[0] = '\0';
 }
+
+/* The peer behind this thread's last DCOMM_ERR_TIMEOUT: the rank it waited
+ * on, which went quiet (-1: none). */
+static _Thread_local int quiet_peer = -1;
+
+void dc_error_set_quiet_peer(int rank)
+{
+    quiet_peer = rank;
+}
+
+int dc_error_quiet_peer(void)
+{
+    return quiet_peer;
+}

@@ -12,6 +12,10 @@ dc_status_t dc_error_set(dc_status_t status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const char *dc_error_get(void);
 void dc_error_clear(void);
+/* A wait that timed out says on which rank (the coordinator then asks what
+ * that rank was itself waiting on); -1 clears. */
+void dc_error_set_quiet_peer(int rank);
+int dc_error_quiet_peer(void);
 
 /* Check macros take their label explicitly; none hides a return. */
 #define DC_CHECK_GOTO(call, status, label)                                                 \

@@ -567,6 +567,7 @@ dc_status_t dc_shm_group_wait(dc_shm_group_t *g, int r, dc_shm_group_seq_t which
                                 (int)g->pids[r], g->world_ranks[g->me], seq_what[which], step);
         }
         if (now >= deadline) {
+            dc_error_set_quiet_peer(g->world_ranks[r]);
             return dc_error_set(DCOMM_ERR_TIMEOUT, "shmdirect: rank %d waited %llu ms for rank "
                                 "%d (%s, step %u); see DCOMM_TIMEOUT", g->world_ranks[g->me],
                                 (unsigned long long)((now - start) / 1000000ull),
