@@ -90,17 +90,19 @@ static int launcher_cause(coord_t *c, dc_status_t status, char *text, size_t cap
 
 /* Every rank that fails publishes why in the store, "Q|text": Q the rank it
  * waited on in vain (-1 when its cause was not a quiet peer). */
-static void publish_cause(coord_t *c, int quiet, const char *text)
+static int publish_cause(coord_t *c, int quiet, const char *text)
 {
     char key[32], val[1100];
     int n;
 
     if (c->st->store == NULL) {
-        return;
+        return -1;
     }
+    /* The store may be out of reach (a partition): give it half a second. */
+    dc_store_set_op_timeout(c->st->store, 500);
     snprintf(key, sizeof(key), "fail/%d", c->rank);
     n = snprintf(val, sizeof(val), "%d|%s", quiet, text);
-    (void)dc_store_set(c->st->store, key, val, (size_t)DC_MIN(n, (int)sizeof(val) - 1) + 1);
+    return dc_store_set(c->st->store, key, val, (size_t)DC_MIN(n, (int)sizeof(val) - 1) + 1);
 }
 
 /* rank's published cause within CAUSE_WAIT_MS: 1 with its quiet peer and
@@ -177,8 +179,9 @@ static void coord_fatal(coord_t *c, dc_status_t status, const char *msg)
     dc_error_set_quiet_peer(-1);
     snprintf(text, sizeof(text), "%s", msg); /* msg may live in this thread's error */
     ended = launcher_cause(c, status, text, sizeof(text));
-    publish_cause(c, quiet, text);
-    cause_chain(c, quiet >= 0 ? quiet : ended, text, sizeof(text));
+    if (publish_cause(c, quiet, text) == DCOMM_OK) {
+        cause_chain(c, quiet >= 0 ? quiet : ended, text, sizeof(text));
+    }
     pthread_mutex_lock(&st->lock);
     if (st->fatal_status == 0) {
         st->fatal_status = status;

@@ -472,11 +472,17 @@ static void rdv_close(dc_store_t *store)
     free(c);
 }
 
+static void rdv_set_op_timeout(dc_store_t *store, int timeout_ms)
+{
+    ((rdv_client_t *)store)->op_timeout_ms = timeout_ms > 0 ? timeout_ms : DEFAULT_OP_TIMEOUT_MS;
+}
+
 static const dc_store_ops_t rdv_store_ops = {
     .set = rdv_set,
     .get = rdv_get,
     .add = rdv_add,
     .close = rdv_close,
+    .set_op_timeout = rdv_set_op_timeout,
 };
 
 /* ---- Public ------------------------------------------------------------------------ */

@@ -80,11 +80,17 @@ static void local_close(dc_store_t *s)
     free(ls);
 }
 
+static void local_set_op_timeout(dc_store_t *s, int timeout_ms)
+{
+    dc_store_set_op_timeout(((local_store_t *)s)->client, timeout_ms);
+}
+
 static const dc_store_ops_t local_ops = {
     .set = local_set,
     .get = local_get,
     .add = local_add,
     .close = local_close,
+    .set_op_timeout = local_set_op_timeout,
 };
 
 static void *server_main(void *arg)

@@ -21,6 +21,9 @@ typedef struct dc_store_ops {
     /* Atomically adds delta to the integer at key (0 when absent); new value out. */
     dc_status_t (*add)(dc_store_t *store, const char *key, int64_t delta, int64_t *value_p);
     void (*close)(dc_store_t *store);
+    /* Optional: the deadline of each later set/add/get-without-wait (a store
+     * behind a network must not hold a failing rank for its start timeout). */
+    void (*set_op_timeout)(dc_store_t *store, int timeout_ms);
 } dc_store_ops_t;
 
 #define DC_STORE_SCOPE_MAX 32
@@ -72,6 +75,13 @@ static inline dc_status_t dc_store_add(dc_store_t *s, const char *key, int64_t d
     const char *k = dc_store_key(s, key, buf, sizeof(buf));
 
     return k == NULL ? DCOMM_ERR_INVALID_ARG : s->ops->add(s, k, delta, value_p);
+}
+
+static inline void dc_store_set_op_timeout(dc_store_t *s, int timeout_ms)
+{
+    if (s->ops->set_op_timeout != NULL) {
+        s->ops->set_op_timeout(s, timeout_ms);
+    }
 }
 
 /* Waits until every one of n ranks has reached barrier `name` (counter at key). */
