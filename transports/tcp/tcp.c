@@ -382,7 +382,7 @@ static int hs_step(dc_transport_t *tp, tcp_hs_t *hs)
             dc_status_t status;
 
             if (hs->mismatch) {
-                status = dc_error_set(DCOMM_ERR_MISMATCH, "tcp: rank %d has DCOMM_TCP_ENCRYPT=%s"
+                status = dc_error_set(DCOMM_ERR_INVALID_ARG, "tcp: rank %d has DCOMM_TCP_ENCRYPT=%s"
                                       " but rank %d has it %s: every rank must use the same "
                                       "setting", tp->rank, tp->encrypt ? "on" : "off",
                                       hs->client, tp->encrypt ? "off" : "on");
@@ -621,7 +621,7 @@ static dc_status_t connect_to(dc_transport_t *tp, int peer, uint64_t deadline)
     }
     /* The proof covers the hello, flags included: no downgrade on the way. */
     if (!(dc_tcp_get_u32(hello + 12) & DC_TCP_FLAG_ENCRYPT) != !tp->encrypt) {
-        status = dc_error_set(DCOMM_ERR_MISMATCH, "tcp: rank %d has DCOMM_TCP_ENCRYPT=%s but "
+        status = dc_error_set(DCOMM_ERR_INVALID_ARG, "tcp: rank %d has DCOMM_TCP_ENCRYPT=%s but "
                               "rank %d has it %s: every rank must use the same setting",
                               tp->rank, tp->encrypt ? "on" : "off", peer,
                               tp->encrypt ? "off" : "on");
