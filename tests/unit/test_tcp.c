@@ -434,7 +434,8 @@ static void sizes_fn(rank_ctx_t *ctx)
     }
     if (ctx->rank == 0) {
         double s = (double)(dc_now_ns() - t0) / 1e9;
-        printf("[          ] tcp loopback: %d x 64 MiB in %.3f s = %.2f GB/s\n", REPS, s,
+        printf("[          ] tcp loopback%s: %d x 64 MiB in %.3f s = %.2f GB/s\n",
+               ctx->boot.tcp_encrypt ? " (encrypted)" : "", REPS, s,
                REPS * (double)BIG / s / 1e9);
         fflush(stdout);
     } else {
@@ -934,17 +935,20 @@ static void test_peer_killed(void **state)
 /* Records on their own: round trip, every single-byte change anywhere in a
  * record fails, so do replay, reordering and another key; a partial record
  * asks for more; lengths out of range are refused before anything is read. */
-static void test_records(void **state)
+static void records_check(int aes)
 {
-    dc_tcp_crypt_t tx = {.seq = 0}, rx = {.seq = 0}, other = {.seq = 0};
+    static dc_tcp_crypt_t tx, rx, other, wrong_cipher;
     static uint8_t plain[DC_TCP_REC_MAX], rec[3][DC_TCP_REC_MAX + DC_TCP_REC_OVERHEAD];
-    static uint8_t out[DC_TCP_REC_MAX];
+    static uint8_t out[DC_TCP_REC_MAX], key[DC_AUTH_KEY_LEN];
     size_t lens[3] = {1, 1000, DC_TCP_REC_MAX}, reclen[3], plen, used;
 
-    (void)state;
-    memset(tx.key, 0x42, sizeof(tx.key));
-    memcpy(rx.key, tx.key, sizeof(rx.key));
-    memset(other.key, 0x43, sizeof(other.key));
+    memset(key, 0x42, sizeof(key));
+    dc_tcp_crypt_init(&tx, key, aes);
+    dc_tcp_crypt_init(&rx, key, aes);
+    dc_tcp_crypt_init(&wrong_cipher, key, !aes);
+    assert_int_equal(tx.aes, aes);
+    key[0] ^= 1;
+    dc_tcp_crypt_init(&other, key, aes);
     for (size_t i = 0; i < sizeof(plain); i++) {
         plain[i] = (uint8_t)(i * 7 + 3);
     }
@@ -967,6 +971,10 @@ static void test_records(void **state)
     assert_non_null(strstr(dc_error_get(), "failed authentication"));
     assert_int_equal(dc_tcp_record_open(&other, rec[0], reclen[0], out, sizeof(out), &plen,
                                         &used), DCOMM_ERR_AUTH);
+    if (dc_tcp_aes_available()) { /* the same key under the other cipher */
+        assert_int_equal(dc_tcp_record_open(&wrong_cipher, rec[0], reclen[0], out, sizeof(out),
+                                            &plen, &used), DCOMM_ERR_AUTH);
+    }
     assert_int_equal(rx.seq, 0);
     /* Every byte of record 0 flipped in turn: never opens (a changed length
      * may also just ask for bytes that never come). */
@@ -1004,6 +1012,17 @@ static void test_records(void **state)
                                         &used), DCOMM_ERR_AUTH);
 }
 
+static void test_records(void **state)
+{
+    (void)state;
+    records_check(0); /* ChaCha20-Poly1305 */
+    if (dc_tcp_aes_available()) {
+        records_check(1); /* AES-256-GCM */
+    } else {
+        printf("[          ] no AES-NI: AES-256-GCM records not tested\n");
+    }
+}
+
 /* One end with DCOMM_TCP_ENCRYPT on, the other off: both fail the handshake
  * with DCOMM_ERR_INVALID_ARG naming the setting and the other rank, whichever
  * side encrypts. */
@@ -1038,6 +1057,7 @@ typedef enum { TAMPER_FLIP, TAMPER_REPLAY, TAMPER_REORDER, TAMPER_LENGTH,
                TAMPER_NCASES } tamper_t;
 
 static tamper_t tamper_case;
+static int tamper_aes; /* the client offers AES-256-GCM */
 static const char marker[] = "plaintext marker 0123456789";
 
 /* A message {tag, 4-byte value} sealed as one record. */
@@ -1055,21 +1075,22 @@ static void tamper_client(rank_ctx_t *ctx)
 {
     uint8_t hello[DC_TCP_HELLO_LEN], answer[DC_TCP_ANSWER_LEN], proof[DC_TCP_PROOF_LEN];
     uint8_t c2s[DC_AUTH_KEY_LEN], s2c[DC_AUTH_KEY_LEN], rec[3][64], in[256], out[256];
-    dc_tcp_crypt_t tx = {.seq = 0}, rx = {.seq = 0};
+    static dc_tcp_crypt_t tx, rx;
     size_t len[3], got = 0, plen = 0, used = 0;
     int fd = raw_connect(ctx, 1);
 
     CHECK(recv(fd, hello, sizeof(hello), MSG_WAITALL) == (ssize_t)sizeof(hello));
-    CHECK_EQ(dc_tcp_get_u32(hello + 12), DC_TCP_FLAG_ENCRYPT);
-    forge_answer_flags(hello, test_secret, 0, 1, DC_TCP_FLAG_ENCRYPT, answer);
+    CHECK(dc_tcp_get_u32(hello + 12) & DC_TCP_FLAG_ENCRYPT);
+    forge_answer_flags(hello, test_secret, 0, 1,
+                       DC_TCP_FLAG_ENCRYPT | (tamper_aes ? DC_TCP_FLAG_AESGCM : 0), answer);
     CHECK(send(fd, answer, sizeof(answer), MSG_NOSIGNAL) == (ssize_t)sizeof(answer));
     CHECK(recv(fd, proof, sizeof(proof), MSG_WAITALL) == (ssize_t)sizeof(proof));
     CHECK(dc_auth_verify(test_secret, DC_TCP_LABEL_SERVER, answer + 16, DC_AUTH_NONCE_LEN,
                          hello, sizeof(hello), proof));
     dc_auth_session_keys(test_secret, DC_TCP_LABEL_C2S, DC_TCP_LABEL_S2C, hello, sizeof(hello),
                          answer, sizeof(answer), c2s, s2c);
-    memcpy(tx.key, c2s, sizeof(c2s));
-    memcpy(rx.key, s2c, sizeof(s2c));
+    dc_tcp_crypt_init(&tx, c2s, tamper_aes);
+    dc_tcp_crypt_init(&rx, s2c, tamper_aes);
 
     /* Rank 1's message arrives sealed under the server-to-client key: the
      * marker is not on the wire, and opens from it. */
@@ -1159,8 +1180,11 @@ static void test_tamper(void **state)
                         .fn = tamper_fn};
 
     (void)state;
-    for (tamper_case = 0; tamper_case < TAMPER_NCASES; tamper_case++) {
-        run_procs(&spec);
+    /* ChaCha20-Poly1305 (the client offers no AES), then AES-256-GCM. */
+    for (tamper_aes = 0; tamper_aes <= dc_tcp_aes_available(); tamper_aes++) {
+        for (tamper_case = 0; tamper_case < TAMPER_NCASES; tamper_case++) {
+            run_procs(&spec);
+        }
     }
 }
 

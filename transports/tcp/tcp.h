@@ -20,7 +20,8 @@
  *
  * Encrypted streams (DC_TCP_FLAG_ENCRYPT on both ends): that byte stream is cut
  * into records {plain len u32, ciphertext[len], tag[16]}, 1 <= len <=
- * DC_TCP_REC_MAX, sealed with ChaCha20-Poly1305 (IETF, libsodium) under a key
+ * DC_TCP_REC_MAX, sealed with AES-256-GCM when both ends set DC_TCP_FLAG_AESGCM
+ * (libsodium's, which needs AES-NI), else ChaCha20-Poly1305 (IETF), under a key
  * per direction, HMAC-SHA256(secret, DC_TCP_LABEL_C2S or _S2C, hello || answer),
  * with the record's number in its direction as the nonce and the length field
  * as additional data. A changed, dropped, replayed or reordered record fails
@@ -41,7 +42,8 @@
 #define DC_TCP_LABEL_C2S    "dcomm-tcp-key-client-to-server"
 #define DC_TCP_LABEL_S2C    "dcomm-tcp-key-server-to-client"
 #define DC_TCP_FLAG_ENCRYPT 1u
-#define DC_TCP_FLAGS_KNOWN  DC_TCP_FLAG_ENCRYPT
+#define DC_TCP_FLAG_AESGCM  2u /* with ENCRYPT: this end has AES-256-GCM in hardware */
+#define DC_TCP_FLAGS_KNOWN  (DC_TCP_FLAG_ENCRYPT | DC_TCP_FLAG_AESGCM)
 
 #define DC_TCP_HELLO_LEN  (16 + DC_AUTH_NONCE_LEN)
 #define DC_TCP_ANSWER_LEN (16 + DC_AUTH_NONCE_LEN + DC_AUTH_MAC_LEN)
@@ -53,11 +55,19 @@
 #define DC_TCP_REC_TAG      16u
 #define DC_TCP_REC_OVERHEAD (DC_TCP_REC_HDR + DC_TCP_REC_TAG)
 
-/* One direction of an encrypted stream: its key and the next record's number. */
+/* One direction of an encrypted stream: its cipher, key (AES: expanded) and
+ * the next record's number. */
 typedef struct dc_tcp_crypt {
     uint8_t key[DC_AUTH_KEY_LEN];
     uint64_t seq;
+    int aes;                                   /* AES-256-GCM, else ChaCha20-Poly1305 */
+    _Alignas(16) unsigned char aes_state[512]; /* crypto_aead_aes256gcm_state */
 } dc_tcp_crypt_t;
+
+/* 1 when this machine can use AES-256-GCM (libsodium needs AES-NI and CLMUL). */
+int dc_tcp_aes_available(void);
+/* Sets up one direction: cipher (aes only when available), key, record 0. */
+void dc_tcp_crypt_init(dc_tcp_crypt_t *c, const uint8_t key[DC_AUTH_KEY_LEN], int aes);
 
 /* Seals len plaintext bytes (1..DC_TCP_REC_MAX) into out, which has room for
  * len + DC_TCP_REC_OVERHEAD bytes; returns the record's length. */
