@@ -1053,7 +1053,7 @@ static void test_encrypt_mismatch(void **state)
  * has the secret, standing in for one that rewrites a real stream) sends rank 1
  * valid records, then a broken one; rank 1 must fail the receive with
  * DCOMM_ERR_AUTH naming rank 0, and never deliver changed bytes. */
-typedef enum { TAMPER_FLIP, TAMPER_REPLAY, TAMPER_REORDER, TAMPER_LENGTH,
+typedef enum { TAMPER_FLIP, TAMPER_REPLAY, TAMPER_REORDER, TAMPER_LENGTH, TAMPER_TRUNCATE,
                TAMPER_NCASES } tamper_t;
 
 static tamper_t tamper_case;
@@ -1126,13 +1126,19 @@ static void tamper_client(rank_ctx_t *ctx)
     case TAMPER_LENGTH: /* a length the stream cannot have */
         dc_tcp_put_u32(rec[1], 0x7fffffffu);
         break;
+    case TAMPER_TRUNCATE: /* half the second record, then the end of the stream */
+        len[1] /= 2;
+        len[2] = 0;
+        break;
     default:
         break;
     }
     for (int i = 0; i < 3; i++) {
         CHECK(send(fd, rec[i], len[i], MSG_NOSIGNAL) == (ssize_t)len[i]);
     }
-    store_wait(ctx, "tamper/checked");
+    if (tamper_case != TAMPER_TRUNCATE) {
+        store_wait(ctx, "tamper/checked");
+    }
     close(fd);
 }
 
@@ -1157,6 +1163,17 @@ static void tamper_fn(rank_ctx_t *ctx)
     drive(ctx, reqs, 3);
     CHECK_EQ(reqs[0].status, DCOMM_OK); /* the first record is intact */
     CHECK_EQ(vals[0], 1000);
+    if (tamper_case == TAMPER_TRUNCATE) {
+        /* Cut short: a lost peer, as a killed rank is, saying where it broke. */
+        for (int i = 1; i < 3; i++) {
+            CHECK_EQ(reqs[i].status, DCOMM_ERR_PEER_LOST);
+            CHECK(vals[i] == 0);
+        }
+        CHECK(strstr(dc_error_get(), "rank 0") != NULL);
+        CHECK(strstr(dc_error_get(), "truncated") != NULL);
+        CHECK_EQ(tcp->check(ctx->tp), DCOMM_ERR_PEER_LOST);
+        return;
+    }
     for (int i = 1; i < 3; i++) {
         CHECK_EQ(reqs[i].status, DCOMM_ERR_AUTH);
         CHECK(vals[i] == 0); /* nothing changed was delivered */

@@ -927,7 +927,10 @@ static int ep_recv(dc_transport_t *tp, tcp_ep_t *ep)
             return events + 1;
         }
         if (n == 0) {
-            return events + 1 + ep_lost(tp, ep, "closed by peer");
+            return events + 1 + ep_lost(tp, ep, tp->encrypt && ep->rx_start < ep->rx_end
+                                                    ? "closed by peer in the middle of an "
+                                                      "encrypted record: stream truncated"
+                                                    : "closed by peer");
         }
         if (n < 0) {
             if (errno == EINTR) {
