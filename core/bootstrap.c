@@ -333,6 +333,7 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
     boot.secret = st->secret;
     boot.ifname = dc_config.ifname[0] ? dc_config.ifname : NULL;
     boot.timeout_ms = start_ms;
+    boot.tcp_encrypt = dc_config.tcp_encrypt;
     DC_CHECK_GOTO(dc_net_open(&boot, dc_config.transports, &st->net), status, err);
     dc_net_set_timeout(st->net, (int)dc_config.timeout_ms);
     if (st->events_fd >= 0) {

@@ -66,6 +66,10 @@ static const cfg_row_t cfg_table[] = {
      "none, error, warn, info, debug or trace"},
     {"DCOMM_IFNAME", "", CFG_STRING, CFG_FIELD(ifname),
      "network interface that carries tcp traffic"},
+    {"DCOMM_TCP_ENCRYPT", "off", CFG_BOOL, CFG_FIELD(tcp_encrypt),
+     "encrypt and authenticate every tcp stream after its handshake (AES-256-GCM with AES-NI "
+     "on both ends, else ChaCha20-Poly1305; keys from the job secret and both ends' nonces); "
+     "every rank must have the same value"},
     {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
      "print per-rank statistics at shutdown"},
     {"DCOMM_COORD_PRIORITY", "20", CFG_INT, CFG_FIELD(coord_priority),

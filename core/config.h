@@ -27,6 +27,7 @@ typedef struct dc_config {
     int calibrate;
     int log_level;
     char ifname[64];
+    int tcp_encrypt;
     int stats;
     int64_t coord_priority; /* nice levels above the initializing thread */
 } dc_config_t;

@@ -54,6 +54,7 @@ typedef struct dc_bootstrap {
     int timeout_ms;               /* DCOMM_TIMEOUT: deadline for any wait on a peer */
     int *peers;                   /* [npeers] ranks this transport will be asked to serve */
     int npeers;
+    int tcp_encrypt;              /* DCOMM_TCP_ENCRYPT: seal tcp streams after the handshake */
 } dc_bootstrap_t;
 
 /* Every backend's endpoint starts with this header so generic code can reach

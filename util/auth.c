@@ -45,6 +45,21 @@ int dc_auth_verify(const uint8_t secret[DC_AUTH_SECRET_LEN], const char *label, 
     return sodium_memcmp(expect, mac, DC_AUTH_MAC_LEN) == 0;
 }
 
+void dc_auth_session_keys(const uint8_t secret[DC_AUTH_SECRET_LEN], const char *label_a2b,
+                          const char *label_b2a, const void *a, size_t alen, const void *b,
+                          size_t blen, uint8_t key_a2b[DC_AUTH_KEY_LEN],
+                          uint8_t key_b2a[DC_AUTH_KEY_LEN])
+{
+    _Static_assert(DC_AUTH_KEY_LEN == DC_AUTH_MAC_LEN, "a key is one HMAC-SHA256");
+    dc_auth_mac(secret, label_a2b, a, alen, b, blen, key_a2b);
+    dc_auth_mac(secret, label_b2a, a, alen, b, blen, key_b2a);
+}
+
+void dc_auth_wipe(void *buf, size_t len)
+{
+    sodium_memzero(buf, len);
+}
+
 void dc_auth_secret_to_hex(const uint8_t secret[DC_AUTH_SECRET_LEN], char hex[65])
 {
     sodium_bin2hex(hex, 65, secret, DC_AUTH_SECRET_LEN);

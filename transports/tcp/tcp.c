@@ -31,6 +31,10 @@
 #define TCP_SETUP_MS       60000     /* set-up deadline when the job has none */
 #define TCP_ADDR_LEN       64
 #define TCP_MAX_HANDSHAKES 64        /* at once; strangers beyond push out the oldest */
+#define TCP_TX_RECS        4         /* encrypted: records sealed per refill of the send buffer */
+#define TCP_REC_SPAN       (DC_TCP_REC_MAX + DC_TCP_REC_OVERHEAD)
+#define TCP_TXB_LEN        (TCP_TX_RECS * TCP_REC_SPAN)
+#define TCP_RXB_LEN        (4 * TCP_REC_SPAN)
 
 typedef struct tcp_hs tcp_hs_t;
 
@@ -48,7 +52,8 @@ typedef struct tcp_ep {
     int writable;
     int lost;     /* connection gone: every request fails */
     int lost_busy;/* ... and some request was or is pending on it */
-    char why[96];
+    dc_status_t lost_status; /* what its requests fail with: PEER_LOST, or AUTH */
+    char why[160];
     dc_request_t *sq, *sq_tail; /* sends, head partially written */
     dc_request_t *rq, *rq_tail; /* receives, head possibly matched */
     tcp_rx_state_t rx_state;
@@ -56,6 +61,16 @@ typedef struct tcp_ep {
     size_t rx_hdr_done;
     size_t rx_len;     /* payload length of the matched message */
     uint64_t rx_discard; /* payload bytes left to drop */
+    /* Encrypted stream (tp->encrypt): sealed records on their way out, and
+     * ciphertext in / opened plaintext not yet consumed on the way in. The
+     * sends whose bytes are all sealed complete once the buffer is written. */
+    dc_tcp_crypt_t tx, rx;
+    uint8_t *txb;                /* [TCP_TXB_LEN] */
+    size_t tx_off, tx_len;
+    uint8_t *rxb;                /* [TCP_RXB_LEN] ciphertext, rx_start..rx_end unread */
+    size_t rx_start, rx_end;
+    uint8_t *rxp;                /* [DC_TCP_REC_MAX] plaintext, rxp_off..rxp_len unread */
+    size_t rxp_off, rxp_len;
 } tcp_ep_t;
 
 struct dc_transport {
@@ -72,6 +87,10 @@ struct dc_transport {
     char addr[TCP_ADDR_LEN];
     tcp_hs_t *hs; /* [TCP_MAX_HANDSHAKES] accepted connections in their handshake */
     int nhs;
+    int encrypt;             /* DCOMM_TCP_ENCRYPT */
+    uint8_t *stage;          /* [DC_TCP_REC_MAX] a record gathered from several pieces */
+    dc_status_t hs_fatal;    /* an authenticated peer disagrees on a setting */
+    char hs_fatal_why[256];
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -158,11 +177,39 @@ static void sock_tune(int fd)
 
 /* ---- endpoints: attach, loss ------------------------------------------- */
 
-static dc_status_t ep_attach(dc_transport_t *tp, tcp_ep_t *ep, int fd)
+/* Attaches a connection whose handshake (hello, answer) passed; an encrypted
+ * one gets its buffers and per-direction keys. */
+static dc_status_t ep_attach(dc_transport_t *tp, tcp_ep_t *ep, int fd, const uint8_t *hello,
+                             const uint8_t *answer, int is_client)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                              .data.ptr = ep};
 
+    if (tp->encrypt) {
+        uint8_t c2s[DC_AUTH_KEY_LEN], s2c[DC_AUTH_KEY_LEN];
+
+        if (ep->txb == NULL) {
+            ep->txb = malloc(TCP_TXB_LEN);
+            ep->rxb = malloc(TCP_RXB_LEN);
+            ep->rxp = malloc(DC_TCP_REC_MAX);
+        }
+        if (ep->txb == NULL || ep->rxb == NULL || ep->rxp == NULL) {
+            return dc_error_set(DCOMM_ERR_NO_MEMORY, "tcp: out of memory for the encrypted "
+                                "stream to rank %d", ep->super.peer);
+        }
+        dc_auth_session_keys(tp->secret, DC_TCP_LABEL_C2S, DC_TCP_LABEL_S2C, hello,
+                             DC_TCP_HELLO_LEN, answer, DC_TCP_ANSWER_LEN, c2s, s2c);
+        /* AES-256-GCM when both ends have it in hardware (faster), else ChaCha20. */
+        int aes = (dc_tcp_get_u32(hello + 12) & dc_tcp_get_u32(answer + 12) &
+                   DC_TCP_FLAG_AESGCM) != 0;
+
+        dc_tcp_crypt_init(&ep->tx, is_client ? c2s : s2c, aes);
+        dc_tcp_crypt_init(&ep->rx, is_client ? s2c : c2s, aes);
+        DC_DEBUG("tcp: rank %d: stream with rank %d sealed with %s", tp->rank, ep->super.peer,
+                 ep->tx.aes ? "AES-256-GCM" : "ChaCha20-Poly1305");
+        dc_auth_wipe(c2s, sizeof(c2s));
+        dc_auth_wipe(s2c, sizeof(s2c));
+    }
     sock_tune(fd);
     if (epoll_ctl(tp->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         return dc_error_set(DCOMM_ERR_TRANSPORT, "tcp: epoll_ctl for rank %d: %s",
@@ -184,27 +231,41 @@ static int ep_fail_pending(tcp_ep_t *ep)
         return 0;
     }
     ep->lost_busy = 1;
-    status = dc_error_set(DCOMM_ERR_PEER_LOST, "tcp: rank %d: connection closed (%s)",
-                          ep->super.peer, ep->why);
+    status = ep->lost_status == DCOMM_ERR_AUTH
+                 ? dc_error_set(DCOMM_ERR_AUTH, "tcp: rank %d: encrypted stream from rank %d "
+                                "broken: %s", ((dc_transport_t *)ep->super.tp)->rank,
+                                ep->super.peer, ep->why)
+                 : dc_error_set(DCOMM_ERR_PEER_LOST, "tcp: rank %d: connection closed (%s)",
+                                ep->super.peer, ep->why);
     return fail_queue(&ep->sq, &ep->sq_tail, status) + fail_queue(&ep->rq, &ep->rq_tail, status);
 }
 
-static int ep_lost(dc_transport_t *tp, tcp_ep_t *ep, const char *why)
+static int ep_lost_as(dc_transport_t *tp, tcp_ep_t *ep, dc_status_t status, const char *why)
 {
     if (ep->lost) {
         return 0;
     }
     ep->lost = 1;
+    ep->lost_status = status;
     snprintf(ep->why, sizeof(ep->why), "%s", why);
     if (ep->fd >= 0) {
         (void)epoll_ctl(tp->epfd, EPOLL_CTL_DEL, ep->fd, NULL);
         close(ep->fd);
         ep->fd = -1;
     }
-    if (ep->sq != NULL || ep->rq != NULL) {
+    if (status == DCOMM_ERR_AUTH) {
+        DC_ERROR("tcp: rank %d: encrypted stream from rank %d broken: %s", tp->rank,
+                 ep->super.peer, why);
+        ep->lost_busy = 1; /* an attack or a bug: an error even with nothing pending */
+    } else if (ep->sq != NULL || ep->rq != NULL) {
         DC_WARN("tcp: rank %d lost connection to rank %d (%s)", tp->rank, ep->super.peer, why);
     }
     return ep_fail_pending(ep);
+}
+
+static int ep_lost(dc_transport_t *tp, tcp_ep_t *ep, const char *why)
+{
+    return ep_lost_as(tp, ep, DCOMM_ERR_PEER_LOST, why);
 }
 
 static int ep_lost_errno(dc_transport_t *tp, tcp_ep_t *ep, int err)
@@ -214,12 +275,21 @@ static int ep_lost_errno(dc_transport_t *tp, tcp_ep_t *ep, int err)
 
 /* ---- connection set-up ------------------------------------------------- */
 
+/* Handshake flags: encryption, and the ciphers this end can offer. */
+static uint32_t tcp_flags(const dc_transport_t *tp)
+{
+    if (!tp->encrypt) {
+        return 0;
+    }
+    return DC_TCP_FLAG_ENCRYPT | (dc_tcp_aes_available() ? DC_TCP_FLAG_AESGCM : 0);
+}
+
 static void hello_build(const dc_transport_t *tp, uint8_t hello[DC_TCP_HELLO_LEN])
 {
     dc_tcp_put_u32(hello, DC_TCP_MAGIC);
     dc_tcp_put_u32(hello + 4, DC_TCP_VERSION);
     dc_tcp_put_u32(hello + 8, (uint32_t)tp->rank);
-    dc_tcp_put_u32(hello + 12, 0);
+    dc_tcp_put_u32(hello + 12, tcp_flags(tp));
     dc_auth_random(hello + 16, DC_AUTH_NONCE_LEN);
 }
 
@@ -244,6 +314,7 @@ struct tcp_hs {
     size_t off;
     uint64_t deadline;
     int client;
+    int mismatch; /* authenticated, but its DCOMM_TCP_ENCRYPT differs: fatal after the proof */
     uint8_t hello[DC_TCP_HELLO_LEN], answer[DC_TCP_ANSWER_LEN], proof[DC_TCP_PROOF_LEN];
     char from[TCP_ADDR_LEN];
 };
@@ -272,6 +343,12 @@ static dc_status_t hs_verify(dc_transport_t *tp, tcp_hs_t *hs)
     if (tp->eps[client].fd >= 0 || tp->eps[client].lost) {
         return dc_error_set(DCOMM_ERR_AUTH, "tcp: second connection from rank %u", client);
     }
+    if ((dc_tcp_get_u32(answer + 12) & ~DC_TCP_FLAGS_KNOWN) != 0) {
+        return dc_error_set(DCOMM_ERR_AUTH, "tcp: rank %u sent unknown flags 0x%x", client,
+                            dc_tcp_get_u32(answer + 12));
+    }
+    /* The proof still goes out, so that the client names the mismatch too. */
+    hs->mismatch = !(dc_tcp_get_u32(answer + 12) & DC_TCP_FLAG_ENCRYPT) != !tp->encrypt;
     dc_auth_mac(tp->secret, DC_TCP_LABEL_SERVER, answer + 16, DC_AUTH_NONCE_LEN, hs->hello,
                 sizeof(hs->hello), hs->proof);
     hs->client = (int)client;
@@ -316,10 +393,22 @@ static int hs_step(dc_transport_t *tp, tcp_hs_t *hs)
             }
             hs->state = HS_PROOF;
         } else {
-            dc_status_t status = tp->eps[hs->client].fd >= 0
-                                     ? dc_error_set(DCOMM_ERR_AUTH, "tcp: second connection "
-                                                    "from rank %d", hs->client)
-                                     : ep_attach(tp, &tp->eps[hs->client], hs->fd);
+            dc_status_t status;
+
+            if (hs->mismatch) {
+                status = dc_error_set(DCOMM_ERR_INVALID_ARG, "tcp: rank %d has DCOMM_TCP_ENCRYPT=%s"
+                                      " but rank %d has it %s: every rank must use the same "
+                                      "setting", tp->rank, tp->encrypt ? "on" : "off",
+                                      hs->client, tp->encrypt ? "off" : "on");
+                tp->hs_fatal = status;
+                snprintf(tp->hs_fatal_why, sizeof(tp->hs_fatal_why), "%s", dc_error_get());
+                return status;
+            }
+            status = tp->eps[hs->client].fd >= 0
+                         ? dc_error_set(DCOMM_ERR_AUTH, "tcp: second connection from rank %d",
+                                        hs->client)
+                         : ep_attach(tp, &tp->eps[hs->client], hs->fd, hs->hello, hs->answer,
+                                     0);
 
             return status < 0 ? status : 1;
         }
@@ -439,6 +528,9 @@ static dc_status_t accept_until(dc_transport_t *tp, int peer, uint64_t deadline)
                 return status;
             }
         }
+        if (tp->hs_fatal < 0) {
+            return dc_error_set(tp->hs_fatal, "%s", tp->hs_fatal_why);
+        }
     }
     return DCOMM_OK;
 }
@@ -529,7 +621,7 @@ static dc_status_t connect_to(dc_transport_t *tp, int peer, uint64_t deadline)
     dc_tcp_put_u32(answer, DC_TCP_MAGIC);
     dc_tcp_put_u32(answer + 4, (uint32_t)tp->rank);
     dc_tcp_put_u32(answer + 8, (uint32_t)peer);
-    dc_tcp_put_u32(answer + 12, 0);
+    dc_tcp_put_u32(answer + 12, tcp_flags(tp));
     dc_auth_random(answer + 16, DC_AUTH_NONCE_LEN);
     dc_auth_mac(tp->secret, DC_TCP_LABEL_CLIENT, hello + 16, DC_AUTH_NONCE_LEN, answer,
                 16 + DC_AUTH_NONCE_LEN, answer + 16 + DC_AUTH_NONCE_LEN);
@@ -541,7 +633,15 @@ static dc_status_t connect_to(dc_transport_t *tp, int peer, uint64_t deadline)
                               what);
         goto err_close;
     }
-    DC_CHECK_GOTO(ep_attach(tp, &tp->eps[peer], fd), status, err_close);
+    /* The proof covers the hello, flags included: no downgrade on the way. */
+    if (!(dc_tcp_get_u32(hello + 12) & DC_TCP_FLAG_ENCRYPT) != !tp->encrypt) {
+        status = dc_error_set(DCOMM_ERR_INVALID_ARG, "tcp: rank %d has DCOMM_TCP_ENCRYPT=%s but "
+                              "rank %d has it %s: every rank must use the same setting",
+                              tp->rank, tp->encrypt ? "on" : "off", peer,
+                              tp->encrypt ? "off" : "on");
+        goto err_close;
+    }
+    DC_CHECK_GOTO(ep_attach(tp, &tp->eps[peer], fd, hello, answer, 1), status, err_close);
     DC_DEBUG("tcp: rank %d connected to %s", tp->rank, what);
     return DCOMM_OK;
 
@@ -606,6 +706,165 @@ static int ep_send(dc_transport_t *tp, tcp_ep_t *ep)
     return events;
 }
 
+/* ---- encrypted streams ----------------------------------------------------- */
+
+/* Seals up to TCP_TX_RECS records from the sends not yet sealed; the queue's
+ * head is the first of them (sealed ones leave the queue when written). A
+ * record that lies within one payload is sealed straight from it; pieces of
+ * several messages are gathered in tp->stage first. */
+static void ep_seal(dc_transport_t *tp, tcp_ep_t *ep)
+{
+    dc_request_t *req = ep->sq;
+
+    while (req != NULL && ep->tx_len + TCP_REC_SPAN <= TCP_TXB_LEN) {
+        size_t fill = 0, hdr_left = req->done < DC_TCP_HDR_LEN ? DC_TCP_HDR_LEN - req->done : 0;
+        const uint8_t *src;
+
+        if (hdr_left == 0 && req->len - (req->done - DC_TCP_HDR_LEN) >= DC_TCP_REC_MAX) {
+            src = (const uint8_t *)req->buf + (req->done - DC_TCP_HDR_LEN);
+            fill = DC_TCP_REC_MAX;
+            req->done += fill;
+        } else {
+            for (; req != NULL && fill < DC_TCP_REC_MAX; req = req->next) {
+                if (req->done < DC_TCP_HDR_LEN) {
+                    uint8_t hdr[DC_TCP_HDR_LEN];
+                    size_t take = DC_MIN(DC_TCP_HDR_LEN - req->done, DC_TCP_REC_MAX - fill);
+
+                    dc_tcp_put_u64(hdr, req->tag);
+                    dc_tcp_put_u64(hdr + 8, req->len);
+                    memcpy(tp->stage + fill, hdr + req->done, take);
+                    fill += take;
+                    req->done += take;
+                }
+                if (req->done >= DC_TCP_HDR_LEN) {
+                    size_t off = req->done - DC_TCP_HDR_LEN;
+                    size_t take = DC_MIN(req->len - off, DC_TCP_REC_MAX - fill);
+
+                    if (take > 0) {
+                        memcpy(tp->stage + fill, (const uint8_t *)req->buf + off, take);
+                        fill += take;
+                        req->done += take;
+                    }
+                }
+                if (req->done < DC_TCP_HDR_LEN + req->len) {
+                    break; /* the record is full */
+                }
+            }
+            src = tp->stage;
+        }
+        ep->tx_len += dc_tcp_record_seal(&ep->tx, src, fill, ep->txb + ep->tx_len);
+        while (req != NULL && req->done == DC_TCP_HDR_LEN + req->len) {
+            req = req->next;
+        }
+    }
+}
+
+/* Encrypted counterpart of ep_send: writes sealed records; a send completes
+ * when the last record holding its bytes is in the socket. */
+static int ep_send_crypt(dc_transport_t *tp, tcp_ep_t *ep)
+{
+    int events = 0;
+
+    while (ep->writable && ep->fd >= 0) {
+        if (ep->tx_off < ep->tx_len) {
+            ssize_t n = send(ep->fd, ep->txb + ep->tx_off, ep->tx_len - ep->tx_off,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    ep->writable = 0;
+                    break;
+                }
+                return events + ep_lost_errno(tp, ep, errno);
+            }
+            ep->tx_off += (size_t)n;
+            events++;
+            continue;
+        }
+        ep->tx_off = ep->tx_len = 0;
+        while (ep->sq != NULL && ep->sq->done == DC_TCP_HDR_LEN + ep->sq->len) {
+            dc_reqq_pop(&ep->sq, &ep->sq_tail)->status = DCOMM_OK;
+            events++;
+        }
+        if (ep->sq == NULL) {
+            break;
+        }
+        ep_seal(tp, ep);
+    }
+    return events;
+}
+
+/* Opened plaintext or received ciphertext waits in the endpoint's buffers. */
+static int ep_rx_buffered(const tcp_ep_t *ep)
+{
+    return ep->rxp_off < ep->rxp_len || ep->rx_start < ep->rx_end;
+}
+
+/* Encrypted counterpart of recv(): up to want bytes of the peer's plaintext.
+ * A record that fits is opened straight into dst. Returns the bytes, 0 when
+ * the peer closed, -1 with errno, or -2 when a record failed (the endpoint is
+ * then lost with DCOMM_ERR_AUTH naming the peer). */
+static ssize_t ep_read_crypt(dc_transport_t *tp, tcp_ep_t *ep, void *dst, size_t want)
+{
+    if (ep->rxp_off < ep->rxp_len) {
+        size_t n = DC_MIN(want, ep->rxp_len - ep->rxp_off);
+
+        memcpy(dst, ep->rxp + ep->rxp_off, n);
+        ep->rxp_off += n;
+        return (ssize_t)n;
+    }
+    for (;;) {
+        size_t avail = ep->rx_end - ep->rx_start, plain = 0, used = 0;
+        int rc = dc_tcp_record_len(ep->rxb + ep->rx_start, avail, &plain);
+        ssize_t n;
+
+        if (rc == 1 && avail >= plain + DC_TCP_REC_OVERHEAD) {
+            int direct = plain <= want;
+
+            rc = dc_tcp_record_open(&ep->rx, ep->rxb + ep->rx_start, avail,
+                                    direct ? dst : ep->rxp, direct ? want : DC_TCP_REC_MAX,
+                                    &plain, &used);
+            if (rc == 1) {
+                ep->rx_start += used;
+                if (ep->rx_start == ep->rx_end) {
+                    ep->rx_start = ep->rx_end = 0;
+                }
+                if (direct) {
+                    return (ssize_t)plain;
+                }
+                memcpy(dst, ep->rxp, want);
+                ep->rxp_off = want;
+                ep->rxp_len = plain;
+                return (ssize_t)want;
+            }
+        }
+        if (rc < 0) {
+            char why[sizeof(ep->why)];
+
+            snprintf(why, sizeof(why), "%s", dc_error_get());
+            ep_lost_as(tp, ep, DCOMM_ERR_AUTH, why);
+            return -2;
+        }
+        if (!ep->readable) {
+            errno = EAGAIN;
+            return -1;
+        }
+        if (TCP_RXB_LEN - ep->rx_end < TCP_REC_SPAN) {
+            memmove(ep->rxb, ep->rxb + ep->rx_start, avail);
+            ep->rx_start = 0;
+            ep->rx_end = avail;
+        }
+        n = recv(ep->fd, ep->rxb + ep->rx_end, TCP_RXB_LEN - ep->rx_end, MSG_DONTWAIT);
+        if (n <= 0) {
+            return n;
+        }
+        ep->rx_end += (size_t)n;
+    }
+}
+
 /* A complete header arrived: match it to the receive at the head of the queue. */
 static int ep_match(dc_transport_t *tp, tcp_ep_t *ep)
 {
@@ -644,7 +903,7 @@ static int ep_recv(dc_transport_t *tp, tcp_ep_t *ep)
 {
     int events = 0;
 
-    while (ep->readable && ep->fd >= 0) {
+    while ((ep->readable || ep_rx_buffered(ep)) && ep->fd >= 0) {
         dc_request_t *req = ep->rq;
         void *dst;
         size_t want;
@@ -663,9 +922,15 @@ static int ep_recv(dc_transport_t *tp, tcp_ep_t *ep)
             dst = tp->scratch;
             want = (size_t)DC_MIN(ep->rx_discard, (uint64_t)TCP_SCRATCH_LEN);
         }
-        n = recv(ep->fd, dst, want, MSG_DONTWAIT);
+        n = tp->encrypt ? ep_read_crypt(tp, ep, dst, want) : recv(ep->fd, dst, want, MSG_DONTWAIT);
+        if (n == -2) {
+            return events + 1;
+        }
         if (n == 0) {
-            return events + 1 + ep_lost(tp, ep, "closed by peer");
+            return events + 1 + ep_lost(tp, ep, tp->encrypt && ep->rx_start < ep->rx_end
+                                                    ? "closed by peer in the middle of an "
+                                                      "encrypted record: stream truncated"
+                                                    : "closed by peer");
         }
         if (n < 0) {
             if (errno == EINTR) {
@@ -737,9 +1002,10 @@ static int tcp_progress(dc_transport_t *tp)
             continue; /* not connected yet: requests wait */
         }
         if (ep->sq != NULL && ep->writable) {
-            events += ep_send(tp, ep);
+            events += tp->encrypt ? ep_send_crypt(tp, ep) : ep_send(tp, ep);
         }
-        if (ep->readable && ep->fd >= 0 && (ep->rq != NULL || ep->rx_state != TCP_RX_HDR)) {
+        if ((ep->readable || ep_rx_buffered(ep)) && ep->fd >= 0 &&
+            (ep->rq != NULL || ep->rx_state != TCP_RX_HDR)) {
             events += ep_recv(tp, ep);
         }
     }
@@ -787,7 +1053,7 @@ static dc_status_t tcp_check(dc_transport_t *tp)
         char byte;
         ssize_t n;
 
-        if (ep->fd >= 0 && ep->rx_state == TCP_RX_HDR) {
+        if (ep->fd >= 0 && ep->rx_state == TCP_RX_HDR && !ep_rx_buffered(ep)) {
             n = recv(ep->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
             if (n == 0) {
                 ep_lost(tp, ep, "closed by peer");
@@ -804,8 +1070,11 @@ static dc_status_t tcp_check(dc_transport_t *tp)
         tcp_ep_t *ep = &tp->eps[tp->peers[i]];
 
         if (ep->lost && ep->lost_busy) {
-            return dc_error_set(DCOMM_ERR_PEER_LOST, "tcp: rank %d: connection closed (%s)",
-                                ep->super.peer, ep->why);
+            return ep->lost_status == DCOMM_ERR_AUTH
+                       ? dc_error_set(DCOMM_ERR_AUTH, "tcp: rank %d: encrypted stream from "
+                                      "rank %d broken: %s", tp->rank, ep->super.peer, ep->why)
+                       : dc_error_set(DCOMM_ERR_PEER_LOST, "tcp: rank %d: connection closed "
+                                      "(%s)", ep->super.peer, ep->why);
         }
     }
     return DCOMM_OK;
@@ -893,6 +1162,11 @@ static void tcp_close(dc_transport_t *tp)
         if (ep->fd >= 0) {
             close(ep->fd);
         }
+        dc_auth_wipe(&ep->tx, sizeof(ep->tx));
+        dc_auth_wipe(&ep->rx, sizeof(ep->rx));
+        free(ep->txb);
+        free(ep->rxb);
+        free(ep->rxp);
     }
     hs_close_all(tp);
     if (tp->listen_fd >= 0) {
@@ -904,6 +1178,8 @@ static void tcp_close(dc_transport_t *tp)
     free(tp->eps);
     free(tp->peers);
     free(tp->scratch);
+    free(tp->stage);
+    dc_auth_wipe(tp->secret, sizeof(tp->secret));
     free(tp);
 }
 
@@ -932,7 +1208,10 @@ static dc_status_t tcp_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p)
     tp->eps = calloc((size_t)tp->size, sizeof(*tp->eps));
     tp->peers = malloc(sizeof(int) * (size_t)DC_MAX(boot->npeers, 1));
     tp->scratch = malloc(TCP_SCRATCH_LEN);
-    if (tp->epfd < 0 || tp->eps == NULL || tp->peers == NULL || tp->scratch == NULL) {
+    tp->encrypt = boot->tcp_encrypt != 0;
+    tp->stage = tp->encrypt ? malloc(DC_TCP_REC_MAX) : NULL;
+    if (tp->epfd < 0 || tp->eps == NULL || tp->peers == NULL || tp->scratch == NULL ||
+        (tp->encrypt && tp->stage == NULL)) {
         status = dc_error_set(DCOMM_ERR_NO_MEMORY, "tcp: cannot allocate: %s", strerror(errno));
         goto err_close;
     }
