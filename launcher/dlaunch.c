@@ -634,7 +634,7 @@ void dl_fail_job(dl_job_t *job, int code, const char *text)
 {
     fprintf(stderr, "dlaunch: %s\n", text);
     if (job->server != NULL) {
-        dc_rdv_server_broadcast(job->server, text);
+        dc_rdv_server_fail(job->server, text);
     }
     job->exit_code = code;
     stop_ranks(job, SIGTERM);

@@ -57,6 +57,11 @@ int dc_rdv_server_progress(dc_rdv_server_t *server);
 int dc_rdv_server_timeout_ms(const dc_rdv_server_t *server);
 /* Queues text as an event to every subscribed connection. */
 void dc_rdv_server_broadcast(dc_rdv_server_t *server, const char *text);
+/* The job failed (text says why): broadcast it, answer every waiting get with
+ * DCOMM_ERR_PEER_LOST and text, and so every later get of a key not yet set:
+ * a rank still starting must not wait out its start timeout for a peer that
+ * will never register. */
+void dc_rdv_server_fail(dc_rdv_server_t *server, const char *text);
 /* Bytes the store may hold (values, keys and a fixed overhead per key; default
  * 256 MiB); a set beyond it is refused with DCOMM_ERR_NO_MEMORY. For tests. */
 void dc_rdv_server_set_store_limit(dc_rdv_server_t *server, size_t bytes);

@@ -84,6 +84,7 @@ struct dc_rdv_server {
     int drops_logged, drops_quiet;
     uint8_t *seen;
     int seen_cap;
+    char failed[DC_RDV_MAX_EVENT + 1]; /* dc_rdv_server_fail's text; "" while the job runs */
 };
 
 /* ---- Store ------------------------------------------------------------------ */
@@ -263,6 +264,10 @@ static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, con
     }
     if (!m->wait) {
         send_reply(s, c, m->id, DCOMM_ERR_TIMEOUT, 0, NULL, 0);
+        return;
+    }
+    if (s->failed[0] != '\0') {
+        send_reply(s, c, m->id, DCOMM_ERR_PEER_LOST, 0, s->failed, strlen(s->failed));
         return;
     }
     if (c->nwaiters >= MAX_WAITERS_PER_CONN) {
@@ -691,6 +696,28 @@ void dc_rdv_server_broadcast(dc_rdv_server_t *s, const char *text)
         if (c->state == CONN_EVENTS) {
             conn_send(s, c, &ev);
         }
+    }
+}
+
+void dc_rdv_server_fail(dc_rdv_server_t *s, const char *text)
+{
+    waiter_t *ready = s->waiters;
+
+    dc_rdv_server_broadcast(s, text);
+    if (s->failed[0] == '\0') {
+        snprintf(s->failed, sizeof(s->failed), "%s", text[0] != '\0' ? text : "job failed");
+    }
+    /* Unlinked first, as in wake_waiters: a reply can kill its connection. */
+    s->waiters = NULL;
+    for (waiter_t *w = ready; w != NULL; w = w->next) {
+        w->conn->nwaiters--;
+    }
+    while (ready != NULL) {
+        waiter_t *w = ready;
+
+        ready = w->next;
+        send_reply(s, w->conn, w->id, DCOMM_ERR_PEER_LOST, 0, s->failed, strlen(s->failed));
+        free(w);
     }
 }
 

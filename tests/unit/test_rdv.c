@@ -247,7 +247,7 @@ static void test_proto_garbage(void **state)
 /* ---- Live server ------------------------------------------------------------------- */
 
 typedef struct command {
-    char op; /* 'q' quit, 'e' broadcast text */
+    char op; /* 'q' quit, 'e' broadcast text, 'f' fail the job with text */
     char text[120];
 } command_t;
 
@@ -274,7 +274,11 @@ static void *server_main(void *arg)
             if (cmd.op == 'q') {
                 return NULL;
             }
-            dc_rdv_server_broadcast(ctx->srv, cmd.text);
+            if (cmd.op == 'f') {
+                dc_rdv_server_fail(ctx->srv, cmd.text);
+            } else {
+                dc_rdv_server_broadcast(ctx->srv, cmd.text);
+            }
         }
         dc_rdv_server_progress(ctx->srv);
     }
@@ -593,6 +597,44 @@ static void test_server_events(void **state)
     close(fd2);
 }
 
+/* A failed job (dlaunch saw a rank die) answers every waiting get, and every
+ * later get of a key nobody set, with PEER_LOST and the cause at once: a rank
+ * still starting up never waits out its start timeout for a dead peer. */
+static void *fail_later(void *arg)
+{
+    dc_sleep_ns(300000000);
+    server_command(arg, 'f', "rank 0 killed by signal 9 (Killed)");
+    return NULL;
+}
+
+static void test_server_fail(void **state)
+{
+    server_ctx_t *ctx = *state;
+    dc_store_t *a = open_client(ctx, 1), *b = open_client(ctx, 2);
+    char buf[64];
+    size_t len;
+    uint64_t t0;
+    pthread_t th;
+
+    assert_int_equal(dc_store_set(a, "there", "1", 1), DCOMM_OK);
+    /* b waits for a key rank 0 would have set; the job fails meanwhile. */
+    assert_int_equal(pthread_create(&th, NULL, fail_later, ctx), 0);
+    t0 = dc_now_ns();
+    assert_int_equal(dc_store_get(b, "host/0", buf, sizeof(buf), &len, 20000),
+                     DCOMM_ERR_PEER_LOST);
+    assert_true(dc_now_ns() - t0 < 5000000000ull);
+    assert_non_null(strstr(dc_error_get(), "rank 0 killed by signal 9"));
+    pthread_join(th, NULL);
+    /* What is there can still be read; a get that would wait fails at once. */
+    assert_int_equal(dc_store_get(b, "there", buf, sizeof(buf), &len, 1000), DCOMM_OK);
+    t0 = dc_now_ns();
+    assert_int_equal(dc_store_get(a, "never", buf, sizeof(buf), &len, 20000),
+                     DCOMM_ERR_PEER_LOST);
+    assert_true(dc_now_ns() - t0 < 5000000000ull);
+    a->ops->close(a);
+    b->ops->close(b);
+}
+
 static void test_events_peer_lost(void **state)
 {
     uint8_t secret[DC_AUTH_SECRET_LEN];
@@ -649,6 +691,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_server_garbage_dropped, server_setup,
                                         server_teardown),
         cmocka_unit_test_setup_teardown(test_server_events, server_setup, server_teardown),
+        cmocka_unit_test_setup_teardown(test_server_fail, server_setup, server_teardown),
         cmocka_unit_test(test_events_peer_lost),
     };
 
