@@ -19,6 +19,27 @@ esac
 
 now() { date +%s; }
 
+# selfcheck DIR FLAGS SOURCE: a program with a known defect, built with FLAGS
+# and run with the options the tests get, must fail and leave a report file,
+# or the job would pass without checking anything.
+selfcheck() {
+    check=$root/$1/sanitizer-selfcheck
+    rm -rf "$check"
+    mkdir -p "$check"
+    printf '%s\n' "$3" >"$check/defect.c"
+    # shellcheck disable=SC2086
+    ${CC:-cc} $2 -g -o "$check/defect" "$check/defect.c" -lpthread
+    if ASAN_OPTIONS="$ASAN_OPTIONS:log_path=$check/report" \
+        TSAN_OPTIONS="$TSAN_OPTIONS:log_path=$check/report" "$check/defect"; then
+        echo "sanitizer self-check ($2): the defect went unnoticed" >&2
+        return 1
+    fi
+    if [ -z "$(find "$check" -name 'report.*' -size +0)" ]; then
+        echo "sanitizer self-check ($2): no report file written" >&2
+        return 1
+    fi
+}
+
 # run_job NAME BUILD_DIR LABELS CMAKE_ARGS...: configure, build, run ctest with
 # every sanitizer report written to BUILD_DIR/sanitizer-reports/<tool>.<pid>;
 # nonzero when a test failed or any report was written.
@@ -44,6 +65,17 @@ run_job() {
     TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan"
     export ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
     status=0
+    case $name in
+    asan) selfcheck "$dir" "-fsanitize=address,undefined" \
+        '#include <stdlib.h>
+int main(void) { void *volatile p = malloc(7); p = 0; return p != 0; }' || status=1 ;;
+    tsan) selfcheck "$dir" "-fsanitize=thread" \
+        '#include <pthread.h>
+static int shared;
+static void *bump(void *a) { shared++; return a; }
+int main(void) { pthread_t t; pthread_create(&t, 0, bump, 0); shared++; pthread_join(t, 0); return 0; }' ||
+        status=1 ;;
+    esac
     (cd "$dir" && ctest --output-on-failure --timeout 900 -L "$labels" -LE full -j"$jobs") ||
         status=1
     unset ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
