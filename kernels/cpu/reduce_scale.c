@@ -126,8 +126,11 @@ static inline uint32_t scale_f32_block(float *out, const float *in, double facto
     return redo;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-/* The blocks vectorize four times wider with AVX2 (float <-> double too). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+/* The blocks vectorize four times wider with AVX2 (float <-> double too). Not
+ * under ThreadSanitizer: GCC instruments the clones' ifunc resolver, which the
+ * dynamic loader runs before the TSan runtime is up, and every program crashes
+ * at load time. */
 __attribute__((target_clones("avx2", "default")))
 #endif
 static void scale_f32(unsigned char *p, size_t n, double factor, const split_factor_t *sf)
