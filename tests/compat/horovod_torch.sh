@@ -4,6 +4,10 @@
 # project, in ../shared/compat/horovod-0.28.1; they are run from there, never
 # copied here). Exit 77 (ctest: skipped) when that folder is absent.
 # usage: horovod_torch.sh NP DLAUNCH LIBDCOMM PYTHON
+# Under an ASan build ctest preloads the ASan runtime for Python; only Python
+# gets it here (the shell tools it would also reach are not ours to check).
+preload=${LD_PRELOAD:-}
+unset LD_PRELOAD
 set -eu
 np=$1 dlaunch=$2 lib=$3 python=$4
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -21,6 +25,11 @@ done
 bindir=$(mktemp -d)
 trap 'rm -rf "$bindir"' EXIT
 ln -s "$dlaunch" "$bindir/dlaunch"
+if [ -n "$preload" ]; then
+    printf '#!/bin/sh\nLD_PRELOAD=%s exec %s "$@"\n' "$preload" "$python" > "$bindir/python"
+    chmod +x "$bindir/python"
+    python=$bindir/python
+fi
 export PATH="$bindir:$PATH" PYTHON="$python" DCOMM_LIBRARY="$lib"
 export PYTHONPATH="$top/plugins/python${PYTHONPATH:+:$PYTHONPATH}"
 # A test that hangs is stopped (with every thread's stack) rather than
