@@ -11,6 +11,9 @@ packages="$packages python3-numpy python3-pytest python3-torch dataset-fashion-m
 packages="$packages python3-cloudpickle python3-mock python3-packaging python3-pytest-timeout"
 # The multi-host suite (tests/multihost): network namespaces and veth pairs.
 packages="$packages iproute2"
+# The fuzz harnesses (tests/fuzz, run by scripts/test.sh): clang, libFuzzer and
+# the sanitizer runtimes (a recommendation of clang-14, so named here).
+packages="$packages clang libclang-rt-14-dev"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

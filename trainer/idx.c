@@ -11,6 +11,8 @@
 
 #include "idx.h"
 
+#define IDX_CHUNK (1u << 20) /* first read; the buffer doubles from there */
+
 static int fail(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -89,19 +91,37 @@ int idx_load(const char *path, int want_dims, idx_data_t *out_p, char *err, size
         goto out;
     }
     size_t len = (size_t)dims[0] * dims[1] * dims[2];
-    uint8_t *data = malloc(len);
-    if (data == NULL) {
-        fail(err, errlen, "%s: out of memory for %zu bytes", path, len);
-        goto out;
-    }
-    n = read_full(f, data, len);
-    if (n < 0 || (size_t)n != len) {
+    uint8_t *data = NULL;
+    size_t cap = 0, got = 0;
+    /* The buffer grows as the data arrives, so a header that promises more than
+     * the file holds (up to 2^50 bytes) costs no more memory than the file. */
+    while (got < len) {
+        if (got == cap) {
+            size_t ncap = cap == 0 ? (len < IDX_CHUNK ? len : IDX_CHUNK)
+                                   : (cap > len / 2 ? len : 2 * cap);
+            uint8_t *grown = realloc(data, ncap);
+            if (grown == NULL) {
+                fail(err, errlen, "%s: out of memory for %zu bytes", path, ncap);
+                free(data);
+                goto out;
+            }
+            data = grown;
+            cap = ncap;
+        }
+        n = read_full(f, data + got, cap - got);
         if (n < 0) {
             fail(err, errlen, "%s: read error: %s", path, gz_msg(f));
-        } else {
-            fail(err, errlen, "%s: truncated: header promises %zu bytes of data, file has %ld",
-                 path, len, n);
+            free(data);
+            goto out;
         }
+        got += (size_t)n;
+        if (got < cap) {
+            break; /* end of file */
+        }
+    }
+    if (got != len) {
+        fail(err, errlen, "%s: truncated: header promises %zu bytes of data, file has %zu",
+             path, len, got);
         free(data);
         goto out;
     }

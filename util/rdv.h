@@ -65,6 +65,12 @@ void dc_rdv_server_fail(dc_rdv_server_t *server, const char *text);
 /* Bytes the store may hold (values, keys and a fixed overhead per key; default
  * 256 MiB); a set beyond it is refused with DCOMM_ERR_NO_MEMORY. For tests. */
 void dc_rdv_server_set_store_limit(dc_rdv_server_t *server, size_t bytes);
+/* Serves a connected, non-blocking stream socket (what accept gives the listener;
+ * tests and fuzzers pass one end of a socketpair): sends HELLO and expects the
+ * handshake, under the same budget of connections in their handshake as the
+ * listener's. peer names it in log lines. The server owns fd from here on, also
+ * when this fails. */
+dc_status_t dc_rdv_server_add_conn(dc_rdv_server_t *server, int fd, const char *peer);
 /* How many distinct ranks in [0, nranks) have authenticated so far. */
 int dc_rdv_server_ranks_seen(const dc_rdv_server_t *server, int nranks);
 

@@ -561,6 +561,45 @@ static conn_t *oldest_unauth(dc_rdv_server_t *s)
     return oldest;
 }
 
+dc_status_t dc_rdv_server_add_conn(dc_rdv_server_t *s, int fd, const char *peer)
+{
+    dc_rdv_msg_t hello = {.type = DC_RDV_MSG_HELLO, .version = DC_RDV_VERSION};
+    struct epoll_event ev;
+    conn_t *c;
+    int one = 1;
+
+    if (s->nunauth >= MAX_UNAUTH_CONNS && (c = oldest_unauth(s)) != NULL) {
+        conn_kill(s, c, "too many connections in their handshake; dropping the oldest");
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        DC_WARN("rdv server: refusing a connection: out of memory");
+        close(fd);
+        return DCOMM_ERR_NO_MEMORY;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->fd = fd;
+    c->state = CONN_AUTH_WAIT;
+    c->rank = -1;
+    c->deadline_ns = dc_now_ns() + AUTH_TIMEOUT_MS * 1000000ull;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    ev.events = EPOLLIN;
+    ev.data.ptr = c;
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        DC_WARN("rdv server: epoll_ctl: %s", strerror(errno));
+        close(fd);
+        free(c);
+        return DCOMM_ERR_INTERNAL;
+    }
+    c->next = s->conns;
+    s->conns = c;
+    s->nunauth++;
+    dc_auth_random(c->nonce, sizeof(c->nonce));
+    memcpy(hello.nonce, c->nonce, sizeof(c->nonce));
+    conn_send(s, c, &hello);
+    return DCOMM_OK;
+}
+
 static void server_accept(dc_rdv_server_t *s)
 {
     for (;;) {
@@ -568,10 +607,8 @@ static void server_accept(dc_rdv_server_t *s)
         socklen_t alen = sizeof(addr);
         int fd = accept4(s->listen_fd, (struct sockaddr *)&addr, &alen,
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
-        dc_rdv_msg_t hello = {.type = DC_RDV_MSG_HELLO, .version = DC_RDV_VERSION};
-        struct epoll_event ev;
+        char peer[64];
         conn_t *c;
-        int one = 1;
 
         if (fd < 0) {
             /* Out of descriptors: a stranger's idle handshake gives way to the new one. */
@@ -584,36 +621,9 @@ static void server_accept(dc_rdv_server_t *s)
             }
             return;
         }
-        if (s->nunauth >= MAX_UNAUTH_CONNS && (c = oldest_unauth(s)) != NULL) {
-            conn_kill(s, c, "too many connections in their handshake; dropping the oldest");
-        }
-        c = calloc(1, sizeof(*c));
-        if (c == NULL) {
-            DC_WARN("rdv server: refusing a connection: out of memory");
-            close(fd);
-            continue;
-        }
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        c->fd = fd;
-        c->state = CONN_AUTH_WAIT;
-        c->rank = -1;
-        c->deadline_ns = dc_now_ns() + AUTH_TIMEOUT_MS * 1000000ull;
-        snprintf(c->peer, sizeof(c->peer), "%s:%d", inet_ntoa(addr.sin_addr),
+        snprintf(peer, sizeof(peer), "%s:%d", inet_ntoa(addr.sin_addr),
                  (int)ntohs(addr.sin_port));
-        ev.events = EPOLLIN;
-        ev.data.ptr = c;
-        if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            DC_WARN("rdv server: epoll_ctl: %s", strerror(errno));
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->next = s->conns;
-        s->conns = c;
-        s->nunauth++;
-        dc_auth_random(c->nonce, sizeof(c->nonce));
-        memcpy(hello.nonce, c->nonce, sizeof(c->nonce));
-        conn_send(s, c, &hello);
+        (void)dc_rdv_server_add_conn(s, fd, peer);
     }
 }
 

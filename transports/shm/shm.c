@@ -229,6 +229,32 @@ static dc_status_t ring_check(const dc_shm_seg_t *seg, const dc_shm_ring_t *ring
     return DCOMM_OK;
 }
 
+int dc_shm_seg_find_ring(const dc_shm_seg_t *seg, size_t size, int peer, int32_t pid, int me,
+                         const char *path)
+{
+    dc_status_t status;
+
+    if (seg->magic != DC_SHM_MAGIC || seg->version != DC_SHM_VERSION || seg->rank != peer ||
+        seg->pid != pid || seg->size != size) {
+        return dc_error_set(DCOMM_ERR_TRANSPORT,
+                            "shm: %s is not rank %d's segment (stale address or version "
+                            "mismatch)",
+                            path, peer);
+    }
+    status = seg_check(seg, size, peer);
+    if (status < 0) {
+        return status;
+    }
+    for (uint32_t i = 0; i < seg->nrings; i++) {
+        if (seg->rings[i].sender == me) {
+            status = ring_check(seg, &seg->rings[i], size, peer);
+            return status < 0 ? status : (int)i;
+        }
+    }
+    return dc_error_set(DCOMM_ERR_MISMATCH, "shm: rank %d does not list rank %d as a peer", peer,
+                        me);
+}
+
 /* Maps a peer's segment and finds the ring it keeps for us. */
 static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_addr_t *addr)
 {
@@ -261,34 +287,16 @@ static dc_status_t ep_map_peer(dc_transport_t *tp, shm_ep_t *ep, const dc_shm_ad
     }
     ep->seg = map;
     ep->seg_size = addr->size;
-    if (ep->seg->magic != DC_SHM_MAGIC || ep->seg->version != DC_SHM_VERSION ||
-        ep->seg->rank != peer || ep->seg->pid != addr->pid || ep->seg->size != addr->size) {
-        status = dc_error_set(DCOMM_ERR_TRANSPORT,
-                              "shm: %s is not rank %d's segment (stale address or version "
-                              "mismatch)",
-                              path, peer);
+    int ring = dc_shm_seg_find_ring(ep->seg, ep->seg_size, peer, addr->pid, tp->rank, path);
+    if (ring < 0) {
+        status = ring;
         goto out;
     }
-    status = seg_check(ep->seg, ep->seg_size, peer);
-    if (status < 0) {
-        goto out;
-    }
-    status = dc_error_set(DCOMM_ERR_MISMATCH, "shm: rank %d does not list rank %d as a peer",
-                          peer, tp->rank);
-    for (uint32_t i = 0; i < ep->seg->nrings; i++) {
-        if (ep->seg->rings[i].sender == tp->rank) {
-            status = ring_check(ep->seg, &ep->seg->rings[i], ep->seg_size, peer);
-            if (status < 0) {
-                break;
-            }
-            ep->tx = &ep->seg->rings[i];
-            ep->tx_data = (uint8_t *)ep->seg + ep->tx->data_offset;
-            ep->tx_mask = ep->seg->ring_size - 1;
-            ep->tx_head = atomic_load_explicit(&ep->tx->head, memory_order_relaxed);
-            status = DCOMM_OK;
-            break;
-        }
-    }
+    ep->tx = &ep->seg->rings[ring];
+    ep->tx_data = (uint8_t *)ep->seg + ep->tx->data_offset;
+    ep->tx_mask = ep->seg->ring_size - 1;
+    ep->tx_head = atomic_load_explicit(&ep->tx->head, memory_order_relaxed);
+    status = DCOMM_OK;
 out:
     close(fd);
     return status;

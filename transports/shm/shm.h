@@ -61,4 +61,12 @@ typedef struct dc_shm_addr {
     uint64_t size;
 } dc_shm_addr_t;
 
+/* Checks the header of a peer's segment, mapped at seg (size bytes, from its
+ * address record), against what the record says (peer's rank and pid) and
+ * against size (ring count, ring size, the ring's data inside the segment), and
+ * finds the ring it keeps for rank me: that ring's index, or a negative status
+ * with a message naming path and peer. Pure; fuzzed by tests/fuzz. */
+int dc_shm_seg_find_ring(const dc_shm_seg_t *seg, size_t size, int peer, int32_t pid, int me,
+                         const char *path);
+
 #endif
