@@ -90,7 +90,8 @@ static void mem_close(dc_store_t *st)
     (void)st;
 }
 
-static const dc_store_ops_t mem_ops = {mem_set, mem_get, mem_add, mem_close};
+static const dc_store_ops_t mem_ops = {
+    .set = mem_set, .get = mem_get, .add = mem_add, .close = mem_close};
 
 /* ---- the peer's side -------------------------------------------------------------- */
 
