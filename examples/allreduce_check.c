@@ -29,11 +29,13 @@ int main(int argc, char **argv)
 
     if (buf == NULL || iters < 1) {
         fprintf(stderr, "usage: %s [MiB (64)] [iterations (3)]\n", argv[0]);
+        free(buf);
         return 2;
     }
     status = dcomm_init();
     if (status != DCOMM_OK) {
         fprintf(stderr, "dcomm_init: %s: %s\n", dcomm_status_string(status), dcomm_last_error());
+        free(buf);
         return 1;
     }
     rank = dcomm_rank();
@@ -56,6 +58,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "rank %d: dcomm_allreduce: %s: %s\n", rank,
                     dcomm_status_string(status), dcomm_last_error());
             dcomm_shutdown();
+            free(buf);
             return 1;
         }
         for (size_t i = 0; i < count; i++) {
