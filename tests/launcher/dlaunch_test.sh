@@ -7,6 +7,12 @@ DLAUNCH=$1
 PROBE=$2
 CASE=$3
 FUSION=${4:-}
+# The cases set the DCOMM_*/HOROVOD_* variables they test; none is inherited
+# (dlaunch forwards them, and a caller's DCOMM_SANITIZERS=0 would show up in
+# the commands the cases compare).
+for v in $(env | sed -n 's/^\(\(DCOMM\|HOROVOD\)_[A-Za-z0-9_]*\)=.*/\1/p'); do
+    unset "$v"
+done
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 # A sleep nobody else runs: "sleep 300.<pid>" is how we find leftovers.
