@@ -387,16 +387,6 @@ static dc_status_t neg_add(coord_t *c, int r, const dc_wire_req_t *req)
     return neg_emit(c, key, e, cm);
 }
 
-static int first_rank(const neg_entry_t *e, int size)
-{
-    for (int r = 0; r < size; r++) {
-        if (e->have[r]) {
-            return r;
-        }
-    }
-    return 0;
-}
-
 typedef struct ready_scan {
     coord_t *c;
     char (*keys)[DC_WIRE_NAME_MAX + 16];
@@ -407,19 +397,18 @@ static void scan_one(const char *key, void *value, void *arg)
 {
     ready_scan_t *rs = arg;
     neg_entry_t *e = value;
+    const dc_wire_req_t *req = NULL; /* a submitter's request: the comm and collective */
     const dc_comm_t *cm;
-    int32_t comm = -1;
 
-    for (int r = 0; r < rs->c->size; r++) {
+    for (int r = 0; r < rs->c->size && req == NULL; r++) {
         if (e->have[r]) {
-            comm = e->per_rank[r].comm;
-            break;
+            req = &e->per_rank[r];
         }
     }
-    cm = comm >= 0 ? dc_coord_comm(rs->c, comm) : NULL;
-    if (cm != NULL && rs->c->njoined[comm] > 0 &&
-        (neg_present(rs->c, cm, e, comm) == cm->size ||
-         joined_refuses(rs->c, e->per_rank[first_rank(e, rs->c->size)].coll, comm)) &&
+    cm = req != NULL ? dc_coord_comm(rs->c, req->comm) : NULL;
+    if (cm != NULL && rs->c->njoined[req->comm] > 0 &&
+        (neg_present(rs->c, cm, e, req->comm) == cm->size ||
+         joined_refuses(rs->c, req->coll, req->comm)) &&
         rs->n < rs->cap) {
         snprintf(rs->keys[rs->n++], sizeof(rs->keys[0]), "%s", key);
     }
