@@ -55,6 +55,19 @@ mkdir -p "$out/logs"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
+# The socket harnesses (tcp, rdv_server) open loopback connections by the
+# thousand a second; each one a peer closes first leaves a TIME-WAIT socket for a
+# minute, and in a long run they use up the loopback's ports (bind: Address
+# already in use), for this and every other program on the machine. Where we may
+# (root, unshare), each run gets a network namespace of its own whose TIME-WAIT
+# table is small (the kernel drops what does not fit). FUZZ_NETNS=0: do not.
+netns=""
+if [ "${FUZZ_NETNS:-1}" = 1 ] && command -v unshare >/dev/null && command -v ip >/dev/null &&
+    unshare -n sh -c 'ip link set lo up && sysctl -qw net.ipv4.tcp_max_tw_buckets=1024' \
+        2>/dev/null; then
+    netns="$here/in_netns.sh"
+fi
+
 # fuzz TARGET ARGS...: one libFuzzer run over a scratch corpus plus the seeds.
 fuzz() {
     t=$1
@@ -62,7 +75,7 @@ fuzz() {
     mkdir -p "$out/work/$t" "$out/artifacts/$t"
     log=$out/logs/$t.log
     start=$(date +%s)
-    if "$(bin "$t")" -artifact_prefix="$out/artifacts/$t/" -timeout=25 -print_final_stats=1 \
+    if $netns "$(bin "$t")" -artifact_prefix="$out/artifacts/$t/" -timeout=25 -print_final_stats=1 \
         "$@" "$out/work/$t" "$here/corpus/$t" >"$log" 2>&1; then
         rc=0
     else
