@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "dc_reduce.h"
 #include "dc_time.h"
@@ -25,14 +24,15 @@ typedef struct cal_result {
     double reduce_gbs, copy_gbs;
 } cal_result_t;
 
+/* One transfer, waited for. req lives in the calibration's heap block: a
+ * failed wait may leave it posted (see dc_net_free_after_close). */
 static dc_status_t cal_xfer(dc_net_t *net, int peer, void *buf, size_t len, uint64_t tag,
-                            int send)
+                            int send, dc_request_t *req)
 {
-    dc_request_t req;
-    dc_request_t *preq = &req;
+    dc_request_t *preq = req;
     dc_endpoint_t *ep = dc_net_ep(net, peer);
-    dc_status_t status = send ? dc_ep_isend(ep, buf, len, tag, &req)
-                              : dc_ep_irecv(ep, buf, len, tag, &req);
+    dc_status_t status = send ? dc_ep_isend(ep, buf, len, tag, req)
+                              : dc_ep_irecv(ep, buf, len, tag, req);
 
     return status < 0 ? status : dc_net_wait(net, &preq, 1, NULL, NULL);
 }
@@ -47,7 +47,7 @@ static int cmp_double(const void *a, const void *b)
 /* Median one-way time (seconds) of reps round trips of len bytes; one
  * unmeasured warm-up first. Rank 0 sends first; the partner echoes. */
 static dc_status_t cal_pingpong(dc_net_t *net, int peer, int initiator, void *buf, size_t len,
-                                int reps, uint64_t tag, double *oneway_p)
+                                int reps, uint64_t tag, dc_request_t *req, double *oneway_p)
 {
     double t[CAL_SMALL_REPS + 1];
     dc_status_t status = DCOMM_OK;
@@ -55,9 +55,9 @@ static dc_status_t cal_pingpong(dc_net_t *net, int peer, int initiator, void *bu
     for (int i = 0; i <= reps && status >= 0; i++) {
         uint64_t t0 = dc_now_ns();
 
-        status = cal_xfer(net, peer, buf, len, tag, initiator);
+        status = cal_xfer(net, peer, buf, len, tag, initiator, req);
         if (status >= 0) {
-            status = cal_xfer(net, peer, buf, len, tag, !initiator);
+            status = cal_xfer(net, peer, buf, len, tag, !initiator, req);
         }
         t[i] = (double)(dc_now_ns() - t0) * 1e-9 / 2;
     }
@@ -90,7 +90,7 @@ static void cal_compute(char *a, char *b, double *reduce_gbs_p, double *copy_gbs
 
 /* Rank 0: ping-pong with each partner, filling res. */
 static dc_status_t cal_measure(dc_net_t *net, const int *partner, char *buf, uint64_t tag,
-                               cal_result_t *res)
+                               dc_request_t *req, cal_result_t *res)
 {
     dc_status_t status = DCOMM_OK;
 
@@ -100,10 +100,10 @@ static dc_status_t cal_measure(dc_net_t *net, const int *partner, char *buf, uin
         if (partner[c] < 0) {
             continue;
         }
-        DC_CHECK_GOTO(cal_pingpong(net, partner[c], 1, buf, CAL_SMALL, CAL_SMALL_REPS, tag,
+        DC_CHECK_GOTO(cal_pingpong(net, partner[c], 1, buf, CAL_SMALL, CAL_SMALL_REPS, tag, req,
                                    &small), status, out);
-        DC_CHECK_GOTO(cal_pingpong(net, partner[c], 1, buf, CAL_BIG, CAL_BIG_REPS, tag, &big),
-                      status, out);
+        DC_CHECK_GOTO(cal_pingpong(net, partner[c], 1, buf, CAL_BIG, CAL_BIG_REPS, tag, req,
+                                   &big), status, out);
         res->alpha_us[c] = DC_MAX(small, 1e-8) * 1e6;
         /* The big message pays alpha too; what remains is the transfer. */
         res->bw_gbs[c] = CAL_BIG / (big > small ? big - small : big) * 1e-9;
@@ -114,25 +114,40 @@ out:
     return status;
 }
 
+/* Everything a transfer of the calibration points at: on a failed wait some
+ * may stay posted, so the block then goes to dc_net_free_after_close. */
+typedef struct cal_block {
+    cal_result_t res;
+    int role;
+    dc_request_t req;   /* one transfer at a time (cal_xfer) */
+    int *roles;         /* rank 0: [size] */
+    dc_request_t *reqs; /* rank 0: [size] */
+} cal_block_t;
+
 dc_status_t dc_select_calibrate(dc_select_t *sel, dc_net_t *net, int rank, int size, uint64_t tag)
 {
-    int partner[DC_LINK_COUNT], role = 0, *roles = NULL;
-    dc_request_t *reqs = NULL, **preqs = NULL;
-    cal_result_t res;
-    char *buf = MAP_FAILED;
+    int partner[DC_LINK_COUNT];
+    dc_request_t **preqs = NULL;
+    cal_block_t *cb;
+    cal_result_t *res;
+    char *buf = NULL;
     dc_status_t status = DCOMM_OK;
     uint64_t t0 = dc_now_ns();
 
     if (size < 2) {
         return DCOMM_OK;
     }
-    memset(&res, 0, sizeof(res));
+    cb = calloc(1, sizeof(*cb));
+    if (cb == NULL) {
+        return dc_error_set(DCOMM_ERR_NO_MEMORY, "select: calibrate: out of memory");
+    }
+    res = &cb->res;
     if (rank == 0) {
         /* The first peer of every class is its partner; roles[r] = 1 for them. */
-        roles = calloc((size_t)size, sizeof(int));
-        reqs = calloc((size_t)size, sizeof(*reqs));
+        cb->roles = calloc((size_t)size, sizeof(int));
+        cb->reqs = calloc((size_t)size, sizeof(*cb->reqs));
         preqs = calloc((size_t)size, sizeof(*preqs));
-        if (roles == NULL || reqs == NULL || preqs == NULL) {
+        if (cb->roles == NULL || cb->reqs == NULL || preqs == NULL) {
             status = dc_error_set(DCOMM_ERR_NO_MEMORY, "select: calibrate: out of memory");
             goto out;
         }
@@ -144,57 +159,64 @@ dc_status_t dc_select_calibrate(dc_select_t *sel, dc_net_t *net, int rank, int s
 
             if (c > DC_LINK_SELF && partner[c] < 0) {
                 partner[c] = r;
-                roles[r] = 1;
+                cb->roles[r] = 1;
             }
         }
         for (int r = 1; r < size; r++) {
-            DC_CHECK_GOTO(dc_ep_isend(dc_net_ep(net, r), &roles[r], sizeof(int), tag, &reqs[r]),
-                          status, out);
-            preqs[r - 1] = &reqs[r];
+            DC_CHECK_GOTO(dc_ep_isend(dc_net_ep(net, r), &cb->roles[r], sizeof(int), tag,
+                                      &cb->reqs[r]), status, out);
+            preqs[r - 1] = &cb->reqs[r];
         }
         DC_CHECK_GOTO(dc_net_wait(net, preqs, size - 1, NULL, NULL), status, out);
     } else {
-        DC_CHECK_GOTO(cal_xfer(net, 0, &role, sizeof(role), tag, 0), status, out);
+        DC_CHECK_GOTO(cal_xfer(net, 0, &cb->role, sizeof(cb->role), tag, 0, &cb->req), status,
+                      out);
     }
-    if (rank == 0 || role) {
-        /* 2 MiB populated at once: first touch of a page costs ~12 us here. */
-        buf = mmap(NULL, 2 * CAL_BIG, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-        if (buf == MAP_FAILED) {
-            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "select: calibrate: mmap: %s",
-                                  strerror(errno));
+    if (rank == 0 || cb->role) {
+        buf = malloc(2 * CAL_BIG);
+        if (buf == NULL) {
+            status = dc_error_set(DCOMM_ERR_NO_MEMORY, "select: calibrate: out of memory");
             goto out;
         }
+        /* Touched before timing: first touch of a page costs ~12 us here. */
+        memset(buf, 0, 2 * CAL_BIG);
     }
     if (rank == 0) {
-        DC_CHECK_GOTO(cal_measure(net, partner, buf, tag, &res), status, out);
-        cal_compute(buf, buf + CAL_BIG, &res.reduce_gbs, &res.copy_gbs);
+        DC_CHECK_GOTO(cal_measure(net, partner, buf, tag, &cb->req, res), status, out);
+        cal_compute(buf, buf + CAL_BIG, &res->reduce_gbs, &res->copy_gbs);
         for (int r = 1; r < size; r++) {
-            DC_CHECK_GOTO(dc_ep_isend(dc_net_ep(net, r), &res, sizeof(res), tag, &reqs[r]),
+            DC_CHECK_GOTO(dc_ep_isend(dc_net_ep(net, r), res, sizeof(*res), tag, &cb->reqs[r]),
                           status, out);
         }
         DC_CHECK_GOTO(dc_net_wait(net, preqs, size - 1, NULL, NULL), status, out);
     } else {
-        if (role) {
-            DC_CHECK_GOTO(cal_pingpong(net, 0, 0, buf, CAL_SMALL, CAL_SMALL_REPS, tag, NULL),
-                          status, out);
-            DC_CHECK_GOTO(cal_pingpong(net, 0, 0, buf, CAL_BIG, CAL_BIG_REPS, tag, NULL),
-                          status, out);
+        if (cb->role) {
+            DC_CHECK_GOTO(cal_pingpong(net, 0, 0, buf, CAL_SMALL, CAL_SMALL_REPS, tag, &cb->req,
+                                       NULL), status, out);
+            DC_CHECK_GOTO(cal_pingpong(net, 0, 0, buf, CAL_BIG, CAL_BIG_REPS, tag, &cb->req,
+                                       NULL), status, out);
         }
-        DC_CHECK_GOTO(cal_xfer(net, 0, &res, sizeof(res), tag, 0), status, out);
+        DC_CHECK_GOTO(cal_xfer(net, 0, res, sizeof(*res), tag, 0, &cb->req), status, out);
     }
     for (int c = 0; c < DC_LINK_COUNT; c++) {
-        dc_select_set_link(sel, (dc_link_class_t)c, res.alpha_us[c], res.bw_gbs[c]);
+        dc_select_set_link(sel, (dc_link_class_t)c, res->alpha_us[c], res->bw_gbs[c]);
     }
-    dc_select_set_compute(sel, res.reduce_gbs, res.copy_gbs);
+    dc_select_set_compute(sel, res->reduce_gbs, res->copy_gbs);
     DC_DEBUG("select: calibration took %.1f ms (reduce %.2f GB/s, copy %.2f GB/s)",
-             (double)(dc_now_ns() - t0) * 1e-6, res.reduce_gbs, res.copy_gbs);
+             (double)(dc_now_ns() - t0) * 1e-6, res->reduce_gbs, res->copy_gbs);
 out:
-    if (buf != MAP_FAILED) {
-        munmap(buf, 2 * CAL_BIG);
-    }
-    free(roles);
-    free(reqs);
     free(preqs);
+    if (status < 0) {
+        /* Requests into cb and buf may still be posted. */
+        dc_net_free_after_close(net, buf);
+        dc_net_free_after_close(net, cb->roles);
+        dc_net_free_after_close(net, cb->reqs);
+        dc_net_free_after_close(net, cb);
+        return status;
+    }
+    free(buf);
+    free(cb->roles);
+    free(cb->reqs);
+    free(cb);
     return status;
 }

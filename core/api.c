@@ -92,6 +92,9 @@ err:
         char msg[1024];
 
         snprintf(msg, sizeof(msg), "%s", dc_error_get());
+        /* A peer that failed first may have taken down the one this rank
+         * was talking to: name what dlaunch saw first. */
+        (void)dc_bootstrap_launcher_cause(st, status, msg, sizeof(msg));
         DC_ERROR("dcomm_init failed: %s", msg);
         state_free(st);
         pthread_mutex_unlock(&init_lock);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "dc_time.h"
 #include "core.h"
 #include "log.h"
 #include "module.h"
@@ -284,6 +286,51 @@ static dc_status_t events_watch(void *arg)
     return DCOMM_OK;
 }
 
+/* A lost connection means a process probably ended, which dlaunch reports
+ * within milliseconds: wait up to 1 s for its word. A timeout means a peer
+ * went quiet while alive (stopped, hung, cut off), which dlaunch cannot see:
+ * take only what it has already said, so the failure comes at DCOMM_TIMEOUT. */
+/* How the rendezvous client words a request the server failed because dlaunch
+ * failed the job ("... failed: a peer rank was lost: <dlaunch's text>"): the
+ * launcher's word is in the text already. */
+#define RDV_JOB_FAILED "failed: a peer rank was lost: "
+
+int dc_bootstrap_launcher_cause(dc_state_t *st, dc_status_t status, char *text, size_t cap)
+{
+    char msg[512], seen[1024];
+    struct pollfd pfd = {.fd = st->events_fd, .events = POLLIN};
+    uint64_t deadline = dc_now_ns() + (status == DCOMM_ERR_TIMEOUT ? 0 : 1000000000ull);
+
+    if (st->events_fd < 0 || (status != DCOMM_ERR_PEER_LOST && status != DCOMM_ERR_TRANSPORT &&
+                              status != DCOMM_ERR_TIMEOUT) ||
+        strstr(text, "dlaunch:") != NULL || strstr(text, RDV_JOB_FAILED) != NULL) {
+        return -1;
+    }
+    for (;;) {
+        int rc = dc_rdv_events_read(st->events_fd, msg, sizeof(msg));
+
+        if (rc == 1) {
+            size_t len;
+            int dead;
+
+            snprintf(seen, sizeof(seen), "%s", text);
+            len = (size_t)snprintf(text, cap, "%s (seen here as: ", msg);
+            if (len < cap) {
+                snprintf(text + len, cap - len, "%.*s)", (int)(cap - len - 2), seen);
+            }
+            /* "rank N exited with code C": N failed on an error of its own, and
+             * published why (a rank killed by a signal had no time to). */
+            return strstr(msg, " exited with code ") != NULL && sscanf(msg, "rank %d", &dead) == 1 &&
+                           dead >= 0 && dead < st->size
+                       ? dead : -1;
+        }
+        if (rc < 0 || dc_now_ns() >= deadline) {
+            return -1;
+        }
+        (void)poll(&pfd, 1, 50);
+    }
+}
+
 dc_status_t dc_bootstrap_connect(dc_state_t *st)
 {
     int start_ms = (int)DC_MAX(dc_config.timeout_ms, 60000u);
@@ -334,6 +381,7 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
     boot.ifname = dc_config.ifname[0] ? dc_config.ifname : NULL;
     boot.timeout_ms = start_ms;
     boot.tcp_encrypt = dc_config.tcp_encrypt;
+    boot.abort_fd = &st->events_fd;
     DC_CHECK_GOTO(dc_net_open(&boot, dc_config.transports, &st->net), status, err);
     dc_net_set_timeout(st->net, (int)dc_config.timeout_ms);
     if (st->events_fd >= 0) {

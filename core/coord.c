@@ -44,46 +44,9 @@ enum { VF_SLOW, VF_SHUTDOWN, VF_TUNE /* autotune: rank 0's choice */, VF_COUNT }
 
 static dc_status_t fail_all(coord_t *c, dc_status_t status, const char *msg);
 
-/* When dlaunch reports a rank's death, that is the cause to give, not what
- * this rank saw of it (a closed connection, a peer that went quiet). A lost
- * connection means a process probably ended, which dlaunch reports within
- * milliseconds: wait up to 1 s for its word. A timeout means a peer went
- * quiet while alive (stopped, hung, cut off), which dlaunch cannot see: take
- * only what it has already said, so the failure comes at DCOMM_TIMEOUT. */
 static int launcher_cause(coord_t *c, dc_status_t status, char *text, size_t cap)
 {
-    char msg[512], seen[1024];
-    struct pollfd pfd = {.fd = c->st->events_fd, .events = POLLIN};
-    uint64_t deadline = dc_now_ns() + (status == DCOMM_ERR_TIMEOUT ? 0 : 1000000000ull);
-
-    if (c->st->events_fd < 0 || (status != DCOMM_ERR_PEER_LOST &&
-                                 status != DCOMM_ERR_TRANSPORT && status != DCOMM_ERR_TIMEOUT) ||
-        strstr(text, "dlaunch:") != NULL) {
-        return -1;
-    }
-    for (;;) {
-        int rc = dc_rdv_events_read(c->st->events_fd, msg, sizeof(msg));
-
-        if (rc == 1) {
-            size_t len;
-            int dead;
-
-            snprintf(seen, sizeof(seen), "%s", text);
-            len = (size_t)snprintf(text, cap, "%s (seen here as: ", msg);
-            if (len < cap) {
-                snprintf(text + len, cap - len, "%.*s)", (int)(cap - len - 2), seen);
-            }
-            /* "rank N exited with code C": N failed on an error of its own, and
-             * published why (a rank killed by a signal had no time to). */
-            return strstr(msg, " exited with code ") != NULL && sscanf(msg, "rank %d", &dead) == 1 &&
-                           dead >= 0 && dead < c->size
-                       ? dead : -1;
-        }
-        if (rc < 0 || dc_now_ns() >= deadline) {
-            return -1;
-        }
-        (void)poll(&pfd, 1, 50);
-    }
+    return dc_bootstrap_launcher_cause(c->st, status, text, cap);
 }
 
 #define CAUSE_WAIT_MS 250 /* for a peer's own cause, which it publishes as it fails */
@@ -886,6 +849,11 @@ dc_status_t dc_coord_start(dc_state_t *st)
         status = dc_select_calibrate(c->sel, st->net, st->rank, st->size, c->tag++);
     }
     if (status < 0) {
+        /* A failed exchange may leave requests posted into c's buffers: the
+         * transports let go of them when the network closes, so close it
+         * first (init fails anyway). */
+        dc_net_close(st->net);
+        st->net = NULL;
         coord_free(c);
         return status;
     }

@@ -137,6 +137,11 @@ void dc_op_key(char *buf, size_t cap, dcomm_comm_t comm, const char *name);
 dc_status_t dc_bootstrap_identity(dc_state_t *st);
 dc_status_t dc_bootstrap_connect(dc_state_t *st);
 void dc_bootstrap_close(dc_state_t *st);
+/* When dlaunch has reported a rank's end, that is the cause to give, not what
+ * this rank saw of it: text (this rank's view, cap bytes) becomes "<dlaunch's
+ * word> (seen here as: <text>)". Returns the rank dlaunch said exited with an
+ * error code (it published a cause of its own), else -1. */
+int dc_bootstrap_launcher_cause(dc_state_t *st, dc_status_t status, char *text, size_t cap);
 
 /* coord.c */
 dc_status_t dc_coord_start(dc_state_t *st);

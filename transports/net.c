@@ -54,6 +54,8 @@ struct dc_net {
     dc_net_watch_fn_t watch_fn;
     void *watch_arg;
     uint64_t last_check_ns;
+    void **orphans;        /* memory of requests a failed wait left posted: */
+    int norphans;          /* freed after the transports close */
 };
 
 int dc_net_spec_allows(const char *spec, const char *name)
@@ -276,6 +278,10 @@ err_free:
     if (net->wake_fd >= 0) {
         close(net->wake_fd);
     }
+    for (int i = 0; i < net->norphans; i++) {
+        free(net->orphans[i]);
+    }
+    free(net->orphans);
     free(net->tp_of);
     free(net->eps);
     free(net);
@@ -298,6 +304,24 @@ void dc_net_close(dc_net_t *net)
     free(net->tp_of);
     free(net->eps);
     free(net);
+}
+
+void dc_net_free_after_close(dc_net_t *net, void *mem)
+{
+    void **grown;
+
+    if (mem == NULL) {
+        return;
+    }
+    grown = realloc(net->orphans, (size_t)(net->norphans + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        /* Freeing it now could let a transport write into freed memory: keep
+         * it for the life of the process instead. */
+        DC_WARN("net: out of memory: %p stays allocated", mem);
+        return;
+    }
+    net->orphans = grown;
+    net->orphans[net->norphans++] = mem;
 }
 
 dc_endpoint_t *dc_net_ep(dc_net_t *net, int rank)

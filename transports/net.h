@@ -60,6 +60,12 @@ dc_status_t dc_net_check(dc_net_t *net);
  * this cause). Call before dc_net_close. */
 void dc_net_fail(dc_net_t *net, const char *why);
 
+/* A failed wait may leave requests posted, and a transport completes them
+ * (writes their status, or data into their buffers) until it closes: memory
+ * holding such requests or buffers is handed here, and freed by
+ * dc_net_close after the transports have closed. mem: from malloc. */
+void dc_net_free_after_close(dc_net_t *net, void *mem);
+
 /* Another file descriptor to watch while sleeping (-1 for none). */
 void dc_net_set_watch(dc_net_t *net, int watch_fd, dc_net_watch_fn_t fn, void *arg);
 

@@ -55,6 +55,11 @@ typedef struct dc_bootstrap {
     int *peers;                   /* [npeers] ranks this transport will be asked to serve */
     int npeers;
     int tcp_encrypt;              /* DCOMM_TCP_ENCRYPT: seal tcp streams after the handshake */
+    /* NULL, or a descriptor that turns readable once the job has failed
+     * (dlaunch's event channel): a set-up wait for a peer that may never come
+     * polls it too and gives up with DCOMM_ERR_PEER_LOST, leaving its data
+     * unread (the caller reads the cause). */
+    const int *abort_fd;
 } dc_bootstrap_t;
 
 /* Every backend's endpoint starts with this header so generic code can reach

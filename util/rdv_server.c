@@ -402,6 +402,13 @@ static void handle_auth(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
     DC_DEBUG("rdv server: rank %d authenticated from %s (%s)", (int)m->rank, c->peer,
              c->state == CONN_EVENTS ? "events" : "store");
     conn_send(s, c, &ok);
+    if (c->state == CONN_EVENTS && s->failed[0] != '\0') {
+        /* Connected after the job failed: it still learns why. */
+        dc_rdv_msg_t ev = {.type = DC_RDV_MSG_EVENT, .val = s->failed,
+                           .val_len = DC_MIN(strlen(s->failed), (size_t)DC_RDV_MAX_EVENT)};
+
+        conn_send(s, c, &ev);
+    }
 }
 
 static void conn_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)

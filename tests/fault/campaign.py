@@ -196,7 +196,8 @@ class Campaign:
         t = {"kind": kind, "np": rng.randint(2, 4), "transport": rng.choice(self.transports),
              "phase": "none", "rank": None, "op": None, "delay_us": 0, "hosts": None}
         if kind == "kill":
-            phases = [p for p in KILL_PHASES if p != "hier" or self.net_ok()]
+            phases = [p for p in KILL_PHASES if (p != "hier" or self.net_ok()) and
+                      (not self.a.phases or p in self.a.phases.split(","))]
             t["phase"] = rng.choice(phases)
         elif kind == "stop":
             t["phase"] = rng.choice(STOP_PHASES)
@@ -405,6 +406,12 @@ class Campaign:
                 if sd is not None and sd.split()[1] == "OK":
                     continue  # the fault came after this rank's shutdown had agreed
                 err = sd
+            if not lines:
+                # Not even its PID: dlaunch stopped it (SIGTERM on the first
+                # failure) before its main ran, so it never was in the job to
+                # see the fault; dlaunch itself named the cause.
+                res["notes"].append("rank %d: stopped by dlaunch before it started" % r)
+                continue
             if err is None:
                 res["why"].append("rank %d: no error recorded (%s)" % (
                     r, " | ".join(lines[-2:]) if lines else "no record"))
@@ -528,7 +535,8 @@ class Campaign:
                 ", ".join("%s %d" % (k, v) for k, v in sorted(st.items()))))
         log("(per trial, failed for: late: a survivor's error came after the bound; name: an"
             " error that does not name the cause; noerr: a survivor ended without an error of"
-            " its own; left: a process or file left; noted: a peer named as a second cause)")
+            " its own; left: a process or file left; noted: a peer named as a second cause,"
+            " or a rank dlaunch stopped before its main ran)")
         passed = sum(r["outcome"] in ("pass", "missed") for r in self.results)
         xfailed = sum(r["outcome"] == "xfail" for r in self.results)
         failed = len(self.results) - passed - xfailed
@@ -576,6 +584,8 @@ def main():
     ap.add_argument("--trials", type=int, default=5, help="trials per kind")
     ap.add_argument("--kinds", default=",".join(ALL_KINDS))
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--phases", default="",
+                    help="kill trials: only these phases (comma list of %s)" % ",".join(KILL_PHASES))
     ap.add_argument("--time-budget", type=float, default=3600.0, help="seconds; stops starting trials")
     ap.add_argument("--timeout-ms", type=int, default=3000, help="DCOMM_TIMEOUT of the jobs")
     ap.add_argument("--kill-bound-ms", type=int, default=0,

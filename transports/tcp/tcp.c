@@ -77,6 +77,7 @@ struct dc_transport {
     int rank, size;
     uint8_t secret[DC_AUTH_SECRET_LEN];
     int timeout_ms;
+    int abort_fd; /* dc_bootstrap_t.abort_fd during set-up, else -1 */
     dc_store_t *store;
     int listen_fd;
     int epfd;
@@ -486,7 +487,7 @@ static dc_status_t hs_accept(dc_transport_t *tp, uint64_t hs_deadline)
 static dc_status_t accept_until(dc_transport_t *tp, int peer, uint64_t deadline)
 {
     uint64_t hs_ms = DC_TCP_HANDSHAKE_MS;
-    struct pollfd pfds[TCP_MAX_HANDSHAKES + 1];
+    struct pollfd pfds[TCP_MAX_HANDSHAKES + 2];
 
     if (tp->timeout_ms > 0) {
         hs_ms = DC_MIN(hs_ms, (uint64_t)tp->timeout_ms);
@@ -514,7 +515,14 @@ static dc_status_t accept_until(dc_transport_t *tp, int peer, uint64_t deadline)
                                                                                  : POLLOUT};
             wake = DC_MIN(wake, tp->hs[i].deadline);
         }
-        (void)poll(pfds, (nfds_t)(1 + tp->nhs), (int)((wake - DC_MIN(wake, now)) / 1000000 + 1));
+        /* Last: the job's abort descriptor (a peer that died before it
+         * connected never will). */
+        pfds[1 + tp->nhs] = (struct pollfd){.fd = tp->abort_fd, .events = POLLIN};
+        (void)poll(pfds, (nfds_t)(2 + tp->nhs), (int)((wake - DC_MIN(wake, now)) / 1000000 + 1));
+        if (tp->abort_fd >= 0 && pfds[1 + tp->nhs].revents != 0) {
+            return dc_error_set(DCOMM_ERR_PEER_LOST, "tcp: rank %d: the job failed while "
+                                "waiting for rank %d to connect", tp->rank, peer);
+        }
         for (int i = tp->nhs - 1; i >= 0; i--) { /* removal swaps in an already-seen one */
             int rc = hs_step(tp, &tp->hs[i]);
 
@@ -1201,6 +1209,7 @@ static dc_status_t tcp_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p)
     tp->rank = topo->rank;
     tp->size = topo->size;
     tp->timeout_ms = boot->timeout_ms;
+    tp->abort_fd = boot->abort_fd != NULL ? *boot->abort_fd : -1;
     tp->store = boot->store;
     tp->listen_fd = -1;
     memcpy(tp->secret, boot->secret, DC_AUTH_SECRET_LEN);
