@@ -1,12 +1,13 @@
 #!/bin/sh
 # Launcher tests: runs dlaunch with shell ranks (or rdv_probe) and checks exit
 # codes, prefixed output, failure reports and that no rank process is left.
-# usage: dlaunch_test.sh DLAUNCH PROBE CASE [HVD_FUSION]
+# usage: dlaunch_test.sh DLAUNCH PROBE CASE [HVD_FUSION [FLOOD_JOB]]
 set -u
 DLAUNCH=$1
 PROBE=$2
 CASE=$3
 FUSION=${4:-}
+FLOOD_JOB=${5:-}
 # The cases set the DCOMM_*/HOROVOD_* variables they test; none is inherited
 # (dlaunch forwards them, and a caller's DCOMM_SANITIZERS=0 would show up in
 # the commands the cases compare).
@@ -138,6 +139,22 @@ rdv_flood)
     SLOW=$(sed -n 's/.*started behind the idle connections in \([0-9]*\) ms/\1/p' "$TMP/out" | awk '$1 > 5000')
     [ -z "$SLOW" ] || fail "a rank took more than 5 s to start: $SLOW ms"
     [ "$(wc -l <"$TMP/err")" -le 50 ] || fail "$(wc -l <"$TMP/err") lines of warnings"
+    ;;
+rdv_flood_job)
+    # The same flood (4300 idle connections on the rendezvous server, held by
+    # rank 0 from before dcomm_init) under a real job: all four ranks' dcomm_init
+    # (store, hosts, event channel, transports, calibration) and an allreduce.
+    N=4300
+    [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge $((2 * N + 200)) ] || N=$(( ($(ulimit -Hn) - 200) / 2 ))
+    ( ulimit -Sn 1024; run -np 4 "$FLOOD_JOB" "$TMP" $N; echo "$RC" >"$TMP/rc" )
+    RC=$(cat "$TMP/rc")
+    expect_rc 0
+    expect_out "[0] rank 0 holds $N idle connections"
+    for r in 0 1 2 3; do
+        expect_out "[$r] rank $r of 4: init and allreduce behind the idle connections"
+    done
+    SLOW=$(sed -n 's/.*behind the idle connections in \([0-9]*\) ms/\1/p' "$TMP/out" | awk '$1 > 10000')
+    [ -z "$SLOW" ] || fail "a rank took more than 10 s to start: $SLOW ms"
     ;;
 events)
     run -np 3 "$PROBE" events
