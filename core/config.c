@@ -83,6 +83,10 @@ static const cfg_row_t cfg_table[] = {
      "run the coordinator thread this many nice levels above the thread that called "
      "dcomm_init, so collectives preempt the application's compute (below nice 0 needs "
      "CAP_SYS_NICE or RLIMIT_NICE, else as far as allowed); 0 leaves it equal", 0},
+    {"DCOMM_FUSION_BYPASS", "1M", CFG_SIZE, CFG_FIELD(fusion_bypass),
+     "an allreduce larger than this (or than half of DCOMM_FUSION_THRESHOLD when that is "
+     "less) runs alone, in place, without the copy into the fusion buffer; 0: half of "
+     "DCOMM_FUSION_THRESHOLD; every rank uses rank 0's value", 0},
     {"DCOMM_SHM_RING_SIZE", "0", CFG_SIZE, CFG_FIELD(shm_ring_size),
      "bytes of each shared-memory ring (one per peer pair and direction), 4K to 1G, rounded "
      "up to a power of two; 0: 4M, halved (to 256K at least) while a rank's rings would "

@@ -34,6 +34,7 @@ typedef struct dc_config {
     int tcp_encrypt;
     int stats;
     int64_t coord_priority; /* nice levels above the initializing thread */
+    uint64_t fusion_bypass; /* bytes: a larger allreduce skips the fusion buffer */
     uint64_t shm_ring_size; /* bytes; 0: the shm transport's own choice */
     char module_path[4096];
     char topo_file[1024];

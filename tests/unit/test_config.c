@@ -209,17 +209,20 @@ static void test_more_rows(void **state)
 {
     (void)state;
     assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.fusion_bypass, 1ull << 20);
     assert_int_equal(dc_config.shm_ring_size, 0);
     assert_int_equal(dc_config.start_timeout_ms, 0);
     assert_int_equal(dc_config.rank, 0);
     assert_int_equal(dc_config.size, 1);
     assert_null(dc_config_source("DCOMM_RANK"));
+    setenv("DCOMM_FUSION_BYPASS", "256K", 1);
     setenv("DCOMM_SHM_RING_SIZE", "64K", 1);
     setenv("DCOMM_START_TIMEOUT", "90", 1); /* dlaunch's whole seconds */
     setenv("DCOMM_RANK", "3", 1);
     setenv("DCOMM_SIZE", "4", 1);
     setenv("DCOMM_JOB_ID", "0123abcd", 1);
     assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.fusion_bypass, 256ull << 10);
     assert_int_equal(dc_config.shm_ring_size, 64ull << 10);
     assert_int_equal(dc_config.start_timeout_ms, 90000);
     assert_int_equal(dc_config.rank, 3);
@@ -232,6 +235,7 @@ static void test_more_rows(void **state)
     unsetenv("DCOMM_RANK");
     unsetenv("DCOMM_SIZE");
     unsetenv("DCOMM_JOB_ID");
+    unsetenv("DCOMM_FUSION_BYPASS");
     unsetenv("DCOMM_SHM_RING_SIZE");
     unsetenv("DCOMM_START_TIMEOUT");
 
