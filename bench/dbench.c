@@ -11,6 +11,7 @@
 
 #include "bench_common.h"
 #include "coll_world.h"
+#include "config.h"
 #include "dc_reduce.h"
 #include "dcomm.h"
 
@@ -241,6 +242,28 @@ static const char *direct_algo(void *vctx)
     return ((direct_ctx_t *)vctx)->algo;
 }
 
+/* The job's settings from the config table, as dcomm_init would take them. */
+static dc_status_t direct_open(direct_ctx_t *ctx)
+{
+    dc_status_t st = dc_config_load();
+    int in_job = dc_config_source("DCOMM_RANK") && dc_config_source("DCOMM_SIZE");
+    dc_coll_world_env_t env = {
+        .rank = dc_config.rank,
+        .size = in_job ? dc_config.size : 0,
+        .rendezvous = dc_config.rendezvous,
+        .job_secret = dc_config_source("DCOMM_JOB_SECRET") ? dc_config.job_secret : NULL,
+        .transports = dc_config.transports,
+        .tune = dc_config.tune,
+        .shm_ring_size = dc_config.shm_ring_size,
+    };
+
+    if (st != DCOMM_OK) {
+        return st;
+    }
+    dc_reduce_set_isa(dc_reduce_isa_choose(dc_config.reduce_isa[0] ? dc_config.reduce_isa : NULL));
+    return dc_coll_world_open(&env, 60000, &ctx->w);
+}
+
 int main(int argc, char **argv)
 {
     bench_opts_t o;
@@ -253,7 +276,7 @@ int main(int argc, char **argv)
     }
     if (o.direct) {
         direct_ctx_t ctx = {0};
-        dc_status_t st = dc_coll_world_open(60000, &ctx.w);
+        dc_status_t st = direct_open(&ctx);
 
         if (st != DCOMM_OK) {
             fprintf(stderr, "dbench --direct: cannot set up: %s\n", dc_error_get());

@@ -32,26 +32,19 @@ struct dc_coll_world {
     uint64_t tag;
 };
 
-static dc_status_t env_identity(int *rank_p, int *size_p)
+static dc_status_t env_identity(const dc_coll_world_env_t *env, int *rank_p, int *size_p)
 {
-    const char *r = getenv("DCOMM_RANK"), *s = getenv("DCOMM_SIZE");
-    char *e1 = NULL, *e2 = NULL;
-    long rank, size;
-
-    if (r == NULL || s == NULL) {
+    if (env->size == 0) {
         *rank_p = 0;
         *size_p = 1;
         return DCOMM_OK;
     }
-    rank = strtol(r, &e1, 10);
-    size = strtol(s, &e2, 10);
-    if (*r == '\0' || *s == '\0' || *e1 != '\0' || *e2 != '\0' || size < 1 || rank < 0 ||
-        rank >= size || size > 1 << 20) {
-        return dc_error_set(DCOMM_ERR_INVALID_ARG, "DCOMM_RANK='%s' / DCOMM_SIZE='%s' are not a "
-                            "valid rank of a job", r, s);
+    if (env->size < 1 || env->rank < 0 || env->rank >= env->size || env->size > 1 << 20) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "DCOMM_RANK=%lld / DCOMM_SIZE=%lld are not a "
+                            "valid rank of a job", (long long)env->rank, (long long)env->size);
     }
-    *rank_p = (int)rank;
-    *size_p = (int)size;
+    *rank_p = (int)env->rank;
+    *size_p = (int)env->size;
     return DCOMM_OK;
 }
 
@@ -116,9 +109,10 @@ out:
     return status;
 }
 
-static dc_status_t world_store(dc_coll_world_t *w, int rank, int timeout_ms)
+static dc_status_t world_store(dc_coll_world_t *w, const dc_coll_world_env_t *env, int rank,
+                               int timeout_ms)
 {
-    const char *rdv = getenv("DCOMM_RENDEZVOUS"), *hex = getenv("DCOMM_JOB_SECRET");
+    const char *rdv = env->rendezvous, *hex = env->job_secret;
 
     if (rdv == NULL || *rdv == '\0' || hex == NULL) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "rank %d has no rendezvous: start the job "
@@ -141,7 +135,8 @@ static int world_cores(void)
     return (int)sysconf(_SC_NPROCESSORS_ONLN);
 }
 
-dc_status_t dc_coll_world_open(int timeout_ms, dc_coll_world_t **w_p)
+dc_status_t dc_coll_world_open(const dc_coll_world_env_t *env, int timeout_ms,
+                               dc_coll_world_t **w_p)
 {
     dc_coll_world_t *w = calloc(1, sizeof(*w));
     dc_bootstrap_t boot = {0};
@@ -151,7 +146,7 @@ dc_status_t dc_coll_world_open(int timeout_ms, dc_coll_world_t **w_p)
     if (w == NULL) {
         return dc_error_set(DCOMM_ERR_NO_MEMORY, "coll world: out of memory");
     }
-    DC_CHECK_GOTO(env_identity(&rank, &size), status, err);
+    DC_CHECK_GOTO(env_identity(env, &rank, &size), status, err);
     w->ranks = calloc((size_t)size, sizeof(int));
     w->host_of = calloc((size_t)size, sizeof(int));
     w->local_rank_of = calloc((size_t)size, sizeof(int));
@@ -172,7 +167,7 @@ dc_status_t dc_coll_world_open(int timeout_ms, dc_coll_world_t **w_p)
                           .local_rank_of = w->local_rank_of, .local_size = 1,
                           .ncores = world_cores()};
     if (size > 1) {
-        DC_CHECK_GOTO(world_store(w, rank, timeout_ms), status, err);
+        DC_CHECK_GOTO(world_store(w, env, rank, timeout_ms), status, err);
         DC_CHECK_GOTO(world_hosts(w, rank, size, timeout_ms), status, err);
         boot.local_addr = dc_rdv_client_local_addr(w->store);
     }
@@ -180,9 +175,10 @@ dc_status_t dc_coll_world_open(int timeout_ms, dc_coll_world_t **w_p)
     boot.store = w->store;
     boot.secret = w->secret;
     boot.timeout_ms = timeout_ms;
-    DC_CHECK_GOTO(dc_net_open(&boot, getenv("DCOMM_TRANSPORTS"), &w->net), status, err);
+    boot.shm_ring_size = env->shm_ring_size;
+    DC_CHECK_GOTO(dc_net_open(&boot, env->transports, &w->net), status, err);
     dc_net_set_timeout(w->net, timeout_ms);
-    DC_CHECK_GOTO(dc_select_create(getenv("DCOMM_TUNE"), &w->sel), status, err);
+    DC_CHECK_GOTO(dc_select_create(env->tune, &w->sel), status, err);
     w->ctx = (dc_coll_ctx_t){.net = w->net, .rank = rank, .size = size, .ranks = w->ranks,
                              .host_of = w->host_of, .nhosts = w->topo.nhosts,
                              .scratch = w->ctx.scratch, .scratch_size = DC_COLL_SCRATCH_MIN,

@@ -2,11 +2,11 @@
  * A collective context of its own over every rank of a job that dlaunch
  * started, without dcomm_init and its coordinator: for benchmarks and tools
  * that time one algorithm alone on the transport (dbench --direct). It opens
- * the rendezvous store (DCOMM_RANK, DCOMM_SIZE, DCOMM_RENDEZVOUS,
- * DCOMM_JOB_SECRET), learns which ranks share a host, opens the network
- * (DCOMM_TRANSPORTS), calibrates the cost model, creates the host's shm-direct
- * segment when all ranks are on one host over shm, and picks algorithms as the
- * coordinator does (DCOMM_TUNE). Do not mix with dcomm_init in one process.
+ * the rendezvous store, learns which ranks share a host, opens the network,
+ * calibrates the cost model, creates the host's shm-direct segment when all
+ * ranks are on one host over shm, and picks algorithms as the coordinator
+ * does. The settings come from the caller, who reads them from the config
+ * table. Do not mix with dcomm_init in one process.
  */
 #ifndef DC_COLL_WORLD_H
 #define DC_COLL_WORLD_H
@@ -16,8 +16,19 @@
 
 typedef struct dc_coll_world dc_coll_world_t;
 
+/* The job's settings (core/config.c's rows of the same names). */
+typedef struct dc_coll_world_env {
+    int64_t rank, size;     /* DCOMM_RANK, DCOMM_SIZE; size 0: not in a job (one rank) */
+    const char *rendezvous; /* DCOMM_RENDEZVOUS */
+    const char *job_secret; /* DCOMM_JOB_SECRET, or NULL */
+    const char *transports; /* DCOMM_TRANSPORTS */
+    const char *tune;       /* DCOMM_TUNE */
+    uint64_t shm_ring_size; /* DCOMM_SHM_RING_SIZE */
+} dc_coll_world_env_t;
+
 /* Collective over all ranks. timeout_ms bounds every wait on a peer. */
-dc_status_t dc_coll_world_open(int timeout_ms, dc_coll_world_t **w_p);
+dc_status_t dc_coll_world_open(const dc_coll_world_env_t *env, int timeout_ms,
+                               dc_coll_world_t **w_p);
 void dc_coll_world_close(dc_coll_world_t *w);
 
 int dc_coll_world_rank(const dc_coll_world_t *w);

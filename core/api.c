@@ -59,6 +59,7 @@ DCOMM_API dcomm_status_t dcomm_init(void)
     st->events_fd = -1;
     atomic_store(&st->cuda_device, -1);
     DC_CHECK_GOTO(dc_config_load(), status, err);
+    dc_reduce_set_isa(dc_reduce_isa_choose(dc_config.reduce_isa[0] ? dc_config.reduce_isa : NULL));
     DC_CHECK_GOTO(dc_bootstrap_identity(st), status, err);
     dc_log_set_rank(st->rank);
     DC_CHECK_GOTO(dc_bootstrap_connect(st), status, err); /* loads the modules */

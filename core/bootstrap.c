@@ -60,6 +60,22 @@ static dc_status_t identity_from(dc_state_t *st, const char *rank_var, const cha
     return DCOMM_OK;
 }
 
+/* DCOMM_RANK and DCOMM_SIZE, which the config table has parsed. */
+static dc_status_t identity_from_dlaunch(dc_state_t *st)
+{
+    if (dc_config_source("DCOMM_SIZE") == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "dlaunch: DCOMM_RANK is set but DCOMM_SIZE "
+                            "is not");
+    }
+    if (dc_config.size < 1 || dc_config.size > INT_MAX || dc_config.rank >= dc_config.size) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "dlaunch: rank %lld is outside a job of "
+                            "size %lld", (long long)dc_config.rank, (long long)dc_config.size);
+    }
+    st->rank = (int)dc_config.rank;
+    st->size = (int)dc_config.size;
+    return DCOMM_OK;
+}
+
 dc_status_t dc_bootstrap_identity(dc_state_t *st)
 {
     dc_status_t status;
@@ -67,9 +83,9 @@ dc_status_t dc_bootstrap_identity(dc_state_t *st)
 
     st->rank = 0;
     st->size = 1;
-    if (getenv("DCOMM_RANK") != NULL) {
+    if (dc_config_source("DCOMM_RANK") != NULL) {
         source = "dlaunch";
-        status = identity_from(st, "DCOMM_RANK", "DCOMM_SIZE", source);
+        status = identity_from_dlaunch(st);
     } else if (getenv("OMPI_COMM_WORLD_RANK") != NULL) {
         source = "Open MPI";
         status = identity_from(st, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", source);
@@ -194,8 +210,8 @@ static void set_scope(dc_store_t *store)
 
 static dc_status_t open_store(dc_state_t *st, int timeout_ms)
 {
-    const char *rdv = getenv("DCOMM_RENDEZVOUS"), *dir = getenv("DCOMM_STORE_DIR");
-    const char *hex = getenv("DCOMM_JOB_SECRET");
+    const char *rdv = dc_config.rendezvous, *dir = dc_config.store_dir;
+    const char *hex = dc_config_source("DCOMM_JOB_SECRET") ? dc_config.job_secret : NULL;
     int have_secret = 0;
 
     if (hex != NULL) {
@@ -336,20 +352,19 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
     int start_ms = (int)DC_MAX(dc_config.timeout_ms, 60000u);
     dc_bootstrap_t boot = {0};
     dc_status_t status;
-    int s;
 
     st->events_fd = -1;
-    if (env_int("DCOMM_START_TIMEOUT", &s) == 1 && s > 0) {
-        start_ms = s * 1000;
+    if (dc_config.start_timeout_ms > 0) {
+        start_ms = (int)DC_MIN(dc_config.start_timeout_ms, (uint64_t)INT_MAX);
     }
-    dc_modules_load();
+    dc_modules_load(dc_config.module_path);
     if (st->size > 1) {
         lives++;
         DC_CHECK_GOTO(open_store(st, start_ms), status, err);
         DC_CHECK_GOTO(exchange_hosts(st, start_ms), status, err);
-        if (getenv("DCOMM_RENDEZVOUS") != NULL) {
+        if (dc_config.rendezvous[0] != '\0') {
             boot.local_addr = dc_rdv_client_local_addr(st->store);
-            if (dc_rdv_events_open(getenv("DCOMM_RENDEZVOUS"), st->secret, st->rank, start_ms,
+            if (dc_rdv_events_open(dc_config.rendezvous, st->secret, st->rank, start_ms,
                                    &st->events_fd) < 0) {
                 DC_WARN("no event channel from dlaunch (%s): peer loss is detected by the "
                         "transports alone", dc_error_get());
@@ -382,6 +397,7 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
     boot.timeout_ms = start_ms;
     boot.tcp_encrypt = dc_config.tcp_encrypt;
     boot.abort_fd = &st->events_fd;
+    boot.shm_ring_size = dc_config.shm_ring_size;
     DC_CHECK_GOTO(dc_net_open(&boot, dc_config.transports, &st->net), status, err);
     dc_net_set_timeout(st->net, (int)dc_config.timeout_ms);
     if (st->events_fd >= 0) {

@@ -13,8 +13,13 @@
 
 dc_config_t dc_config;
 
+/* CFG_EXTERNAL: read outside the C library (by the application or the Python
+ * package); a row so that it is documented and listed, never parsed here. */
 typedef enum { CFG_SIZE, CFG_DURATION_US, CFG_DURATION_MS, CFG_INT, CFG_BOOL, CFG_STRING,
-               CFG_LOG_LEVEL } cfg_type_t;
+               CFG_LOG_LEVEL, CFG_EXTERNAL } cfg_type_t;
+
+#define CFG_LAUNCH 1u /* set by dlaunch (or whoever starts the ranks), not a tuning */
+#define CFG_SECRET 2u /* its value is never printed */
 
 typedef struct cfg_row {
     const char *name;
@@ -23,59 +28,115 @@ typedef struct cfg_row {
     size_t offset;
     size_t size; /* strings: capacity */
     const char *doc;
+    unsigned flags; /* CFG_LAUNCH, CFG_SECRET */
 } cfg_row_t;
 
 #define CFG_FIELD(f) offsetof(dc_config_t, f), sizeof(((dc_config_t *)0)->f)
 
 static const cfg_row_t cfg_table[] = {
     {"DCOMM_FUSION_THRESHOLD", "128M", CFG_SIZE, CFG_FIELD(fusion_threshold),
-     "fuse tensors into buffers up to this size; 0 disables"},
+     "fuse neighbouring allreduces into one buffer up to this size; 0 disables", 0},
     {"DCOMM_CYCLE_TIME", "1ms", CFG_DURATION_US, CFG_FIELD(cycle_time_us),
-     "pace of the coordinator's negotiation cycles"},
+     "pace of the coordinator's negotiation cycles", 0},
     {"DCOMM_CACHE_CAPACITY", "1024", CFG_INT, CFG_FIELD(cache_capacity),
-     "response cache entries for the fast path; 0 disables"},
+     "response cache entries for the fast path; 0 disables", 0},
     {"DCOMM_TIMELINE", "", CFG_STRING, CFG_FIELD(timeline),
-     "write a Chrome-trace timeline to this path from rank 0"},
+     "write a Chrome-trace timeline to this path from rank 0", 0},
     {"DCOMM_TIMELINE_MARK_CYCLES", "off", CFG_BOOL, CFG_FIELD(timeline_mark_cycles),
      "mark the start of each coordinator cycle (CYCLE_START on a row 'coordinator') in the "
-     "timeline, as Horovod's HOROVOD_TIMELINE_MARK_CYCLES"},
+     "timeline, as Horovod's HOROVOD_TIMELINE_MARK_CYCLES", 0},
     {"DCOMM_AUTOTUNE", "off", CFG_BOOL, CFG_FIELD(autotune),
      "tune fusion threshold, cycle time and allreduce algorithm thresholds from measured "
-     "throughput"},
+     "throughput", 0},
     {"DCOMM_AUTOTUNE_LOG", "", CFG_STRING, CFG_FIELD(autotune_log),
-     "with DCOMM_AUTOTUNE: write every autotune sample to this CSV file (rank 0)"},
+     "with DCOMM_AUTOTUNE: write every autotune sample to this CSV file (rank 0)", 0},
     {"DCOMM_STALL_CHECK", "on", CFG_BOOL, CFG_FIELD(stall_check),
      "watch for tensors that some ranks submitted and others did not; off: no stall "
-     "warning and no stall shutdown"},
+     "warning and no stall shutdown", 0},
     {"DCOMM_STALL_WARNING", "60s", CFG_DURATION_MS, CFG_FIELD(stall_warning_ms),
-     "warn when a tensor waited this long on some ranks"},
+     "rank 0 warns when a tensor waited this long on some ranks, naming them", 0},
     {"DCOMM_STALL_SHUTDOWN", "0", CFG_DURATION_MS, CFG_FIELD(stall_shutdown_ms),
-     "fail stalled tensors with DCOMM_ERR_TIMEOUT after this long; 0 never"},
+     "fail stalled tensors with DCOMM_ERR_TIMEOUT after this long; 0 never", 0},
     {"DCOMM_DEADLOCK_TIMEOUT", "5s", CFG_DURATION_MS, CFG_FIELD(deadlock_timeout_ms),
      "when every rank waits on tensors that can never all be submitted and nothing changes "
-     "this long, fail those waits with DCOMM_ERR_MISMATCH naming each rank's wait; 0 never"},
+     "this long, fail those waits with DCOMM_ERR_MISMATCH naming each rank's wait; 0 never", 0},
     {"DCOMM_TIMEOUT", "30s", CFG_DURATION_MS, CFG_FIELD(timeout_ms),
-     "declare a peer lost when a wait on it makes no progress this long; 0 never"},
+     "declare a peer lost when a wait on it makes no progress this long; 0 never", 0},
     {"DCOMM_TRANSPORTS", "", CFG_STRING, CFG_FIELD(transports),
-     "transports to use, e.g. 'shm,tcp', or to exclude with '^', e.g. '^shm'"},
+     "transports to use, e.g. 'shm,tcp', or to exclude with '^', e.g. '^shm'; empty: all",
+     0},
     {"DCOMM_TUNE", "", CFG_STRING, CFG_FIELD(tune),
-     "algorithm overrides per op and size, e.g. 'allreduce:0-64K:rd#allreduce:64K-inf:ring'"},
+     "algorithm overrides per op and size, e.g. 'allreduce:0-64K:rd#allreduce:64K-inf:ring'", 0},
     {"DCOMM_CALIBRATE", "on", CFG_BOOL, CFG_FIELD(calibrate),
-     "measure link latency and bandwidth at init for the algorithm cost model; off: defaults"},
+     "measure link latency and bandwidth at init for the algorithm cost model; off: defaults", 0},
     {"DCOMM_LOG_LEVEL", "warn", CFG_LOG_LEVEL, CFG_FIELD(log_level),
-     "none, error, warn, info, debug or trace"},
+     "none, error, warn, info, debug or trace (stderr; lines carry host:pid:rank)", 0},
     {"DCOMM_IFNAME", "", CFG_STRING, CFG_FIELD(ifname),
-     "network interface that carries tcp traffic"},
+     "network interface that carries tcp traffic", 0},
     {"DCOMM_TCP_ENCRYPT", "off", CFG_BOOL, CFG_FIELD(tcp_encrypt),
      "encrypt and authenticate every tcp stream after its handshake (AES-256-GCM with AES-NI "
      "on both ends, else ChaCha20-Poly1305; keys from the job secret and both ends' nonces); "
-     "every rank must have the same value"},
+     "every rank must have the same value", 0},
     {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
-     "print per-rank statistics at shutdown"},
+     "print each rank's coordinator counters at shutdown", 0},
     {"DCOMM_COORD_PRIORITY", "20", CFG_INT, CFG_FIELD(coord_priority),
      "run the coordinator thread this many nice levels above the thread that called "
      "dcomm_init, so collectives preempt the application's compute (below nice 0 needs "
-     "CAP_SYS_NICE or RLIMIT_NICE, else as far as allowed); 0 leaves it equal"},
+     "CAP_SYS_NICE or RLIMIT_NICE, else as far as allowed); 0 leaves it equal", 0},
+    {"DCOMM_FUSION_BYPASS", "1M", CFG_SIZE, CFG_FIELD(fusion_bypass),
+     "an allreduce larger than this (or than half of DCOMM_FUSION_THRESHOLD when that is "
+     "less) runs alone, in place, without the copy into the fusion buffer; 0: half of "
+     "DCOMM_FUSION_THRESHOLD; every rank uses rank 0's value", 0},
+    {"DCOMM_SHM_RING_SIZE", "0", CFG_SIZE, CFG_FIELD(shm_ring_size),
+     "bytes of each shared-memory ring (one per peer pair and direction), 4K to 1G, rounded "
+     "up to a power of two; 0: 4M, halved (to 256K at least) while a rank's rings would "
+     "pass 256M", 0},
+    {"DCOMM_MODULE_PATH", "", CFG_STRING, CFG_FIELD(module_path),
+     "colon-separated directories searched for libdcomm-<name>.so before the one holding "
+     "libdcomm", 0},
+    {"DCOMM_TOPO_FILE", "", CFG_STRING, CFG_FIELD(topo_file),
+     "an hwloc XML file that dcomm-info shows as this machine's topology (tests)", 0},
+    {"DCOMM_REDUCE_ISA", "", CFG_STRING, CFG_FIELD(reduce_isa),
+     "lower the reduction kernels to scalar, avx2 or avx512 (a level this CPU cannot run, "
+     "or an unknown name, is ignored); empty: the best this CPU runs", 0},
+
+    /* The job: set by dlaunch for each rank, or read by dlaunch and the Python
+     * package. */
+    {"DCOMM_RANK", "0", CFG_INT, CFG_FIELD(rank),
+     "set by dlaunch: this rank's index in the job; when unset, OMPI_COMM_WORLD_RANK or "
+     "SLURM_PROCID, else a job of one rank", CFG_LAUNCH},
+    {"DCOMM_SIZE", "1", CFG_INT, CFG_FIELD(size),
+     "set by dlaunch with DCOMM_RANK: the number of ranks in the job", CFG_LAUNCH},
+    {"DCOMM_LOCAL_RANK", "", CFG_EXTERNAL, 0, 0,
+     "set by dlaunch for the application: this rank's index on its host (dcomm finds "
+     "dcomm_local_rank() itself)", CFG_LAUNCH},
+    {"DCOMM_LOCAL_SIZE", "", CFG_EXTERNAL, 0, 0,
+     "set by dlaunch for the application: the number of ranks on this host", CFG_LAUNCH},
+    {"DCOMM_CROSS_RANK", "", CFG_EXTERNAL, 0, 0,
+     "set by dlaunch for the application: the index of this rank's host", CFG_LAUNCH},
+    {"DCOMM_CROSS_SIZE", "", CFG_EXTERNAL, 0, 0,
+     "set by dlaunch for the application: the number of hosts", CFG_LAUNCH},
+    {"DCOMM_RENDEZVOUS", "", CFG_STRING, CFG_FIELD(rendezvous),
+     "set by dlaunch: host:port of its rendezvous store, where ranks exchange addresses",
+     CFG_LAUNCH},
+    {"DCOMM_JOB_SECRET", "", CFG_STRING, CFG_FIELD(job_secret),
+     "set by dlaunch: the job's secret (64 hexadecimal digits) that authenticates every "
+     "connection; never printed", CFG_LAUNCH | CFG_SECRET},
+    {"DCOMM_JOB_ID", "", CFG_EXTERNAL, 0, 0,
+     "set by dlaunch for the application: an id of the job (32 hexadecimal digits)",
+     CFG_LAUNCH},
+    {"DCOMM_START_TIMEOUT", "0", CFG_DURATION_MS, CFG_FIELD(start_timeout_ms),
+     "how long ranks wait for each other at start-up (dlaunch --start-timeout sets it, in "
+     "seconds); 0: the larger of DCOMM_TIMEOUT and 60s", CFG_LAUNCH},
+    {"DCOMM_STORE_DIR", "", CFG_STRING, CFG_FIELD(store_dir),
+     "without dlaunch: a directory shared by the job's ranks (one per job, mode 0700) "
+     "through which they find each other", CFG_LAUNCH},
+    {"DCOMM_RDV_ADDR", "", CFG_STRING, CFG_FIELD(rdv_addr),
+     "read by dlaunch: the address its rendezvous server binds to (--ifname wins); empty: "
+     "127.0.0.1, or every interface when ranks run on other hosts", CFG_LAUNCH},
+    {"DCOMM_LIBRARY", "", CFG_EXTERNAL, 0, 0,
+     "read by the Python package: the libdcomm.so to load (else it looks next to the "
+     "package and on the loader's path)", CFG_LAUNCH},
 };
 
 #define CFG_NROWS DC_ARRAY_SIZE(cfg_table)
@@ -123,15 +184,6 @@ static const struct {
 
 /* Where each row's value came from: NULL for its default, else the variable. */
 static const char *cfg_source[CFG_NROWS];
-
-/* Variables read elsewhere (identity, launcher, backends), so not "unknown". */
-static const char *const known_vars[] = {
-    "DCOMM_RANK", "DCOMM_SIZE", "DCOMM_LOCAL_RANK", "DCOMM_LOCAL_SIZE", "DCOMM_CROSS_RANK",
-    "DCOMM_CROSS_SIZE", "DCOMM_RENDEZVOUS", "DCOMM_JOB_SECRET", "DCOMM_JOB_ID",
-    "DCOMM_START_TIMEOUT", "DCOMM_SHM_RING_SIZE", "DCOMM_TCP_SOCKETS", "DCOMM_REDUCE_ISA",
-    "DCOMM_LIBRARY", "DCOMM_MODULE_PATH", "DCOMM_TOPO_FILE", "DCOMM_STORE_DIR",
-    "DCOMM_RDV_ADDR",
-};
 
 static int parse_scaled(const char *text, uint64_t *value_p, const char *const *units,
                         const uint64_t *scales, size_t nunits)
@@ -247,6 +299,8 @@ static int cfg_parse_row(const cfg_row_t *row, const char *text)
     case CFG_LOG_LEVEL:
         *(int *)field = dc_log_level_parse(text);
         return *(int *)field < 0 ? -1 : 0;
+    case CFG_EXTERNAL:
+        return 0; /* its readers parse it */
     }
     return -1;
 }
@@ -255,11 +309,6 @@ static int cfg_is_known(const char *name, size_t len)
 {
     for (size_t i = 0; i < DC_ARRAY_SIZE(cfg_table); i++) {
         if (strlen(cfg_table[i].name) == len && strncmp(cfg_table[i].name, name, len) == 0) {
-            return 1;
-        }
-    }
-    for (size_t i = 0; i < DC_ARRAY_SIZE(known_vars); i++) {
-        if (strlen(known_vars[i]) == len && strncmp(known_vars[i], name, len) == 0) {
             return 1;
         }
     }
@@ -304,34 +353,34 @@ static int cfg_parse_alias(const struct cfg_alias *a, const cfg_row_t *row, cons
     return cfg_parse_row(row, text);
 }
 
-dc_status_t dc_config_load(void)
+/* Row i: its default, then its DCOMM_* variable, else the first of its Horovod
+ * aliases that is set. */
+static dc_status_t cfg_load_row(size_t i)
 {
-    for (size_t i = 0; i < CFG_NROWS; i++) {
-        const cfg_row_t *row = &cfg_table[i];
-        const char *value = getenv(row->name);
+    const cfg_row_t *row = &cfg_table[i];
+    const char *value = getenv(row->name);
 
-        cfg_source[i] = NULL;
-        if (cfg_parse_row(row, row->dflt) != 0) {
-            return dc_error_set(DCOMM_ERR_INTERNAL, "bad default for %s", row->name);
+    cfg_source[i] = NULL;
+    if (cfg_parse_row(row, row->dflt) != 0) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "bad default for %s", row->name);
+    }
+    if (value != NULL && cfg_parse_row(row, value) != 0) {
+        if (row->flags & CFG_SECRET) {
+            return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s is not valid: %s", row->name,
+                                row->doc);
         }
-        if (value != NULL && cfg_parse_row(row, value) != 0) {
-            return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s='%s' is not valid: %s", row->name,
-                                value, row->doc);
-        }
-        cfg_source[i] = value != NULL ? row->name : NULL;
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "%s='%s' is not valid: %s", row->name,
+                            value, row->doc);
+    }
+    if (value != NULL) {
+        cfg_source[i] = row->name;
+        return DCOMM_OK;
     }
     for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
         const struct cfg_alias *a = &cfg_aliases[k];
-        const cfg_row_t *row = cfg_row(a->row);
-        const char *value = getenv(a->name);
-        size_t i;
 
-        if (row == NULL) {
-            return dc_error_set(DCOMM_ERR_INTERNAL, "alias %s of unknown %s", a->name, a->row);
-        }
-        i = (size_t)(row - cfg_table);
-        if (value == NULL || cfg_source[i] != NULL) {
-            continue; /* unset, or the DCOMM_* variable (or an earlier alias) wins */
+        if (strcmp(a->row, row->name) != 0 || (value = getenv(a->name)) == NULL) {
+            continue;
         }
         if (cfg_parse_alias(a, row, value) != 0) {
             return dc_error_set(DCOMM_ERR_INVALID_ARG,
@@ -339,6 +388,26 @@ dc_status_t dc_config_load(void)
                                 a->name, value, row->name, a->note, row->doc);
         }
         cfg_source[i] = a->name;
+        break;
+    }
+    return DCOMM_OK;
+}
+
+dc_status_t dc_config_load(void)
+{
+    dc_status_t status;
+
+    for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
+        if (cfg_row(cfg_aliases[k].row) == NULL) {
+            return dc_error_set(DCOMM_ERR_INTERNAL, "alias %s of unknown %s",
+                                cfg_aliases[k].name, cfg_aliases[k].row);
+        }
+    }
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        status = cfg_load_row(i);
+        if (status < 0) {
+            return status;
+        }
     }
     if (!dc_config.stall_check) {
         dc_config.stall_warning_ms = UINT64_MAX; /* never reached: no warning */
@@ -365,6 +434,16 @@ dc_status_t dc_config_load(void)
     return DCOMM_OK;
 }
 
+dc_status_t dc_config_load_one(const char *name)
+{
+    const cfg_row_t *row = cfg_row(name);
+
+    if (row == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "no setting is called %s", name);
+    }
+    return cfg_load_row((size_t)(row - cfg_table));
+}
+
 const char *dc_config_source(const char *name)
 {
     const cfg_row_t *row = cfg_row(name);
@@ -377,6 +456,10 @@ static void cfg_format(const cfg_row_t *row, char *buf, size_t cap)
     const void *field = (const char *)&dc_config + row->offset;
     static const char *const levels[] = {"none", "error", "warn", "info", "debug", "trace"};
 
+    if (row->flags & CFG_SECRET) {
+        snprintf(buf, cap, "%s", dc_config_source(row->name) != NULL ? "(hidden)" : "");
+        return;
+    }
     if (row->type == CFG_DURATION_MS && *(const uint64_t *)field == UINT64_MAX) {
         snprintf(buf, cap, "never");
         return;
@@ -402,35 +485,44 @@ static void cfg_format(const cfg_row_t *row, char *buf, size_t cap)
     case CFG_LOG_LEVEL:
         snprintf(buf, cap, "%s", levels[*(const int *)field]);
         break;
+    case CFG_EXTERNAL:
+        snprintf(buf, cap, "%s", getenv(row->name) != NULL ? getenv(row->name) : "");
+        break;
+    }
+}
+
+static void cfg_print_row(FILE *out, size_t i)
+{
+    const cfg_row_t *row = &cfg_table[i];
+    const char *aliases = "";
+    char value[600];
+
+    cfg_format(row, value, sizeof(value));
+    if (cfg_source[i] == NULL) {
+        fprintf(out, "%-26s = %-12s (default)\n", row->name, value);
+    } else {
+        fprintf(out, "%-26s = %-12s (from %s%s; default %s)\n", row->name, value,
+                cfg_source[i], strcmp(cfg_source[i], row->name) != 0 ? ", Horovod alias" : "",
+                row->dflt[0] ? row->dflt : "\"\"");
+    }
+    fprintf(out, "    %s\n", row->doc);
+    for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
+        if (strcmp(cfg_aliases[k].row, row->name) == 0) {
+            fprintf(out, "%s%s (%s)", *aliases ? ", " : "    alias: ", cfg_aliases[k].name,
+                    cfg_aliases[k].note);
+            aliases = "y";
+        }
+    }
+    if (*aliases) {
+        fputc('\n', out);
     }
 }
 
 void dc_config_print(FILE *out)
 {
-    char value[600];
-
     for (size_t i = 0; i < CFG_NROWS; i++) {
-        const cfg_row_t *row = &cfg_table[i];
-        const char *aliases = "";
-
-        cfg_format(row, value, sizeof(value));
-        if (cfg_source[i] == NULL) {
-            fprintf(out, "%-26s = %-12s (default)\n", row->name, value);
-        } else {
-            fprintf(out, "%-26s = %-12s (from %s%s; default %s)\n", row->name, value,
-                    cfg_source[i], strcmp(cfg_source[i], row->name) != 0 ? ", Horovod alias" : "",
-                    row->dflt[0] ? row->dflt : "\"\"");
-        }
-        fprintf(out, "    %s\n", row->doc);
-        for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_aliases); k++) {
-            if (strcmp(cfg_aliases[k].row, row->name) == 0) {
-                fprintf(out, "%s%s (%s)", *aliases ? ", " : "    alias: ", cfg_aliases[k].name,
-                        cfg_aliases[k].note);
-                aliases = "y";
-            }
-        }
-        if (*aliases) {
-            fputc('\n', out);
+        if (!(cfg_table[i].flags & CFG_LAUNCH)) {
+            cfg_print_row(out, i);
         }
     }
     for (size_t k = 0; k < DC_ARRAY_SIZE(cfg_accepted); k++) {
@@ -438,5 +530,30 @@ void dc_config_print(FILE *out)
 
         fprintf(out, "%-26s   accepted%s%s%s: %s\n", cfg_accepted[k].name, v ? " (set to '" : "",
                 v ? v : "", v ? "')" : "", cfg_accepted[k].note);
+    }
+    fprintf(out, "the job (set by dlaunch for each rank, or read by dlaunch and the Python "
+                 "package):\n");
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        if (cfg_table[i].flags & CFG_LAUNCH) {
+            cfg_print_row(out, i);
+        }
+    }
+}
+
+void dc_config_print_markdown(FILE *out)
+{
+    fprintf(out, "| variable | default | meaning |\n|---|---|---|\n");
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        const cfg_row_t *row = &cfg_table[i];
+        const char *tick = row->dflt[0] != '\0' ? "`" : "";
+
+        fprintf(out, "| `%s` | %s%s%s | ", row->name, tick, row->dflt, tick);
+        for (const char *c = row->doc; *c != '\0'; c++) {
+            if (strchr("|<*", *c) != NULL) {
+                fputc('\\', out); /* a cell's end, an HTML tag, emphasis */
+            }
+            fputc(*c, out);
+        }
+        fprintf(out, " |\n");
     }
 }

@@ -1,5 +1,9 @@
 /* Every setting is one row of a table: name, default as text, parser, doc. The
- * environment is parsed once at init into dc_config. */
+ * environment is parsed once at init into dc_config. This is the one place that
+ * reads DCOMM_* variables (tests/unit/check_env_reads.sh holds every other
+ * source to that): layers below core get their values from core at init (the
+ * transports through dc_bootstrap_t, the kernels through dc_reduce_set_isa);
+ * programs above it (dlaunch, dbench) link this table (dcomm_config). */
 #ifndef DC_CONFIG_H
 #define DC_CONFIG_H
 
@@ -30,6 +34,19 @@ typedef struct dc_config {
     int tcp_encrypt;
     int stats;
     int64_t coord_priority; /* nice levels above the initializing thread */
+    uint64_t fusion_bypass; /* bytes: a larger allreduce skips the fusion buffer */
+    uint64_t shm_ring_size; /* bytes; 0: the shm transport's own choice */
+    char module_path[4096];
+    char topo_file[1024];
+    char reduce_isa[16];
+    /* The job (set by dlaunch, or by whoever starts the ranks). */
+    int64_t rank;
+    int64_t size;
+    char rendezvous[256];
+    char job_secret[65];
+    uint64_t start_timeout_ms; /* 0: the larger of timeout_ms and 60 s */
+    char store_dir[1024];
+    char rdv_addr[64]; /* dlaunch's */
 } dc_config_t;
 
 extern dc_config_t dc_config;
@@ -40,9 +57,14 @@ extern dc_config_t dc_config;
  * unknown DCOMM_* variables (not about HOROVOD_* ones: Horovod has many that
  * dcomm has no use for). A malformed value is an error naming it. */
 dc_status_t dc_config_load(void);
+/* Loads one row (from its DCOMM_* variable, else its Horovod alias, else its
+ * default), for programs that need a few settings without the rest (dlaunch). */
+dc_status_t dc_config_load_one(const char *name);
 /* Prints every setting: name, value, where the value came from (default, the
  * DCOMM_* variable or a Horovod alias), default, doc and aliases (dcomm-info). */
 void dc_config_print(FILE *out);
+/* Every row as one Markdown table: variable, default, doc (README's table). */
+void dc_config_print_markdown(FILE *out);
 /* The variable a setting's value came from (NULL: its default), or NULL for an
  * unknown setting; for tests and dcomm-info. */
 const char *dc_config_source(const char *name);

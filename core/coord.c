@@ -741,10 +741,11 @@ static void coord_free(coord_t *c)
 /* Settings that must be equal everywhere come from rank 0. */
 static dc_status_t agree_settings(coord_t *c)
 {
-    uint64_t v[3] = {dc_config.fusion_threshold, dc_config.cycle_time_us,
-                     (uint64_t)(dc_config.cache_capacity > 0 ? dc_config.cache_capacity : 0)};
-    uint64_t mine[3] = {v[0], v[1], v[2]};
-    dc_coll_args_t args = {.sendbuf = v, .recvbuf = v, .count = 3, .dtype = DCOMM_INT64,
+    uint64_t v[4] = {dc_config.fusion_threshold, dc_config.cycle_time_us,
+                     (uint64_t)(dc_config.cache_capacity > 0 ? dc_config.cache_capacity : 0),
+                     dc_config.fusion_bypass};
+    uint64_t mine[4] = {v[0], v[1], v[2], v[3]};
+    dc_coll_args_t args = {.sendbuf = v, .recvbuf = v, .count = 4, .dtype = DCOMM_INT64,
                            .root = 0};
     dc_coll_ctx_t ctx = c->ctx;
     dc_status_t status = DCOMM_OK;
@@ -757,17 +758,18 @@ static dc_status_t agree_settings(coord_t *c)
         return status;
     }
     if (memcmp(v, mine, sizeof(v)) != 0) {
-        DC_WARN("DCOMM_FUSION_THRESHOLD, DCOMM_CYCLE_TIME or DCOMM_CACHE_CAPACITY differ from "
-                "rank 0's; using rank 0's");
+        DC_WARN("DCOMM_FUSION_THRESHOLD, DCOMM_CYCLE_TIME, DCOMM_CACHE_CAPACITY or "
+                "DCOMM_FUSION_BYPASS differ from rank 0's; using rank 0's");
     }
     if (v[2] > 1u << 20) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "DCOMM_CACHE_CAPACITY %llu is too large "
                             "(at most %u)", (unsigned long long)v[2], 1u << 20);
     }
     c->fusion_threshold = v[0];
-    /* Measured with bench/step_bench (ResNet-50 sizes, 2 ranks over shm):
-     * fusing only tensors up to 1 MiB beats fusing everything by 1.3-1.4x. */
-    c->bypass_bytes = 1u << 20;
+    /* DCOMM_FUSION_BYPASS's default, 1 MiB, was measured with bench/step_bench
+     * (ResNet-50 sizes, 2 ranks over shm): fusing only tensors up to 1 MiB beats
+     * fusing everything by 1.3-1.4x. Groups must be the same on every rank. */
+    c->bypass_bytes = (size_t)v[3];
     c->cycle_ns = v[1] * 1000ull;
     DC_CHECK_GOTO(dc_cache_init(&c->cache, (int)v[2]), status, out);
     if (v[2] > 0) {

@@ -5,6 +5,7 @@
  * each peer and the host of each rank:
  *   dcomm-info              everything
  *   dcomm-info -c           only the settings
+ *   dcomm-info --markdown   every setting as README's table (no values)
  *   dlaunch -np 4 dcomm-info --peers   only this rank's peer table */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,13 @@
 #include "module.h"
 #include "net.h"
 #include "topology.h"
+
+/* Modules sit next to libdcomm, which is linked into this program: there,
+ * unless DCOMM_MODULE_PATH says otherwise. */
+static const char *module_path(void)
+{
+    return dc_config_source("DCOMM_MODULE_PATH") ? dc_config.module_path : DC_INFO_MODULE_DIRS;
+}
 
 static void print_transports(void)
 {
@@ -29,7 +37,7 @@ static void print_transports(void)
         printf(" %s", builtin[i]->name);
     }
     printf("\nmodules:\n");
-    dc_modules_load();
+    dc_modules_load(module_path());
     for (int i = 0; dc_module_report(i, &name, &loaded, &detail); i++) {
         printf("  %-5s %s: %s\n", name, loaded ? "loaded" : "not loaded", detail);
     }
@@ -39,7 +47,7 @@ static void print_topology(void)
 {
     dc_machine_t *m;
 
-    if (dc_machine_load(&m) != DCOMM_OK) {
+    if (dc_machine_load(dc_config.topo_file, &m) != DCOMM_OK) {
         printf("topology: unavailable (%s)\n", dcomm_last_error());
         return;
     }
@@ -52,6 +60,7 @@ static int print_peers(void)
 {
     dc_state_t *st;
 
+    dc_modules_load(module_path()); /* the first load's path counts: before dcomm_init */
     if (dcomm_init() != DCOMM_OK) {
         fprintf(stderr, "dcomm-info: dcomm_init: %s\n", dcomm_last_error());
         return 1;
@@ -72,7 +81,7 @@ static int print_peers(void)
 
 static int in_job(void)
 {
-    return getenv("DCOMM_RANK") != NULL || getenv("OMPI_COMM_WORLD_RANK") != NULL ||
+    return dc_config_source("DCOMM_RANK") != NULL || getenv("OMPI_COMM_WORLD_RANK") != NULL ||
            getenv("SLURM_PROCID") != NULL;
 }
 
@@ -80,21 +89,28 @@ int main(int argc, char **argv)
 {
     int settings_only = argc > 1 && strcmp(argv[1], "-c") == 0;
     int peers_only = argc > 1 && strcmp(argv[1], "--peers") == 0;
+    int markdown = argc > 1 && strcmp(argv[1], "--markdown") == 0;
+    char load_error[1024] = "";
 
-    if (argc > 2 || (argc == 2 && !settings_only && !peers_only)) {
-        fprintf(stderr, "usage: dcomm-info [-c | --peers]\n");
+    if (argc > 2 || (argc == 2 && !settings_only && !peers_only && !markdown)) {
+        fprintf(stderr, "usage: dcomm-info [-c | --peers | --markdown]\n");
         return 2;
     }
-    /* Modules sit next to libdcomm, which is linked into this program. */
-    setenv("DCOMM_MODULE_PATH", DC_INFO_MODULE_DIRS, 0);
+    if (markdown) {
+        dc_config_print_markdown(stdout);
+        return 0;
+    }
+    if (dc_config_load() != DCOMM_OK) {
+        snprintf(load_error, sizeof(load_error), "%s", dcomm_last_error());
+    }
     if (!settings_only && !peers_only) {
         printf("dcomm %s\n", dcomm_version());
         print_transports();
         print_topology();
     }
     if (!peers_only) {
-        if (dc_config_load() != DCOMM_OK) {
-            printf("settings: %s\n", dcomm_last_error());
+        if (load_error[0] != '\0') {
+            printf("settings: %s\n", load_error);
         }
         printf("settings:\n");
         dc_config_print(stdout);

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "dc_time.h"
 #include "dlaunch.h"
 #include "log.h"
@@ -1044,9 +1045,13 @@ static int any_remote(const dl_job_t *job)
  * as the first non-loopback address) when ranks run elsewhere. */
 static int rdv_addresses(const dl_job_t *job, char *bind_addr, char *advertised, size_t cap)
 {
-    const char *env = getenv("DCOMM_RDV_ADDR");
+    const char *env = dc_config.rdv_addr;
     int remote = any_remote(job);
 
+    if (dc_config_load_one("DCOMM_RDV_ADDR") != DCOMM_OK) {
+        fprintf(stderr, "dlaunch: %s\n", dc_error_get());
+        return -1;
+    }
     if (job->opt.ifname != NULL) {
         if (interface_addr(job->opt.ifname, bind_addr, cap) != 0) {
             fprintf(stderr, "dlaunch: --ifname %s: no such interface with an IPv4 address\n",
@@ -1118,11 +1123,10 @@ static int setup_signals(dl_job_t *job)
 
 static void configure_logging(const dl_job_t *job)
 {
-    const char *env = getenv("DCOMM_LOG_LEVEL");
-    int level = env ? dc_log_level_parse(env) : -1;
-
-    if (level >= 0) {
-        dc_log_set_level((dc_log_level_t)level);
+    /* DCOMM_LOG_LEVEL (or its Horovod alias); a malformed one is left to the ranks. */
+    if (dc_config_load_one("DCOMM_LOG_LEVEL") == DCOMM_OK &&
+        dc_config_source("DCOMM_LOG_LEVEL") != NULL) {
+        dc_log_set_level((dc_log_level_t)dc_config.log_level);
     } else if (job->opt.verbose) {
         dc_log_set_level(DC_LOG_LEVEL_DEBUG);
     }

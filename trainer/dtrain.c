@@ -36,7 +36,7 @@ typedef struct options {
     int checkpoint;
 } options_t;
 
-static int g_rank;
+static int g_rank = -1; /* until dcomm_init says (dlaunch prefixes lines with it anyway) */
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -44,7 +44,11 @@ static void die(const char *fmt, ...)
 {
     va_list ap;
 
-    fprintf(stderr, "dtrain: rank %d: ", g_rank);
+    if (g_rank >= 0) {
+        fprintf(stderr, "dtrain: rank %d: ", g_rank);
+    } else {
+        fprintf(stderr, "dtrain: ");
+    }
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -415,7 +419,6 @@ int main(int argc, char **argv)
     options_t o;
     dcomm_status_t st;
 
-    g_rank = getenv("DCOMM_RANK") ? atoi(getenv("DCOMM_RANK")) : 0;
     parse_options(argc, argv, &o);
     if ((st = dcomm_init()) != DCOMM_OK) {
         die("dcomm_init failed: %s: %s", dcomm_status_string(st), dcomm_last_error());

@@ -1,6 +1,7 @@
 /*
  * Finds and loads the optional modules: libdcomm-<name>.so in each directory of
- * DCOMM_MODULE_PATH, then next to libdcomm itself (dladdr). Once per process;
+ * the path the core passes (DCOMM_MODULE_PATH), then next to libdcomm itself
+ * (dladdr). Once per process;
  * a module that is absent or refuses to load is reported once at info level.
  */
 #include "module.h"
@@ -26,7 +27,8 @@ typedef struct module_slot {
 static module_slot_t slots[NMODULES];
 static const dc_module_t *loaded[NMODULES];
 static int nloaded;
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static int load_done;
 
 static void host_error_vset(const char *fmt, va_list ap)
 {
@@ -99,7 +101,7 @@ static int module_try(module_slot_t *slot, const char *name, const char *dir,
     return 1;
 }
 
-static void modules_load_once(void)
+static void modules_load_once(const char *path)
 {
     const dc_module_host_t host = {
         .abi_version = DC_MODULE_ABI_VERSION,
@@ -109,10 +111,9 @@ static void modules_load_once(void)
         .error_get = dc_error_get,
     };
     char dirs[4096] = "", own[PATH_MAX];
-    const char *env = getenv("DCOMM_MODULE_PATH");
 
-    if (env != NULL) {
-        snprintf(dirs, sizeof(dirs), "%s", env);
+    if (path != NULL) {
+        snprintf(dirs, sizeof(dirs), "%s", path);
     }
     if (self_dir(own, sizeof(own)) == 0) {
         size_t len = strlen(dirs);
@@ -148,9 +149,14 @@ static void modules_load_once(void)
     }
 }
 
-void dc_modules_load(void)
+void dc_modules_load(const char *path)
 {
-    pthread_once(&load_once, modules_load_once);
+    pthread_mutex_lock(&load_lock);
+    if (!load_done) {
+        modules_load_once(path);
+        load_done = 1;
+    }
+    pthread_mutex_unlock(&load_lock);
 }
 
 int dc_modules_count(void)

@@ -109,9 +109,11 @@ typedef struct dc_module {
     dc_status_t (*boot_bcast)(void *buf, size_t len, int root);
 } dc_module_t;
 
-/* Loads every module once per process (later calls return at once). Never
- * fails: a module that cannot be loaded is logged once at info level. */
-void dc_modules_load(void);
+/* Loads every module once per process (later calls return at once, whatever
+ * their path). path: colon-separated directories searched before the one
+ * holding libdcomm (DCOMM_MODULE_PATH), or NULL. Never fails: a module that
+ * cannot be loaded is logged once at info level. */
+void dc_modules_load(const char *path);
 
 /* Loaded modules: count, and each (NULL past the end). */
 int dc_modules_count(void);

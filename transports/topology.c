@@ -16,9 +16,8 @@ struct dc_machine {
     char source[300];
 };
 
-dc_status_t dc_machine_load(dc_machine_t **m_p)
+dc_status_t dc_machine_load(const char *xml, dc_machine_t **m_p)
 {
-    const char *xml = getenv("DCOMM_TOPO_FILE");
     dc_machine_t *m = calloc(1, sizeof(*m));
 
     if (m == NULL) {

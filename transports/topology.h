@@ -18,8 +18,9 @@ typedef struct dc_machine_counts {
     int gpus, nics; /* hwloc OS devices: GPU/CUDA co-processors; network/OpenFabrics */
 } dc_machine_counts_t;
 
-/* Loads DCOMM_TOPO_FILE when set (an hwloc XML), else this machine. */
-dc_status_t dc_machine_load(dc_machine_t **m_p);
+/* Loads xml (an hwloc XML file: DCOMM_TOPO_FILE) when not NULL or empty, else
+ * this machine. */
+dc_status_t dc_machine_load(const char *xml, dc_machine_t **m_p);
 void dc_machine_destroy(dc_machine_t *m);
 void dc_machine_counts(const dc_machine_t *m, dc_machine_counts_t *c_p);
 /* "xml:<path>" or "this machine". */

@@ -60,6 +60,7 @@ typedef struct dc_bootstrap {
      * polls it too and gives up with DCOMM_ERR_PEER_LOST, leaving its data
      * unread (the caller reads the cause). */
     const int *abort_fd;
+    uint64_t shm_ring_size;       /* DCOMM_SHM_RING_SIZE: bytes per shm ring, 0: automatic */
 } dc_bootstrap_t;
 
 /* Every backend's endpoint starts with this header so generic code can reach

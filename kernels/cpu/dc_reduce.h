@@ -55,12 +55,13 @@ float dc_bf16_to_float(uint16_t h);
 uint16_t dc_float_to_bf16(float f);
 
 /* What dispatch chose: "avx512", "avx2" or "scalar". The default is the best
- * level this CPU and build support, lowered by DCOMM_REDUCE_ISA=scalar|avx2|avx512
- * (read once; a level above what is supported, or an unknown value, is ignored). */
+ * level this CPU and build support; dcomm_init sets the level that
+ * dc_reduce_isa_choose gives for DCOMM_REDUCE_ISA (a level above what is
+ * supported, or an unknown value, is ignored). */
 const char *dc_reduce_isa(void);
 
-/* For tests and benchmarks: force the level ("scalar", "avx2", "avx512"), or
- * NULL to go back to the default. Returns 0, or -1 when the name is unknown or
+/* Forces the level ("scalar", "avx2", "avx512"), or NULL to go back to the
+ * default (dcomm_init, tests and benchmarks). Returns 0, or -1 when the name is unknown or
  * this CPU/build cannot run it (nothing changes then). Not meant to race with
  * reductions in flight: those finish on either level. */
 int dc_reduce_set_isa(const char *isa);

@@ -1,6 +1,7 @@
 /*
  * Entry points of the reduction kernels: picks the kernel table for this CPU
- * once (best level, lowered by DCOMM_REDUCE_ISA) and routes each call to it.
+ * once (the best level; dcomm_init lowers it as DCOMM_REDUCE_ISA says, through
+ * dc_reduce_set_isa) and routes each call to it.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -99,7 +100,7 @@ static const isa_level_t *isa_choose(const char *requested)
 
 static void isa_init_default(void)
 {
-    default_level = isa_choose(getenv("DCOMM_REDUCE_ISA"));
+    default_level = isa_choose(NULL);
     atomic_store_explicit(&active_level, default_level, memory_order_release);
 }
 

@@ -474,10 +474,9 @@ static void shm_rank1(const char *dir)
     dc_topo_t topo = {.rank = 1, .size = 2, .nhosts = 1, .host_of = host_of,
                       .local_rank_of = local_rank_of, .local_size = 2, .ncores = 2};
     dc_bootstrap_t boot = {.topo = &topo, .secret = fuzz_tcp_secret, .timeout_ms = 20000,
-                           .peers = peers, .npeers = 1};
+                           .peers = peers, .npeers = 1, .shm_ring_size = 4096};
     dc_transport_t *tp;
 
-    setenv("DCOMM_SHM_RING_SIZE", "4096", 1);
     if (dc_filestore_open(dir, &store) != DCOMM_OK) {
         _exit(2);
     }

@@ -19,7 +19,7 @@ static inline const dc_module_t *gpu_module_or_skip(const char *name)
     const char *mname, *detail;
     int loaded;
 
-    dc_modules_load();
+    dc_modules_load(getenv("DCOMM_MODULE_PATH")); /* a test: its own environment */
     mod = dc_module_find(name);
     if (mod != NULL) {
         return mod;

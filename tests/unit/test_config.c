@@ -1,5 +1,7 @@
 /* The config table's parsers, loading from the environment (defaults, units,
- * malformed values named in the error), and status strings from the X-macro. */
+ * malformed values named in the error), the rows that dlaunch sets (the secret
+ * never printed), dcomm-info's listings, a row reaching the layer below core
+ * (DCOMM_REDUCE_ISA through dcomm_init), and status strings from the X-macro. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "dc_reduce.h"
+#include "dcomm.h"
 
 static void test_sizes(void **state)
 {
@@ -200,6 +204,124 @@ static void test_horovod_aliases(void **state)
     unsetenv("DCOMM_CACHE_CAPACITY");
 }
 
+/* Rows added for every DCOMM_* variable that used to be read elsewhere. */
+static void test_more_rows(void **state)
+{
+    (void)state;
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.fusion_bypass, 1ull << 20);
+    assert_int_equal(dc_config.shm_ring_size, 0);
+    assert_int_equal(dc_config.start_timeout_ms, 0);
+    assert_int_equal(dc_config.rank, 0);
+    assert_int_equal(dc_config.size, 1);
+    assert_null(dc_config_source("DCOMM_RANK"));
+    setenv("DCOMM_FUSION_BYPASS", "256K", 1);
+    setenv("DCOMM_SHM_RING_SIZE", "64K", 1);
+    setenv("DCOMM_START_TIMEOUT", "90", 1); /* dlaunch's whole seconds */
+    setenv("DCOMM_RANK", "3", 1);
+    setenv("DCOMM_SIZE", "4", 1);
+    setenv("DCOMM_JOB_ID", "0123abcd", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_int_equal(dc_config.fusion_bypass, 256ull << 10);
+    assert_int_equal(dc_config.shm_ring_size, 64ull << 10);
+    assert_int_equal(dc_config.start_timeout_ms, 90000);
+    assert_int_equal(dc_config.rank, 3);
+    assert_int_equal(dc_config.size, 4);
+    assert_string_equal(dc_config_source("DCOMM_RANK"), "DCOMM_RANK");
+    assert_string_equal(dc_config_source("DCOMM_JOB_ID"), "DCOMM_JOB_ID");
+    setenv("DCOMM_RANK", "two", 1);
+    assert_int_equal(dc_config_load(), DCOMM_ERR_INVALID_ARG);
+    assert_non_null(strstr(dcomm_last_error(), "DCOMM_RANK='two'"));
+    unsetenv("DCOMM_RANK");
+    unsetenv("DCOMM_SIZE");
+    unsetenv("DCOMM_JOB_ID");
+    unsetenv("DCOMM_FUSION_BYPASS");
+    unsetenv("DCOMM_SHM_RING_SIZE");
+    unsetenv("DCOMM_START_TIMEOUT");
+
+    /* One row alone, as dlaunch loads DCOMM_LOG_LEVEL and DCOMM_RDV_ADDR. */
+    setenv("DCOMM_RDV_ADDR", "10.1.2.3", 1);
+    assert_int_equal(dc_config_load_one("DCOMM_RDV_ADDR"), DCOMM_OK);
+    assert_string_equal(dc_config.rdv_addr, "10.1.2.3");
+    assert_string_equal(dc_config_source("DCOMM_RDV_ADDR"), "DCOMM_RDV_ADDR");
+    unsetenv("DCOMM_RDV_ADDR");
+    assert_int_equal(dc_config_load_one("DCOMM_RDV_ADDR"), DCOMM_OK);
+    assert_string_equal(dc_config.rdv_addr, "");
+    assert_null(dc_config_source("DCOMM_RDV_ADDR"));
+    assert_int_equal(dc_config_load_one("DCOMM_NO_SUCH_ROW"), DCOMM_ERR_INVALID_ARG);
+}
+
+/* dcomm-info -c: every row, with its source; the job's secret never shows,
+ * neither there nor in the error for a malformed one. */
+static void test_listing(void **state)
+{
+    static const char secret[] =
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    char *list = NULL, *md = NULL;
+    size_t list_len = 0, md_len = 0;
+    FILE *f;
+    int rows = 0;
+
+    (void)state;
+    setenv("DCOMM_JOB_SECRET", secret, 1);
+    setenv("DCOMM_CYCLE_TIME", "2ms", 1);
+    assert_int_equal(dc_config_load(), DCOMM_OK);
+    assert_string_equal(dc_config.job_secret, secret);
+    f = open_memstream(&list, &list_len);
+    fputc('\n', f); /* each row then starts after a newline */
+    dc_config_print(f);
+    fclose(f);
+    f = open_memstream(&md, &md_len);
+    dc_config_print_markdown(f);
+    fclose(f);
+    assert_null(strstr(list, "00112233"));
+    assert_null(strstr(md, "00112233"));
+    assert_non_null(strstr(list, "DCOMM_JOB_SECRET           = (hidden)"));
+    assert_non_null(strstr(list, "(from DCOMM_CYCLE_TIME; default 1ms)"));
+    assert_non_null(strstr(list, "DCOMM_FUSION_THRESHOLD     = 134217728    (default)"));
+    /* The listing and the Markdown table have the same rows. */
+    for (char *line = strtok(md, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char name[64], row[80];
+
+        if (sscanf(line, "| `%63[A-Z_]`", name) == 1) {
+            snprintf(row, sizeof(row), "\n%-26s = ", name);
+            assert_non_null(strstr(list, row));
+            rows++;
+        }
+    }
+    for (const char *p = strstr(list, "\nDCOMM_"); p != NULL; p = strstr(p + 1, "\nDCOMM_")) {
+        rows--;
+    }
+    assert_int_equal(rows, 0);
+    free(list);
+    free(md);
+    /* Too long for its row: the error names the row, not the value. */
+    char long_secret[sizeof(secret) + 1];
+    memcpy(long_secret, secret, sizeof(secret) - 1);
+    memcpy(long_secret + sizeof(secret) - 1, "f", 2);
+    setenv("DCOMM_JOB_SECRET", long_secret, 1);
+    assert_int_equal(dc_config_load(), DCOMM_ERR_INVALID_ARG);
+    assert_non_null(strstr(dcomm_last_error(), "DCOMM_JOB_SECRET is not valid"));
+    assert_null(strstr(dcomm_last_error(), "00112233"));
+    unsetenv("DCOMM_JOB_SECRET");
+    unsetenv("DCOMM_CYCLE_TIME");
+}
+
+/* A row for a layer below core reaches it through dcomm_init: the kernels do
+ * not read DCOMM_REDUCE_ISA themselves. */
+static void test_reduce_isa_through_init(void **state)
+{
+    (void)state;
+    setenv("DCOMM_REDUCE_ISA", "scalar", 1);
+    assert_int_equal(dcomm_init(), DCOMM_OK);
+    assert_string_equal(dc_reduce_isa(), "scalar");
+    assert_int_equal(dcomm_shutdown(), DCOMM_OK);
+    unsetenv("DCOMM_REDUCE_ISA");
+    assert_int_equal(dcomm_init(), DCOMM_OK);
+    assert_string_equal(dc_reduce_isa(), dc_reduce_isa_choose(NULL));
+    assert_int_equal(dcomm_shutdown(), DCOMM_OK);
+}
+
 static void test_status_strings(void **state)
 {
     (void)state;
@@ -220,7 +342,8 @@ int main(void)
         cmocka_unit_test(test_sizes),  cmocka_unit_test(test_durations),
         cmocka_unit_test(test_bools),  cmocka_unit_test(test_load),
         cmocka_unit_test(test_ms),     cmocka_unit_test(test_horovod_aliases),
-        cmocka_unit_test(test_status_strings),
+        cmocka_unit_test(test_more_rows), cmocka_unit_test(test_listing),
+        cmocka_unit_test(test_reduce_isa_through_init), cmocka_unit_test(test_status_strings),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -941,42 +941,7 @@ static void test_isa_policy(void **state)
 #endif
 }
 
-/* Runs this executable again with DCOMM_REDUCE_ISA set; it prints its choice. */
-static void child_isa(const char *env_value, char *out, size_t len)
-{
-    char exe[4096], cmd[4300];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    FILE *p;
-
-    assert_true(n > 0);
-    exe[n] = '\0';
-    snprintf(cmd, sizeof(cmd), "DCOMM_REDUCE_ISA='%s' '%s' --print-isa", env_value, exe);
-    p = popen(cmd, "r");
-    assert_non_null(p);
-    assert_non_null(fgets(out, (int)len, p));
-    out[strcspn(out, "\n")] = '\0';
-    assert_int_equal(pclose(p), 0);
-}
-
-static void test_isa_env(void **state)
-{
-    char got[64];
-
-    (void)state;
-    child_isa("scalar", got, sizeof(got));
-    assert_string_equal(got, "scalar");
-    child_isa("bogus", got, sizeof(got));
-    assert_string_equal(got, dc_reduce_isa_choose(NULL));
-    child_isa("avx512", got, sizeof(got));
-    assert_string_equal(got, dc_reduce_isa_choose("avx512"));
-    if (dc_reduce_set_isa("avx2") == 0) {
-        child_isa("avx2", got, sizeof(got));
-        assert_string_equal(got, "avx2");
-    }
-    assert_int_equal(dc_reduce_set_isa(NULL), 0);
-}
-
-int main(int argc, char **argv)
+int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_supported_table),
@@ -993,12 +958,7 @@ int main(int argc, char **argv)
 #endif
         cmocka_unit_test(test_scale_integers_untouched),
         cmocka_unit_test(test_isa_policy),
-        cmocka_unit_test(test_isa_env),
     };
 
-    if (argc > 1 && strcmp(argv[1], "--print-isa") == 0) {
-        printf("%s\n", dc_reduce_isa());
-        return 0;
-    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,7 +156,7 @@ typedef int (*body_fn_t)(ctx_t *c);
 
 typedef struct scenario {
     int nprocs;
-    const char *ring_size; /* DCOMM_SHM_RING_SIZE, NULL: default */
+    uint64_t ring_size;    /* DCOMM_SHM_RING_SIZE in bytes, 0: default */
     int serve_self;        /* list this rank among its own peers */
     int killed_rank;       /* expected to die by SIGKILL, -1: none */
     body_fn_t body;
@@ -172,9 +172,7 @@ static void child_main(const scenario_t *sc, int rank, const char *dir)
     ctx_t c = {.rank = rank, .nprocs = sc->nprocs};
 
     g_rank = rank;
-    if (sc->ring_size != NULL) {
-        setenv("DCOMM_SHM_RING_SIZE", sc->ring_size, 1);
-    }
+    boot.shm_ring_size = sc->ring_size;
     for (int r = 0; r < sc->nprocs; r++) {
         local_rank_of[r] = r;
         if (r != rank || sc->serve_self) {
@@ -268,7 +266,7 @@ static int body_sizes(ctx_t *c)
 
 static void test_sizes(void **state)
 {
-    scenario_t sc = {.nprocs = 2, .ring_size = "1M", .killed_rank = -1, .body = body_sizes};
+    scenario_t sc = {.nprocs = 2, .ring_size = 1u << 20, .killed_rank = -1, .body = body_sizes};
 
     (void)state;
     run_scenario(&sc);
@@ -327,7 +325,7 @@ static int body_burst(ctx_t *c)
 
 static void test_burst(void **state)
 {
-    scenario_t sc = {.nprocs = 4, .ring_size = "4K", .killed_rank = -1, .body = body_burst};
+    scenario_t sc = {.nprocs = 4, .ring_size = 4096, .killed_rank = -1, .body = body_burst};
 
     (void)state;
     run_scenario(&sc);
@@ -387,7 +385,7 @@ static int body_mismatch(ctx_t *c)
 
 static void test_mismatch(void **state)
 {
-    scenario_t sc = {.nprocs = 2, .ring_size = "4K", .killed_rank = -1, .body = body_mismatch};
+    scenario_t sc = {.nprocs = 2, .ring_size = 4096, .killed_rank = -1, .body = body_mismatch};
 
     (void)state;
     run_scenario(&sc);
@@ -436,7 +434,7 @@ static int body_killed(ctx_t *c)
 
 static void test_peer_killed(void **state)
 {
-    scenario_t sc = {.nprocs = 3, .ring_size = "64K", .killed_rank = 1, .body = body_killed};
+    scenario_t sc = {.nprocs = 3, .ring_size = 64u << 10, .killed_rank = 1, .body = body_killed};
 
     (void)state;
     run_scenario(&sc);
@@ -523,7 +521,7 @@ static int body_killed_mid_message(ctx_t *c)
 
 static void test_killed_mid_message(void **state)
 {
-    scenario_t sc = {.nprocs = 2, .ring_size = "4K", .killed_rank = 1,
+    scenario_t sc = {.nprocs = 2, .ring_size = 4096, .killed_rank = 1,
                      .body = body_killed_mid_message};
 
     (void)state;
@@ -532,7 +530,7 @@ static void test_killed_mid_message(void **state)
 
 static void test_clean_exit(void **state)
 {
-    scenario_t sc = {.nprocs = 2, .ring_size = "64K", .killed_rank = -1,
+    scenario_t sc = {.nprocs = 2, .ring_size = 64u << 10, .killed_rank = -1,
                      .body = body_clean_exit};
 
     (void)state;
@@ -564,7 +562,7 @@ static int body_self_close(ctx_t *c)
 
 static void test_self_and_close(void **state)
 {
-    scenario_t sc = {.nprocs = 1, .ring_size = "64K", .serve_self = 1, .killed_rank = -1,
+    scenario_t sc = {.nprocs = 1, .ring_size = 64u << 10, .serve_self = 1, .killed_rank = -1,
                      .body = body_self_close};
 
     (void)state;
@@ -613,9 +611,8 @@ static int body_bandwidth(ctx_t *c)
     }
     if (c->rank == 1) {
         double s = (double)(dc_now_ns() - t0) / 1e9;
-        printf("[ shm bw   ] 64 MiB x %d: %.3f s, %.2f GB/s (ring %s)\n", ITERS, s,
-               (double)size * ITERS / s / 1e9,
-               getenv("DCOMM_SHM_RING_SIZE") ? getenv("DCOMM_SHM_RING_SIZE") : "default");
+        printf("[ shm bw   ] 64 MiB x %d: %.3f s, %.2f GB/s (default ring)\n", ITERS, s,
+               (double)size * ITERS / s / 1e9);
         fflush(stdout);
         CHECK(verify(buf, size, 0, 1, 0));
     }
@@ -668,11 +665,13 @@ static void test_bad_input(void **state)
     boot.npeers = 2;
     assert_int_equal(ops->open(&boot, &tp), DCOMM_ERR_INVALID_ARG);
 
-    setenv("DCOMM_SHM_RING_SIZE", "12Q", 1);
+    boot.shm_ring_size = 12; /* below the 4 KiB minimum */
     boot.npeers = 0;
     assert_int_equal(ops->open(&boot, &tp), DCOMM_ERR_INVALID_ARG);
-    assert_non_null(strstr(dc_error_get(), "DCOMM_SHM_RING_SIZE"));
-    unsetenv("DCOMM_SHM_RING_SIZE");
+    assert_non_null(strstr(dc_error_get(), "DCOMM_SHM_RING_SIZE=12"));
+    boot.shm_ring_size = 2ull << 30; /* above the 1 GiB maximum */
+    assert_int_equal(ops->open(&boot, &tp), DCOMM_ERR_INVALID_ARG);
+    boot.shm_ring_size = 0;
 
     /* rank 1 never shows up: open times out instead of hanging */
     peers[0] = 1;

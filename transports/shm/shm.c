@@ -91,31 +91,21 @@ static void ring_get(const uint8_t *data, uint64_t mask, uint64_t pos, void *dst
     }
 }
 
-/* DCOMM_SHM_RING_SIZE ("64K", "4M", bytes), rounded up to a power of two; by
- * default 4 MiB, less when many peers would make the segment too large. */
-static dc_status_t ring_size_get(int nrings, uint64_t *size_p)
+/* The requested ring size (DCOMM_SHM_RING_SIZE, in bytes; 0: automatic),
+ * rounded up to a power of two; by default 4 MiB, less when many peers would
+ * make the segment too large. */
+static dc_status_t ring_size_get(int nrings, uint64_t requested, uint64_t *size_p)
 {
-    const char *text = getenv("DCOMM_SHM_RING_SIZE");
     uint64_t size = DC_SHM_RING_DEFAULT;
 
-    if (text != NULL && *text != '\0') {
-        char *end;
-        unsigned long long v = strtoull(text, &end, 10);
-
-        const char *units = "kKmMgG";
-        const char *unit = (*end != '\0') ? strchr(units, *end) : NULL;
-        if (unit != NULL) {
-            v = (v > DC_SHM_RING_MAX) ? v : v << (10 * (1 + (unit - units) / 2)); /* no wrap */
-            end++;
-        }
-        if (end == text || (*end != '\0' && strcmp(end, "B") != 0 && strcmp(end, "iB") != 0) ||
-            v < DC_SHM_RING_MIN || v > DC_SHM_RING_MAX) {
+    if (requested != 0) {
+        if (requested < DC_SHM_RING_MIN || requested > DC_SHM_RING_MAX) {
             return dc_error_set(DCOMM_ERR_INVALID_ARG,
-                                "shm: DCOMM_SHM_RING_SIZE='%s' is not a size between %u and %u "
+                                "shm: DCOMM_SHM_RING_SIZE=%llu is not a size between %u and %u "
                                 "bytes",
-                                text, DC_SHM_RING_MIN, DC_SHM_RING_MAX);
+                                (unsigned long long)requested, DC_SHM_RING_MIN, DC_SHM_RING_MAX);
         }
-        size = v;
+        size = requested;
     } else {
         while (nrings > 0 && size > 256u * 1024u && size * (uint64_t)nrings > DC_SHM_SEG_BUDGET) {
             size /= 2;
@@ -147,10 +137,11 @@ static void memfd_close(dc_transport_t *tp)
     }
 }
 
-static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers)
+static dc_status_t seg_create(dc_transport_t *tp, const int *peers, int npeers,
+                              uint64_t ring_request)
 {
     uint64_t ring_size = 0;
-    dc_status_t status = ring_size_get(npeers, &ring_size);
+    dc_status_t status = ring_size_get(npeers, ring_request, &ring_size);
 
     if (status < 0) {
         return status;
@@ -438,7 +429,7 @@ static dc_status_t shm_tp_open(const dc_bootstrap_t *boot, dc_transport_t **tp_p
         status = dc_error_set(DCOMM_ERR_NO_MEMORY, "shm: out of memory");
         goto err;
     }
-    DC_CHECK_GOTO(seg_create(tp, boot->peers, boot->npeers), status, err);
+    DC_CHECK_GOTO(seg_create(tp, boot->peers, boot->npeers, boot->shm_ring_size), status, err);
     dc_shm_addr_t addr = {.magic = DC_SHM_MAGIC, .pid = (int32_t)getpid(), .fd = tp->memfd,
                           .size = tp->seg_size};
     snprintf(key, sizeof(key), "shm/%d", tp->rank);
