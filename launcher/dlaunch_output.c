@@ -206,4 +206,3 @@ void dl_streams_drain(dl_job_t *job, void *owner, dl_stream_t *s[2], dl_line_fn_
         }
     }
 }
-

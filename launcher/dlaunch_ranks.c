@@ -235,4 +235,3 @@ void dl_agents_signal(dl_job_t *job, int sig)
         }
     }
 }
-

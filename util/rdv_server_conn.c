@@ -142,4 +142,3 @@ void dc_rdv_conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
     c->fd = -1;
     c->state = CONN_DEAD;
 }
-

@@ -207,4 +207,3 @@ void dc_rdv_store_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
         break;
     }
 }
-

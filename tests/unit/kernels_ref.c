@@ -360,4 +360,3 @@ void fill_random(dcomm_dtype_t dt, unsigned char *p, size_t n)
         memcpy(e, &v, sz); /* little endian: the low bytes */
     }
 }
-

@@ -167,4 +167,3 @@ void run_scenario(const scenario_t *sc)
     assert_int_equal(count_dcomm_shm_files(), shm_before);
     assert_false(failed);
 }
-

@@ -319,4 +319,3 @@ void forge_answer(const uint8_t *hello, const uint8_t *secret, uint32_t claimed,
 {
     forge_answer_flags(hello, secret, claimed, target, 0, answer);
 }
-

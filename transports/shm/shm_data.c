@@ -366,4 +366,3 @@ void dc_shm_fail(dc_transport_t *tp, const char *why)
         }
     }
 }
-

@@ -330,4 +330,3 @@ void nn_direct_wgrad_row(const geom_t *g, const float *xp, const float *dy, int 
         }
     }
 }
-

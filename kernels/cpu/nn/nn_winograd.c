@@ -201,4 +201,3 @@ void nn_wino_image(const geom_t *g, const float *xp, const float *u, const float
     }
     wino_output(g, m, b, y);
 }
-
