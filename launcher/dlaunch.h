@@ -1,5 +1,8 @@
-/* dlaunch's parts: the host list (dlaunch_hosts.c), the remote side through an
- * rsh agent (dlaunch_remote.c) and the event loop with local ranks (dlaunch.c).
+/* dlaunch's parts, each calling only those listed before it: rank output and
+ * the verbose log (dlaunch_output.c), the command line (dlaunch_args.c), the
+ * host list (dlaunch_hosts.c), local ranks and stopping the job
+ * (dlaunch_ranks.c), the remote side through an rsh agent (dlaunch_remote.c),
+ * mpirun (dlaunch_mpi.c), and main with the event loop (dlaunch.c).
  *
  * Remote hosts: dlaunch runs `RSH... HOST DLAUNCH --agent` once per host. The
  * agent reads its job (environment, identity, program) from stdin, starts its
@@ -24,6 +27,7 @@
 #define DL_MAX_LINE    (64 * 1024) /* a longer line is cut and flushed in pieces */
 #define DL_HOST_MAX    256
 #define DL_EXIT_USAGE  2
+#define DL_EXIT_START_TIMEOUT 124 /* not every rank reached the rendezvous in time */
 
 typedef struct dl_host {
     char name[DL_HOST_MAX];
@@ -121,6 +125,14 @@ extern int dl_verbose;
         }                                                                                  \
     } while (0)
 
+/* ---- command line (dlaunch_args.c) ---- */
+
+/* Parses dlaunch's arguments into opt; horovodrun's tuning flags go into the
+ * environment. Returns 0, or the exit code to leave with (usage errors:
+ * DL_EXIT_USAGE, --help: 0 + 256). */
+int dl_args_parse(int argc, char **argv, dl_options_t *opt);
+const char *dl_bind_name(dl_bind_t bind);
+
 /* ---- hosts (dlaunch_hosts.c) ---- */
 
 /* Builds job->hosts from -H, --hostfile or a Slurm allocation (in that order;
@@ -135,8 +147,11 @@ int dl_hosts_parse_list(const char *text, dl_host_t **hosts_p, int *n_p, char *w
  * "2(x3),1" (NULL: 1 each). */
 int dl_hosts_parse_slurm(const char *nodelist, const char *tasks, dl_host_t **hosts_p,
                          int *n_p, char *why, size_t whylen);
+/* The host's name for HOROVOD_HOSTNAME: as given in -H / the hostfile / Slurm,
+ * or this machine's name when no host list was given. */
+const char *dl_host_label(const dl_job_t *job, const dl_host_t *host);
 
-/* ---- output and ranks (dlaunch.c) ---- */
+/* ---- output (dlaunch_output.c) ---- */
 
 void dl_write_all(dl_job_t *job, int fd, const struct iovec *iov, int iovcnt);
 /* One line of a rank: "[rank] text" on out_fd (the agent: a protocol line). */
@@ -151,18 +166,33 @@ int dl_stream_open(dl_stream_t *s, int fd, int out_fd);
  * wait_ms each): a process's last output before its verdict. */
 void dl_streams_drain(dl_job_t *job, void *owner, dl_stream_t *s[2], dl_line_fn_t fn[2],
                       int rounds, int wait_ms);
+/* The line function of a local rank's streams (owner: its dl_rank_t). */
+void dl_rank_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line, size_t len);
+/* --output-filename: opens every rank's stdout and stderr file; 0, or -1 after
+ * saying why on stderr. */
+int dl_output_files_open(dl_job_t *job);
+
+/* ---- local ranks and stopping the job (dlaunch_ranks.c) ---- */
+
+/* Starts every rank of the job's local hosts; -1 (the job failed) when one
+ * cannot be started. */
+int dl_ranks_start_local(dl_job_t *job);
+/* Sends sig to every local rank's process group and to every agent. */
+void dl_ranks_signal(dl_job_t *job, int sig);
+/* Stops the job: sig to every rank now, SIGKILL after the grace period. */
+void dl_ranks_stop(dl_job_t *job, int sig);
+/* Tells every running agent to send sig to its ranks. */
+void dl_agents_signal(dl_job_t *job, int sig);
+/* A local rank was reaped: its last output, then the verdict on it. */
+void dl_rank_exited(dl_job_t *job, dl_rank_t *r, int wstatus);
 /* A rank ended: prints the verdict, fails the job when it failed. */
 void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig);
 void dl_fail_job(dl_job_t *job, int code, const char *text);
-/* The host's name for HOROVOD_HOSTNAME: as given in -H / the hostfile / Slurm,
- * or this machine's name when no host list was given. */
-const char *dl_host_label(const dl_job_t *job, const dl_host_t *host);
 
 /* ---- remote hosts (dlaunch_remote.c) ---- */
 
 /* dlaunch side: starts the agent of every remote host. */
 int dl_agents_start(dl_job_t *job);
-void dl_agents_signal(dl_job_t *job, int sig);
 /* The agent's pid was reaped. */
 void dl_agent_exited(dl_job_t *job, dl_agent_t *a, int wstatus);
 void dl_agent_line(dl_job_t *job, void *owner, dl_stream_t *s, const char *line, size_t len);
@@ -181,8 +211,5 @@ int dl_mpi_exec(const dl_options_t *opt);
 /* `dlaunch --mpi-rsh HOST CMDLINE...`: Open MPI's rsh agent for an --rsh that
  * runs a program rather than a command line; argv starts at HOST. */
 int dl_mpi_rsh(int argc, char **argv);
-
-/* ---- binding (transports/topology.c through dlaunch.c) ---- */
-const char *dl_bind_name(dl_bind_t bind);
 
 #endif

@@ -307,3 +307,18 @@ int dl_hosts_plan(dl_job_t *job)
     }
     return 0;
 }
+
+const char *dl_host_label(const dl_job_t *job, const dl_host_t *host)
+{
+    static char self[256];
+
+    /* No host list given: this machine's name rather than "localhost". */
+    if (job->opt.hosts_arg == NULL && job->opt.hostfile == NULL && job->nhosts == 1 &&
+        host->local && strcmp(host->name, "localhost") == 0) {
+        if (self[0] == '\0' && gethostname(self, sizeof(self) - 1) != 0) {
+            snprintf(self, sizeof(self), "localhost");
+        }
+        return self;
+    }
+    return host->name;
+}

@@ -206,22 +206,6 @@ int dl_agents_start(dl_job_t *job)
     return 0;
 }
 
-void dl_agents_signal(dl_job_t *job, int sig)
-{
-    char line[16];
-    int len = snprintf(line, sizeof(line), "K %d\n", sig);
-
-    for (int i = 0; i < job->nagents; i++) {
-        dl_agent_t *a = &job->agents[i];
-
-        if (a->running && a->in_fd >= 0 && write(a->in_fd, line, (size_t)len) < 0 &&
-            errno != EAGAIN) {
-            close(a->in_fd); /* the agent is gone: its exit will be reported */
-            a->in_fd = -1;
-        }
-    }
-}
-
 /* A rank of this agent's host, or NULL. */
 static dl_rank_t *agent_rank(dl_job_t *job, const dl_agent_t *a, long rank)
 {

@@ -2,7 +2,9 @@
  * served over authenticated TCP from the caller's single-threaded event loop
  * (dlaunch). Non-blocking sockets, per-connection buffers; a connection that
  * sends garbage, fails the handshake or is too slow to finish it is logged and
- * dropped without disturbing the others. */
+ * dropped without disturbing the others. This file: listening, handshakes,
+ * reading and dispatching requests, and the public calls; the store is in
+ * rdv_server_store.c, connection output in rdv_server_conn.c. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -17,7 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "rdv.h"
+#include "rdv_server_int.h"
 #include "dc_time.h"
 
 #define AUTH_TIMEOUT_MS   5000
@@ -25,336 +27,8 @@
 /* Connections still in their handshake have their own budget, so strangers holding
  * idle sockets cannot crowd out ranks; when it is full the oldest is dropped. */
 #define MAX_UNAUTH_CONNS  1024
-#define MAX_WAITERS_PER_CONN 256 /* a rank waits on one key at a time */
-#define ENTRY_OVERHEAD    64  /* counted per key besides key and value bytes */
-#define MAX_OUT_BYTES     (64u << 20) /* a reader this far behind is dropped */
 #define MAX_STORE_BYTES   (256u << 20)
-#define NBUCKETS          1024
 #define INBUF_INITIAL     4096
-
-typedef enum conn_state {
-    CONN_AUTH_WAIT,
-    CONN_STORE,
-    CONN_EVENTS,
-    CONN_DEAD
-} conn_state_t;
-
-typedef struct conn {
-    int fd;
-    conn_state_t state;
-    int32_t rank;
-    uint64_t deadline_ns;
-    uint8_t nonce[DC_AUTH_NONCE_LEN];
-    uint8_t *in;
-    size_t in_len, in_cap;
-    uint8_t *out;
-    size_t out_off, out_len, out_cap;
-    int want_out;
-    int nwaiters;
-    char peer[64];
-    struct conn *next;
-} conn_t;
-
-typedef struct entry {
-    struct entry *next;
-    char *key;
-    uint8_t *val;
-    size_t len;
-} entry_t;
-
-typedef struct waiter {
-    struct waiter *next;
-    conn_t *conn;
-    uint32_t id;
-    char key[DC_RDV_MAX_KEY + 1];
-} waiter_t;
-
-struct dc_rdv_server {
-    int listen_fd;
-    int epfd;
-    int port;
-    uint8_t secret[DC_AUTH_SECRET_LEN];
-    conn_t *conns;
-    int nconns;   /* authenticated (or dead, until reaped) */
-    int nunauth;  /* in their handshake */
-    entry_t *buckets[NBUCKETS];
-    size_t store_bytes, store_limit;
-    waiter_t *waiters;
-    uint64_t drop_window_ns;  /* start of the current 10 s window of drop warnings */
-    int drops_logged, drops_quiet;
-    uint8_t *seen;
-    int seen_cap;
-    char failed[DC_RDV_MAX_EVENT + 1]; /* dc_rdv_server_fail's text; "" while the job runs */
-};
-
-/* ---- Store ------------------------------------------------------------------ */
-
-static entry_t **bucket_of(dc_rdv_server_t *s, const char *key)
-{
-    uint32_t h = 2166136261u;
-
-    for (const char *c = key; *c != '\0'; c++) {
-        h = (h ^ (uint8_t)*c) * 16777619u;
-    }
-    return &s->buckets[h % NBUCKETS];
-}
-
-static entry_t *store_find(dc_rdv_server_t *s, const char *key)
-{
-    for (entry_t *e = *bucket_of(s, key); e != NULL; e = e->next) {
-        if (strcmp(e->key, key) == 0) {
-            return e;
-        }
-    }
-    return NULL;
-}
-
-/* What an entry costs against the store limit: a key with an empty value is not free. */
-static size_t entry_cost(const char *key, size_t len)
-{
-    return ENTRY_OVERHEAD + strlen(key) + len;
-}
-
-static dc_status_t store_put(dc_rdv_server_t *s, const char *key, const void *val, size_t len)
-{
-    entry_t *e = store_find(s, key);
-    size_t old = (e != NULL) ? entry_cost(key, e->len) : 0;
-    uint8_t *copy;
-
-    if (s->store_bytes - old + entry_cost(key, len) > s->store_limit) {
-        return DCOMM_ERR_NO_MEMORY;
-    }
-    copy = malloc(len > 0 ? len : 1);
-    if (copy == NULL) {
-        return DCOMM_ERR_NO_MEMORY;
-    }
-    memcpy(copy, val, len);
-    if (e == NULL) {
-        entry_t **b = bucket_of(s, key);
-
-        e = calloc(1, sizeof(*e));
-        if (e == NULL || (e->key = strdup(key)) == NULL) {
-            free(e);
-            free(copy);
-            return DCOMM_ERR_NO_MEMORY;
-        }
-        e->next = *b;
-        *b = e;
-    } else {
-        free(e->val);
-    }
-    e->val = copy;
-    e->len = len;
-    s->store_bytes = s->store_bytes - old + entry_cost(key, len);
-    return DCOMM_OK;
-}
-
-/* ---- Connection output -------------------------------------------------------- */
-
-static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why);
-
-static void conn_watch_out(dc_rdv_server_t *s, conn_t *c, int want)
-{
-    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
-
-    if (c->want_out != want && epoll_ctl(s->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0) {
-        c->want_out = want;
-    }
-}
-
-static void conn_flush(dc_rdv_server_t *s, conn_t *c)
-{
-    while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            conn_watch_out(s, c, 1);
-            return;
-        }
-        if (n <= 0) {
-            conn_kill(s, c, strerror(errno));
-            return;
-        }
-        c->out_off += (size_t)n;
-    }
-    c->out_off = c->out_len = 0;
-    conn_watch_out(s, c, 0);
-}
-
-static void conn_send(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *msg)
-{
-    size_t size = dc_rdv_msg_size(msg);
-
-    if (c->state == CONN_DEAD) {
-        return;
-    }
-    if (size == 0) {
-        DC_ERROR("rdv server: cannot encode message type %d", (int)msg->type);
-        return;
-    }
-    if (c->out_len + size > MAX_OUT_BYTES) {
-        conn_kill(s, c, "peer does not read its replies");
-        return;
-    }
-    if (c->out_len + size > c->out_cap) {
-        size_t cap = DC_MAX(c->out_cap * 2, c->out_len + size);
-        uint8_t *out = realloc(c->out, cap);
-
-        if (out == NULL) {
-            conn_kill(s, c, "out of memory");
-            return;
-        }
-        c->out = out;
-        c->out_cap = cap;
-    }
-    c->out_len += dc_rdv_msg_encode(msg, c->out + c->out_len, c->out_cap - c->out_len);
-    conn_flush(s, c);
-}
-
-static void send_reply(dc_rdv_server_t *s, conn_t *c, uint32_t id, dc_status_t status,
-                       int64_t num, const void *val, size_t len)
-{
-    dc_rdv_msg_t reply = {.type = DC_RDV_MSG_REPLY, .id = id, .status = status, .num = num,
-                          .val = val, .val_len = len};
-
-    conn_send(s, c, &reply);
-}
-
-/* ---- Requests ------------------------------------------------------------------- */
-
-/* The waiters on key are unlinked before any reply is sent: a reply can kill its
- * connection, and conn_kill frees that connection's waiters still in the list,
- * which may include the one whose next pointer a single-pass loop would hold. */
-static void wake_waiters(dc_rdv_server_t *s, const char *key, const entry_t *e)
-{
-    waiter_t **wp = &s->waiters, *ready = NULL;
-
-    while (*wp != NULL) {
-        waiter_t *w = *wp;
-
-        if (strcmp(w->key, key) == 0) {
-            *wp = w->next;
-            w->next = ready;
-            ready = w;
-            w->conn->nwaiters--;
-        } else {
-            wp = &w->next;
-        }
-    }
-    while (ready != NULL) {
-        waiter_t *w = ready;
-
-        ready = w->next;
-        send_reply(s, w->conn, w->id, DCOMM_OK, 0, e->val, e->len); /* no-op when dead */
-        free(w);
-    }
-}
-
-static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, const char *key)
-{
-    entry_t *e = store_find(s, key);
-    waiter_t *w;
-
-    if (e != NULL) {
-        send_reply(s, c, m->id, DCOMM_OK, 0, e->val, e->len);
-        return;
-    }
-    if (!m->wait) {
-        send_reply(s, c, m->id, DCOMM_ERR_TIMEOUT, 0, NULL, 0);
-        return;
-    }
-    if (s->failed[0] != '\0') {
-        send_reply(s, c, m->id, DCOMM_ERR_PEER_LOST, 0, s->failed, strlen(s->failed));
-        return;
-    }
-    if (c->nwaiters >= MAX_WAITERS_PER_CONN) {
-        static const char why[] = "too many pending waiting gets on this connection";
-
-        DC_WARN("rdv server: rank %d from %s: %s (%d); refusing the get of %s", (int)c->rank,
-                c->peer, why, c->nwaiters, key);
-        send_reply(s, c, m->id, DCOMM_ERR_NO_MEMORY, 0, why, sizeof(why) - 1);
-        return;
-    }
-    w = calloc(1, sizeof(*w));
-    if (w == NULL) {
-        send_reply(s, c, m->id, DCOMM_ERR_NO_MEMORY, 0, NULL, 0);
-        return;
-    }
-    w->conn = c;
-    w->id = m->id;
-    memcpy(w->key, key, strlen(key) + 1);
-    w->next = s->waiters;
-    s->waiters = w;
-    c->nwaiters++;
-}
-
-/* Counters are stored as decimal text, so a get of a counter reads its value. */
-static void handle_add(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, const char *key)
-{
-    entry_t *e = store_find(s, key);
-    int64_t value = 0;
-    char text[32];
-    dc_status_t status;
-
-    if (e != NULL) {
-        char *end;
-
-        if (e->len == 0 || e->len >= sizeof(text)) {
-            send_reply(s, c, m->id, DCOMM_ERR_INVALID_ARG, 0, NULL, 0);
-            return;
-        }
-        memcpy(text, e->val, e->len);
-        text[e->len] = '\0';
-        errno = 0;
-        value = strtoll(text, &end, 10);
-        if (*end != '\0' || errno != 0) {
-            send_reply(s, c, m->id, DCOMM_ERR_INVALID_ARG, 0, NULL, 0);
-            return;
-        }
-    }
-    if ((m->num > 0 && value > INT64_MAX - m->num) || (m->num < 0 && value < INT64_MIN - m->num)) {
-        send_reply(s, c, m->id, DCOMM_ERR_INVALID_ARG, 0, NULL, 0);
-        return;
-    }
-    value += m->num;
-    int n = snprintf(text, sizeof(text), "%" PRId64, value);
-    status = store_put(s, key, text, (size_t)n);
-    send_reply(s, c, m->id, status, value, NULL, 0);
-    if (status == DCOMM_OK) {
-        wake_waiters(s, key, store_find(s, key));
-    }
-}
-
-static void handle_store_msg(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
-{
-    char key[DC_RDV_MAX_KEY + 1];
-    dc_status_t status;
-
-    if (m->type != DC_RDV_MSG_SET && m->type != DC_RDV_MSG_GET && m->type != DC_RDV_MSG_ADD) {
-        conn_kill(s, c, "unexpected message type for a store connection");
-        return;
-    }
-    memcpy(key, m->key, m->key_len);
-    key[m->key_len] = '\0';
-    switch (m->type) {
-    case DC_RDV_MSG_SET:
-        status = store_put(s, key, m->val, m->val_len);
-        send_reply(s, c, m->id, status, 0, NULL, 0);
-        if (status == DCOMM_OK) {
-            wake_waiters(s, key, store_find(s, key));
-        }
-        break;
-    case DC_RDV_MSG_GET:
-        handle_get(s, c, m, key);
-        break;
-    default:
-        handle_add(s, c, m, key);
-        break;
-    }
-}
 
 static void mark_seen(dc_rdv_server_t *s, int32_t rank)
 {
@@ -381,16 +55,16 @@ static void handle_auth(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
     dc_rdv_msg_t ok = {.type = DC_RDV_MSG_AUTH_OK};
 
     if (m->type != DC_RDV_MSG_AUTH) {
-        conn_kill(s, c, "expected an authentication message");
+        dc_rdv_conn_kill(s, c, "expected an authentication message");
         return;
     }
     dc_rdv_client_mac(s->secret, c->nonce, m->nonce, m->rank, m->role, expect);
     if (!dc_rdv_mac_equal(expect, m->mac)) {
-        conn_kill(s, c, "authentication failed (wrong job secret)");
+        dc_rdv_conn_kill(s, c, "authentication failed (wrong job secret)");
         return;
     }
     if (s->nconns >= MAX_CONNS) {
-        conn_kill(s, c, "too many authenticated connections");
+        dc_rdv_conn_kill(s, c, "too many authenticated connections");
         return;
     }
     dc_rdv_server_mac(s->secret, m->nonce, c->nonce, ok.mac);
@@ -401,13 +75,13 @@ static void handle_auth(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
     mark_seen(s, m->rank);
     DC_DEBUG("rdv server: rank %d authenticated from %s (%s)", (int)m->rank, c->peer,
              c->state == CONN_EVENTS ? "events" : "store");
-    conn_send(s, c, &ok);
+    dc_rdv_conn_send(s, c, &ok);
     if (c->state == CONN_EVENTS && s->failed[0] != '\0') {
         /* Connected after the job failed: it still learns why. */
         dc_rdv_msg_t ev = {.type = DC_RDV_MSG_EVENT, .val = s->failed,
                            .val_len = DC_MIN(strlen(s->failed), (size_t)DC_RDV_MAX_EVENT)};
 
-        conn_send(s, c, &ev);
+        dc_rdv_conn_send(s, c, &ev);
     }
 }
 
@@ -418,10 +92,10 @@ static void conn_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
         handle_auth(s, c, m);
         break;
     case CONN_STORE:
-        handle_store_msg(s, c, m);
+        dc_rdv_store_handle(s, c, m);
         break;
     case CONN_EVENTS:
-        conn_kill(s, c, "unexpected message on an event connection");
+        dc_rdv_conn_kill(s, c, "unexpected message on an event connection");
         break;
     case CONN_DEAD:
         break;
@@ -429,62 +103,6 @@ static void conn_handle(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m)
 }
 
 /* ---- Connection life cycle ----------------------------------------------------- */
-
-/* A flood of strangers must not become a flood of log lines: at most 10 warnings
- * per 10 s, then how many were not shown. */
-static void warn_unauth_drop(dc_rdv_server_t *s, const conn_t *c, const char *why)
-{
-    uint64_t now = dc_now_ns();
-
-    if (now - s->drop_window_ns >= 10000000000ull) {
-        if (s->drops_quiet > 0) {
-            DC_WARN("rdv server: %d more unauthenticated connections dropped", s->drops_quiet);
-        }
-        s->drop_window_ns = now;
-        s->drops_logged = s->drops_quiet = 0;
-    }
-    if (s->drops_logged < 10) {
-        s->drops_logged++;
-        DC_WARN("rdv server: dropped unauthenticated connection from %s: %s", c->peer, why);
-    } else {
-        s->drops_quiet++;
-    }
-}
-
-/* Dead connections stay in the list (fd closed) until the end of progress, so an
- * event later in the same epoll batch never touches freed memory. */
-static void conn_kill(dc_rdv_server_t *s, conn_t *c, const char *why)
-{
-    waiter_t **wp = &s->waiters;
-
-    if (c->state == CONN_DEAD) {
-        return;
-    }
-    if (c->state == CONN_AUTH_WAIT) {
-        s->nunauth--;
-        warn_unauth_drop(s, c, why);
-    } else {
-        s->nconns--;
-        if (why != NULL) {
-            DC_WARN("rdv server: dropped connection of rank %d from %s: %s", (int)c->rank,
-                    c->peer, why);
-        }
-    }
-    while (*wp != NULL) {
-        waiter_t *w = *wp;
-
-        if (w->conn == c) {
-            *wp = w->next;
-            free(w);
-        } else {
-            wp = &w->next;
-        }
-    }
-    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    c->fd = -1;
-    c->state = CONN_DEAD;
-}
 
 static void conn_parse(dc_rdv_server_t *s, conn_t *c)
 {
@@ -500,7 +118,7 @@ static void conn_parse(dc_rdv_server_t *s, conn_t *c)
             break;
         }
         if (status != DCOMM_OK) {
-            conn_kill(s, c, dc_error_get());
+            dc_rdv_conn_kill(s, c, dc_error_get());
             return;
         }
         conn_handle(s, c, &msg);
@@ -524,12 +142,12 @@ static void conn_read(dc_rdv_server_t *s, conn_t *c)
             uint8_t *in;
 
             if (cap <= c->in_cap) { /* a full frame always fits: cannot happen */
-                conn_kill(s, c, "input buffer overflow");
+                dc_rdv_conn_kill(s, c, "input buffer overflow");
                 return;
             }
             in = realloc(c->in, cap);
             if (in == NULL) {
-                conn_kill(s, c, "out of memory");
+                dc_rdv_conn_kill(s, c, "out of memory");
                 return;
             }
             c->in = in;
@@ -543,7 +161,9 @@ static void conn_read(dc_rdv_server_t *s, conn_t *c)
             return;
         }
         if (n <= 0) {
-            conn_kill(s, c, c->state == CONN_AUTH_WAIT ? "closed during the handshake" : NULL);
+            dc_rdv_conn_kill(s, c,
+                             c->state == CONN_AUTH_WAIT ? "closed during the handshake"
+                                                        : NULL);
             if (n < 0) {
                 DC_DEBUG("rdv server: recv: %s", strerror(errno));
             }
@@ -576,7 +196,7 @@ dc_status_t dc_rdv_server_add_conn(dc_rdv_server_t *s, int fd, const char *peer)
     int one = 1;
 
     if (s->nunauth >= MAX_UNAUTH_CONNS && (c = oldest_unauth(s)) != NULL) {
-        conn_kill(s, c, "too many connections in their handshake; dropping the oldest");
+        dc_rdv_conn_kill(s, c, "too many connections in their handshake; dropping the oldest");
     }
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -603,7 +223,7 @@ dc_status_t dc_rdv_server_add_conn(dc_rdv_server_t *s, int fd, const char *peer)
     s->nunauth++;
     dc_auth_random(c->nonce, sizeof(c->nonce));
     memcpy(hello.nonce, c->nonce, sizeof(c->nonce));
-    conn_send(s, c, &hello);
+    dc_rdv_conn_send(s, c, &hello);
     return DCOMM_OK;
 }
 
@@ -620,7 +240,8 @@ static void server_accept(dc_rdv_server_t *s)
         if (fd < 0) {
             /* Out of descriptors: a stranger's idle handshake gives way to the new one. */
             if ((errno == EMFILE || errno == ENFILE) && (c = oldest_unauth(s)) != NULL) {
-                conn_kill(s, c, "descriptor limit reached; making room for a newer connection");
+                dc_rdv_conn_kill(s, c, "descriptor limit reached; making room for a newer "
+                                       "connection");
                 continue;
             }
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -669,7 +290,7 @@ int dc_rdv_server_progress(dc_rdv_server_t *s)
                 server_accept(s);
             } else if (c->state != CONN_DEAD) {
                 if (evs[i].events & EPOLLOUT) {
-                    conn_flush(s, c);
+                    dc_rdv_conn_flush(s, c);
                 }
                 if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
                     conn_read(s, c);
@@ -681,7 +302,7 @@ int dc_rdv_server_progress(dc_rdv_server_t *s)
     now = dc_now_ns();
     for (conn_t *c = s->conns; c != NULL; c = c->next) {
         if (c->state == CONN_AUTH_WAIT && now >= c->deadline_ns) {
-            conn_kill(s, c, "handshake not completed in time");
+            dc_rdv_conn_kill(s, c, "handshake not completed in time");
             handled++;
         }
     }
@@ -711,7 +332,7 @@ void dc_rdv_server_broadcast(dc_rdv_server_t *s, const char *text)
 
     for (conn_t *c = s->conns; c != NULL; c = c->next) {
         if (c->state == CONN_EVENTS) {
-            conn_send(s, c, &ev);
+            dc_rdv_conn_send(s, c, &ev);
         }
     }
 }
@@ -733,7 +354,7 @@ void dc_rdv_server_fail(dc_rdv_server_t *s, const char *text)
         waiter_t *w = ready;
 
         ready = w->next;
-        send_reply(s, w->conn, w->id, DCOMM_ERR_PEER_LOST, 0, s->failed, strlen(s->failed));
+        dc_rdv_conn_reply(s, w->conn, w->id, DCOMM_ERR_PEER_LOST, 0, s->failed, strlen(s->failed));
         free(w);
     }
 }
@@ -846,7 +467,7 @@ void dc_rdv_server_destroy(dc_rdv_server_t *s)
     for (conn_t *c = s->conns; c != NULL; c = c->next) {
         if (c->state != CONN_DEAD) {
             c->state = CONN_STORE; /* closing at shutdown is not worth a warning */
-            conn_kill(s, c, NULL);
+            dc_rdv_conn_kill(s, c, NULL);
         }
     }
     reap_dead(s);

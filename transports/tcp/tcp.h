@@ -1,5 +1,5 @@
 /*
- * Wire format of the tcp transport, shared by tcp.c and its tests.
+ * Wire format of the tcp transport, shared by its files (tcp_int.h) and its tests.
  *
  * Connection set-up (the lower rank connects, the higher accepts), all integers
  * little-endian:
