@@ -60,25 +60,41 @@ static dc_status_t identity_from(dc_state_t *st, const char *rank_var, const cha
     return DCOMM_OK;
 }
 
+/* Launchers whose variables give the identity, in order of precedence. */
+static const struct {
+    const char *rank_var, *size_var, *name;
+} launchers[] = {
+    {"DCOMM_RANK", "DCOMM_SIZE", "dlaunch"},
+    {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "Open MPI"},
+    {"SLURM_PROCID", "SLURM_NTASKS", "Slurm"},
+};
+
+/* The launcher that started this process (its rank variable is set), or -1. */
+static int launcher_of_process(void)
+{
+    for (int i = 0; i < (int)DC_ARRAY_SIZE(launchers); i++) {
+        if (getenv(launchers[i].rank_var) != NULL) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+int dc_bootstrap_launched(void)
+{
+    return launcher_of_process() >= 0;
+}
+
 dc_status_t dc_bootstrap_identity(dc_state_t *st)
 {
-    dc_status_t status;
-    const char *source;
+    dc_status_t status = DCOMM_OK;
+    int l = launcher_of_process();
+    const char *source = l >= 0 ? launchers[l].name : "no launcher";
 
     st->rank = 0;
     st->size = 1;
-    if (getenv("DCOMM_RANK") != NULL) {
-        source = "dlaunch";
-        status = identity_from(st, "DCOMM_RANK", "DCOMM_SIZE", source);
-    } else if (getenv("OMPI_COMM_WORLD_RANK") != NULL) {
-        source = "Open MPI";
-        status = identity_from(st, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", source);
-    } else if (getenv("SLURM_PROCID") != NULL) {
-        source = "Slurm";
-        status = identity_from(st, "SLURM_PROCID", "SLURM_NTASKS", source);
-    } else {
-        source = "no launcher";
-        status = DCOMM_OK;
+    if (l >= 0) {
+        status = identity_from(st, launchers[l].rank_var, launchers[l].size_var, source);
     }
     st->local_rank = 0;
     st->local_size = 1;

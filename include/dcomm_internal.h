@@ -1,6 +1,6 @@
 /*
  * dcomm's own tools only: an UNSTABLE interface that libdcomm exports for
- * dbench's direct mode, so that they link libdcomm alone
+ * dbench's direct mode and dcomm-info, so that they link libdcomm alone
  * instead of a second, static copy of the runtime. Not installed, not part of
  * the C ABI (include/dcomm.h): names and signatures change with the library.
  */
@@ -8,6 +8,7 @@
 #define DCOMM_INTERNAL_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "dcomm.h"
 
@@ -67,6 +68,24 @@ DC_INTERNAL_API int dc_direct_reducible(dcomm_dtype_t dtype, dcomm_op_t op);
  * dcomm_last_error(). */
 DC_INTERNAL_API dcomm_status_t dc_direct_run(dc_direct_t *d, int coll,
                                              const dc_direct_args_t *args, const char **algo_p);
+
+/* ---- dcomm-info (core/info.c) ---------------------------------------------- */
+
+/* The built-in transports, then each module: loaded, or why not. */
+DC_INTERNAL_API void dc_info_print_transports(FILE *out);
+/* The machine's topology (hwloc, or DCOMM_TOPO_FILE). */
+DC_INTERNAL_API void dc_info_print_topology(FILE *out);
+/* Reads the settings from the environment (as dcomm_init does); a malformed
+ * one is an error that dcomm_last_error() names. */
+DC_INTERNAL_API dcomm_status_t dc_info_load_settings(void);
+/* Every setting: value, where it came from, default, doc. */
+DC_INTERNAL_API void dc_info_print_settings(FILE *out);
+/* 1 when this process is a rank of a job (dlaunch, mpirun or srun set its
+ * identity), as dcomm_init would see it. */
+DC_INTERNAL_API int dc_info_launched(void);
+/* After dcomm_init: the host index of world rank peer and the transport
+ * serving it; DCOMM_ERR_NOT_INITIALIZED or _INVALID_ARG otherwise. */
+DC_INTERNAL_API dcomm_status_t dc_info_peer(int peer, int *host_p, const char **transport_p);
 
 #ifdef __cplusplus
 }
