@@ -5,6 +5,7 @@
  * coordinator makes them, so the algorithm timed is the one an application's
  * tensor of that size would get.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -68,6 +69,7 @@ static dc_status_t direct_collective_setup(dc_direct_t *d)
 DC_INTERNAL_API dcomm_status_t dc_direct_open(dc_direct_t **d_p)
 {
     dc_direct_t *d = calloc(1, sizeof(*d));
+    char msg[1024];
     dc_status_t status;
 
     if (d == NULL || (d->st = calloc(1, sizeof(*d->st))) == NULL) {
@@ -106,8 +108,12 @@ DC_INTERNAL_API dcomm_status_t dc_direct_open(dc_direct_t **d_p)
     *d_p = d;
     return DCOMM_OK;
 err:
+    snprintf(msg, sizeof(msg), "%s", dc_error_get());
+    /* As dcomm_init: a peer that failed first may have taken down the one
+     * this rank was talking to; name what dlaunch saw first. */
+    (void)dc_bootstrap_launcher_cause(d->st, status, msg, sizeof(msg));
     dc_direct_close(d);
-    return status;
+    return dc_error_set(status, "%s", msg);
 }
 
 DC_INTERNAL_API void dc_direct_close(dc_direct_t *d)
