@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "dc_reduce.h"
+#include "dc_half.h"
 
 const char *const bench_coll_names[B_NCOLLS] = {"allreduce", "broadcast", "allgather",
                                                 "reducescatter", "alltoall"};
@@ -210,8 +210,8 @@ static void put(int dtype, void *buf, size_t i, double v)
     case B_UINT8: ((uint8_t *)buf)[i] = (uint8_t)(int64_t)v; break;
     case B_INT32: ((int32_t *)buf)[i] = (int32_t)(int64_t)v; break;
     case B_INT64: ((int64_t *)buf)[i] = (int64_t)v; break;
-    case B_FLOAT16: ((uint16_t *)buf)[i] = dc_float_to_half((float)v); break;
-    case B_BFLOAT16: ((uint16_t *)buf)[i] = dc_float_to_bf16((float)v); break;
+    case B_FLOAT16: ((uint16_t *)buf)[i] = dc_float_to_half_inl((float)v); break;
+    case B_BFLOAT16: ((uint16_t *)buf)[i] = dc_float_to_bf16_inl((float)v); break;
     case B_FLOAT32: ((float *)buf)[i] = (float)v; break;
     default: ((double *)buf)[i] = v; break;
     }
@@ -224,8 +224,8 @@ static double get(int dtype, const void *buf, size_t i)
     case B_UINT8: return ((const uint8_t *)buf)[i];
     case B_INT32: return ((const int32_t *)buf)[i];
     case B_INT64: return (double)((const int64_t *)buf)[i];
-    case B_FLOAT16: return dc_half_to_float(((const uint16_t *)buf)[i]);
-    case B_BFLOAT16: return dc_bf16_to_float(((const uint16_t *)buf)[i]);
+    case B_FLOAT16: return dc_half_to_float_inl(((const uint16_t *)buf)[i]);
+    case B_BFLOAT16: return dc_bf16_to_float_inl(((const uint16_t *)buf)[i]);
     case B_FLOAT32: return ((const float *)buf)[i];
     default: return ((const double *)buf)[i];
     }

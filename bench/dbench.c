@@ -2,7 +2,8 @@
  * dbench: collective bandwidth of dcomm with the flags and columns of
  * nccl-tests (bench_common.h). Default mode: the public async API, as an
  * application sees it (negotiation, fusion, handles). --direct: the selected
- * algorithm alone on the transport (collectives/coll_world.h), for raw speed.
+ * algorithm alone on the transport (libdcomm's internal direct mode,
+ * dcomm_internal.h), for raw speed.
  *   dlaunch -np 4 dbench -b 8 -e 256M -f 2 -o allreduce
  */
 #include <stdio.h>
@@ -10,10 +11,8 @@
 #include <string.h>
 
 #include "bench_common.h"
-#include "coll_world.h"
-#include "config.h"
-#include "dc_reduce.h"
 #include "dcomm.h"
+#include "dcomm_internal.h"
 
 static const dcomm_dtype_t to_dtype[B_NTYPES] = {
     DCOMM_INT8, DCOMM_UINT8, DCOMM_INT32, DCOMM_INT64,
@@ -150,14 +149,11 @@ static void pub_barrier(void *ctx)
 /* ---- direct: the algorithm alone -------------------------------------------- */
 
 typedef struct direct_ctx {
-    dc_coll_world_t *w;
+    dc_direct_t *d;
     size_t *counts; /* [size] */
     const char *algo;
+    int coll[B_NCOLLS], barrier; /* dc_direct_coll ids */
 } direct_ctx_t;
-
-static const int to_select[B_NCOLLS] = {DC_SELECT_ALLREDUCE, DC_SELECT_BROADCAST,
-                                        DC_SELECT_ALLGATHER, DC_SELECT_REDUCESCATTER,
-                                        DC_SELECT_ALLTOALL};
 
 static int direct_supports(void *ctx, int coll, int dtype, int op, const char **why)
 {
@@ -166,40 +162,40 @@ static int direct_supports(void *ctx, int coll, int dtype, int op, const char **
         return 0;
     }
     if ((coll == B_ALLREDUCE || coll == B_REDUCESCATTER) &&
-        !dc_reduce_supported(to_dtype[dtype], to_op[op])) {
+        !dc_direct_reducible(to_dtype[dtype], to_op[op])) {
         *why = "no reduction kernel for this type and op";
         return 0;
     }
     return 1;
 }
 
-static int direct_call(direct_ctx_t *ctx, int coll, const dc_coll_args_t *args, const char *what)
+static int direct_call(direct_ctx_t *ctx, int coll, const dc_direct_args_t *args,
+                       const char *what)
 {
-    const dc_coll_algo_t *algo = dc_coll_world_pick(ctx->w, coll, args);
-    dc_status_t st;
+    const char *algo;
+    dcomm_status_t st = dc_direct_run(ctx->d, coll, args, &algo);
 
-    if (algo == NULL) {
-        fprintf(stderr, "dbench: rank %d: %s: %s\n", dc_coll_world_rank(ctx->w), what,
-                dc_error_get());
-        return -1;
-    }
-    ctx->algo = algo->name;
-    st = dc_coll_world_run(ctx->w, algo, args);
     if (st != DCOMM_OK) {
-        fprintf(stderr, "dbench: rank %d: %s (%s): %s\n", dc_coll_world_rank(ctx->w), what,
-                algo->name, dc_error_get());
+        if (algo == NULL) {
+            fprintf(stderr, "dbench: rank %d: %s: %s\n", dc_direct_rank(ctx->d), what,
+                    dcomm_last_error());
+        } else {
+            fprintf(stderr, "dbench: rank %d: %s (%s): %s\n", dc_direct_rank(ctx->d), what,
+                    algo, dcomm_last_error());
+        }
         return -1;
     }
+    ctx->algo = algo;
     return 0;
 }
 
 static int direct_run(void *vctx, const bench_call_t *c)
 {
     direct_ctx_t *ctx = vctx;
-    size_t n = (size_t)dc_coll_world_size(ctx->w);
-    dc_coll_args_t a = {.sendbuf = c->sendbuf, .recvbuf = c->recvbuf, .count = c->count,
-                        .dtype = to_dtype[c->dtype], .op = to_op[c->op], .root = c->root,
-                        .counts = ctx->counts, .recv_counts = ctx->counts};
+    size_t n = (size_t)dc_direct_size(ctx->d);
+    dc_direct_args_t a = {.sendbuf = c->sendbuf, .recvbuf = c->recvbuf, .count = c->count,
+                          .dtype = to_dtype[c->dtype], .op = to_op[c->op], .root = c->root,
+                          .counts = ctx->counts, .recv_counts = ctx->counts};
 
     for (size_t i = 0; i < n; i++) {
         ctx->counts[i] = c->count;
@@ -207,7 +203,7 @@ static int direct_run(void *vctx, const bench_call_t *c)
     if (c->coll == B_REDUCESCATTER) {
         a.count = c->count * n;
     }
-    return direct_call(ctx, to_select[c->coll], &a, c->name);
+    return direct_call(ctx, ctx->coll[c->coll], &a, c->name);
 }
 
 static double direct_agg(void *vctx, double v, int how)
@@ -215,10 +211,10 @@ static double direct_agg(void *vctx, double v, int how)
     direct_ctx_t *ctx = vctx;
     double out = v;
     const char *keep = ctx->algo;
-    dc_coll_args_t a = {.sendbuf = &v, .recvbuf = &out, .count = 1, .dtype = DCOMM_FLOAT64,
-                        .op = agg_op[how]};
+    dc_direct_args_t a = {.sendbuf = &v, .recvbuf = &out, .count = 1, .dtype = DCOMM_FLOAT64,
+                          .op = agg_op[how]};
 
-    if (direct_call(ctx, DC_SELECT_ALLREDUCE, &a, "aggregating the timings") != 0) {
+    if (direct_call(ctx, ctx->coll[B_ALLREDUCE], &a, "aggregating the timings") != 0) {
         exit(2);
     }
     ctx->algo = keep;
@@ -229,9 +225,9 @@ static void direct_barrier(void *vctx)
 {
     direct_ctx_t *ctx = vctx;
     const char *keep = ctx->algo;
-    dc_coll_args_t a = {.dtype = DCOMM_UINT8};
+    dc_direct_args_t a = {.dtype = DCOMM_UINT8};
 
-    if (direct_call(ctx, DC_SELECT_BARRIER, &a, "barrier") != 0) {
+    if (direct_call(ctx, ctx->barrier, &a, "barrier") != 0) {
         exit(2);
     }
     ctx->algo = keep;
@@ -242,26 +238,38 @@ static const char *direct_algo(void *vctx)
     return ((direct_ctx_t *)vctx)->algo;
 }
 
-/* The job's settings from the config table, as dcomm_init would take them. */
-static dc_status_t direct_open(direct_ctx_t *ctx)
+static int direct_main(const bench_opts_t *o)
 {
-    dc_status_t st = dc_config_load();
-    int in_job = dc_config_source("DCOMM_RANK") && dc_config_source("DCOMM_SIZE");
-    dc_coll_world_env_t env = {
-        .rank = dc_config.rank,
-        .size = in_job ? dc_config.size : 0,
-        .rendezvous = dc_config.rendezvous,
-        .job_secret = dc_config_source("DCOMM_JOB_SECRET") ? dc_config.job_secret : NULL,
-        .transports = dc_config.transports,
-        .tune = dc_config.tune,
-        .shm_ring_size = dc_config.shm_ring_size,
-    };
+    direct_ctx_t ctx = {0};
+    bench_backend_t be;
+    char info[256];
+    int rc;
+    dcomm_status_t st = dc_direct_open(&ctx.d);
 
     if (st != DCOMM_OK) {
-        return st;
+        fprintf(stderr, "dbench --direct: cannot set up: %s\n", dcomm_last_error());
+        return 2;
     }
-    dc_reduce_set_isa(dc_reduce_isa_choose(dc_config.reduce_isa[0] ? dc_config.reduce_isa : NULL));
-    return dc_coll_world_open(&env, 60000, &ctx->w);
+    for (int c = 0; c < B_NCOLLS; c++) {
+        ctx.coll[c] = dc_direct_coll(bench_coll_names[c]);
+    }
+    ctx.barrier = dc_direct_coll("barrier");
+    ctx.counts = calloc((size_t)dc_direct_size(ctx.d), sizeof(size_t));
+    if (ctx.counts == NULL) {
+        fprintf(stderr, "dbench: out of memory\n");
+        dc_direct_close(ctx.d);
+        return 2;
+    }
+    snprintf(info, sizeof(info), "mode: direct (algorithm alone on the transport), "
+             "transport %s", dc_direct_size(ctx.d) > 1 ? dc_direct_transport(ctx.d) : "self");
+    be = (bench_backend_t){.name = "dcomm-direct", .rank = dc_direct_rank(ctx.d),
+                           .size = dc_direct_size(ctx.d), .ctx = &ctx,
+                           .supports = direct_supports, .run = direct_run, .agg = direct_agg,
+                           .barrier = direct_barrier, .algo = direct_algo, .info = info};
+    rc = bench_main(o, &be);
+    free(ctx.counts);
+    dc_direct_close(ctx.d);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -275,31 +283,7 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     }
     if (o.direct) {
-        direct_ctx_t ctx = {0};
-        dc_status_t st = direct_open(&ctx);
-
-        if (st != DCOMM_OK) {
-            fprintf(stderr, "dbench --direct: cannot set up: %s\n", dc_error_get());
-            return 2;
-        }
-        ctx.counts = calloc((size_t)dc_coll_world_size(ctx.w), sizeof(size_t));
-        if (ctx.counts == NULL) {
-            fprintf(stderr, "dbench: out of memory\n");
-            dc_coll_world_close(ctx.w);
-            return 2;
-        }
-        snprintf(info, sizeof(info), "mode: direct (algorithm alone on the transport), "
-                 "transport %s", dc_coll_world_size(ctx.w) > 1 ?
-                 dc_coll_world_transport(ctx.w) : "self");
-        be = (bench_backend_t){.name = "dcomm-direct", .rank = dc_coll_world_rank(ctx.w),
-                               .size = dc_coll_world_size(ctx.w), .ctx = &ctx,
-                               .supports = direct_supports, .run = direct_run,
-                               .agg = direct_agg, .barrier = direct_barrier,
-                               .algo = direct_algo, .info = info};
-        rc = bench_main(&o, &be);
-        free(ctx.counts);
-        dc_coll_world_close(ctx.w);
-        return rc;
+        return direct_main(&o);
     }
     dcomm_status_t st = dcomm_init();
     if (st != DCOMM_OK) {

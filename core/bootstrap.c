@@ -76,9 +76,17 @@ static dc_status_t identity_from_dlaunch(dc_state_t *st)
     return DCOMM_OK;
 }
 
+/* 1 when a launcher started this process: dlaunch (DCOMM_RANK, parsed by the
+ * config table), Open MPI or Slurm. */
+int dc_bootstrap_launched(void)
+{
+    return dc_config_source("DCOMM_RANK") != NULL || getenv("OMPI_COMM_WORLD_RANK") != NULL ||
+           getenv("SLURM_PROCID") != NULL;
+}
+
 dc_status_t dc_bootstrap_identity(dc_state_t *st)
 {
-    dc_status_t status;
+    dc_status_t status = DCOMM_OK;
     const char *source;
 
     st->rank = 0;

@@ -33,7 +33,6 @@
 #include "dc_reduce.h"
 #include "dc_time.h"
 #include "log.h"
-#include "rdv.h"
 #include "shm/shm_group.h"
 
 #define TAG_WAKE (0xffull << 56)

@@ -134,6 +134,8 @@ void dc_handle_table_free(dc_state_t *st);
 void dc_op_key(char *buf, size_t cap, dcomm_comm_t comm, const char *name);
 
 /* bootstrap.c: identity (environment), store, hosts, network */
+/* 1 when a launcher's identity variables are set (dlaunch, mpirun, srun). */
+int dc_bootstrap_launched(void);
 dc_status_t dc_bootstrap_identity(dc_state_t *st);
 dc_status_t dc_bootstrap_connect(dc_state_t *st);
 void dc_bootstrap_close(dc_state_t *st);

@@ -1,6 +1,6 @@
 /*
  * Exported conversions between float and the 16-bit floating formats (IEEE
- * binary16, bfloat16); the code is inline in reduce_impl.h for the kernels.
+ * binary16, bfloat16); the code is inline in dc_half.h.
  */
 #include "reduce_impl.h"
 

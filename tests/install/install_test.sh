@@ -15,6 +15,9 @@ for f in bin/dlaunch include/dcomm.h lib/pkgconfig/dcomm.pc lib/cmake/dcomm/dcom
     [ -e "$p/$f" ] || fail "$f not installed"
 done
 ls "$p"/lib/libdcomm.so* >/dev/null 2>&1 || fail "libdcomm.so not installed"
+[ ! -e "$p/include/dcomm_internal.h" ] || fail "the internal header dcomm_internal.h was installed"
+# dcomm-info links the installed libdcomm and finds it without LD_LIBRARY_PATH.
+"$p/bin/dcomm-info" -c | grep -q '^DCOMM_FUSION_THRESHOLD' || fail "installed dcomm-info -c failed"
 mkdir "$work/cm"
 cp "$src/consumer.c" "$work/cm/"
 cp "$src/CMakeLists.consumer.txt" "$work/cm/CMakeLists.txt"

@@ -5,19 +5,20 @@
 # and starts 2 ranks in each through `--rsh 'ip netns exec'` (the host names are
 # the namespace names), so same-namespace pairs use shm and cross pairs tcp.
 # Checks: dcomm-info's per-peer transports, HOROVOD_* identity on both hosts,
-# the collective matrix over tcp
+# dbench --direct's checked results across hosts, the collective matrix over tcp
 # (and ucx when built) with the hierarchical allreduce and allgather forced and
 # chosen by the cost model, the same over mpi under mpirun (dlaunch --mpi, when
 # the mpi module and mpirun are there), and that a dead remote rank is reported
 # by number and cause. Needs root and iproute2;
 # otherwise it says why and exits 77 (ctest: skipped).
-# usage: multihost_test.sh DLAUNCH DCOMM_INFO COLL_MATRIX ALLREDUCE_MATRIX ALLREDUCE_CHECK
+# usage: multihost_test.sh DLAUNCH DCOMM_INFO COLL_MATRIX ALLREDUCE_MATRIX ALLREDUCE_CHECK DBENCH
 set -u
 DLAUNCH=$1
 INFO=$2
 COLL=$3
 ARMAT=$4
 CHECK=$5
+DBENCH=$6
 SKIP=77
 if [ "$(id -u)" != 0 ]; then
     echo "SKIP: the multi-host suite needs root (it creates network namespaces)"
@@ -141,6 +142,18 @@ if [ "$NET" = ucx ]; then
 else
     echo "note: the ucx module is not built here; no ucx pass"
 fi
+
+# 3b. dbench --direct over the two hosts: its world comes from dcomm_init's
+#     bootstrap (hosts told apart by namespace), and every rank must pick the
+#     same algorithm for each call (by the comm's slowest link, tcp here, not
+#     by its own next rank's transport), else the checked results go wrong
+#     or the ranks wait on each other until DCOMM_TIMEOUT.
+PROG="$DBENCH --direct -b 8 -e 1M -f 8 -n 1 -w 0 -c 1 -o all -d all -R all"
+run DCOMM_TRANSPORTS=shm,tcp
+[ "$RC" -eq 0 ] || fail "dbench --direct over 2 hosts exited with $RC"
+grep -qF "[0] # dcomm-direct: nranks 4" "$TMP/out" || fail "dbench --direct: not 4 ranks"
+grep -qF "[0] # Out of bounds values : 0 OK" "$TMP/out" || fail "dbench --direct: wrong values"
+echo "ok: dbench --direct over 2 hosts, results checked ($(($(date +%s) - T0)) s)"
 
 # 4. The same 2x2 job under Open MPI: `dlaunch --mpi` hands it to mpirun with
 #    --host, the rsh agent (dlaunch itself, running `ip netns exec NS sh -c`
