@@ -4,7 +4,8 @@
  * order breaks ties in predicted cost; the exception is "mpi", first of its
  * collective, which the model prices at the cheapest of dcomm's own
  * algorithms when every link is mpi (MPI runs the same schedules without
- * dcomm's per-message layer), so it wins those ties.
+ * dcomm's per-message layer), so it wins those ties. The control rows serve
+ * the coordinator's agreement messages (select.h).
  */
 #include "select.h"
 
@@ -30,3 +31,13 @@ const dc_algo_row_t dc_algo_table[] = {
 };
 
 const int dc_algo_table_len = (int)(sizeof(dc_algo_table) / sizeof(dc_algo_table[0]));
+
+/* Recursive doubling: log2(p) steps for a vector of a few KiB; ring where it
+ * declines. Binomial: rank 0's settings, once. */
+const dc_algo_row_t dc_control_table[] = {
+    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RD, &dc_allreduce_rd_algo},
+    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RING, &dc_allreduce_ring_algo},
+    {DC_SELECT_BROADCAST, DC_COST_BCAST_BINOMIAL, &dc_bcast_binomial_algo},
+};
+
+const int dc_control_table_len = (int)(sizeof(dc_control_table) / sizeof(dc_control_table[0]));

@@ -715,3 +715,15 @@ const char *dc_select_explain(const dc_select_t *sel, int coll, size_t bytes, in
     format_ranking(sel, coll, bytes, nranks, nhosts, cls, idx, cost, n, forced, buf, len);
     return buf;
 }
+
+int dc_select_control(int coll, const dc_coll_algo_t **out, int max)
+{
+    int n = 0;
+
+    for (int i = 0; i < dc_control_table_len && n < max; i++) {
+        if (dc_control_table[i].coll == coll) {
+            out[n++] = dc_control_table[i].algo;
+        }
+    }
+    return n;
+}

@@ -82,6 +82,14 @@ typedef struct dc_algo_row {
 extern const dc_algo_row_t dc_algo_table[];
 extern const int dc_algo_table_len;
 
+/* The coordinator's own agreement traffic (the fast path's bit vector, the
+ * settings of rank 0 at start-up): tiny, latency-bound messages whose algorithm
+ * must not depend on the cost model, calibration, autotune or DCOMM_TUNE (every
+ * cycle pays for it). Rows in preference order; the caller runs the first
+ * whose supported() accepts (collectives/algo_table.c). */
+extern const dc_algo_row_t dc_control_table[];
+extern const int dc_control_table_len;
+
 #define DC_SELECT_MAX_ROWS 32 /* rows per table, all collectives together */
 
 typedef struct dc_select dc_select_t;
@@ -125,6 +133,10 @@ void dc_select_set_alpha_scale(dc_select_t *sel, double scale);
  * ranking with predicted times is logged. Allocates nothing. */
 int dc_select_candidates(const dc_select_t *sel, int coll, size_t bytes, int nranks, int nhosts,
                          dc_link_class_t cls, const dc_coll_algo_t **out, int max);
+
+/* Fills out[0 .. ret-1] (ret <= max) with the control rows of coll
+ * (dc_control_table), in order. */
+int dc_select_control(int coll, const dc_coll_algo_t **out, int max);
 
 /* Predicted seconds of one algorithm (INFINITY when inapplicable); for logs and tests. */
 double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
