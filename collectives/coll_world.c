@@ -15,7 +15,7 @@
 #include "auth.h"
 #include "dc_reduce.h"
 #include "rdv.h"
-#include "shm/shm_group.h"
+#include "shm_group.h"
 #include "store.h"
 
 #define WORLD_HOST_ID_MAX 320

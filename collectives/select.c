@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "shm/shm_group.h"
+#include "shm_group.h"
 
 typedef struct link_param {
     double alpha;  /* seconds per message */
@@ -67,14 +67,19 @@ static const char *const link_names[DC_LINK_COUNT] = {
     [DC_LINK_UCX] = "ucx",   [DC_LINK_MPI] = "mpi", [DC_LINK_NCCL] = "nccl",
 };
 
-/* First guesses until calibration (alpha us, GB/s). shm: a spinning hand-off
- * costs 0.3 us but a futex wake 8-10 us when ranks outnumber cores; a message
- * is copied twice (in and out of the ring). tcp: loopback 14-17 us, ~10 GbE. */
+/* Link costs until calibration come from the transports' query() (the
+ * built-in ones here; the coordinator sets every transport it uses, modules
+ * included: core/coord_run.c). These rows serve only where no transport of
+ * the class is at hand: a module not loaded in this process (its query()
+ * reports the same), or nccl, which is not a transport. Alpha us, GB/s. */
 static const struct {
     double alpha_us, bw_gbs;
-} link_defaults[DC_LINK_COUNT] = {
-    [DC_LINK_SELF] = {0.2, 10.0}, [DC_LINK_SHM] = {2.0, 4.0}, [DC_LINK_TCP] = {20.0, 1.0},
-    [DC_LINK_UCX] = {3.0, 10.0},  [DC_LINK_MPI] = {5.0, 5.0}, [DC_LINK_NCCL] = {10.0, 20.0},
+} link_fallback[DC_LINK_COUNT] = {
+    [DC_LINK_UCX] = {3.0, 10.0}, [DC_LINK_MPI] = {5.0, 5.0}, [DC_LINK_NCCL] = {10.0, 20.0},
+};
+
+static const dc_transport_ops_t *const builtin_transports[] = {
+    &dc_transport_self_ops, &dc_transport_shm_ops, &dc_transport_tcp_ops,
 };
 
 #define DEFAULT_REDUCE_GBS 8.0
@@ -546,8 +551,17 @@ dc_status_t dc_select_create_rows(const char *tune_spec, const dc_algo_row_t *ro
     sel->rows = rows;
     sel->nrows = nrows;
     for (int c = 0; c < DC_LINK_COUNT; c++) {
-        dc_select_set_link(sel, (dc_link_class_t)c, link_defaults[c].alpha_us,
-                           link_defaults[c].bw_gbs);
+        dc_select_set_link(sel, (dc_link_class_t)c, link_fallback[c].alpha_us,
+                           link_fallback[c].bw_gbs);
+    }
+    for (size_t t = 0; t < sizeof(builtin_transports) / sizeof(builtin_transports[0]); t++) {
+        dc_transport_attr_t attr = {0};
+        dc_topo_t topo = {0};
+        int cls = dc_link_class_from_name(builtin_transports[t]->name);
+
+        if (cls >= 0 && builtin_transports[t]->query(&topo, &attr) == DCOMM_OK) {
+            dc_select_set_link(sel, (dc_link_class_t)cls, attr.latency_us, attr.bandwidth_gbs);
+        }
     }
     dc_select_set_compute(sel, DEFAULT_REDUCE_GBS, DEFAULT_COPY_GBS);
     sel->alpha_scale = 1.0;

@@ -159,6 +159,12 @@ DCOMM_API int dcomm_comm_size(dcomm_comm_t comm)
     return comm_field(comm, 1);
 }
 
+/* The one table of dtype sizes is the kernels' (dc_reduce_dtype_size). */
+DCOMM_API size_t dcomm_dtype_size(dcomm_dtype_t dtype)
+{
+    return dc_reduce_dtype_size(dtype);
+}
+
 DCOMM_API dcomm_status_t dcomm_timeline_start(const char *path)
 {
     dc_state_t *st = dc_state;

@@ -24,7 +24,7 @@
 #include "coord.h"
 #include "dc_time.h"
 #include "log.h"
-#include "shm/shm_group.h"
+#include "shm_group.h"
 
 #define TAG_WAKE (0xffull << 56)
 
@@ -474,7 +474,7 @@ dc_status_t dc_coord_start(dc_state_t *st)
     c->ctx.nhosts = st->cross_size;
     c->ctx.scratch_size = c->scratch_size;
     c->ctx.reqs = c->coll_reqs;
-    status = dc_run_init(&c->run, dc_config.tune);
+    status = dc_run_init(&c->run, dc_config.tune, st->net);
     if (status < 0) {
         coord_free(c);
         return status;
@@ -492,7 +492,7 @@ dc_status_t dc_coord_start(dc_state_t *st)
         return status;
     }
     if (st->size > 1 && st->cross_size == 1 &&
-        strcmp(dc_net_transport_name(st->net, (st->rank + 1) % st->size), "shm") == 0 &&
+        dc_net_shares_memory(st->net, (st->rank + 1) % st->size) &&
         dc_shm_group_create(st->net, c->world_ranks, st->size, st->rank, 0,
                             (int)dc_config.timeout_ms, c->tag++, &c->ctx.shm_group) < 0) {
         DC_WARN("shm-direct allreduce disabled: %s", dc_error_get());

@@ -17,12 +17,21 @@ _Static_assert((int)DC_SELECT_ALLREDUCE == (int)DC_COLL_ALLREDUCE &&
                    (int)DC_SELECT_BARRIER == (int)DC_COLL_BARRIER,
                "select.h and wire.h number the collectives alike");
 
-dc_status_t dc_run_init(dc_runner_t *r, const char *tune)
+dc_status_t dc_run_init(dc_runner_t *r, const char *tune, dc_net_t *net)
 {
     dc_status_t status = dc_select_create(tune, &r->sel);
 
     if (status < 0) {
         return dc_error_set(status, "DCOMM_TUNE: %s", dc_error_get());
+    }
+    /* The link costs of every transport in use, as its query() reports them. */
+    for (int i = 0; i < dc_net_transport_count(net); i++) {
+        dc_transport_attr_t attr;
+        int cls = dc_link_class_from_name(dc_net_transport_at(net, i, &attr));
+
+        if (cls >= 0) {
+            dc_select_set_link(r->sel, (dc_link_class_t)cls, attr.latency_us, attr.bandwidth_gbs);
+        }
     }
     return DCOMM_OK;
 }
@@ -41,15 +50,6 @@ dc_status_t dc_run_calibrate(dc_runner_t *r, dc_net_t *net, int rank, int size, 
 void dc_run_set_alpha_scale(dc_runner_t *r, double scale)
 {
     dc_select_set_alpha_scale(r->sel, scale);
-}
-
-void dc_run_set_link(dc_runner_t *r, const char *transport, double alpha_us, double bw_gbs)
-{
-    int cls = dc_link_class_from_name(transport);
-
-    if (cls >= 0) {
-        dc_select_set_link(r->sel, (dc_link_class_t)cls, alpha_us, bw_gbs);
-    }
 }
 
 dc_coll_ctx_t dc_run_comm_ctx(const dc_coll_ctx_t *base, const dc_comm_t *cm, int32_t comm,

@@ -25,16 +25,15 @@ typedef struct dc_runner {
     uint64_t cycle_bytes;           /* bytes run since dc_run_cycle_begin */
 } dc_runner_t;
 
-/* tune: DCOMM_TUNE; a bad rule fails with its message. */
-dc_status_t dc_run_init(dc_runner_t *r, const char *tune);
+/* tune: DCOMM_TUNE (a bad rule fails with its message); the link costs of
+ * net's transports, as their query() reports them. */
+dc_status_t dc_run_init(dc_runner_t *r, const char *tune, dc_net_t *net);
 void dc_run_free(dc_runner_t *r);
 
 /* Calibrates the selector's link and compute costs (collective over net). */
 dc_status_t dc_run_calibrate(dc_runner_t *r, dc_net_t *net, int rank, int size, uint64_t tag);
 /* Autotune's scale of the allreduce models' latency term (same on every rank). */
 void dc_run_set_alpha_scale(dc_runner_t *r, double scale);
-/* Link costs of a transport class, as its query() reports them. */
-void dc_run_set_link(dc_runner_t *r, const char *transport, double alpha_us, double bw_gbs);
 
 /* A context for comm cm from the world's base context, on tag. */
 dc_coll_ctx_t dc_run_comm_ctx(const dc_coll_ctx_t *base, const dc_comm_t *cm, int32_t comm,

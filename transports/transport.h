@@ -27,7 +27,8 @@
 #include "status.h"
 #include "store.h"
 
-#define DC_TRANSPORT_ABI_VERSION 2 /* 2: dc_request_t.expect, notify_failure */
+#define DC_TRANSPORT_ABI_VERSION 3 /* 2: dc_request_t.expect, notify_failure;
+                                      3: attr.shared_memory, no allreduce slot */
 
 typedef struct dc_transport dc_transport_t; /* backend's instance, opaque */
 typedef struct dc_endpoint dc_endpoint_t;
@@ -122,11 +123,13 @@ typedef struct dc_transport_attr {
     int usable;          /* 0: this backend cannot run here (reason logged) */
     int same_host_only;  /* shm: can serve only peers on this host */
     int priority;        /* higher wins among usable backends for a pair */
-    double latency_us;   /* alpha of the cost model, a first guess */
-    double bandwidth_gbs;/* 1/beta */
+    int shared_memory;   /* peers map each other's memory (/proc/<pid>/fd): a host's
+                          * segment group (collectives/shm_group.h) works over them */
+    /* The link cost the algorithm selector starts from (collectives/select.c),
+     * until calibration measures it: */
+    double latency_us;   /* alpha: seconds per message, in microseconds */
+    double bandwidth_gbs;/* 1/beta: 10^9 bytes per second */
 } dc_transport_attr_t;
-
-typedef struct dc_coll_args dc_coll_args_t; /* native collectives (mpi, nccl) */
 
 /* A whole collective that a backend runs natively over a group of ranks (the
  * mpi module: MPI_Iallreduce, MPI_Iallgatherv, MPI_Ibcast). Counts in
@@ -185,9 +188,6 @@ struct dc_transport_ops {
 
     /* Closes every endpoint; pending requests complete with DCOMM_ERR_SHUT_DOWN. */
     void (*close)(dc_transport_t *tp);
-
-    /* Optional: whole collectives the backend does natively (NCCL, MPI). */
-    dc_status_t (*allreduce)(dc_transport_t *tp, const dc_coll_args_t *args);
 
     /* Optional, both or neither: native group collectives (dc_native_coll_t).
      * native_supported says, without side effects and alike on every rank,

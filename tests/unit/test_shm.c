@@ -24,7 +24,7 @@
 #include "fork_ranks.h"
 
 #include "shm/shm.h"
-#include "shm/shm_ptracer.h"
+#include "shm_ptracer.h"
 #include "dc_time.h"
 #include "transport.h"
 
