@@ -154,9 +154,9 @@ typedef struct direct_ctx {
     const char *algo;
 } direct_ctx_t;
 
-static const int to_select[B_NCOLLS] = {DC_SELECT_ALLREDUCE, DC_SELECT_BROADCAST,
-                                        DC_SELECT_ALLGATHER, DC_SELECT_REDUCESCATTER,
-                                        DC_SELECT_ALLTOALL};
+static const int to_select[B_NCOLLS] = {DC_COLL_ALLREDUCE, DC_COLL_BROADCAST,
+                                        DC_COLL_ALLGATHER, DC_COLL_REDUCESCATTER,
+                                        DC_COLL_ALLTOALL};
 
 static int direct_supports(void *ctx, int coll, int dtype, int op, const char **why)
 {
@@ -217,7 +217,7 @@ static double direct_agg(void *vctx, double v, int how)
     dc_coll_args_t a = {.sendbuf = &v, .recvbuf = &out, .count = 1, .dtype = DCOMM_FLOAT64,
                         .op = agg_op[how]};
 
-    if (direct_call(ctx, DC_SELECT_ALLREDUCE, &a, "aggregating the timings") != 0) {
+    if (direct_call(ctx, DC_COLL_ALLREDUCE, &a, "aggregating the timings") != 0) {
         exit(2);
     }
     ctx->algo = keep;
@@ -230,7 +230,7 @@ static void direct_barrier(void *vctx)
     const char *keep = ctx->algo;
     dc_coll_args_t a = {.dtype = DCOMM_UINT8};
 
-    if (direct_call(ctx, DC_SELECT_BARRIER, &a, "barrier") != 0) {
+    if (direct_call(ctx, DC_COLL_BARRIER, &a, "barrier") != 0) {
         exit(2);
     }
     ctx->algo = keep;

@@ -248,17 +248,17 @@ const dc_coll_algo_t *dc_coll_world_pick(dc_coll_world_t *w, int coll,
     int k, n;
 
     switch (coll) {
-    case DC_SELECT_ALLGATHER:
+    case DC_COLL_ALLGATHER:
         for (int i = 0; i < w->ctx.size; i++) {
             bytes += args->counts[i] * esize;
         }
         break;
-    case DC_SELECT_ALLTOALL:
+    case DC_COLL_ALLTOALL:
         for (int i = 0; i < w->ctx.size; i++) {
             bytes += args->recv_counts[i] * esize;
         }
         break;
-    case DC_SELECT_BARRIER:
+    case DC_COLL_BARRIER:
         break;
     default:
         bytes = args->count * esize;

@@ -53,15 +53,6 @@ struct dc_select {
     int nrules;
 };
 
-static const char *const coll_names[DC_SELECT_NCOLLS] = {
-    [DC_SELECT_ALLREDUCE] = "allreduce",
-    [DC_SELECT_BROADCAST] = "broadcast",
-    [DC_SELECT_ALLGATHER] = "allgather",
-    [DC_SELECT_ALLTOALL] = "alltoall",
-    [DC_SELECT_REDUCESCATTER] = "reducescatter",
-    [DC_SELECT_BARRIER] = "barrier",
-};
-
 static const char *const link_names[DC_LINK_COUNT] = {
     [DC_LINK_SELF] = "self", [DC_LINK_SHM] = "shm", [DC_LINK_TCP] = "tcp",
     [DC_LINK_UCX] = "ucx",   [DC_LINK_MPI] = "mpi", [DC_LINK_NCCL] = "nccl",
@@ -108,7 +99,7 @@ static const char *const model_names[DC_COST_COUNT] = {
 
 const char *dc_select_coll_name(int coll)
 {
-    return (coll >= 0 && coll < DC_SELECT_NCOLLS) ? coll_names[coll] : NULL;
+    return (coll >= 0 && coll < DC_SELECT_NCOLLS) ? dc_coll_name(coll) : NULL;
 }
 
 int dc_link_class_from_name(const char *transport_name)
@@ -436,7 +427,7 @@ static dc_status_t parse_algo(const dc_select_t *sel, const rule_text_t *rt, int
                                      used ? ", " : "", sel->rows[i].algo->name);
         }
     }
-    return rule_error(rt, "unknown %s algorithm '%.*s' (expected one of: %s)", coll_names[coll],
+    return rule_error(rt, "unknown %s algorithm '%.*s' (expected one of: %s)", dc_coll_name(coll),
                       (int)(end - s), s, used ? valid : "none is built in");
 }
 
@@ -460,7 +451,7 @@ static dc_status_t parse_rule(const dc_select_t *sel, const rule_text_t *rt, tun
     trim(&s, &f);
     rule->coll = -1;
     for (int c = 0; c < DC_SELECT_NCOLLS; c++) {
-        if (field_is(s, f, coll_names[c])) {
+        if (field_is(s, f, dc_coll_name(c))) {
             rule->coll = c;
         }
     }

@@ -12,19 +12,11 @@
 #include <stddef.h>
 
 #include "coll.h"
+#include "dc_coll.h"
 
-/* Collective ids. The values equal core/wire.h's dc_coll_t (DC_COLL_ALLREDUCE ..
- * DC_COLL_BARRIER) so the coordinator passes req.coll as is; collectives may not
- * include core headers, hence the copy (the coordinator asserts equality). */
-enum {
-    DC_SELECT_ALLREDUCE = 0,
-    DC_SELECT_BROADCAST = 1,
-    DC_SELECT_ALLGATHER = 2,
-    DC_SELECT_ALLTOALL = 3,
-    DC_SELECT_REDUCESCATTER = 4,
-    DC_SELECT_BARRIER = 5,
-    DC_SELECT_NCOLLS
-};
+/* Collectives are numbered by util/dc_coll.h's dc_coll_t; the selector knows
+ * DC_COLL_ALLREDUCE .. DC_COLL_BARRIER. */
+#define DC_SELECT_NCOLLS DC_COLL_NALGO
 
 /* Name used by DCOMM_TUNE ("allreduce", "broadcast" ...); NULL when out of range. */
 const char *dc_select_coll_name(int coll);
@@ -73,7 +65,7 @@ const char *dc_cost_model_name(dc_cost_model_t model);
 
 /* One selectable algorithm. Table order breaks ties in predicted cost. */
 typedef struct dc_algo_row {
-    int coll;                  /* DC_SELECT_* */
+    int coll;                  /* DC_COLL_ALLREDUCE .. DC_COLL_BARRIER */
     dc_cost_model_t model;
     const dc_coll_algo_t *algo;
 } dc_algo_row_t;

@@ -9,13 +9,6 @@
 #include "dc_time.h"
 #include "log.h"
 
-_Static_assert((int)DC_SELECT_ALLREDUCE == (int)DC_COLL_ALLREDUCE &&
-                   (int)DC_SELECT_BROADCAST == (int)DC_COLL_BROADCAST &&
-                   (int)DC_SELECT_ALLGATHER == (int)DC_COLL_ALLGATHER &&
-                   (int)DC_SELECT_ALLTOALL == (int)DC_COLL_ALLTOALL &&
-                   (int)DC_SELECT_REDUCESCATTER == (int)DC_COLL_REDUCESCATTER &&
-                   (int)DC_SELECT_BARRIER == (int)DC_COLL_BARRIER,
-               "select.h and wire.h number the collectives alike");
 
 dc_status_t dc_run_init(dc_runner_t *r, const char *tune, dc_net_t *net)
 {

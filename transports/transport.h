@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dc_coll.h"
 #include "futex.h"
 #include "status.h"
 #include "store.h"
@@ -132,16 +133,12 @@ typedef struct dc_transport_attr {
 } dc_transport_attr_t;
 
 /* A whole collective that a backend runs natively over a group of ranks (the
- * mpi module: MPI_Iallreduce, MPI_Iallgatherv, MPI_Ibcast). Counts in
- * elements; buffers as in collectives/coll.h's dc_coll_args_t. */
-typedef enum dc_native_coll_kind {
-    DC_NATIVE_ALLREDUCE = 0,
-    DC_NATIVE_BROADCAST,
-    DC_NATIVE_ALLGATHER, /* counts[nranks]; sendbuf may be recvbuf + this rank's offset */
-} dc_native_coll_kind_t;
-
+ * mpi module: MPI_Iallreduce, MPI_Iallgatherv, MPI_Ibcast): DC_COLL_ALLREDUCE,
+ * _BROADCAST or _ALLGATHER (counts[nranks]; sendbuf may be recvbuf + this
+ * rank's offset). Counts in elements; buffers as in collectives/coll.h's
+ * dc_coll_args_t. */
 typedef struct dc_native_coll {
-    dc_native_coll_kind_t kind;
+    dc_coll_t kind;       /* DC_COLL_ALLREDUCE, _BROADCAST or _ALLGATHER */
     const int *ranks;     /* [nranks] world ranks in group order; group rank i = ranks[i] */
     int nranks, rank;     /* this process is ranks[rank] */
     const void *sendbuf;  /* allreduce: == recvbuf for in place */
@@ -194,7 +191,7 @@ struct dc_transport_ops {
      * whether native() can run this kind, dtype and op (0: no; the caller runs
      * another algorithm). native() runs it to completion, every rank of the
      * group calling it in the same order, within the backend's timeout. */
-    int (*native_supported)(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
+    int (*native_supported)(dc_coll_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
     dc_status_t (*native)(dc_transport_t *tp, const dc_native_coll_t *nc);
 
     /* Optional: this process has failed (why names the rank and the cause) but

@@ -8,7 +8,8 @@ For every .c file of core/ it lists the non-static functions the file defines
 and the identifiers it calls; an edge a.c -> b.c means a.c calls a function
 that b.c defines. A circle (a strongly connected component of more than one
 file) fails, naming its files and the calls that close it. It also fails when
-a file of core/ or collectives/ includes a header of transports/shm/. --graph prints every edge. The parser is a regex over the source
+a file of core/ or collectives/ includes a header of transports/shm/.
+--graph prints every edge. The parser is a regex over the source
 with comments and strings removed: good enough for this code base's style
 (function definitions start in column 0; calls are `name(`).
 """
