@@ -15,20 +15,6 @@
 #define RING_DEFAULT_CHUNK (1u << 20)
 #define RING_MAX_WINDOW    8
 
-void dc_ring_segment(size_t count, int size, int i, size_t *offset_p, size_t *len_p)
-{
-    size_t base = count / (size_t)size, extra = count % (size_t)size, ui = (size_t)i;
-
-    *offset_p = ui * base + (ui < extra ? ui : extra);
-    *len_p = base + (ui < extra);
-}
-
-void dc_ring_rs_step(int rank, int size, int step, int *send_seg_p, int *recv_seg_p)
-{
-    *send_seg_p = ((rank - step) % size + size) % size;
-    *recv_seg_p = ((rank - step - 1) % size + size) % size;
-}
-
 static int ring_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
     return ctx->size >= 1 && dc_reduce_supported(args->dtype, args->op);

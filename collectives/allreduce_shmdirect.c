@@ -31,7 +31,7 @@
 
 #include "coll.h"
 #include "dc_reduce.h"
-#include "shm/shm_group.h"
+#include "shm_group.h"
 
 /* From this many bytes on, the result goes to the caller's buffer with
  * non-temporal stores: a buffer this large leaves the cache anyway, and

@@ -122,7 +122,8 @@ void dc_coll_scatter(const dc_coll_args_t *args, size_t esize, size_t off, size_
 const void *dc_coll_input(const dc_coll_args_t *args, size_t esize, size_t off, size_t len,
                           void *scratch);
 
-/* Ring schedule of the reduce-scatter phase, exposed for unit tests: at step s
+/* The ring pattern (coll_ring.c), used by several algorithms and by the
+ * coordinator. Ring schedule of the reduce-scatter phase: at step s
  * (0 .. size-2) rank r sends segment send_seg and receives recv_seg. */
 void dc_ring_rs_step(int rank, int size, int step, int *send_seg_p, int *recv_seg_p);
 /* Segment i of count elements split over size ranks: the first count % size

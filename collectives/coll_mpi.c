@@ -54,7 +54,7 @@ static dc_endpoint_t *mpi_endpoint(const dc_coll_ctx_t *ctx)
 }
 
 static int mpi_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args,
-                         dc_native_coll_kind_t kind)
+                         dc_coll_t kind)
 {
     dc_endpoint_t *ep = mpi_endpoint(ctx);
     dcomm_op_t op = args->op == DCOMM_AVG ? DCOMM_SUM : args->op;
@@ -68,7 +68,7 @@ static int mpi_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args,
                                     "(run under mpirun with DCOMM_TRANSPORTS=mpi)");
         return 0;
     }
-    if (kind == DC_NATIVE_ALLGATHER) {
+    if (kind == DC_COLL_ALLGATHER) {
         if (args->counts == NULL) {
             return 0;
         }
@@ -96,7 +96,7 @@ static int mpi_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args,
 }
 
 static dc_status_t mpi_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args,
-                           dc_native_coll_kind_t kind)
+                           dc_coll_t kind)
 {
     dc_endpoint_t *ep = mpi_endpoint(ctx);
     dc_native_coll_t nc = {
@@ -112,7 +112,7 @@ static dc_status_t mpi_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args,
                                                 "transport (supported() should have declined)");
     }
     status = ep->ops->native(ep->tp, &nc);
-    if (status == DCOMM_OK && kind == DC_NATIVE_ALLREDUCE && args->op == DCOMM_AVG) {
+    if (status == DCOMM_OK && kind == DC_COLL_ALLREDUCE && args->op == DCOMM_AVG) {
         dc_reduce_scale(args->recvbuf, args->count, args->dtype, 1.0 / ctx->size);
     }
     return status;
@@ -121,33 +121,33 @@ static dc_status_t mpi_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args,
 static int allreduce_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
     return dc_reduce_supported(args->dtype, args->op) &&
-           mpi_supported(ctx, args, DC_NATIVE_ALLREDUCE);
+           mpi_supported(ctx, args, DC_COLL_ALLREDUCE);
 }
 
 static dc_status_t allreduce_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
-    return mpi_run(ctx, args, DC_NATIVE_ALLREDUCE);
+    return mpi_run(ctx, args, DC_COLL_ALLREDUCE);
 }
 
 static int allgather_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
-    return mpi_supported(ctx, args, DC_NATIVE_ALLGATHER);
+    return mpi_supported(ctx, args, DC_COLL_ALLGATHER);
 }
 
 static dc_status_t allgather_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
-    return mpi_run(ctx, args, DC_NATIVE_ALLGATHER);
+    return mpi_run(ctx, args, DC_COLL_ALLGATHER);
 }
 
 static int bcast_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
     return args->root >= 0 && args->root < ctx->size &&
-           mpi_supported(ctx, args, DC_NATIVE_BROADCAST);
+           mpi_supported(ctx, args, DC_COLL_BROADCAST);
 }
 
 static dc_status_t bcast_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
-    return mpi_run(ctx, args, DC_NATIVE_BROADCAST);
+    return mpi_run(ctx, args, DC_COLL_BROADCAST);
 }
 
 const dc_coll_algo_t dc_allreduce_mpi_algo = {

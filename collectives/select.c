@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "log.h"
-#include "shm/shm_group.h"
+#include "shm_group.h"
 
 typedef struct link_param {
     double alpha;  /* seconds per message */
@@ -53,28 +53,24 @@ struct dc_select {
     int nrules;
 };
 
-static const char *const coll_names[DC_SELECT_NCOLLS] = {
-    [DC_SELECT_ALLREDUCE] = "allreduce",
-    [DC_SELECT_BROADCAST] = "broadcast",
-    [DC_SELECT_ALLGATHER] = "allgather",
-    [DC_SELECT_ALLTOALL] = "alltoall",
-    [DC_SELECT_REDUCESCATTER] = "reducescatter",
-    [DC_SELECT_BARRIER] = "barrier",
-};
-
 static const char *const link_names[DC_LINK_COUNT] = {
     [DC_LINK_SELF] = "self", [DC_LINK_SHM] = "shm", [DC_LINK_TCP] = "tcp",
     [DC_LINK_UCX] = "ucx",   [DC_LINK_MPI] = "mpi", [DC_LINK_NCCL] = "nccl",
 };
 
-/* First guesses until calibration (alpha us, GB/s). shm: a spinning hand-off
- * costs 0.3 us but a futex wake 8-10 us when ranks outnumber cores; a message
- * is copied twice (in and out of the ring). tcp: loopback 14-17 us, ~10 GbE. */
+/* Link costs until calibration come from the transports' query() (the
+ * built-in ones here; the coordinator sets every transport it uses, modules
+ * included: core/coord_run.c). These rows serve only where no transport of
+ * the class is at hand: a module not loaded in this process (its query()
+ * reports the same), or nccl, which is not a transport. Alpha us, GB/s. */
 static const struct {
     double alpha_us, bw_gbs;
-} link_defaults[DC_LINK_COUNT] = {
-    [DC_LINK_SELF] = {0.2, 10.0}, [DC_LINK_SHM] = {2.0, 4.0}, [DC_LINK_TCP] = {20.0, 1.0},
-    [DC_LINK_UCX] = {3.0, 10.0},  [DC_LINK_MPI] = {5.0, 5.0}, [DC_LINK_NCCL] = {10.0, 20.0},
+} link_fallback[DC_LINK_COUNT] = {
+    [DC_LINK_UCX] = {3.0, 10.0}, [DC_LINK_MPI] = {5.0, 5.0}, [DC_LINK_NCCL] = {10.0, 20.0},
+};
+
+static const dc_transport_ops_t *const builtin_transports[] = {
+    &dc_transport_self_ops, &dc_transport_shm_ops, &dc_transport_tcp_ops,
 };
 
 #define DEFAULT_REDUCE_GBS 8.0
@@ -103,7 +99,7 @@ static const char *const model_names[DC_COST_COUNT] = {
 
 const char *dc_select_coll_name(int coll)
 {
-    return (coll >= 0 && coll < DC_SELECT_NCOLLS) ? coll_names[coll] : NULL;
+    return (coll >= 0 && coll < DC_SELECT_NCOLLS) ? dc_coll_name(coll) : NULL;
 }
 
 int dc_link_class_from_name(const char *transport_name)
@@ -431,7 +427,7 @@ static dc_status_t parse_algo(const dc_select_t *sel, const rule_text_t *rt, int
                                      used ? ", " : "", sel->rows[i].algo->name);
         }
     }
-    return rule_error(rt, "unknown %s algorithm '%.*s' (expected one of: %s)", coll_names[coll],
+    return rule_error(rt, "unknown %s algorithm '%.*s' (expected one of: %s)", dc_coll_name(coll),
                       (int)(end - s), s, used ? valid : "none is built in");
 }
 
@@ -455,7 +451,7 @@ static dc_status_t parse_rule(const dc_select_t *sel, const rule_text_t *rt, tun
     trim(&s, &f);
     rule->coll = -1;
     for (int c = 0; c < DC_SELECT_NCOLLS; c++) {
-        if (field_is(s, f, coll_names[c])) {
+        if (field_is(s, f, dc_coll_name(c))) {
             rule->coll = c;
         }
     }
@@ -546,8 +542,17 @@ dc_status_t dc_select_create_rows(const char *tune_spec, const dc_algo_row_t *ro
     sel->rows = rows;
     sel->nrows = nrows;
     for (int c = 0; c < DC_LINK_COUNT; c++) {
-        dc_select_set_link(sel, (dc_link_class_t)c, link_defaults[c].alpha_us,
-                           link_defaults[c].bw_gbs);
+        dc_select_set_link(sel, (dc_link_class_t)c, link_fallback[c].alpha_us,
+                           link_fallback[c].bw_gbs);
+    }
+    for (size_t t = 0; t < sizeof(builtin_transports) / sizeof(builtin_transports[0]); t++) {
+        dc_transport_attr_t attr = {0};
+        dc_topo_t topo = {0};
+        int cls = dc_link_class_from_name(builtin_transports[t]->name);
+
+        if (cls >= 0 && builtin_transports[t]->query(&topo, &attr) == DCOMM_OK) {
+            dc_select_set_link(sel, (dc_link_class_t)cls, attr.latency_us, attr.bandwidth_gbs);
+        }
     }
     dc_select_set_compute(sel, DEFAULT_REDUCE_GBS, DEFAULT_COPY_GBS);
     sel->alpha_scale = 1.0;
@@ -714,4 +719,16 @@ const char *dc_select_explain(const dc_select_t *sel, int coll, size_t bytes, in
     n = rank_rows(sel, coll, bytes, nranks, nhosts, cls, idx, cost, &forced);
     format_ranking(sel, coll, bytes, nranks, nhosts, cls, idx, cost, n, forced, buf, len);
     return buf;
+}
+
+int dc_select_control(int coll, const dc_coll_algo_t **out, int max)
+{
+    int n = 0;
+
+    for (int i = 0; i < dc_control_table_len && n < max; i++) {
+        if (dc_control_table[i].coll == coll) {
+            out[n++] = dc_control_table[i].algo;
+        }
+    }
+    return n;
 }

@@ -12,19 +12,11 @@
 #include <stddef.h>
 
 #include "coll.h"
+#include "dc_coll.h"
 
-/* Collective ids. The values equal core/wire.h's dc_coll_t (DC_COLL_ALLREDUCE ..
- * DC_COLL_BARRIER) so the coordinator passes req.coll as is; collectives may not
- * include core headers, hence the copy (the coordinator asserts equality). */
-enum {
-    DC_SELECT_ALLREDUCE = 0,
-    DC_SELECT_BROADCAST = 1,
-    DC_SELECT_ALLGATHER = 2,
-    DC_SELECT_ALLTOALL = 3,
-    DC_SELECT_REDUCESCATTER = 4,
-    DC_SELECT_BARRIER = 5,
-    DC_SELECT_NCOLLS
-};
+/* Collectives are numbered by util/dc_coll.h's dc_coll_t; the selector knows
+ * DC_COLL_ALLREDUCE .. DC_COLL_BARRIER. */
+#define DC_SELECT_NCOLLS DC_COLL_NALGO
 
 /* Name used by DCOMM_TUNE ("allreduce", "broadcast" ...); NULL when out of range. */
 const char *dc_select_coll_name(int coll);
@@ -73,7 +65,7 @@ const char *dc_cost_model_name(dc_cost_model_t model);
 
 /* One selectable algorithm. Table order breaks ties in predicted cost. */
 typedef struct dc_algo_row {
-    int coll;                  /* DC_SELECT_* */
+    int coll;                  /* DC_COLL_ALLREDUCE .. DC_COLL_BARRIER */
     dc_cost_model_t model;
     const dc_coll_algo_t *algo;
 } dc_algo_row_t;
@@ -81,6 +73,14 @@ typedef struct dc_algo_row {
 /* The algorithms built into this library (collectives/algo_table.c). */
 extern const dc_algo_row_t dc_algo_table[];
 extern const int dc_algo_table_len;
+
+/* The coordinator's own agreement traffic (the fast path's bit vector, the
+ * settings of rank 0 at start-up): tiny, latency-bound messages whose algorithm
+ * must not depend on the cost model, calibration, autotune or DCOMM_TUNE (every
+ * cycle pays for it). Rows in preference order; the caller runs the first
+ * whose supported() accepts (collectives/algo_table.c). */
+extern const dc_algo_row_t dc_control_table[];
+extern const int dc_control_table_len;
 
 #define DC_SELECT_MAX_ROWS 32 /* rows per table, all collectives together */
 
@@ -125,6 +125,10 @@ void dc_select_set_alpha_scale(dc_select_t *sel, double scale);
  * ranking with predicted times is logged. Allocates nothing. */
 int dc_select_candidates(const dc_select_t *sel, int coll, size_t bytes, int nranks, int nhosts,
                          dc_link_class_t cls, const dc_coll_algo_t **out, int max);
+
+/* Fills out[0 .. ret-1] (ret <= max) with the control rows of coll
+ * (dc_control_table), in order. */
+int dc_select_control(int coll, const dc_coll_algo_t **out, int max);
 
 /* Predicted seconds of one algorithm (INFINITY when inapplicable); for logs and tests. */
 double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 
 #include "config.h"
-#include "coord.h"
+#include "autotune.h"
 #include "dc_time.h"
 #include "log.h"
 
@@ -35,105 +35,109 @@ static int setting(size_t g, size_t a)
     return (int)(g + NG * a);
 }
 
-void dc_autotune_init(coord_t *c)
+void dc_autotune_init(dc_tune_t *t, int rank, int fast_path)
 {
     const char *path = dc_config.autotune_log; /* or HOROVOD_AUTOTUNE_LOG */
 
-    c->tune.enabled = dc_config.autotune && c->rank == 0 && c->cache.capacity > 0;
-    c->tune.current = 255;
-    if (!c->tune.enabled) {
+    t->enabled = dc_config.autotune && rank == 0 && fast_path;
+    t->current = 255;
+    if (!t->enabled) {
         return;
     }
-    c->tune.current = setting(0, A_DEFAULT);
-    c->tune.best = -1;
+    t->current = setting(0, A_DEFAULT);
+    t->best = -1;
     if (path[0] != '\0') {
-        c->tune.log = fopen(path, "w");
-        if (c->tune.log == NULL) {
+        t->log = fopen(path, "w");
+        if (t->log == NULL) {
             DC_WARN("autotune: cannot write DCOMM_AUTOTUNE_LOG '%s'", path);
         } else {
-            fprintf(c->tune.log,
+            fprintf(t->log,
                     "sample,fusion_threshold,cycle_time_us,alpha_scale,bytes,seconds,gbs\n");
         }
     }
 }
 
-void dc_autotune_free(coord_t *c)
+void dc_autotune_free(dc_tune_t *t)
 {
-    if (c->tune.log != NULL) {
-        fclose(c->tune.log);
-        c->tune.log = NULL;
+    if (t->log != NULL) {
+        fclose(t->log);
+        t->log = NULL;
     }
 }
 
-/* Applies the agreed index (every rank, after the vector allreduce). */
-void dc_autotune_apply(coord_t *c, int index)
+int dc_autotune_current(const dc_tune_t *t)
+{
+    return t->current;
+}
+
+int dc_autotune_setting(int index, dc_tune_setting_t *s_p)
 {
     size_t g = (size_t)index % NG, a = (size_t)index / NG;
 
     if (index < 0 || a >= NA) {
-        return;
+        return 0;
     }
-    c->fusion_threshold = thresholds[g / NC];
-    c->cycle_ns = cycles_us[g % NC] * 1000ull;
-    dc_select_set_alpha_scale(c->sel, alpha_scales[a]);
+    s_p->fusion_threshold = thresholds[g / NC];
+    s_p->cycle_ns = cycles_us[g % NC] * 1000ull;
+    s_p->alpha_scale = alpha_scales[a];
+    return 1;
 }
 
 /* The next setting to try after the current one; -1 when all are done. The
  * grid first (alpha scale 1), then the other scales at the best grid point. */
-static int next_setting(coord_t *c)
+static int next_setting(dc_tune_t *t)
 {
-    size_t g = (size_t)c->tune.current % NG, a = (size_t)c->tune.current / NG;
+    size_t g = (size_t)t->current % NG, a = (size_t)t->current / NG;
 
-    if (c->tune.phase == 0 && g + 1 < NG) {
+    if (t->phase == 0 && g + 1 < NG) {
         return setting(g + 1, A_DEFAULT);
     }
-    a = c->tune.phase == 0 ? 0 : a + 1;
-    c->tune.phase = 1;
+    a = t->phase == 0 ? 0 : a + 1;
+    t->phase = 1;
     if (a == A_DEFAULT) {
         a++; /* measured in the grid */
     }
-    return a < NA ? setting((size_t)c->tune.best % NG, a) : -1;
+    return a < NA ? setting((size_t)t->best % NG, a) : -1;
 }
 
-/* Rank 0, once per cycle: bytes executed this cycle and the cycle's length. */
-void dc_autotune_sample(coord_t *c, uint64_t bytes, uint64_t ns)
+void dc_autotune_sample(dc_tune_t *t, uint64_t bytes, uint64_t ns)
 {
     double gbs;
     int next;
 
-    if (!c->tune.enabled || c->tune.done || bytes == 0) {
+    if (!t->enabled || t->done || bytes == 0) {
         return;
     }
-    c->tune.bytes += bytes;
-    c->tune.ns += ns;
-    if (++c->tune.cycles < WINDOW_CYCLES) {
+    t->bytes += bytes;
+    t->ns += ns;
+    if (++t->cycles < WINDOW_CYCLES) {
         return;
     }
-    gbs = c->tune.ns ? (double)c->tune.bytes / (double)c->tune.ns : 0.0;
-    if (c->tune.log != NULL) {
-        fprintf(c->tune.log, "%d,%llu,%llu,%g,%llu,%.6f,%.4f\n", c->tune.current,
-                (unsigned long long)c->fusion_threshold,
-                (unsigned long long)(c->cycle_ns / 1000),
-                alpha_scales[(size_t)c->tune.current / NG], (unsigned long long)c->tune.bytes,
-                (double)c->tune.ns / 1e9, gbs);
-        fflush(c->tune.log);
+    gbs = t->ns ? (double)t->bytes / (double)t->ns : 0.0;
+    if (t->log != NULL) {
+        fprintf(t->log, "%d,%llu,%llu,%g,%llu,%.6f,%.4f\n", t->current,
+                (unsigned long long)thresholds[(size_t)t->current % NG / NC],
+                (unsigned long long)cycles_us[(size_t)t->current % NG % NC],
+                alpha_scales[(size_t)t->current / NG], (unsigned long long)t->bytes,
+                (double)t->ns / 1e9, gbs);
+        fflush(t->log);
     }
-    if (c->tune.best < 0 || gbs > c->tune.best_gbs) {
-        c->tune.best = c->tune.current;
-        c->tune.best_gbs = gbs;
+    if (t->best < 0 || gbs > t->best_gbs) {
+        t->best = t->current;
+        t->best_gbs = gbs;
     }
-    c->tune.bytes = c->tune.ns = 0;
-    c->tune.cycles = 0;
-    next = next_setting(c);
+    t->bytes = t->ns = 0;
+    t->cycles = 0;
+    next = next_setting(t);
     if (next >= 0) {
-        c->tune.current = next;
+        t->current = next;
         return;
     }
-    c->tune.current = c->tune.best;
-    c->tune.done = 1;
+    t->current = t->best;
+    t->done = 1;
     DC_INFO("autotune: fusion threshold %llu, cycle time %llu us, allreduce alpha scale %g "
             "(%.2f GB/s)",
-            (unsigned long long)thresholds[(size_t)c->tune.best % NG / NC],
-            (unsigned long long)cycles_us[(size_t)c->tune.best % NG % NC],
-            alpha_scales[(size_t)c->tune.best / NG], c->tune.best_gbs);
+            (unsigned long long)thresholds[(size_t)t->best % NG / NC],
+            (unsigned long long)cycles_us[(size_t)t->best % NG % NC],
+            alpha_scales[(size_t)t->best / NG], t->best_gbs);
 }

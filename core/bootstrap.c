@@ -310,15 +310,15 @@ static dc_status_t events_watch(void *arg)
     return DCOMM_OK;
 }
 
-/* A lost connection means a process probably ended, which dlaunch reports
- * within milliseconds: wait up to 1 s for its word. A timeout means a peer
- * went quiet while alive (stopped, hung, cut off), which dlaunch cannot see:
- * take only what it has already said, so the failure comes at DCOMM_TIMEOUT. */
 /* How the rendezvous client words a request the server failed because dlaunch
  * failed the job ("... failed: a peer rank was lost: <dlaunch's text>"): the
  * launcher's word is in the text already. */
 #define RDV_JOB_FAILED "failed: a peer rank was lost: "
 
+/* A lost connection means a process probably ended, which dlaunch reports
+ * within milliseconds: wait up to 1 s for its word. A timeout means a peer
+ * went quiet while alive (stopped, hung, cut off), which dlaunch cannot see:
+ * take only what it has already said, so the failure comes at DCOMM_TIMEOUT. */
 int dc_bootstrap_launcher_cause(dc_state_t *st, dc_status_t status, char *text, size_t cap)
 {
     char msg[512], seen[1024];

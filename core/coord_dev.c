@@ -21,7 +21,7 @@
 #include <time.h>
 
 #include "config.h"
-#include "coord.h"
+#include "coord_dev.h"
 #include "dc_reduce.h"
 #include "dc_time.h"
 #include "dev_deadline.h"
@@ -33,13 +33,12 @@
 /* The modules, and the device: the one the API saw first, else the usual
  * local-rank choice (this rank has no device buffer yet: it joined, or sends
  * nothing). */
-static dc_status_t dev_init(coord_t *c)
+static dc_status_t dev_init(coord_dev_t *d)
 {
-    coord_dev_t *d = &c->dev;
     const dc_module_t *m = dc_module_find("nccl");
     int expected = -1, n;
 
-    d->cuda = c->st->cuda;
+    d->cuda = d->st->cuda;
     d->nccl = m != NULL && d->cuda != NULL && dc_net_spec_allows(dc_config.transports, "nccl")
                   ? m->nccl : NULL;
     d->ready = 1;
@@ -47,34 +46,34 @@ static dc_status_t dev_init(coord_t *c)
         return DCOMM_OK;
     }
     n = d->cuda->device_count();
-    d->device = c->st->local_rank % (n > 0 ? n : 1);
-    if (!atomic_compare_exchange_strong(&c->st->cuda_device, &expected, d->device)) {
+    d->device = d->st->local_rank % (n > 0 ? n : 1);
+    if (!atomic_compare_exchange_strong(&d->st->cuda_device, &expected, d->device)) {
         d->device = expected;
     }
     return d->cuda->use_device(d->device);
 }
 
 /* MIN over the comm's members of *v, on ctx's tag. */
-static dc_status_t agree(coord_t *c, const dc_coll_ctx_t *ctx, int32_t *v)
+static dc_status_t agree(dc_runner_t *run, const dc_coll_ctx_t *ctx, int32_t *v)
 {
     dc_coll_args_t args = {.sendbuf = v, .recvbuf = v, .count = 1, .dtype = DCOMM_INT32,
                            .op = DCOMM_MIN};
     const char *algo;
 
-    return ctx->size > 1 ? dc_coord_run_algo(c, DC_COLL_ALLREDUCE, ctx, &args, "nccl.agree", &algo)
+    return ctx->size > 1 ? dc_run_algo(run, DC_COLL_ALLREDUCE, ctx, &args, "nccl.agree", &algo)
                          : DCOMM_OK;
 }
 
 /* First device collective of comm: NCCL when every member can open it, else
  * staged. The unique id travels through the rendezvous store under a key made
  * of the comm id and the item's tag (the same on every member, never reused). */
-static dc_status_t dev_open(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm)
+static dc_status_t dev_open(coord_dev_t *d, dc_runner_t *run, const dc_coll_ctx_t *ctx,
+                            int32_t comm)
 {
-    coord_dev_t *d = &c->dev;
     int32_t ok = d->nccl != NULL;
     dc_nccl_comm_t *nc = NULL;
     char key[64], why[512] = "";
-    dc_status_t status = agree(c, ctx, &ok);
+    dc_status_t status = agree(run, ctx, &ok);
 
     if (status < 0) {
         return status;
@@ -85,13 +84,13 @@ static dc_status_t dev_open(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm)
                                                          : "a member has no nccl module");
     } else {
         snprintf(key, sizeof(key), "nccl.%d.%llu", (int)comm, (unsigned long long)ctx->tag);
-        if (d->nccl->comm_open(c->st->store, key, ctx->rank, ctx->size, d->device,
+        if (d->nccl->comm_open(d->st->store, key, ctx->rank, ctx->size, d->device,
                                dc_dev_wait_ms(dc_config.timeout_ms), &nc) < 0) {
             snprintf(why, sizeof(why), "%s", dc_error_get());
             nc = NULL;
             ok = 0;
         }
-        status = agree(c, ctx, &ok);
+        status = agree(run, ctx, &ok);
         if ((status < 0 || !ok) && nc != NULL) {
             d->nccl->comm_close(nc);
             nc = NULL;
@@ -111,36 +110,46 @@ static dc_status_t dev_open(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm)
     return DCOMM_OK;
 }
 
-dc_status_t dc_coord_dev_prepare(coord_t *c, const dc_coll_ctx_t *ctx, int32_t comm,
-                                 int *mode_p)
+dc_status_t dc_dev_prepare(coord_dev_t *d, dc_runner_t *run, const dc_coll_ctx_t *ctx,
+                           int32_t comm, int *mode_p)
 {
-    dc_status_t status = c->dev.ready ? DCOMM_OK : dev_init(c);
+    dc_status_t status = d->ready ? DCOMM_OK : dev_init(d);
 
-    if (status == DCOMM_OK && c->dev.comms[comm].mode == DC_DEV_UNDECIDED) {
-        status = dev_open(c, ctx, comm);
+    if (status == DCOMM_OK && d->comms[comm].mode == DC_DEV_UNDECIDED) {
+        status = dev_open(d, run, ctx, comm);
     }
     if (status == DCOMM_OK) {
-        *mode_p = c->dev.comms[comm].mode;
+        *mode_p = d->comms[comm].mode;
     }
     return status;
 }
 
-dc_status_t dc_coord_dev_copy(coord_t *c, void *dst, const void *src, size_t bytes)
+void dc_dev_init(coord_dev_t *d, dc_state_t *st)
+{
+    d->st = st;
+}
+
+int dc_dev_has_cuda(const coord_dev_t *d)
+{
+    return d->cuda != NULL;
+}
+
+dc_status_t dc_dev_copy(coord_dev_t *d, void *dst, const void *src, size_t bytes)
 {
     if (bytes == 0) {
         return DCOMM_OK;
     }
-    if (c->dev.cuda == NULL) {
+    if (d->cuda == NULL) {
         memcpy(dst, src, bytes);
         return DCOMM_OK;
     }
-    return c->dev.cuda->memcpy(dst, src, bytes);
+    return d->cuda->memcpy(dst, src, bytes);
 }
 
 /* Grows a persistent buffer (2 MiB steps): pinned host or device memory. */
-static dc_status_t dev_grow(coord_t *c, int device, void **buf, size_t *size, size_t need)
+static dc_status_t dev_grow(coord_dev_t *d, int device, void **buf, size_t *size, size_t need)
 {
-    const dc_cuda_ops_t *cu = c->dev.cuda;
+    const dc_cuda_ops_t *cu = d->cuda;
     void *p = NULL;
     dc_status_t status;
 
@@ -164,34 +173,34 @@ static dc_status_t dev_grow(coord_t *c, int device, void **buf, size_t *size, si
     return DCOMM_OK;
 }
 
-dc_status_t dc_coord_dev_stage(coord_t *c, size_t bytes, void **buf_p)
+dc_status_t dc_dev_stage(coord_dev_t *d, size_t bytes, void **buf_p)
 {
-    dc_status_t status = dev_grow(c, 0, &c->dev.stage, &c->dev.stage_size, bytes);
+    dc_status_t status = dev_grow(d, 0, &d->stage, &d->stage_size, bytes);
 
-    *buf_p = c->dev.stage;
+    *buf_p = d->stage;
     return status;
 }
 
-dc_status_t dc_coord_dev_dbuf(coord_t *c, size_t bytes, void **buf_p)
+dc_status_t dc_dev_dbuf(coord_dev_t *d, size_t bytes, void **buf_p)
 {
-    dc_status_t status = dev_grow(c, 1, &c->dev.dbuf, &c->dev.dbuf_size, bytes);
+    dc_status_t status = dev_grow(d, 1, &d->dbuf, &d->dbuf_size, bytes);
 
-    *buf_p = c->dev.dbuf;
+    *buf_p = d->dbuf;
     return status;
 }
 
 /* Zeros bytes of device memory (a joined rank's contribution), through the
  * pinned buffer: the cuda module has no memset. */
-static dc_status_t dev_zero(coord_t *c, void *dptr, size_t bytes)
+static dc_status_t dev_zero(coord_dev_t *d, void *dptr, size_t bytes)
 {
     void *z;
-    dc_status_t status = dc_coord_dev_stage(c, bytes, &z);
+    dc_status_t status = dc_dev_stage(d, bytes, &z);
 
     if (status < 0) {
         return status;
     }
     memset(z, 0, bytes);
-    return dc_coord_dev_copy(c, dptr, z, bytes);
+    return dc_dev_copy(d, dptr, z, bytes);
 }
 
 /* Polls an NCCL operation of bytes to completion (see the top of the file);
@@ -199,15 +208,15 @@ static dc_status_t dev_zero(coord_t *c, void *dptr, size_t bytes)
  * peers' liveness is checked (a lost peer ends the wait with its cause); the
  * deadline is dev_deadline.h's: DCOMM_TIMEOUT beyond what the bytes could take
  * at a floor rate, none with DCOMM_TIMEOUT=0. */
-static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int coll,
-                            size_t bytes)
+static dc_status_t dev_wait(coord_dev_t *d, dc_net_t *net, dc_nccl_comm_t *nc, uint64_t ticket,
+                            int coll, size_t bytes)
 {
     uint64_t start = dc_now_ns(), next_check = start + DEV_CHECK_NS;
     uint64_t deadline = dc_dev_op_deadline(start, dc_config.timeout_ms, bytes);
     unsigned polls = 0;
 
     for (;;) {
-        dc_status_t status = c->dev.nccl->test(nc, ticket);
+        dc_status_t status = d->nccl->test(nc, ticket);
         uint64_t now;
 
         if (status != DCOMM_INPROGRESS) {
@@ -222,9 +231,9 @@ static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int
                                 (unsigned long long)dc_config.timeout_ms,
                                 (unsigned long long)(DC_DEV_FLOOR_BYTES_PER_S >> 20));
         }
-        if (now >= next_check && c->net != NULL) {
+        if (now >= next_check && net != NULL) {
             next_check = now + DEV_CHECK_NS;
-            status = dc_net_check(c->net);
+            status = dc_net_check(net);
             if (status < 0) {
                 return status; /* the cause (e.g. dlaunch's "rank 2 killed") is set */
             }
@@ -232,8 +241,8 @@ static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int
         if (++polls > 64) {
             struct timespec ts = {0, 20000};
 
-            if (c->net != NULL) {
-                dc_net_progress(c->net); /* keep host traffic moving meanwhile */
+            if (net != NULL) {
+                dc_net_progress(net); /* keep host traffic moving meanwhile */
             }
             nanosleep(&ts, NULL);
         }
@@ -242,9 +251,9 @@ static dc_status_t dev_wait(coord_t *c, dc_nccl_comm_t *nc, uint64_t ticket, int
 
 /* A staged device tensor: this rank's input goes into the pinned buffer,
  * where the host algorithm works (allreduce and broadcast in place). AVG is
- * summed there on every rank alike and scaled on the device (dc_coord_dev_stage_out). A
+ * summed there on every rank alike and scaled on the device (dc_dev_stage_out). A
  * rank without device buffers (joined; no cuda module) keeps the host path. */
-dc_status_t dc_coord_dev_stage_in(coord_t *c, const exec_item_t *it, const dc_comm_t *cm,
+dc_status_t dc_dev_stage_in(coord_dev_t *d, const exec_item_t *it, const dc_comm_t *cm,
                                   dc_coll_args_t *args)
 {
     int coll = it->req.coll;
@@ -255,13 +264,13 @@ dc_status_t dc_coord_dev_stage_in(coord_t *c, const exec_item_t *it, const dc_co
     if (coll == DC_COLL_ALLREDUCE && args->op == DCOMM_AVG) {
         args->op = DCOMM_SUM;
     }
-    if (it->op == NULL || c->dev.cuda == NULL) {
+    if (it->op == NULL || d->cuda == NULL) {
         return DCOMM_OK;
     }
     bytes = it->op->req.count * dc_reduce_dtype_size(it->req.dtype); /* this rank's own */
-    DC_CHECK_GOTO(dc_coord_dev_stage(c, bytes, &stage), status, out);
+    DC_CHECK_GOTO(dc_dev_stage(d, bytes, &stage), status, out);
     if (coll != DC_COLL_BROADCAST || cm->rank == args->root) {
-        DC_CHECK_GOTO(dc_coord_dev_copy(c, stage, args->sendbuf, bytes), status, out);
+        DC_CHECK_GOTO(dc_dev_copy(d, stage, args->sendbuf, bytes), status, out);
     }
     args->sendbuf = stage;
     if (coll == DC_COLL_ALLREDUCE || coll == DC_COLL_BROADCAST) {
@@ -273,23 +282,23 @@ out:
 
 /* The staged result back to the device (the results of allgather,
  * reducescatter and alltoall stay on the host: dcomm_result). */
-dc_status_t dc_coord_dev_stage_out(coord_t *c, const exec_item_t *it, const dc_comm_t *cm,
+dc_status_t dc_dev_stage_out(coord_dev_t *d, const exec_item_t *it, const dc_comm_t *cm,
                                    const dc_coll_args_t *args)
 {
     dc_op_t *op = it->op;
     size_t bytes = it->req.count * dc_reduce_dtype_size(it->req.dtype);
     dc_status_t status = DCOMM_OK;
 
-    if (op == NULL || c->dev.cuda == NULL) {
+    if (op == NULL || d->cuda == NULL) {
         return DCOMM_OK;
     }
     if (it->req.coll == DC_COLL_ALLREDUCE) {
-        status = dc_coord_dev_copy(c, op->recvbuf, args->recvbuf, bytes);
+        status = dc_dev_copy(d, op->recvbuf, args->recvbuf, bytes);
         if (status == DCOMM_OK && it->req.op == DCOMM_AVG) {
-            status = dc_coord_dev_scale(c, op->recvbuf, it->req.count, it->req.dtype, cm->size);
+            status = dc_dev_scale(d, op->recvbuf, it->req.count, it->req.dtype, cm->size);
         }
     } else if (it->req.coll == DC_COLL_BROADCAST && cm->rank != args->root) {
-        status = dc_coord_dev_copy(c, op->recvbuf, args->recvbuf, bytes);
+        status = dc_dev_copy(d, op->recvbuf, args->recvbuf, bytes);
     }
     return status;
 }
@@ -307,20 +316,20 @@ static int counts_equal(const size_t *counts, int n)
 /* Reducescatter on NCCL: its own when the segments are equal, else an
  * allreduce in the device buffer and this rank's segment of it. *from_p: where
  * the segment is on the device. */
-static dc_status_t native_rs(coord_t *c, dc_nccl_comm_t *nc, const dc_coll_ctx_t *ctx,
+static dc_status_t native_rs(coord_dev_t *d, dc_nccl_comm_t *nc, const dc_coll_ctx_t *ctx,
                              const dc_coll_args_t *args, int joined, const void **from_p,
                              uint64_t *ticket_p)
 {
-    const dc_nccl_ops_t *n = c->dev.nccl;
+    const dc_nccl_ops_t *n = d->nccl;
     size_t esize = dc_reduce_dtype_size(args->dtype), bytes = args->count * esize, off, len;
     const void *send = args->sendbuf;
     char *buf;
     dc_status_t status;
 
     dc_ring_segment(args->count, ctx->size, ctx->rank, &off, &len);
-    status = dc_coord_dev_dbuf(c, bytes + len * esize, (void **)&buf);
+    status = dc_dev_dbuf(d, bytes + len * esize, (void **)&buf);
     if (status == DCOMM_OK && (joined || args->count % (size_t)ctx->size != 0)) {
-        status = joined ? dev_zero(c, buf, bytes) : dc_coord_dev_copy(c, buf, send, bytes);
+        status = joined ? dev_zero(d, buf, bytes) : dc_dev_copy(d, buf, send, bytes);
         send = buf;
     }
     if (status < 0) {
@@ -334,11 +343,11 @@ static dc_status_t native_rs(coord_t *c, dc_nccl_comm_t *nc, const dc_coll_ctx_t
     return n->allreduce(nc, buf, buf, args->count, args->dtype, args->op, ticket_p);
 }
 
-dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
+dc_status_t dc_dev_native(coord_dev_t *d, int coll, int32_t comm, int joined,
                                 const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
-    const dc_nccl_ops_t *n = c->dev.nccl;
-    dc_nccl_comm_t *nc = c->dev.comms[comm].nccl;
+    const dc_nccl_ops_t *n = d->nccl;
+    dc_nccl_comm_t *nc = d->comms[comm].nccl;
     size_t esize = dc_reduce_dtype_size(args->dtype), total = 0, off;
     const void *send = args->sendbuf, *from = NULL;
     void *recv = args->recvbuf, *buf = NULL;
@@ -352,8 +361,8 @@ dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
             return DCOMM_OK;
         }
         if (joined) { /* zeros in, in place; the result is thrown away */
-            DC_CHECK_GOTO(dc_coord_dev_dbuf(c, args->count * esize, &buf), status, out);
-            DC_CHECK_GOTO(dev_zero(c, buf, args->count * esize), status, out);
+            DC_CHECK_GOTO(dc_dev_dbuf(d, args->count * esize, &buf), status, out);
+            DC_CHECK_GOTO(dev_zero(d, buf, args->count * esize), status, out);
             send = recv = buf;
         }
         status = coll == DC_COLL_ALLREDUCE
@@ -367,7 +376,7 @@ dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
         if (total == 0) {
             return DCOMM_OK;
         }
-        DC_CHECK_GOTO(dc_coord_dev_dbuf(c, total * esize, &buf), status, out);
+        DC_CHECK_GOTO(dc_dev_dbuf(d, total * esize, &buf), status, out);
         from = buf;
         status = counts_equal(args->counts, ctx->size)
                      ? n->allgather(nc, send, buf, args->counts[0], args->dtype, &ticket)
@@ -378,14 +387,14 @@ dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
             return DCOMM_OK;
         }
         dc_ring_segment(args->count, ctx->size, ctx->rank, &off, &total);
-        status = native_rs(c, nc, ctx, args, joined, &from, &ticket);
+        status = native_rs(d, nc, ctx, args, joined, &from, &ticket);
         break;
     case DC_COLL_ALLTOALL:
         /* Every rank takes part, even one with nothing to send or receive. */
         for (int i = 0; i < ctx->size; i++) {
             total += args->recv_counts[i];
         }
-        DC_CHECK_GOTO(dc_coord_dev_dbuf(c, total * esize, &buf), status, out);
+        DC_CHECK_GOTO(dc_dev_dbuf(d, total * esize, &buf), status, out);
         from = buf;
         status = n->alltoallv(nc, send, args->counts, buf, args->recv_counts, args->dtype,
                               &ticket);
@@ -394,58 +403,57 @@ dc_status_t dc_coord_dev_native(coord_t *c, int coll, int32_t comm, int joined,
         return dc_error_set(DCOMM_ERR_INTERNAL, "no NCCL form of %s", dc_coll_name(coll));
     }
     if (status == DCOMM_OK) {
-        status = dev_wait(c, nc, ticket, coll,
+        status = dev_wait(d, ctx->net, nc, ticket, coll,
                           DC_MAX(total, args->count) * esize);
     }
     if (status < 0 && status != DCOMM_ERR_INVALID_ARG) {
-        c->dev.comms[comm].failed = 1; /* its operations may never finish: abort, not close */
+        d->comms[comm].failed = 1; /* its operations may never finish: abort, not close */
     }
     /* allgather, reducescatter, alltoall: the handle's result is host memory */
     if (status == DCOMM_OK && from != NULL) {
-        status = dc_coord_dev_copy(c, args->recvbuf, from, total * esize);
+        status = dc_dev_copy(d, args->recvbuf, from, total * esize);
     }
 out:
     return status;
 }
 
-dc_status_t dc_coord_dev_scale(coord_t *c, void *buf, size_t count, int dtype, int size)
+dc_status_t dc_dev_scale(coord_dev_t *d, void *buf, size_t count, int dtype, int size)
 {
-    if (count == 0 || c->dev.cuda == NULL) {
+    if (count == 0 || d->cuda == NULL) {
         return DCOMM_OK;
     }
-    return c->dev.cuda->scale(buf, count, dtype, 1.0 / size);
+    return d->cuda->scale(buf, count, dtype, 1.0 / size);
 }
 
-void dc_coord_dev_comm_close(coord_t *c, int32_t comm)
+void dc_dev_comm_close(coord_dev_t *d, int32_t comm)
 {
     if (comm < 0 || comm >= DC_MAX_COMMS) {
         return;
     }
-    if (c->dev.comms[comm].nccl != NULL) {
+    if (d->comms[comm].nccl != NULL) {
         int lost;
 
-        pthread_mutex_lock(&c->st->lock);
-        lost = c->st->fatal_status != 0;
-        pthread_mutex_unlock(&c->st->lock);
+        pthread_mutex_lock(&d->st->lock);
+        lost = d->st->fatal_status != 0;
+        pthread_mutex_unlock(&d->st->lock);
         /* After a failure or a peer loss an operation may be stuck in flight, and
          * closing would wait for it (and for peers) forever. */
-        if (c->dev.comms[comm].failed || lost) {
-            c->dev.nccl->comm_abort(c->dev.comms[comm].nccl);
+        if (d->comms[comm].failed || lost) {
+            d->nccl->comm_abort(d->comms[comm].nccl);
         } else {
-            c->dev.nccl->comm_close(c->dev.comms[comm].nccl);
+            d->nccl->comm_close(d->comms[comm].nccl);
         }
     }
-    c->dev.comms[comm].nccl = NULL;
-    c->dev.comms[comm].failed = 0;
-    c->dev.comms[comm].mode = DC_DEV_UNDECIDED;
+    d->comms[comm].nccl = NULL;
+    d->comms[comm].failed = 0;
+    d->comms[comm].mode = DC_DEV_UNDECIDED;
 }
 
-void dc_coord_dev_free(coord_t *c)
+void dc_dev_free(coord_dev_t *d)
 {
-    coord_dev_t *d = &c->dev;
 
     for (int i = 0; i < DC_MAX_COMMS; i++) {
-        dc_coord_dev_comm_close(c, i);
+        dc_dev_comm_close(d, i);
     }
     if (d->cuda != NULL) {
         if (d->stage != NULL) {

@@ -133,6 +133,20 @@ void dc_handle_table_free(dc_state_t *st);
 /* "<comm>:<name>": the key of a tensor among the in-flight ones. */
 void dc_op_key(char *buf, size_t cap, dcomm_comm_t comm, const char *name);
 
+/* comm.c: the comm of a request (NULL when unknown; comms change only through
+ * negotiated operations, so an entry holds while requests on it are in
+ * flight), and a world rank's index in a comm (-1: not a member). */
+const dc_comm_t *dc_comm_get(dc_state_t *st, int32_t id);
+int dc_comm_rank_of(const dc_comm_t *cm, int world_rank);
+/* Fills a new comm entry: members, this rank's place, hosts renumbered; and
+ * empties one. */
+dc_status_t dc_comm_fill(dc_state_t *st, dc_comm_t *cm, const int *ranks, int n);
+void dc_comm_clear(dc_comm_t *cm);
+
+/* handle.c: completes op's handle with status and "<collective> '<name>': msg",
+ * and frees op. */
+void dc_op_fail(dc_state_t *st, dc_op_t *op, dc_status_t status, const char *msg);
+
 /* bootstrap.c: identity (environment), store, hosts, network */
 /* 1 when a launcher's identity variables are set (dlaunch, mpirun, srun). */
 int dc_bootstrap_launched(void);

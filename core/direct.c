@@ -17,7 +17,8 @@
 #include "dcomm_internal.h"
 #include "log.h"
 #include "select.h"
-#include "shm/shm_group.h"
+#include "coord_run.h"
+#include "shm_group.h"
 
 struct dc_direct {
     dc_state_t *st;   /* identity, store, hosts and network, from the bootstrap */
@@ -57,7 +58,7 @@ static dc_status_t direct_collective_setup(dc_direct_t *d)
         }
     }
     if (st->size > 1 && st->cross_size == 1 &&
-        strcmp(dc_net_transport_name(st->net, (st->rank + 1) % st->size), "shm") == 0 &&
+        dc_net_shares_memory(st->net, (st->rank + 1) % st->size) &&
         dc_shm_group_create(st->net, d->ranks, st->size, st->rank, 0, (int)dc_config.timeout_ms,
                             d->tag++, &d->ctx.shm_group) < 0) {
         DC_WARN("shm-direct allreduce disabled: %s", dc_error_get());
@@ -104,6 +105,7 @@ DC_INTERNAL_API dcomm_status_t dc_direct_open(dc_direct_t **d_p)
         status = dc_error_set(status, "DCOMM_TUNE: %s", dc_error_get());
         goto err;
     }
+    dc_run_links_from(d->sel, d->st->net);
     DC_CHECK_GOTO(direct_collective_setup(d), status, err);
     *d_p = d;
     return DCOMM_OK;
@@ -149,7 +151,7 @@ DC_INTERNAL_API const char *dc_direct_transport(const dc_direct_t *d)
 
 DC_INTERNAL_API int dc_direct_coll(const char *name)
 {
-    for (int coll = 0; coll < DC_SELECT_NCOLLS; coll++) {
+    for (int coll = 0; coll < DC_COLL_NALGO; coll++) {
         if (name != NULL && strcmp(name, dc_select_coll_name(coll)) == 0) {
             return coll;
         }
@@ -168,17 +170,17 @@ static size_t direct_bytes(const dc_direct_t *d, int coll, const dc_coll_args_t 
     size_t esize = dc_reduce_dtype_size(args->dtype), bytes = 0;
 
     switch (coll) {
-    case DC_SELECT_ALLGATHER:
+    case DC_COLL_ALLGATHER:
         for (int i = 0; i < d->ctx.size; i++) {
             bytes += args->counts[i] * esize;
         }
         return bytes;
-    case DC_SELECT_ALLTOALL:
+    case DC_COLL_ALLTOALL:
         for (int i = 0; i < d->ctx.size; i++) {
             bytes += args->recv_counts[i] * esize;
         }
         return bytes;
-    case DC_SELECT_BARRIER:
+    case DC_COLL_BARRIER:
         return 0;
     default:
         return args->count * esize;
@@ -212,7 +214,7 @@ DC_INTERNAL_API dcomm_status_t dc_direct_run(dc_direct_t *d, int coll,
     int n;
 
     *algo_p = NULL;
-    if (coll < 0 || coll >= DC_SELECT_NCOLLS) {
+    if (coll < 0 || coll >= DC_COLL_NALGO) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "direct mode: no collective %d", coll);
     }
     n = dc_select_candidates(d->sel, coll, direct_bytes(d, coll, &a), d->ctx.size,

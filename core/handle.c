@@ -173,3 +173,12 @@ void dc_handle_table_free(dc_state_t *st)
     st->slots = NULL;
     st->nslots = 0;
 }
+
+void dc_op_fail(dc_state_t *st, dc_op_t *op, dc_status_t status, const char *msg)
+{
+    char text[1536];
+
+    snprintf(text, sizeof(text), "%s '%s': %s", dc_coll_name(op->req.coll), op->req.name, msg);
+    dc_handle_complete(st, op->handle, status, text);
+    dc_op_free(op);
+}

@@ -13,19 +13,6 @@
 #define WIRE_KIND_REQ 1
 #define WIRE_KIND_RSP 2
 
-static const char *const coll_names[DC_COLL_COUNT] = {
-    [DC_COLL_ALLREDUCE] = "allreduce",         [DC_COLL_BROADCAST] = "broadcast",
-    [DC_COLL_ALLGATHER] = "allgather",         [DC_COLL_ALLTOALL] = "alltoall",
-    [DC_COLL_REDUCESCATTER] = "reducescatter", [DC_COLL_BARRIER] = "barrier",
-    [DC_COLL_JOIN] = "join",                   [DC_COLL_COMM_CREATE] = "comm_create",
-    [DC_COLL_COMM_DESTROY] = "comm_destroy",
-};
-
-const char *dc_coll_name(int coll)
-{
-    return (coll >= 0 && coll < DC_COLL_COUNT) ? coll_names[coll] : "unknown";
-}
-
 static int dims_carried(const dc_wire_req_t *req)
 {
     return req->has_shape ? DC_MIN(req->ndims, DC_WIRE_DIMS_MAX) : 0;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dc_coll.h"
 #include "status.h"
 
 #define DC_WIRE_NAME_MAX  256        /* including the NUL */
@@ -21,20 +22,6 @@
 #define DC_WIRE_WAITS_MAX 16384      /* entries of a wait section (a rank with more
                                         pending tensors does not report its waits) */
 
-typedef enum dc_coll {
-    DC_COLL_ALLREDUCE = 0,
-    DC_COLL_BROADCAST,
-    DC_COLL_ALLGATHER,
-    DC_COLL_ALLTOALL,
-    DC_COLL_REDUCESCATTER,
-    DC_COLL_BARRIER,
-    DC_COLL_JOIN,
-    DC_COLL_COMM_CREATE,  /* internal: every rank agrees on a new comm (count: list hash) */
-    DC_COLL_COMM_DESTROY, /* internal: every rank agrees to drop a comm */
-    DC_COLL_COUNT
-} dc_coll_t;
-
-const char *dc_coll_name(int coll);
 
 /* Where a request's buffers live (dc_wire_req_t.device): set by the API when
  * the cuda module is loaded. NOBUF: this rank has no buffer (nothing to send),

@@ -34,6 +34,7 @@ typedef struct net_transport {
     dc_transport_t *tp;
     int fd;              /* wait_fd, -1 when none */
     dc_doorbell_t *db;   /* doorbell, NULL when none */
+    dc_transport_attr_t attr; /* what its query() said */
 } net_transport_t;
 
 struct dc_net {
@@ -105,7 +106,8 @@ static dc_status_t spec_validate(const char *spec)
     return DCOMM_OK;
 }
 
-static int net_add_transport(dc_net_t *net, const dc_transport_ops_t *ops)
+static int net_add_transport(dc_net_t *net, const dc_transport_ops_t *ops,
+                             const dc_transport_attr_t *attr)
 {
     for (int i = 0; i < net->ntps; i++) {
         if (net->tps[i].ops == ops) {
@@ -114,6 +116,7 @@ static int net_add_transport(dc_net_t *net, const dc_transport_ops_t *ops)
     }
     net->tps[net->ntps].ops = ops;
     net->tps[net->ntps].fd = -1;
+    net->tps[net->ntps].attr = *attr;
     return net->ntps++;
 }
 
@@ -154,18 +157,20 @@ static dc_status_t net_select(dc_net_t *net, const dc_topo_t *topo, const char *
     const dc_transport_ops_t *cand[NET_MAX_CANDIDATES];
     dc_transport_attr_t attr[NET_MAX_CANDIDATES];
     size_t ncand = net_candidates(topo, spec, cand, attr);
+    dc_transport_attr_t self_attr = {0};
 
+    (void)dc_transport_self_ops.query(topo, &self_attr);
     for (int peer = 0; peer < net->size; peer++) {
         int same_host = topo->host_of[peer] == topo->host_of[net->rank];
 
         net->tp_of[peer] = -1;
         if (peer == net->rank) {
-            net->tp_of[peer] = net_add_transport(net, &dc_transport_self_ops);
+            net->tp_of[peer] = net_add_transport(net, &dc_transport_self_ops, &self_attr);
             continue;
         }
         for (size_t t = 0; t < ncand; t++) {
             if (attr[t].usable && (same_host || !attr[t].same_host_only)) {
-                net->tp_of[peer] = net_add_transport(net, cand[t]);
+                net->tp_of[peer] = net_add_transport(net, cand[t], &attr[t]);
                 break;
             }
         }
@@ -335,6 +340,25 @@ const char *dc_net_transport_name(dc_net_t *net, int rank)
         return "none";
     }
     return net->tps[net->tp_of[rank]].ops->name;
+}
+
+int dc_net_shares_memory(dc_net_t *net, int rank)
+{
+    if (rank < 0 || rank >= net->size || net->tp_of[rank] < 0) {
+        return 0;
+    }
+    return net->tps[net->tp_of[rank]].attr.shared_memory;
+}
+
+int dc_net_transport_count(dc_net_t *net)
+{
+    return net->ntps;
+}
+
+const char *dc_net_transport_at(dc_net_t *net, int i, dc_transport_attr_t *attr_p)
+{
+    *attr_p = net->tps[i].attr;
+    return net->tps[i].ops->name;
 }
 
 int dc_net_progress(dc_net_t *net)

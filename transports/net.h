@@ -30,6 +30,13 @@ dc_endpoint_t *dc_net_ep(dc_net_t *net, int rank);
 /* Name of the transport serving rank ("self", "shm", "tcp"). */
 const char *dc_net_transport_name(dc_net_t *net, int rank);
 
+/* Whether the transport serving rank shares memory with it (its query()'s
+ * shared_memory): a host segment group can be built over such peers. */
+int dc_net_shares_memory(dc_net_t *net, int rank);
+/* The transports in use (self included), each with what its query() said. */
+int dc_net_transport_count(dc_net_t *net);
+const char *dc_net_transport_at(dc_net_t *net, int i, dc_transport_attr_t *attr_p);
+
 /* DCOMM_TRANSPORTS syntax: "shm,tcp" keeps those, "^tcp,shm" excludes those;
  * "" or NULL keeps all. 1 when spec allows the transport called name. */
 int dc_net_spec_allows(const char *spec, const char *name);

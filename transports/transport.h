@@ -23,11 +23,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dc_coll.h"
 #include "futex.h"
 #include "status.h"
 #include "store.h"
 
-#define DC_TRANSPORT_ABI_VERSION 2 /* 2: dc_request_t.expect, notify_failure */
+#define DC_TRANSPORT_ABI_VERSION 3 /* 2: dc_request_t.expect, notify_failure;
+                                      3: attr.shared_memory, no allreduce slot */
 
 typedef struct dc_transport dc_transport_t; /* backend's instance, opaque */
 typedef struct dc_endpoint dc_endpoint_t;
@@ -128,23 +130,21 @@ typedef struct dc_transport_attr {
     int usable;          /* 0: this backend cannot run here (reason logged) */
     int same_host_only;  /* shm: can serve only peers on this host */
     int priority;        /* higher wins among usable backends for a pair */
-    double latency_us;   /* alpha of the cost model, a first guess */
-    double bandwidth_gbs;/* 1/beta */
+    int shared_memory;   /* peers map each other's memory (/proc/<pid>/fd): a host's
+                          * segment group (collectives/shm_group.h) works over them */
+    /* The link cost the algorithm selector starts from (collectives/select.c),
+     * until calibration measures it: */
+    double latency_us;   /* alpha: seconds per message, in microseconds */
+    double bandwidth_gbs;/* 1/beta: 10^9 bytes per second */
 } dc_transport_attr_t;
 
-typedef struct dc_coll_args dc_coll_args_t; /* native collectives (mpi, nccl) */
-
 /* A whole collective that a backend runs natively over a group of ranks (the
- * mpi module: MPI_Iallreduce, MPI_Iallgatherv, MPI_Ibcast). Counts in
- * elements; buffers as in collectives/coll.h's dc_coll_args_t. */
-typedef enum dc_native_coll_kind {
-    DC_NATIVE_ALLREDUCE = 0,
-    DC_NATIVE_BROADCAST,
-    DC_NATIVE_ALLGATHER, /* counts[nranks]; sendbuf may be recvbuf + this rank's offset */
-} dc_native_coll_kind_t;
-
+ * mpi module: MPI_Iallreduce, MPI_Iallgatherv, MPI_Ibcast): DC_COLL_ALLREDUCE,
+ * _BROADCAST or _ALLGATHER (counts[nranks]; sendbuf may be recvbuf + this
+ * rank's offset). Counts in elements; buffers as in collectives/coll.h's
+ * dc_coll_args_t. */
 typedef struct dc_native_coll {
-    dc_native_coll_kind_t kind;
+    dc_coll_t kind;       /* DC_COLL_ALLREDUCE, _BROADCAST or _ALLGATHER */
     const int *ranks;     /* [nranks] world ranks in group order; group rank i = ranks[i] */
     int nranks, rank;     /* this process is ranks[rank] */
     const void *sendbuf;  /* allreduce: == recvbuf for in place */
@@ -192,15 +192,12 @@ struct dc_transport_ops {
     /* Closes every endpoint; pending requests complete with DCOMM_ERR_SHUT_DOWN. */
     void (*close)(dc_transport_t *tp);
 
-    /* Optional: whole collectives the backend does natively (NCCL, MPI). */
-    dc_status_t (*allreduce)(dc_transport_t *tp, const dc_coll_args_t *args);
-
     /* Optional, both or neither: native group collectives (dc_native_coll_t).
      * native_supported says, without side effects and alike on every rank,
      * whether native() can run this kind, dtype and op (0: no; the caller runs
      * another algorithm). native() runs it to completion, every rank of the
      * group calling it in the same order, within the backend's timeout. */
-    int (*native_supported)(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
+    int (*native_supported)(dc_coll_t kind, dcomm_dtype_t dtype, dcomm_op_t op);
     dc_status_t (*native)(dc_transport_t *tp, const dc_native_coll_t *nc);
 
     /* Optional: this process has failed (why names the rank and the cause) but

@@ -1,4 +1,4 @@
-/* Status strings (from the one X-macro of dcomm.h), last error and dtype sizes. */
+/* Status strings (from the one X-macro of dcomm.h) and the last error. */
 #include "status.h"
 
 DCOMM_API const char *dcomm_status_string(dcomm_status_t status)
@@ -16,14 +16,4 @@ DCOMM_API const char *dcomm_status_string(dcomm_status_t status)
 DCOMM_API const char *dcomm_last_error(void)
 {
     return dc_error_get();
-}
-
-DCOMM_API size_t dcomm_dtype_size(dcomm_dtype_t dtype)
-{
-    static const size_t sizes[DCOMM_DTYPE_COUNT] = {
-        [DCOMM_UINT8] = 1,   [DCOMM_INT8] = 1,     [DCOMM_INT32] = 4,   [DCOMM_INT64] = 8,
-        [DCOMM_FLOAT16] = 2, [DCOMM_BFLOAT16] = 2, [DCOMM_FLOAT32] = 4, [DCOMM_FLOAT64] = 8,
-    };
-
-    return ((unsigned)dtype < DCOMM_DTYPE_COUNT) ? sizes[dtype] : 0;
 }

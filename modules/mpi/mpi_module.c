@@ -437,12 +437,12 @@ static MPI_Op mpi_op(dcomm_op_t op)
     }
 }
 
-static int mpi_native_supported(dc_native_coll_kind_t kind, dcomm_dtype_t dtype, dcomm_op_t op)
+static int mpi_native_supported(dc_coll_t kind, dcomm_dtype_t dtype, dcomm_op_t op)
 {
     if (mpi_dtype(dtype) == MPI_DATATYPE_NULL) {
         return 0;
     }
-    return kind != DC_NATIVE_ALLREDUCE || mpi_op(op) != MPI_OP_NULL;
+    return kind != DC_COLL_ALLREDUCE || mpi_op(op) != MPI_OP_NULL;
 }
 
 /* The communicator of a group: ours for the whole world in rank order, else one
@@ -566,7 +566,7 @@ static dc_status_t mpi_native(dc_transport_t *tp, const dc_native_coll_t *nc)
     int rc = MPI_SUCCESS;
 
     if (!mpi_native_supported(nc->kind, nc->dtype, nc->op) || nc->nranks > tp->size ||
-        (nc->kind != DC_NATIVE_ALLGATHER && nc->count > INT_MAX)) {
+        (nc->kind != DC_COLL_ALLGATHER && nc->count > INT_MAX)) {
         return dc_error_set(DCOMM_ERR_UNSUPPORTED, "mpi: rank %d: no native collective for "
                             "kind %d, dtype %d, op %d, %zu elements", tp->rank, (int)nc->kind,
                             (int)nc->dtype, (int)nc->op, nc->count);
@@ -576,15 +576,15 @@ static dc_status_t mpi_native(dc_transport_t *tp, const dc_native_coll_t *nc)
         return status;
     }
     switch (nc->kind) {
-    case DC_NATIVE_ALLREDUCE:
+    case DC_COLL_ALLREDUCE:
         rc = MPI_Iallreduce(nc->sendbuf == nc->recvbuf ? MPI_IN_PLACE : nc->sendbuf,
                             nc->recvbuf, (int)nc->count, type, mpi_op(nc->op), comm, &mreq);
         break;
-    case DC_NATIVE_BROADCAST:
+    case DC_COLL_BROADCAST:
         what = "MPI_Ibcast";
         rc = MPI_Ibcast(nc->recvbuf, (int)nc->count, type, nc->root, comm, &mreq);
         break;
-    case DC_NATIVE_ALLGATHER:
+    case DC_COLL_ALLGATHER:
     default:
         what = "MPI_Iallgatherv";
         status = native_allgatherv(tp, nc, type, comm, &mreq, &rc);

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "shm/shm_ptracer.h"
+#include "shm_ptracer.h"
 #include "shm_procs.h"
 
 /* ---- child-side helpers: a failed check prints and ends the child with 1 ---- */

@@ -196,11 +196,11 @@ static void test_select(void **state)
 
     (void)state;
     assert_int_equal(dc_select_create(NULL, &sel), DCOMM_OK);
-    n = dc_select_candidates(sel, DC_SELECT_ALLGATHER, 4096, 4, 2, DC_LINK_TCP, out,
+    n = dc_select_candidates(sel, DC_COLL_ALLGATHER, 4096, 4, 2, DC_LINK_TCP, out,
                              DC_SELECT_MAX_ROWS);
     assert_true(n >= 1);
     assert_string_equal(out[0]->name, "hier");
-    n = dc_select_candidates(sel, DC_SELECT_ALLGATHER, 4096, 4, 1, DC_LINK_SHM, out,
+    n = dc_select_candidates(sel, DC_COLL_ALLGATHER, 4096, 4, 1, DC_LINK_SHM, out,
                              DC_SELECT_MAX_ROWS);
     for (int i = 0; i < n; i++) {
         assert_string_not_equal(out[i]->name, "hier");
@@ -213,7 +213,7 @@ static void test_select(void **state)
 
     /* Forced, it comes first whatever the model says (even on one host). */
     assert_int_equal(dc_select_create("allgather:0-inf:hier", &sel), DCOMM_OK);
-    n = dc_select_candidates(sel, DC_SELECT_ALLGATHER, 64u << 20, 4, 1, DC_LINK_SHM, out,
+    n = dc_select_candidates(sel, DC_COLL_ALLGATHER, 64u << 20, 4, 1, DC_LINK_SHM, out,
                              DC_SELECT_MAX_ROWS);
     assert_true(n >= 2);
     assert_string_equal(out[0]->name, "hier");

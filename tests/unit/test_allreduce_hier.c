@@ -216,7 +216,7 @@ static void test_model(void **state)
 
     (void)state;
     assert_int_equal(dc_select_create(NULL, &sel), DCOMM_OK);
-    n = dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 2, DC_LINK_TCP, out,
+    n = dc_select_candidates(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 2, DC_LINK_TCP, out,
                              DC_SELECT_MAX_ROWS);
     assert_true(n >= 1);
     assert_string_equal(out[0]->name, "hier");

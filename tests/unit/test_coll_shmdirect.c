@@ -30,7 +30,7 @@
 #include "dc_reduce.h"
 #include "dc_time.h"
 #include "net.h"
-#include "shm/shm_group.h"
+#include "shm_group.h"
 
 #define MAX_PROCS 4
 #define WAIT_MS   120000 /* per scenario; a bug fails the test instead of hanging */

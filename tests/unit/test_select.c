@@ -45,19 +45,19 @@ FAKE(a2a_pairwise, "pairwise");
 FAKE(bar_dissemination, "dissemination");
 
 static const dc_algo_row_t full_rows[] = {
-    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RING, &ar_ring},
-    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RAB, &ar_rab},
-    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_RD, &ar_rd},
-    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_DBTREE, &ar_dbtree},
-    {DC_SELECT_ALLREDUCE, DC_COST_ALLREDUCE_SHMDIRECT, &ar_shmdirect},
-    {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_RING, &ag_ring},
-    {DC_SELECT_ALLGATHER, DC_COST_ALLGATHER_BRUCK, &ag_bruck},
-    {DC_SELECT_BROADCAST, DC_COST_BCAST_BINOMIAL, &bc_binomial},
-    {DC_SELECT_BROADCAST, DC_COST_BCAST_CHAIN, &bc_chain},
-    {DC_SELECT_REDUCESCATTER, DC_COST_REDUCESCATTER_RING, &rs_ring},
-    {DC_SELECT_REDUCESCATTER, DC_COST_REDUCESCATTER_RHALVING, &rs_rhalving},
-    {DC_SELECT_ALLTOALL, DC_COST_ALLTOALL_PAIRWISE, &a2a_pairwise},
-    {DC_SELECT_BARRIER, DC_COST_BARRIER_DISSEMINATION, &bar_dissemination},
+    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RING, &ar_ring},
+    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RAB, &ar_rab},
+    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RD, &ar_rd},
+    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_DBTREE, &ar_dbtree},
+    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_SHMDIRECT, &ar_shmdirect},
+    {DC_COLL_ALLGATHER, DC_COST_ALLGATHER_RING, &ag_ring},
+    {DC_COLL_ALLGATHER, DC_COST_ALLGATHER_BRUCK, &ag_bruck},
+    {DC_COLL_BROADCAST, DC_COST_BCAST_BINOMIAL, &bc_binomial},
+    {DC_COLL_BROADCAST, DC_COST_BCAST_CHAIN, &bc_chain},
+    {DC_COLL_REDUCESCATTER, DC_COST_REDUCESCATTER_RING, &rs_ring},
+    {DC_COLL_REDUCESCATTER, DC_COST_REDUCESCATTER_RHALVING, &rs_rhalving},
+    {DC_COLL_ALLTOALL, DC_COST_ALLTOALL_PAIRWISE, &a2a_pairwise},
+    {DC_COLL_BARRIER, DC_COST_BARRIER_DISSEMINATION, &bar_dissemination},
 };
 
 static dc_select_t *make(const char *spec)
@@ -176,24 +176,24 @@ static void test_reject(void **state)
 static void test_builtin_table(void **state)
 {
     static const int model_coll[DC_COST_COUNT] = {
-        [DC_COST_ALLREDUCE_RING] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLREDUCE_RD] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLREDUCE_RAB] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLREDUCE_DBTREE] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLREDUCE_SHMDIRECT] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLREDUCE_HIER] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLGATHER_RING] = DC_SELECT_ALLGATHER,
-        [DC_COST_ALLGATHER_BRUCK] = DC_SELECT_ALLGATHER,
-        [DC_COST_ALLGATHER_HIER] = DC_SELECT_ALLGATHER,
-        [DC_COST_BCAST_BINOMIAL] = DC_SELECT_BROADCAST,
-        [DC_COST_BCAST_CHAIN] = DC_SELECT_BROADCAST,
-        [DC_COST_REDUCESCATTER_RING] = DC_SELECT_REDUCESCATTER,
-        [DC_COST_REDUCESCATTER_RHALVING] = DC_SELECT_REDUCESCATTER,
-        [DC_COST_ALLTOALL_PAIRWISE] = DC_SELECT_ALLTOALL,
-        [DC_COST_BARRIER_DISSEMINATION] = DC_SELECT_BARRIER,
-        [DC_COST_ALLREDUCE_MPI] = DC_SELECT_ALLREDUCE,
-        [DC_COST_ALLGATHER_MPI] = DC_SELECT_ALLGATHER,
-        [DC_COST_BCAST_MPI] = DC_SELECT_BROADCAST,
+        [DC_COST_ALLREDUCE_RING] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLREDUCE_RD] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLREDUCE_RAB] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLREDUCE_DBTREE] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLREDUCE_SHMDIRECT] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLREDUCE_HIER] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLGATHER_RING] = DC_COLL_ALLGATHER,
+        [DC_COST_ALLGATHER_BRUCK] = DC_COLL_ALLGATHER,
+        [DC_COST_ALLGATHER_HIER] = DC_COLL_ALLGATHER,
+        [DC_COST_BCAST_BINOMIAL] = DC_COLL_BROADCAST,
+        [DC_COST_BCAST_CHAIN] = DC_COLL_BROADCAST,
+        [DC_COST_REDUCESCATTER_RING] = DC_COLL_REDUCESCATTER,
+        [DC_COST_REDUCESCATTER_RHALVING] = DC_COLL_REDUCESCATTER,
+        [DC_COST_ALLTOALL_PAIRWISE] = DC_COLL_ALLTOALL,
+        [DC_COST_BARRIER_DISSEMINATION] = DC_COLL_BARRIER,
+        [DC_COST_ALLREDUCE_MPI] = DC_COLL_ALLREDUCE,
+        [DC_COST_ALLGATHER_MPI] = DC_COLL_ALLGATHER,
+        [DC_COST_BCAST_MPI] = DC_COLL_BROADCAST,
     };
     dc_select_t *sel = NULL;
     const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
@@ -216,14 +216,14 @@ static void test_builtin_table(void **state)
     /* ring allreduce and binomial broadcast are always built in. */
     assert_int_equal(dc_select_create("allreduce:0-inf:ring#broadcast:0-inf:binomial", &sel),
                      DCOMM_OK);
-    assert_true(dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 100, 4, 1, DC_LINK_SHM, out, 8) >=
+    assert_true(dc_select_candidates(sel, DC_COLL_ALLREDUCE, 100, 4, 1, DC_LINK_SHM, out, 8) >=
                 1);
     assert_string_equal(out[0]->name, "ring");
-    assert_true(dc_select_candidates(sel, DC_SELECT_BROADCAST, 100, 4, 1, DC_LINK_SHM, out, 8) >=
+    assert_true(dc_select_candidates(sel, DC_COLL_BROADCAST, 100, 4, 1, DC_LINK_SHM, out, 8) >=
                 1);
     assert_string_equal(out[0]->name, "binomial");
     dc_select_destroy(sel);
-    assert_string_equal(dc_select_coll_name(DC_SELECT_REDUCESCATTER), "reducescatter");
+    assert_string_equal(dc_select_coll_name(DC_COLL_REDUCESCATTER), "reducescatter");
     assert_null(dc_select_coll_name(DC_SELECT_NCOLLS));
     assert_int_equal(dc_link_class_from_name("tcp"), DC_LINK_TCP);
     assert_int_equal(dc_link_class_from_name("shm"), DC_LINK_SHM);
@@ -240,36 +240,36 @@ static void test_model_allreduce(void **state)
 
     (void)state;
     /* Small on many ranks: latency dominates, recursive doubling. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 8, 64, 8, DC_LINK_TCP), "rd");
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 4096, 16, 1, DC_LINK_SHM), "rd");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 8, 64, 8, DC_LINK_TCP), "rd");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 4096, 16, 1, DC_LINK_SHM), "rd");
     /* Large across hosts with 8 ranks each: the ring shares no host link. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 256u << 20, 64, 8, DC_LINK_TCP), "ring");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 256u << 20, 64, 8, DC_LINK_TCP), "ring");
     /* Large, one rank per host, power of two: Rabenseifner (fewer alphas). */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 256u << 20, 16, 16, DC_LINK_TCP), "rab");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 256u << 20, 16, 16, DC_LINK_TCP), "rab");
     /* Large, 6 ranks on 6 hosts: rab and rd pay for folding 2 ranks; ring. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 256u << 20, 6, 6, DC_LINK_TCP), "ring");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 256u << 20, 6, 6, DC_LINK_TCP), "ring");
     /* Medium, 6 hosts: the double binary tree. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 64u << 10, 6, 6, DC_LINK_TCP), "dbtree");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 64u << 10, 6, 6, DC_LINK_TCP), "dbtree");
     /* One host over shm, large: shm-direct. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
                         "shmdirect");
-    n = dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM, out, 8);
+    n = dc_select_candidates(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM, out, 8);
     assert_int_equal(n, 5);
     /* Off a single shm host shm-direct is no candidate at all. */
-    n = dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 2, DC_LINK_TCP, out, 8);
+    n = dc_select_candidates(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 2, DC_LINK_TCP, out, 8);
     assert_int_equal(n, 4);
     for (int i = 0; i < n; i++) {
         assert_string_not_equal(out[i]->name, "shmdirect");
     }
-    n = dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_TCP, out, 8);
+    n = dc_select_candidates(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_TCP, out, 8);
     assert_int_equal(n, 4);
     /* max truncates the list. */
-    assert_int_equal(dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 1, 4, 1, DC_LINK_SHM, out, 2),
+    assert_int_equal(dc_select_candidates(sel, DC_COLL_ALLREDUCE, 1, 4, 1, DC_LINK_SHM, out, 2),
                      2);
-    assert_int_equal(dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 1, 4, 1, DC_LINK_SHM, out, 0),
+    assert_int_equal(dc_select_candidates(sel, DC_COLL_ALLREDUCE, 1, 4, 1, DC_LINK_SHM, out, 0),
                      0);
     /* One rank: every cost is 0, so table order. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 1u << 20, 1, 1, DC_LINK_SELF), "ring");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 1u << 20, 1, 1, DC_LINK_SELF), "ring");
     /* Unknown collective: nothing. */
     assert_int_equal(dc_select_candidates(sel, 99, 1, 4, 1, DC_LINK_SHM, out, 8), 0);
     assert_int_equal(dc_select_candidates(sel, -1, 1, 4, 1, DC_LINK_SHM, out, 8), 0);
@@ -318,18 +318,18 @@ static void test_model_others(void **state)
     dc_select_t *sel = make(NULL);
 
     (void)state;
-    assert_string_equal(first(sel, DC_SELECT_ALLGATHER, 64, 32, 4, DC_LINK_TCP), "bruck");
-    assert_string_equal(first(sel, DC_SELECT_ALLGATHER, 256u << 20, 32, 4, DC_LINK_TCP), "ring");
-    assert_string_equal(first(sel, DC_SELECT_BROADCAST, 64, 32, 4, DC_LINK_TCP), "binomial");
-    assert_string_equal(first(sel, DC_SELECT_BROADCAST, 256u << 20, 32, 4, DC_LINK_TCP), "chain");
+    assert_string_equal(first(sel, DC_COLL_ALLGATHER, 64, 32, 4, DC_LINK_TCP), "bruck");
+    assert_string_equal(first(sel, DC_COLL_ALLGATHER, 256u << 20, 32, 4, DC_LINK_TCP), "ring");
+    assert_string_equal(first(sel, DC_COLL_BROADCAST, 64, 32, 4, DC_LINK_TCP), "binomial");
+    assert_string_equal(first(sel, DC_COLL_BROADCAST, 256u << 20, 32, 4, DC_LINK_TCP), "chain");
     /* Two ranks: the chain is one hop, no better than the tree; table order. */
-    assert_string_equal(first(sel, DC_SELECT_BROADCAST, 256u << 20, 2, 2, DC_LINK_TCP),
+    assert_string_equal(first(sel, DC_COLL_BROADCAST, 256u << 20, 2, 2, DC_LINK_TCP),
                         "binomial");
-    assert_string_equal(first(sel, DC_SELECT_REDUCESCATTER, 64, 16, 1, DC_LINK_SHM), "rhalving");
-    assert_string_equal(first(sel, DC_SELECT_REDUCESCATTER, 256u << 20, 12, 3, DC_LINK_TCP),
+    assert_string_equal(first(sel, DC_COLL_REDUCESCATTER, 64, 16, 1, DC_LINK_SHM), "rhalving");
+    assert_string_equal(first(sel, DC_COLL_REDUCESCATTER, 256u << 20, 12, 3, DC_LINK_TCP),
                         "ring");
-    assert_string_equal(first(sel, DC_SELECT_ALLTOALL, 1u << 20, 8, 2, DC_LINK_TCP), "pairwise");
-    assert_string_equal(first(sel, DC_SELECT_BARRIER, 0, 8, 2, DC_LINK_TCP), "dissemination");
+    assert_string_equal(first(sel, DC_COLL_ALLTOALL, 1u << 20, 8, 2, DC_LINK_TCP), "pairwise");
+    assert_string_equal(first(sel, DC_COLL_BARRIER, 0, 8, 2, DC_LINK_TCP), "dissemination");
     dc_select_destroy(sel);
 }
 
@@ -340,12 +340,12 @@ static void test_model_params(void **state)
     double before, after;
 
     (void)state;
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
                         "shmdirect");
     /* A shm link far faster than memory copies: the ring wins again. */
     dc_select_set_link(sel, DC_LINK_SHM, 2.0, 100.0);
     dc_select_set_compute(sel, 100.0, 1.0);
-    assert_string_not_equal(first(sel, DC_SELECT_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
+    assert_string_not_equal(first(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
                             "shmdirect");
     /* Invalid values are ignored. */
     before = dc_select_predict(sel, DC_COST_ALLREDUCE_RING, 1u << 20, 4, 1, DC_LINK_SHM);
@@ -368,7 +368,7 @@ static void test_model_params(void **state)
  * declined by supported() off the mpi transport. */
 static void test_model_mpi(void **state)
 {
-    static const int colls[] = {DC_SELECT_ALLREDUCE, DC_SELECT_ALLGATHER, DC_SELECT_BROADCAST};
+    static const int colls[] = {DC_COLL_ALLREDUCE, DC_COLL_ALLGATHER, DC_COLL_BROADCAST};
     const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
     int ranks[2] = {0, 1};
     size_t counts[2] = {1, 1};
@@ -393,7 +393,7 @@ static void test_model_mpi(void **state)
     assert_true(isinf(dc_select_predict(sel, DC_COST_ALLREDUCE_MPI, 1024, 4, 1, DC_LINK_SHM)));
     dc_select_destroy(sel);
     assert_int_equal(dc_select_create("allgather:0-inf:mpi", &sel), DCOMM_OK);
-    assert_string_equal(first(sel, DC_SELECT_ALLGATHER, 1024, 4, 1, DC_LINK_SHM), "mpi");
+    assert_string_equal(first(sel, DC_COLL_ALLGATHER, 1024, 4, 1, DC_LINK_SHM), "mpi");
     dc_select_destroy(sel);
     /* A single rank has no mpi peer: every mpi row declines. */
     assert_false(dc_allreduce_mpi_algo.supported(&ctx, &args));
@@ -418,7 +418,7 @@ static void test_alpha_scale(void **state)
 
         dc_select_set_alpha_scale(sel, scale);
         while (bytes < (1u << 30) &&
-               strcmp(first(sel, DC_SELECT_ALLREDUCE, bytes, 4, 4, DC_LINK_TCP), "rd") == 0) {
+               strcmp(first(sel, DC_COLL_ALLREDUCE, bytes, 4, 4, DC_LINK_TCP), "rd") == 0) {
             bytes *= 2;
         }
         *(scale < 1.0 ? &lo : &hi) = bytes;
@@ -428,7 +428,7 @@ static void test_alpha_scale(void **state)
     assert_true(lo > 8 && hi > lo);
     dc_select_set_alpha_scale(sel, 0.0);
     dc_select_set_alpha_scale(sel, NAN);
-    assert_true(strcmp(first(sel, DC_SELECT_ALLREDUCE, hi / 2, 4, 4, DC_LINK_TCP), "rd") == 0);
+    assert_true(strcmp(first(sel, DC_COLL_ALLREDUCE, hi / 2, 4, 4, DC_LINK_TCP), "rd") == 0);
     dc_select_destroy(sel);
 }
 
@@ -442,34 +442,34 @@ static void test_forced(void **state)
 
     (void)state;
     /* In range: forced first, each other algorithm once after it. */
-    n = dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 1024, 64, 8, DC_LINK_TCP, out, 8);
+    n = dc_select_candidates(sel, DC_COLL_ALLREDUCE, 1024, 64, 8, DC_LINK_TCP, out, 8);
     assert_int_equal(n, 4);
     assert_string_equal(out[0]->name, "dbtree");
     assert_string_equal(out[1]->name, "rd"); /* the model's choice comes next */
     for (int i = 1; i < n; i++) {
         assert_string_not_equal(out[i]->name, "dbtree");
     }
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 0, 64, 8, DC_LINK_TCP), "dbtree");
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 65535, 64, 8, DC_LINK_TCP), "dbtree");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 0, 64, 8, DC_LINK_TCP), "dbtree");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 65535, 64, 8, DC_LINK_TCP), "dbtree");
     /* hi is exclusive, and 64K-1M has no rule: the model decides. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 65536, 4, 4, DC_LINK_TCP), "rab");
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 512u << 10, 6, 6, DC_LINK_TCP), "ring");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 65536, 4, 4, DC_LINK_TCP), "rab");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 512u << 10, 6, 6, DC_LINK_TCP), "ring");
     /* Forced against the model: large, where the model wants ring. */
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 1u << 20, 6, 6, DC_LINK_TCP), "rd");
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, (size_t)1 << 40, 64, 8, DC_LINK_TCP),
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 1u << 20, 6, 6, DC_LINK_TCP), "rd");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, (size_t)1 << 40, 64, 8, DC_LINK_TCP),
                         "rd");
     /* Rules of one collective do not touch another. */
-    assert_string_equal(first(sel, DC_SELECT_BROADCAST, 8, 64, 8, DC_LINK_TCP), "chain");
-    assert_string_equal(first(sel, DC_SELECT_ALLGATHER, 8, 64, 8, DC_LINK_TCP), "bruck");
+    assert_string_equal(first(sel, DC_COLL_BROADCAST, 8, 64, 8, DC_LINK_TCP), "chain");
+    assert_string_equal(first(sel, DC_COLL_ALLGATHER, 8, 64, 8, DC_LINK_TCP), "bruck");
     dc_select_destroy(sel);
 
     /* The first matching rule wins; a forced inapplicable algorithm is still listed. */
     sel = make("allreduce:0-1M:shmdirect#allreduce:0-inf:ring");
-    n = dc_select_candidates(sel, DC_SELECT_ALLREDUCE, 1024, 8, 2, DC_LINK_TCP, out, 8);
+    n = dc_select_candidates(sel, DC_COLL_ALLREDUCE, 1024, 8, 2, DC_LINK_TCP, out, 8);
     assert_int_equal(n, 5);
     assert_string_equal(out[0]->name, "shmdirect");
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 1u << 20, 8, 2, DC_LINK_TCP), "ring");
-    assert_string_equal(first(sel, DC_SELECT_ALLREDUCE, 8, 8, 2, DC_LINK_TCP), "shmdirect");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 1u << 20, 8, 2, DC_LINK_TCP), "ring");
+    assert_string_equal(first(sel, DC_COLL_ALLREDUCE, 8, 8, 2, DC_LINK_TCP), "shmdirect");
     dc_select_destroy(sel);
 }
 
@@ -479,18 +479,18 @@ static void test_explain(void **state)
     char buf[512], tiny[16];
 
     (void)state;
-    dc_select_explain(sel, DC_SELECT_ALLREDUCE, 4194304, 4, 1, DC_LINK_SHM, buf, sizeof(buf));
+    dc_select_explain(sel, DC_COLL_ALLREDUCE, 4194304, 4, 1, DC_LINK_SHM, buf, sizeof(buf));
     assert_non_null(strstr(buf, "allreduce 4194304 B, 4 ranks, 1 host, shm: shmdirect ("));
     assert_non_null(strstr(buf, " ms)"));
     assert_non_null(strstr(buf, ", ring ("));
     assert_non_null(strstr(buf, ", rd ("));
-    dc_select_explain(sel, DC_SELECT_ALLREDUCE, 8, 2, 2, DC_LINK_TCP, buf, sizeof(buf));
+    dc_select_explain(sel, DC_COLL_ALLREDUCE, 8, 2, 2, DC_LINK_TCP, buf, sizeof(buf));
     assert_non_null(strstr(buf, "allreduce 8 B, 2 ranks, 2 hosts, tcp: ring (forced by "
                                 "DCOMM_TUNE, model "));
     assert_null(strstr(buf, "shmdirect"));
     /* Truncation stays within the buffer and terminated. */
     memset(tiny, 'x', sizeof(tiny));
-    dc_select_explain(sel, DC_SELECT_ALLREDUCE, 8, 2, 2, DC_LINK_TCP, tiny, sizeof(tiny));
+    dc_select_explain(sel, DC_COLL_ALLREDUCE, 8, 2, 2, DC_LINK_TCP, tiny, sizeof(tiny));
     assert_int_equal(strlen(tiny), sizeof(tiny) - 1);
     dc_select_destroy(sel);
 }

@@ -23,7 +23,7 @@
 #include <cmocka.h>
 
 #include "shm/shm.h"
-#include "shm/shm_ptracer.h"
+#include "shm_ptracer.h"
 #include "shm_procs.h"
 
 /* ---- scenarios ---- */

@@ -22,7 +22,7 @@
 #include <cmocka.h>
 
 #include "shm/shm.h"
-#include "shm/shm_ptracer.h"
+#include "shm_ptracer.h"
 #include "shm_procs.h"
 
 /* Rank 1 dies by SIGKILL with a receive and a send of rank 0 pending on it:

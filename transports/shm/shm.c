@@ -438,8 +438,10 @@ static dc_status_t shm_query(const dc_topo_t *topo, dc_transport_attr_t *attr_p)
 {
     (void)topo;
 #ifdef __linux__
+    /* A spinning hand-off costs 0.3 us but a futex wake 8-10 us when ranks
+     * outnumber cores; a message is copied twice (in and out of the ring). */
     *attr_p = (dc_transport_attr_t){.usable = 1, .same_host_only = 1, .priority = 100,
-                                    .latency_us = 1.0, .bandwidth_gbs = 8.0};
+                                    .shared_memory = 1, .latency_us = 2.0, .bandwidth_gbs = 4.0};
 #else
     *attr_p = (dc_transport_attr_t){.usable = 0, .same_host_only = 1};
 #endif
@@ -463,5 +465,4 @@ const dc_transport_ops_t dc_transport_shm_ops = {
     .check = dc_shm_check,
     .notify_failure = dc_shm_fail,
     .close = shm_tp_close,
-    .allreduce = NULL,
 };

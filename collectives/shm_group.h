@@ -1,5 +1,7 @@
 /*
- * A shared segment for the ranks of one host (shm-direct collectives): each
+ * A collective pattern: a shared segment for the ranks of one host, over any
+ * transport whose peers share memory (its query()'s shared_memory), used by
+ * shm-direct allreduce. Each
  * member has two input slots of one chunk, there are two result chunks, and
  * each member publishes per-chunk sequence numbers that the others wait on
  * (spinning briefly, yielding the core, then sleeping on the word's futex).
