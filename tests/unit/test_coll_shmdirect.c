@@ -668,6 +668,7 @@ static int body_spin(ctx_t *c)
 {
     dc_shm_group_t *g = c->group;
     uint32_t s = 1;
+    long top = 0;
 
     for (; s <= 10; s++) {
         if (c->rank == 1) {
@@ -678,7 +679,10 @@ static int body_spin(ctx_t *c)
         }
     }
     CHECK(c->rank == 1 || g->spin == g->spin_min);
-    for (; s <= 40; s++) {
+    /* Under load (CI beside other jobs on 2 cores) a descheduled rank 1 turns
+     * some rounds into failures, which shrink the spin again: what must show
+     * is that it grows, so the highest it reached counts. */
+    for (; s <= 130; s++) {
         if (c->rank == 1) {
             dc_shm_group_post(g, 0, s);
             CHECK(dc_shm_group_wait(g, 0, 1, s) == DCOMM_OK);
@@ -686,11 +690,12 @@ static int body_spin(ctx_t *c)
             dc_sleep_ns(5000000ull);
             CHECK(dc_shm_group_wait(g, 1, 0, s) == DCOMM_OK);
             dc_shm_group_post(g, 1, s);
+            top = DC_MAX(top, (long)g->spin);
         }
     }
-    /* grown from the floor (a loaded machine may still cut the last rounds
-     * short of the ceiling) */
-    CHECK(c->rank == 1 || g->spin_max == g->spin_min || g->spin >= 16 * g->spin_min);
+    /* grown from the floor (a loaded machine may still cut it short of the
+     * ceiling) */
+    CHECK(c->rank == 1 || g->spin_max == g->spin_min || top >= 16 * (long)g->spin_min);
     return 0;
 }
 
