@@ -56,13 +56,13 @@ typedef struct dc_neg {
 
     /* neg_slow.c: buffers reused every round */
     dc_wire_buf_t up, down;
-    uint64_t up_len, down_len;
     dc_wire_resp_t resp;
     uint64_t *resp_counts;          /* [size]: storage of resp.counts */
+    /* The gather up and broadcast down (collectives/coll_vmsg.h) */
     dc_request_t *reqs;             /* [2 * size + 2] */
     dc_request_t **preqs;           /* [2 * size + 2] */
-    dc_wire_buf_t *rx;              /* rank 0: [size] */
-    uint64_t *rx_len;               /* rank 0: [size] */
+    dc_wire_buf_t *rx;              /* rank 0: [size] each rank's list */
+    uint64_t *rx_len;               /* [size]: the messages' lengths */
     int shutdown_rank;
 
     /* neg_table.c, rank 0 only */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "coll_vmsg.h"
 #include "coord_neg.h"
 #include "dc_time.h"
 #include "log.h"
@@ -41,48 +42,31 @@ static dc_status_t neg_take_list(dc_neg_t *ng, int r, const void *data, size_t l
 
 /* ---- one negotiation round ------------------------------------------------- */
 
-static dc_status_t wait_reqs(dc_net_t *net, dc_request_t **reqs, int n)
+/* The buffer of rank's list (rank 0's: the response list). */
+static void *neg_buf(void *arg, int rank, size_t len)
 {
-    return dc_net_wait(net, reqs, n, NULL, NULL);
+    dc_neg_t *ng = arg;
+    dc_wire_buf_t *buf = rank == 0 ? &ng->down : &ng->rx[rank];
+
+    return dc_wire_buf_reserve(buf, len ? len : 1) == DCOMM_OK ? buf->data : NULL;
 }
 
-static dc_status_t negotiate_root(dc_neg_t *ng, dc_net_t *net, uint64_t tag, const dc_work_t *w,
+static dc_status_t negotiate_root(dc_neg_t *ng, dc_coll_vmsg_t *v, const dc_work_t *w,
                                   dc_timeline_t *tl)
 {
     dc_status_t status;
-    int n = ng->size, k = 0;
     uint32_t flags = 0;
 
     ng->shutdown_rank = ng->shutdown_flag ? 0 : -1;
     ng->nresps = 0;
     DC_CHECK_GOTO(dc_wire_resps_begin_encode(&ng->down, 0), status, out);
-    /* Lengths first, then the lists, from every other rank. */
-    for (int r = 1; r < n; r++) {
-        DC_CHECK_GOTO(dc_ep_irecv(dc_net_ep(net, r), &ng->rx_len[r], sizeof(uint64_t),
-                                  tag, &ng->reqs[k]), status, out);
-        ng->preqs[k] = &ng->reqs[k];
-        k++;
-    }
     /* Our own list is taken while the others' are on their way. */
+    DC_CHECK_GOTO(dc_coll_vmsg_gather_post(v), status, out);
     DC_CHECK_GOTO(dc_neg_encode_up(ng), status, out);
     DC_CHECK_GOTO(neg_take_list(ng, 0, ng->up.data, ng->up.len, tl), status, out);
-    DC_CHECK_GOTO(wait_reqs(net, ng->preqs, k), status, out);
-    k = 0;
-    for (int r = 1; r < n; r++) {
-        if (ng->rx_len[r] > DC_WIRE_MSG_MAX) {
-            status = dc_error_set(DCOMM_ERR_TRANSPORT, "rank %d announced a %llu-byte list", r,
-                                  (unsigned long long)ng->rx_len[r]);
-            goto out;
-        }
-        DC_CHECK_GOTO(dc_wire_buf_reserve(&ng->rx[r], ng->rx_len[r]), status, out);
-        DC_CHECK_GOTO(dc_ep_irecv(dc_net_ep(net, r), ng->rx[r].data, ng->rx_len[r], tag,
-                                  &ng->reqs[k]), status, out);
-        ng->preqs[k] = &ng->reqs[k];
-        k++;
-    }
-    DC_CHECK_GOTO(wait_reqs(net, ng->preqs, k), status, out);
-    for (int r = 1; r < n; r++) {
-        DC_CHECK_GOTO(neg_take_list(ng, r, ng->rx[r].data, ng->rx_len[r], tl), status, out);
+    DC_CHECK_GOTO(dc_coll_vmsg_gather_wait(v), status, out);
+    for (int r = 1; r < ng->size; r++) {
+        DC_CHECK_GOTO(neg_take_list(ng, r, ng->rx[r].data, v->lens[r], tl), status, out);
     }
     DC_CHECK_GOTO(dc_neg_table_rescan(ng), status, out);
     /* A deadlock rank 0 saw: fail it when it still holds with every rank's
@@ -114,49 +98,19 @@ static dc_status_t negotiate_root(dc_neg_t *ng, dc_net_t *net, uint64_t tag, con
         flags |= DC_WIRE_FLAG_RANK(ng->shutdown_rank);
     }
     dc_wire_set_flags(&ng->down, flags);
-    ng->down_len = ng->down.len;
-    k = 0;
-    for (int r = 1; r < n; r++) {
-        DC_CHECK_GOTO(dc_ep_isend(dc_net_ep(net, r), &ng->down_len, sizeof(uint64_t), tag,
-                                  &ng->reqs[k]), status, out);
-        ng->preqs[k] = &ng->reqs[k];
-        k++;
-        DC_CHECK_GOTO(dc_ep_isend(dc_net_ep(net, r), ng->down.data, ng->down.len, tag,
-                                  &ng->reqs[k]), status, out);
-        ng->preqs[k] = &ng->reqs[k];
-        k++;
-    }
-    status = wait_reqs(net, ng->preqs, k);
+    status = dc_coll_vmsg_bcast(v, ng->down.data, ng->down.len);
 out:
     return status;
 }
 
-static dc_status_t negotiate_member(dc_neg_t *ng, dc_net_t *net, uint64_t tag)
+static dc_status_t negotiate_member(dc_neg_t *ng, dc_coll_vmsg_t *v)
 {
-    dc_endpoint_t *root = dc_net_ep(net, 0);
+    uint64_t down_len = 0;
     dc_status_t status;
 
     DC_CHECK_GOTO(dc_neg_encode_up(ng), status, out);
-    ng->up_len = ng->up.len;
-    DC_CHECK_GOTO(dc_ep_isend(root, &ng->up_len, sizeof(uint64_t), tag, &ng->reqs[0]), status,
-                  out);
-    DC_CHECK_GOTO(dc_ep_isend(root, ng->up.data, ng->up.len, tag, &ng->reqs[1]), status, out);
-    DC_CHECK_GOTO(dc_ep_irecv(root, &ng->down_len, sizeof(uint64_t), tag, &ng->reqs[2]), status,
-                  out);
-    ng->preqs[0] = &ng->reqs[0];
-    ng->preqs[1] = &ng->reqs[1];
-    ng->preqs[2] = &ng->reqs[2];
-    DC_CHECK_GOTO(wait_reqs(net, ng->preqs, 3), status, out);
-    if (ng->down_len > DC_WIRE_MSG_MAX) {
-        status = dc_error_set(DCOMM_ERR_TRANSPORT, "rank 0 announced a %llu-byte response list",
-                              (unsigned long long)ng->down_len);
-        goto out;
-    }
-    DC_CHECK_GOTO(dc_wire_buf_reserve(&ng->down, ng->down_len), status, out);
-    DC_CHECK_GOTO(dc_ep_irecv(root, ng->down.data, ng->down_len, tag, &ng->reqs[0]), status, out);
-    ng->preqs[0] = &ng->reqs[0];
-    DC_CHECK_GOTO(wait_reqs(net, ng->preqs, 1), status, out);
-    ng->down.len = ng->down_len;
+    DC_CHECK_GOTO(dc_coll_vmsg_exchange(v, ng->up.data, ng->up.len, &down_len), status, out);
+    ng->down.len = (size_t)down_len;
 out:
     return status;
 }
@@ -217,9 +171,16 @@ out:
 dc_status_t dc_neg_slow_round(dc_neg_t *ng, dc_net_t *net, uint64_t tag, dc_work_t *w,
                               dc_timeline_t *tl, uint64_t cycle, uint32_t *flags_p)
 {
+    const dc_comm_t *world = dc_comm_get(ng->st, 0);
+    dc_coll_ctx_t ctx = {.net = net, .rank = ng->rank, .size = ng->size, .ranks = world->ranks,
+                         .tag = tag};
+    /* Each list goes up to rank 0 and the response list back down. */
+    dc_coll_vmsg_t v = {.ctx = &ctx, .root = 0, .max = DC_WIRE_MSG_MAX,
+                        .what = ng->rank == 0 ? "request list" : "response list",
+                        .reserve = neg_buf, .arg = ng, .lens = ng->rx_len, .reqs = ng->reqs,
+                        .wait = ng->preqs};
     uint64_t t0 = dc_now_ns();
-    dc_status_t status = ng->rank == 0 ? negotiate_root(ng, net, tag, w, tl)
-                                       : negotiate_member(ng, net, tag);
+    dc_status_t status = ng->rank == 0 ? negotiate_root(ng, &v, w, tl) : negotiate_member(ng, &v);
 
     ng->nnew = 0;
     ng->stats.slow_rounds++;
