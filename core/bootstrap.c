@@ -17,10 +17,9 @@
 #include "config.h"
 #include "dc_time.h"
 #include "core.h"
+#include "job_store.h"
 #include "log.h"
 #include "module.h"
-#include "rdv.h"
-#include "rdv_local.h"
 
 #define HOST_ID_MAX 320
 

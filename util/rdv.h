@@ -1,7 +1,8 @@
-/* The rendezvous store of a dlaunch job: a key-value server inside dlaunch's event
- * loop, the client every rank uses (a dc_store_t), a job-event subscription, and
- * the wire codec shared by both ends. Every connection is authenticated with a
- * mutual HMAC challenge-response over the 32-byte job secret (auth.h). */
+/* The rendezvous store of a dlaunch job: a key-value server inside dlaunch's
+ * event loop, and the wire codec it shares with the client every rank uses
+ * (a dc_store_t and a job-event subscription, declared in job_store.h). Every
+ * connection is authenticated with a mutual HMAC challenge-response over the
+ * 32-byte job secret (auth.h). */
 #ifndef DC_RDV_H
 #define DC_RDV_H
 
@@ -9,33 +10,9 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "job_store.h"
 #include "status.h"
 #include "store.h"
-
-/* ---- Client ------------------------------------------------------------------ */
-
-/* Connects to "host:port", authenticates with the job secret and returns a store
- * (set / get with timeout / add / close). timeout_ms bounds the connection and
- * handshake, and each later set/add (<= 0: 60 s). Thread-safe: one request at a
- * time per store (a waiting get holds the connection). A wrong secret gives
- * DCOMM_ERR_AUTH, an unreachable server DCOMM_ERR_TIMEOUT or _TRANSPORT. */
-dc_status_t dc_rdv_client_open(const char *hostport, const uint8_t secret[DC_AUTH_SECRET_LEN],
-                               int rank, int timeout_ms, dc_store_t **store_p);
-
-/* The local IPv4 address of the client's socket, i.e. how this host reaches the
- * launcher's host ("127.0.0.1", "10.0.0.2"). Owned by the store. */
-const char *dc_rdv_client_local_addr(dc_store_t *store);
-
-/* A second authenticated connection on which the server pushes job events
- * ("rank 2 killed by signal 9 (Killed)"). *fd_p is non-blocking, for poll(); the
- * caller closes it. */
-dc_status_t dc_rdv_events_open(const char *hostport, const uint8_t secret[DC_AUTH_SECRET_LEN],
-                               int rank, int timeout_ms, int *fd_p);
-
-/* Reads one pending event into msg (NUL-terminated, truncated to cap): 1 with a
- * message, 0 when none is pending, DCOMM_ERR_PEER_LOST when the launcher closed
- * the connection (or sent garbage). Never blocks. */
-int dc_rdv_events_read(int fd, char *msg, size_t cap);
 
 /* ---- Server (runs inside a caller's single-threaded event loop) ---------------- */
 

@@ -3,7 +3,7 @@
  * thread, broadcasts (secret, port, addresses) over the launcher's runtime, and
  * every rank then uses the ordinary authenticated client.
  */
-#include "rdv_local.h"
+#include "job_store.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

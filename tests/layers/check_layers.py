@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
-"""check_layers.py: the file graph of core/ has no circle, and core/ and
-collectives/ reach no backend's internals.
+"""check_layers.py: the file graphs of core/ and launcher/ have no circle, and
+core/ and collectives/ reach no backend's internals.
 
     tests/layers/check_layers.py [ROOT] [--graph]
 
-For every .c file of core/ it lists the non-static functions the file defines
+For every .c file of core/ (then of launcher/) it lists the non-static functions the file defines
 and the identifiers it calls; an edge a.c -> b.c means a.c calls a function
 that b.c defines. A circle (a strongly connected component of more than one
 file) fails, naming its files and the calls that close it. It also fails when
-a file of core/ or collectives/ includes a header of transports/shm/.
+a file of core/ or collectives/ includes a header of transports/shm/ or of the
+rendezvous protocol (util/rdv*.h: the bootstrap sees job_store.h and store.h).
 --graph prints every edge. The parser is a regex over the source
 with comments and strings removed: good enough for this code base's style
 (function definitions start in column 0; calls are `name(`).
@@ -20,7 +21,7 @@ import sys
 DEF = re.compile(r'^[A-Za-z_][\w \t\*]*?\b([A-Za-z_]\w*)\s*\([^;{]*\)\s*\{', re.M)
 CALL = re.compile(r'\b([A-Za-z_]\w*)\s*\(')
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
-FORBIDDEN = (re.compile(r'(^|/)shm/'),)
+FORBIDDEN = (re.compile(r'(^|/)shm/'), re.compile(r'(^|/)rdv[^/]*\.h$'))
 
 
 def strip(text):
@@ -67,12 +68,11 @@ def sccs(nodes, edges):
     return out
 
 
-def main():
-    args = [a for a in sys.argv[1:] if not a.startswith('--')]
-    root = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
-    core = os.path.join(root, 'core')
-    files = sorted(f for f in os.listdir(core) if f.endswith('.c'))
-    text = {f: strip(open(os.path.join(core, f)).read()) for f in files}
+def circles(root, layer, graph):
+    """Prints the circles among layer's files; returns (files, edges, bad)."""
+    d = os.path.join(root, layer)
+    files = sorted(f for f in os.listdir(d) if f.endswith('.c'))
+    text = {f: strip(open(os.path.join(d, f)).read()) for f in files}
     owner = {}
     for f in files:
         for name in definitions(text[f]):
@@ -85,29 +85,44 @@ def main():
                 edges.setdefault(f, set()).add(g)
                 why.setdefault((f, g), set()).add(name)
     bad = 0
-    if '--graph' in sys.argv:
+    if graph:
         for f in files:
             for g in sorted(edges.get(f, ())):
-                print('%s -> %s (%s)' % (f, g, ', '.join(sorted(why[(f, g)]))))
+                print('%s/%s -> %s (%s)' % (layer, f, g, ', '.join(sorted(why[(f, g)]))))
     for comp in sccs(files, edges):
         if len(comp) > 1:
             bad = 1
-            print('circle among core files: ' + ', '.join(comp))
+            print('circle among %s files: %s' % (layer, ', '.join(comp)))
             for f in comp:
                 for g in sorted(edges.get(f, set()) & set(comp)):
                     print('  %s -> %s: %s' % (f, g, ', '.join(sorted(why[(f, g)]))))
+    return len(files), sum(len(v) for v in edges.values()), bad
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith('--')]
+    root = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..')
+    bad = 0
+    counts = []
+    for layer in ('core', 'launcher'):
+        nfiles, nedges, b = circles(root, layer, '--graph' in sys.argv)
+        bad |= b
+        counts.append('%d %s files, %d file edges' % (nfiles, layer, nedges))
     for layer in ('core', 'collectives'):
         d = os.path.join(root, layer)
         for f in sorted(os.listdir(d)):
             if not f.endswith(('.c', '.h')):
                 continue
             for inc in INCLUDE.findall(open(os.path.join(d, f)).read()):
-                shm = os.path.join(root, 'transports', 'shm', os.path.basename(inc))
-                if any(p.search(inc) for p in FORBIDDEN) or os.path.exists(shm):
+                name = os.path.basename(inc)
+                shm = os.path.join(root, 'transports', 'shm', name)
+                rdv = name.startswith('rdv') and os.path.exists(os.path.join(root, 'util', name))
+                if any(p.search(inc) for p in FORBIDDEN) or os.path.exists(shm) or rdv:
                     bad = 1
-                    print('%s/%s includes "%s" (the shm backend internals)' % (layer, f, inc))
-    nedges = sum(len(v) for v in edges.values())
-    print('%d core files, %d file edges, %s' % (len(files), nedges, 'FAILED' if bad else 'no circle'))
+                    print('%s/%s includes "%s" (%s internals)' %
+                          (layer, f, inc, 'the rendezvous protocol' if rdv or 'rdv' in name
+                           else 'the shm backend'))
+    print('%s; %s' % ('; '.join(counts), 'FAILED' if bad else 'no circle, no forbidden include'))
     return bad
 
 
