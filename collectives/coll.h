@@ -60,8 +60,7 @@ struct dc_coll_dev {
     dc_status_t (*zero)(void *owner, void *dptr, size_t bytes);
     /* status: the enqueue's (or of what prepared it); ticket: its ticket.
      * Waits for the operation when status is DCOMM_OK; returns its outcome. */
-    dc_status_t (*finish)(void *owner, dc_status_t status, uint64_t ticket, int coll,
-                          size_t bytes);
+    dc_status_t (*finish)(void *owner, dc_status_t status, uint64_t ticket, int coll, size_t bytes);
 };
 
 #define DC_COLL_MAX_REQS 64

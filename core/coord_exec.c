@@ -90,8 +90,8 @@ static dc_status_t run_item(cyc_t *e, const exec_item_t *it, int mode, const dc_
                             const dc_coll_args_t *args, const char **algo_p)
 {
     if (mode == DC_DEV_NCCL) {
-        return dc_dev_run(&e->x->dev, e->run, it->req.coll, it->req.comm, it->op == NULL, ctx,
-                          args, it->req.name, algo_p);
+        return dc_dev_run(&e->x->dev, e->run, it->req.coll, it->req.comm, it->op == NULL, ctx, args,
+                          it->req.name, algo_p);
     }
     return dc_run_algo(e->run, it->req.coll, ctx, args, it->req.name, algo_p);
 }
@@ -336,8 +336,8 @@ static dc_status_t execute_fused(cyc_t *e, size_t i0, size_t i1, const dc_comm_t
     args.sendbuf = args.recvbuf = buf;
     args.count = total;
     if (mode == DC_DEV_NCCL) {
-        status = dc_dev_run(&e->x->dev, e->run, DC_COLL_ALLREDUCE, first->req.comm, 0, &ctx,
-                            &args, first->req.name, &algo);
+        status = dc_dev_run(&e->x->dev, e->run, DC_COLL_ALLREDUCE, first->req.comm, 0, &ctx, &args,
+                            first->req.name, &algo);
     } else {
         if (mode == DC_DEV_STAGED && args.op == DCOMM_AVG) {
             args.op = DCOMM_SUM; /* scaled on the device (fusion_out) */

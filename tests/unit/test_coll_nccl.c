@@ -21,8 +21,15 @@
 #define SIZE 4 /* ranks of the pretend comm */
 #define RANK 1 /* this rank */
 
-enum { OP_NONE, OP_ALLREDUCE, OP_BROADCAST, OP_ALLGATHER, OP_ALLGATHERV, OP_REDUCESCATTER,
-       OP_ALLTOALLV };
+enum {
+    OP_NONE,
+    OP_ALLREDUCE,
+    OP_BROADCAST,
+    OP_ALLGATHER,
+    OP_ALLGATHERV,
+    OP_REDUCESCATTER,
+    OP_ALLTOALLV
+};
 
 /* What the stand-ins saw. */
 static struct {
@@ -111,8 +118,8 @@ static dc_status_t fake_allgatherv(dc_nccl_comm_t *c, const void *send, void *re
     return enqueued(OP_ALLGATHERV, send, recv, 0, dtype, ticket_p);
 }
 
-static dc_status_t fake_reducescatter(dc_nccl_comm_t *c, const void *send, void *recv,
-                                      size_t count, int dtype, int op, uint64_t *ticket_p)
+static dc_status_t fake_reducescatter(dc_nccl_comm_t *c, const void *send, void *recv, size_t count,
+                                      int dtype, int op, uint64_t *ticket_p)
 {
     assert_ptr_equal(c, fake_comm);
     seen.op = op;
@@ -202,8 +209,11 @@ static int setup(void **state)
 
 static dc_coll_args_t f32(const void *send, void *recv, size_t count)
 {
-    return (dc_coll_args_t){.sendbuf = send, .recvbuf = recv, .count = count,
-                            .dtype = DCOMM_FLOAT32, .op = DCOMM_SUM};
+    return (dc_coll_args_t){.sendbuf = send,
+                            .recvbuf = recv,
+                            .count = count,
+                            .dtype = DCOMM_FLOAT32,
+                            .op = DCOMM_SUM};
 }
 
 static void iota(float *x, size_t n, float base)
