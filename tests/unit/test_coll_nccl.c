@@ -278,7 +278,7 @@ static void test_table(void **state)
 
 static void test_allreduce(void **state)
 {
-    float x[10];
+    float x[10] = {0};
     dc_coll_args_t args = f32(x, x, 10);
 
     (void)state;
@@ -330,7 +330,7 @@ static void test_allreduce_joined(void **state)
 
 static void test_broadcast(void **state)
 {
-    float x[5];
+    float x[5] = {0};
     dc_coll_args_t args = f32(x, x, 5);
 
     (void)state;
@@ -353,7 +353,7 @@ static void test_broadcast(void **state)
 
 static void test_allgather(void **state)
 {
-    float send[3], result[12];
+    float send[3] = {0}, result[12];
     size_t even[SIZE] = {3, 3, 3, 3}, uneven[SIZE] = {2, 0, 3, 1}, none[SIZE] = {0};
     dc_coll_args_t args = f32(send, result, 3);
 
@@ -389,7 +389,7 @@ static void test_allgather(void **state)
  * past it in scratch. */
 static void test_reducescatter_equal(void **state)
 {
-    float send[8], result[2] = {0};
+    float send[8] = {0}, result[2] = {0};
     dc_coll_args_t args = f32(send, result, 8);
 
     (void)state;
@@ -419,7 +419,7 @@ static void test_reducescatter_equal(void **state)
  * in scratch, and this rank's segment of it. */
 static void test_reducescatter_uneven(void **state)
 {
-    float send[10], result[3] = {0};
+    float send[10] = {0}, result[3] = {0};
     dc_coll_args_t args = f32(send, result, 10);
 
     (void)state;
@@ -441,7 +441,7 @@ static void test_reducescatter_uneven(void **state)
  * reducescatter whose input cannot be prepared. */
 static void test_errors(void **state)
 {
-    float send[8], result[8] = {0};
+    float send[8] = {0}, result[8] = {0};
     size_t counts[SIZE] = {2, 2, 2, 2};
     dc_coll_args_t args = f32(send, result, 8);
 
@@ -480,7 +480,7 @@ static void test_errors(void **state)
 
 static void test_alltoall(void **state)
 {
-    float send[6], result[5] = {0};
+    float send[6] = {0}, result[5] = {0};
     size_t sendcounts[SIZE] = {1, 2, 0, 3}, recvcounts[SIZE] = {2, 0, 1, 2}, none[SIZE] = {0};
     dc_coll_args_t args = f32(send, result, 6);
 
