@@ -43,10 +43,10 @@ typedef struct dc_coll_ctx {
 /*
  * What a device row needs besides its arguments: the device library's ops and
  * the comm's communicator, and the caller's services, each called with owner:
- * persistent device scratch (grown on demand, reused by the next call), copies
- * and zeros in device memory, and the end of an enqueued operation, where the
- * caller's deadline, liveness checks and failure policy apply (a row never
- * waits on its own).
+ * persistent device scratch (grown on demand, reused by the next call),
+ * copies between any mix of host and device memory, zeros in device memory,
+ * and the end of an enqueued operation, where the caller's deadline, liveness
+ * checks and failure policy apply (a row never waits on its own).
  */
 struct dc_coll_dev {
     const dc_nccl_ops_t *nccl;
@@ -58,8 +58,9 @@ struct dc_coll_dev {
     dc_status_t (*scratch)(void *owner, size_t bytes, void **buf_p);
     dc_status_t (*copy)(void *owner, void *dst, const void *src, size_t bytes);
     dc_status_t (*zero)(void *owner, void *dptr, size_t bytes);
-    /* status: the enqueue's (or of what prepared it); ticket: its ticket.
-     * Waits for the operation when status is DCOMM_OK; returns its outcome. */
+    /* status: the enqueue's (or of what prepared it); ticket: its ticket;
+     * bytes: its size, for the deadline. Waits for the operation when status
+     * is DCOMM_OK; returns its outcome. */
     dc_status_t (*finish)(void *owner, dc_status_t status, uint64_t ticket, int coll, size_t bytes);
 };
 
