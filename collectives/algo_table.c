@@ -5,7 +5,8 @@
  * collective, which the model prices at the cheapest of dcomm's own
  * algorithms when every link is mpi (MPI runs the same schedules without
  * dcomm's per-message layer), so it wins those ties. The control rows serve
- * the coordinator's agreement messages (select.h).
+ * the coordinator's agreement messages, the device rows tensors in device
+ * memory (select.h).
  */
 #include "select.h"
 
@@ -34,10 +35,22 @@ const int dc_algo_table_len = (int)(sizeof(dc_algo_table) / sizeof(dc_algo_table
 
 /* Recursive doubling: log2(p) steps for a vector of a few KiB; ring where it
  * declines. Binomial: rank 0's settings, once. */
-const dc_algo_row_t dc_control_table[] = {
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RD, &dc_allreduce_rd_algo},
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RING, &dc_allreduce_ring_algo},
-    {DC_COLL_BROADCAST, DC_COST_BCAST_BINOMIAL, &dc_bcast_binomial_algo},
+const dc_pref_row_t dc_control_table[] = {
+    {DC_COLL_ALLREDUCE, &dc_allreduce_rd_algo},
+    {DC_COLL_ALLREDUCE, &dc_allreduce_ring_algo},
+    {DC_COLL_BROADCAST, &dc_bcast_binomial_algo},
 };
 
 const int dc_control_table_len = (int)(sizeof(dc_control_table) / sizeof(dc_control_table[0]));
+
+/* Device buffers: NCCL's own collectives (coll_nccl.c). Barrier has none: it
+ * carries no buffer, so it never runs on the device. */
+const dc_pref_row_t dc_device_table[] = {
+    {DC_COLL_ALLREDUCE, &dc_allreduce_nccl_algo},
+    {DC_COLL_BROADCAST, &dc_bcast_nccl_algo},
+    {DC_COLL_ALLGATHER, &dc_allgather_nccl_algo},
+    {DC_COLL_REDUCESCATTER, &dc_reducescatter_nccl_algo},
+    {DC_COLL_ALLTOALL, &dc_alltoall_nccl_algo},
+};
+
+const int dc_device_table_len = (int)(sizeof(dc_device_table) / sizeof(dc_device_table[0]));

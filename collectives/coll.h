@@ -10,12 +10,14 @@
 #include <stdint.h>
 
 #include "dcomm.h"
+#include "module.h"
 #include "net.h"
 
 /* Everything an algorithm may use: the comm's ranks, one tag for the whole
  * collective (messages are FIFO per peer, so one tag suffices), and persistent,
  * pre-faulted scratch memory owned by the caller. */
 typedef struct dc_shm_group dc_shm_group_t; /* transports/shm: a host's shared segment */
+typedef struct dc_coll_dev dc_coll_dev_t;   /* device buffers: below */
 
 typedef struct dc_coll_ctx {
     dc_net_t *net;
@@ -33,7 +35,34 @@ typedef struct dc_coll_ctx {
     /* Shared segment of the comm's ranks when they all live on one host and
      * the shm transport is in use (shm-direct); NULL otherwise. */
     dc_shm_group_t *shm_group;
+    /* Set only where the buffers are device memory and a device library runs
+     * the collective (the device rows, coll_nccl.c); NULL otherwise. */
+    const dc_coll_dev_t *dev;
 } dc_coll_ctx_t;
+
+/*
+ * What a device row needs besides its arguments: the device library's ops and
+ * the comm's communicator, and the caller's services, each called with owner:
+ * persistent device scratch (grown on demand, reused by the next call),
+ * copies between any mix of host and device memory, zeros in device memory,
+ * and the end of an enqueued operation, where the caller's deadline, liveness
+ * checks and failure policy apply (a row never waits on its own).
+ */
+struct dc_coll_dev {
+    const dc_nccl_ops_t *nccl;
+    dc_nccl_comm_t *nccl_comm; /* the comm's; NULL: none */
+    /* This rank submitted nothing (it joined): the arguments' buffers are host
+     * memory; it contributes zeros from the device and its result is dropped. */
+    int joined;
+    void *owner;
+    dc_status_t (*scratch)(void *owner, size_t bytes, void **buf_p);
+    dc_status_t (*copy)(void *owner, void *dst, const void *src, size_t bytes);
+    dc_status_t (*zero)(void *owner, void *dptr, size_t bytes);
+    /* status: the enqueue's (or of what prepared it); ticket: its ticket;
+     * bytes: its size, for the deadline. Waits for the operation when status
+     * is DCOMM_OK; returns its outcome. */
+    dc_status_t (*finish)(void *owner, dc_status_t status, uint64_t ticket, int coll, size_t bytes);
+};
 
 #define DC_COLL_MAX_REQS 64
 
@@ -105,6 +134,12 @@ extern const dc_coll_algo_t dc_barrier_dissemination_algo; /* "dissemination" */
 extern const dc_coll_algo_t dc_allreduce_mpi_algo;
 extern const dc_coll_algo_t dc_allgather_mpi_algo;
 extern const dc_coll_algo_t dc_bcast_mpi_algo;
+/* "nccl": the collective run by NCCL on device buffers (ctx->dev; nccl module). */
+extern const dc_coll_algo_t dc_allreduce_nccl_algo;
+extern const dc_coll_algo_t dc_bcast_nccl_algo;
+extern const dc_coll_algo_t dc_allgather_nccl_algo;
+extern const dc_coll_algo_t dc_reducescatter_nccl_algo;
+extern const dc_coll_algo_t dc_alltoall_nccl_algo;
 
 /* Alltoall prelude: every rank learns how many elements each peer sends it
  * (pairwise exchange of one size_t per pair). recv_counts: [size]. */

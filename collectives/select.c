@@ -721,14 +721,26 @@ const char *dc_select_explain(const dc_select_t *sel, int coll, size_t bytes, in
     return buf;
 }
 
-int dc_select_control(int coll, const dc_coll_algo_t **out, int max)
+/* The rows of coll in a table ranked by order alone, in order. */
+static int pref_rows(const dc_pref_row_t *rows, int nrows, int coll, const dc_coll_algo_t **out,
+                     int max)
 {
     int n = 0;
 
-    for (int i = 0; i < dc_control_table_len && n < max; i++) {
-        if (dc_control_table[i].coll == coll) {
-            out[n++] = dc_control_table[i].algo;
+    for (int i = 0; i < nrows && n < max; i++) {
+        if (rows[i].coll == coll) {
+            out[n++] = rows[i].algo;
         }
     }
     return n;
+}
+
+int dc_select_control(int coll, const dc_coll_algo_t **out, int max)
+{
+    return pref_rows(dc_control_table, dc_control_table_len, coll, out, max);
+}
+
+int dc_select_device(int coll, const dc_coll_algo_t **out, int max)
+{
+    return pref_rows(dc_device_table, dc_device_table_len, coll, out, max);
 }

@@ -74,13 +74,26 @@ typedef struct dc_algo_row {
 extern const dc_algo_row_t dc_algo_table[];
 extern const int dc_algo_table_len;
 
+/* A row of a table ranked by its order alone, no cost model: the control
+ * and device tables below. The caller runs the first row of its collective
+ * whose supported() accepts. */
+typedef struct dc_pref_row {
+    int coll;
+    const dc_coll_algo_t *algo;
+} dc_pref_row_t;
+
 /* The coordinator's own agreement traffic (the fast path's bit vector, the
  * settings of rank 0 at start-up): tiny, latency-bound messages whose algorithm
  * must not depend on the cost model, calibration, autotune or DCOMM_TUNE (every
- * cycle pays for it). Rows in preference order; the caller runs the first
- * whose supported() accepts (collectives/algo_table.c). */
-extern const dc_algo_row_t dc_control_table[];
+ * cycle pays for it). Rows in preference order (collectives/algo_table.c). */
+extern const dc_pref_row_t dc_control_table[];
 extern const int dc_control_table_len;
+
+/* Tensors in device memory (ctx->dev set): a device library's own collectives
+ * (coll_nccl.c). One row per collective so far, hence no cost model; rows in
+ * preference order (collectives/algo_table.c). */
+extern const dc_pref_row_t dc_device_table[];
+extern const int dc_device_table_len;
 
 #define DC_SELECT_MAX_ROWS 32 /* rows per table, all collectives together */
 
@@ -129,6 +142,11 @@ int dc_select_candidates(const dc_select_t *sel, int coll, size_t bytes, int nra
 /* Fills out[0 .. ret-1] (ret <= max) with the control rows of coll
  * (dc_control_table), in order. */
 int dc_select_control(int coll, const dc_coll_algo_t **out, int max);
+
+/* Fills out[0 .. ret-1] (ret <= max) with the device rows of coll
+ * (dc_device_table), in order. The caller runs the first whose supported()
+ * accepts. */
+int dc_select_device(int coll, const dc_coll_algo_t **out, int max);
 
 /* Predicted seconds of one algorithm (INFINITY when inapplicable); for logs and tests. */
 double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,

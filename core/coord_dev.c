@@ -1,9 +1,12 @@
 /*
  * Device (CUDA) tensors in the coordinator. The collectives of a comm's device
  * tensors run on NCCL when every member has the nccl module (and
- * DCOMM_TRANSPORTS allows it); otherwise they are staged: device data is
- * copied into pinned host memory, the host algorithms run there, and results
- * are copied back (AVG is summed on the host and scaled on the device).
+ * DCOMM_TRANSPORTS allows it): this part opens the comm's communicator and
+ * hands it, with its scratch, copies and waits, to the selector's device rows
+ * (collectives/coll_nccl.c), which enqueue each collective; otherwise the
+ * tensors are staged: device data is copied into pinned host memory, the
+ * host algorithms run there, and results are copied back (AVG is summed on
+ * the host and scaled on the device).
  *
  * An NCCL operation is enqueued on the module's stream and polled with test(),
  * never waited for with a blocking CUDA call; but the coordinator polls it to
@@ -303,118 +306,64 @@ dc_status_t dc_dev_stage_out(coord_dev_t *d, const exec_item_t *it, const dc_com
     return status;
 }
 
-static int counts_equal(const size_t *counts, int n)
+/* What the device rows call back for one item of comm (dc_coll_dev_t.owner). */
+typedef struct dev_call {
+    coord_dev_t *d;
+    int32_t comm;
+    dc_net_t *net;
+} dev_call_t;
+
+static dc_status_t call_scratch(void *owner, size_t bytes, void **buf_p)
 {
-    for (int i = 1; i < n; i++) {
-        if (counts[i] != counts[0]) {
-            return 0;
-        }
-    }
-    return 1;
+    return dc_dev_dbuf(((dev_call_t *)owner)->d, bytes, buf_p);
 }
 
-/* Reducescatter on NCCL: its own when the segments are equal, else an
- * allreduce in the device buffer and this rank's segment of it. *from_p: where
- * the segment is on the device. */
-static dc_status_t native_rs(coord_dev_t *d, dc_nccl_comm_t *nc, const dc_coll_ctx_t *ctx,
-                             const dc_coll_args_t *args, int joined, const void **from_p,
-                             uint64_t *ticket_p)
+static dc_status_t call_copy(void *owner, void *dst, const void *src, size_t bytes)
 {
-    const dc_nccl_ops_t *n = d->nccl;
-    size_t esize = dc_reduce_dtype_size(args->dtype), bytes = args->count * esize, off, len;
-    const void *send = args->sendbuf;
-    char *buf;
-    dc_status_t status;
-
-    dc_ring_segment(args->count, ctx->size, ctx->rank, &off, &len);
-    status = dc_dev_dbuf(d, bytes + len * esize, (void **)&buf);
-    if (status == DCOMM_OK && (joined || args->count % (size_t)ctx->size != 0)) {
-        status = joined ? dev_zero(d, buf, bytes) : dc_dev_copy(d, buf, send, bytes);
-        send = buf;
-    }
-    if (status < 0) {
-        return status;
-    }
-    if (args->count % (size_t)ctx->size == 0) {
-        *from_p = buf + bytes;
-        return n->reducescatter(nc, send, buf + bytes, len, args->dtype, args->op, ticket_p);
-    }
-    *from_p = buf + off * esize;
-    return n->allreduce(nc, buf, buf, args->count, args->dtype, args->op, ticket_p);
+    return dc_dev_copy(((dev_call_t *)owner)->d, dst, src, bytes);
 }
 
-dc_status_t dc_dev_native(coord_dev_t *d, int coll, int32_t comm, int joined,
-                                const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
+static dc_status_t call_zero(void *owner, void *dptr, size_t bytes)
 {
-    const dc_nccl_ops_t *n = d->nccl;
-    dc_nccl_comm_t *nc = d->comms[comm].nccl;
-    size_t esize = dc_reduce_dtype_size(args->dtype), total = 0, off;
-    const void *send = args->sendbuf, *from = NULL;
-    void *recv = args->recvbuf, *buf = NULL;
-    uint64_t ticket = 0;
-    dc_status_t status = DCOMM_OK;
+    return dev_zero(((dev_call_t *)owner)->d, dptr, bytes);
+}
 
-    switch (coll) {
-    case DC_COLL_ALLREDUCE:
-    case DC_COLL_BROADCAST:
-        if (args->count == 0) {
-            return DCOMM_OK;
-        }
-        if (joined) { /* zeros in, in place; the result is thrown away */
-            DC_CHECK_GOTO(dc_dev_dbuf(d, args->count * esize, &buf), status, out);
-            DC_CHECK_GOTO(dev_zero(d, buf, args->count * esize), status, out);
-            send = recv = buf;
-        }
-        status = coll == DC_COLL_ALLREDUCE
-                     ? n->allreduce(nc, send, recv, args->count, args->dtype, args->op, &ticket)
-                     : n->broadcast(nc, recv, args->count, args->dtype, args->root, &ticket);
-        break;
-    case DC_COLL_ALLGATHER:
-        for (int i = 0; i < ctx->size; i++) {
-            total += args->counts[i];
-        }
-        if (total == 0) {
-            return DCOMM_OK;
-        }
-        DC_CHECK_GOTO(dc_dev_dbuf(d, total * esize, &buf), status, out);
-        from = buf;
-        status = counts_equal(args->counts, ctx->size)
-                     ? n->allgather(nc, send, buf, args->counts[0], args->dtype, &ticket)
-                     : n->allgatherv(nc, send, buf, args->counts, args->dtype, &ticket);
-        break;
-    case DC_COLL_REDUCESCATTER:
-        if (args->count == 0) {
-            return DCOMM_OK;
-        }
-        dc_ring_segment(args->count, ctx->size, ctx->rank, &off, &total);
-        status = native_rs(d, nc, ctx, args, joined, &from, &ticket);
-        break;
-    case DC_COLL_ALLTOALL:
-        /* Every rank takes part, even one with nothing to send or receive. */
-        for (int i = 0; i < ctx->size; i++) {
-            total += args->recv_counts[i];
-        }
-        DC_CHECK_GOTO(dc_dev_dbuf(d, total * esize, &buf), status, out);
-        from = buf;
-        status = n->alltoallv(nc, send, args->counts, buf, args->recv_counts, args->dtype,
-                              &ticket);
-        break;
-    default:
-        return dc_error_set(DCOMM_ERR_INTERNAL, "no NCCL form of %s", dc_coll_name(coll));
-    }
+/* An enqueued operation, polled to completion (dev_wait); a failure other
+ * than a refused argument marks the comm's communicator failed: its
+ * operations may never finish, so it is aborted, not closed. */
+static dc_status_t call_finish(void *owner, dc_status_t status, uint64_t ticket, int coll,
+                               size_t bytes)
+{
+    dev_call_t *c = owner;
+
     if (status == DCOMM_OK) {
-        status = dev_wait(d, ctx->net, nc, ticket, coll,
-                          DC_MAX(total, args->count) * esize);
+        status = dev_wait(c->d, c->net, c->d->comms[c->comm].nccl, ticket, coll, bytes);
     }
     if (status < 0 && status != DCOMM_ERR_INVALID_ARG) {
-        d->comms[comm].failed = 1; /* its operations may never finish: abort, not close */
+        c->d->comms[c->comm].failed = 1;
     }
-    /* allgather, reducescatter, alltoall: the handle's result is host memory */
-    if (status == DCOMM_OK && from != NULL) {
-        status = dc_dev_copy(d, args->recvbuf, from, total * esize);
-    }
-out:
     return status;
+}
+
+dc_status_t dc_dev_run(coord_dev_t *d, dc_runner_t *run, int coll, int32_t comm, int joined,
+                       const dc_coll_ctx_t *ctx, const dc_coll_args_t *args, const char *name,
+                       const char **algo_p)
+{
+    dev_call_t call = {.d = d, .comm = comm, .net = ctx->net};
+    dc_coll_dev_t dev = {
+        .nccl = d->nccl,
+        .nccl_comm = d->comms[comm].nccl,
+        .joined = joined,
+        .owner = &call,
+        .scratch = call_scratch,
+        .copy = call_copy,
+        .zero = call_zero,
+        .finish = call_finish,
+    };
+    dc_coll_ctx_t dctx = *ctx;
+
+    dctx.dev = &dev;
+    return dc_run_device(run, coll, &dctx, args, name, algo_p);
 }
 
 dc_status_t dc_dev_scale(coord_dev_t *d, void *buf, size_t count, int dtype, int size)

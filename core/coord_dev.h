@@ -42,12 +42,14 @@ dc_status_t dc_dev_copy(coord_dev_t *d, void *dst, const void *src, size_t bytes
 /* Persistent buffers, grown on demand: pinned host / device. */
 dc_status_t dc_dev_stage(coord_dev_t *d, size_t bytes, void **buf_p);
 dc_status_t dc_dev_dbuf(coord_dev_t *d, size_t bytes, void **buf_p);
-/* Runs collective coll natively on comm's NCCL communicator, args as prepared
- * for the host path (results into host memory; a joined rank's own buffers
- * are ignored, it sends zeros from the device), and waits for it (see
- * coord_dev.c for why). */
-dc_status_t dc_dev_native(coord_dev_t *d, int coll, int32_t comm, int joined,
-                          const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
+/* Runs collective coll on comm's NCCL communicator: the selector's device
+ * rows (coord_run.h), given this part's scratch, copies, and its wait for an
+ * operation (see coord_dev.c for why it waits). args as prepared for the host
+ * path (results into host memory; a joined rank's own buffers are ignored, it
+ * sends zeros from the device). *algo_p: the row's name ("nccl"). */
+dc_status_t dc_dev_run(coord_dev_t *d, dc_runner_t *run, int coll, int32_t comm, int joined,
+                       const dc_coll_ctx_t *ctx, const dc_coll_args_t *args, const char *name,
+                       const char **algo_p);
 /* A staged device tensor of item it: this rank's input into pinned host
  * memory (args then point there), and the result back to the device. */
 dc_status_t dc_dev_stage_in(coord_dev_t *d, const exec_item_t *it, const dc_comm_t *cm,

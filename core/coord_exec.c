@@ -84,15 +84,14 @@ static void timeline_op(dc_timeline_t *tl, const dc_coll_ctx_t *ctx, const exec_
     dc_timeline_span(tl, it->req.name, phase, t0, t1, args);
 }
 
-/* Device tensors on a comm that NCCL serves run there; everything else
- * (staged device tensors too) on the host algorithms. */
+/* Device tensors on a comm that NCCL serves run on the selector's device
+ * rows; everything else (staged device tensors too) on the host algorithms. */
 static dc_status_t run_item(cyc_t *e, const exec_item_t *it, int mode, const dc_coll_ctx_t *ctx,
                             const dc_coll_args_t *args, const char **algo_p)
 {
     if (mode == DC_DEV_NCCL) {
-        *algo_p = "nccl";
-        dc_run_add_bytes(e->run, args->count * dc_reduce_dtype_size(args->dtype));
-        return dc_dev_native(&e->x->dev, it->req.coll, it->req.comm, it->op == NULL, ctx, args);
+        return dc_dev_run(&e->x->dev, e->run, it->req.coll, it->req.comm, it->op == NULL, ctx, args,
+                          it->req.name, algo_p);
     }
     return dc_run_algo(e->run, it->req.coll, ctx, args, it->req.name, algo_p);
 }
@@ -312,7 +311,7 @@ static dc_status_t execute_fused(cyc_t *e, size_t i0, size_t i1, const dc_comm_t
     size_t esize = dc_reduce_dtype_size(first->req.dtype), total = 0, off = 0;
     dc_coll_ctx_t ctx = dc_run_comm_ctx(e->base, cm, first->req.comm, tag);
     dc_coll_args_t args = {.dtype = first->req.dtype, .op = first->req.op};
-    const char *algo = "nccl";
+    const char *algo = NULL;
     uint64_t t0, t1, t2;
     dc_status_t status = DCOMM_OK;
     int mode = 0;
@@ -337,8 +336,8 @@ static dc_status_t execute_fused(cyc_t *e, size_t i0, size_t i1, const dc_comm_t
     args.sendbuf = args.recvbuf = buf;
     args.count = total;
     if (mode == DC_DEV_NCCL) {
-        dc_run_add_bytes(e->run, total * esize);
-        status = dc_dev_native(&e->x->dev, DC_COLL_ALLREDUCE, first->req.comm, 0, &ctx, &args);
+        status = dc_dev_run(&e->x->dev, e->run, DC_COLL_ALLREDUCE, first->req.comm, 0, &ctx, &args,
+                            first->req.name, &algo);
     } else {
         if (mode == DC_DEV_STAGED && args.op == DCOMM_AVG) {
             args.op = DCOMM_SUM; /* scaled on the device (fusion_out) */

@@ -122,14 +122,12 @@ static void stat_algo(dc_runner_t *r, int coll, const dc_coll_algo_t *algo, size
     r->algos[i].ns += ns;
 }
 
-/* The algorithm for one collective: the candidates in order of preference,
- * the first that accepts the arguments; declines are logged. NULL: none. */
-const dc_coll_algo_t *dc_run_pick(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
-                                  const dc_coll_args_t *args, const char *name)
+/* The first of cand[0 .. n-1] that accepts the arguments; declines are
+ * logged. NULL: none. */
+static const dc_coll_algo_t *first_accepting(const dc_coll_algo_t *const *cand, int n, int coll,
+                                             const dc_coll_ctx_t *ctx,
+                                             const dc_coll_args_t *args, const char *name)
 {
-    const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
-    int n = candidates(r, coll, ctx, args, cand, DC_SELECT_MAX_ROWS);
-
     for (int i = 0; i < n; i++) {
         if (cand[i]->supported(ctx, args)) {
             return cand[i];
@@ -138,6 +136,17 @@ const dc_coll_algo_t *dc_run_pick(dc_runner_t *r, int coll, const dc_coll_ctx_t 
                  cand[i]->name);
     }
     return NULL;
+}
+
+/* The algorithm for one collective: the candidates in order of preference,
+ * the first that accepts the arguments. NULL: none. */
+const dc_coll_algo_t *dc_run_pick(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
+                                  const dc_coll_args_t *args, const char *name)
+{
+    const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
+    int n = candidates(r, coll, ctx, args, cand, DC_SELECT_MAX_ROWS);
+
+    return first_accepting(cand, n, coll, ctx, args, name);
 }
 
 /* Runs algo (from pick_algo; NULL: none accepted) and counts it. */
@@ -168,6 +177,16 @@ dc_status_t dc_run_algo(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
     return dc_run_picked(r, coll, ctx, args, name, dc_run_pick(r, coll, ctx, args, name), algo_p);
 }
 
+dc_status_t dc_run_device(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
+                          const dc_coll_args_t *args, const char *name, const char **algo_p)
+{
+    const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
+    int n = dc_select_device(coll, cand, DC_SELECT_MAX_ROWS);
+
+    return dc_run_picked(r, coll, ctx, args, name, first_accepting(cand, n, coll, ctx, args, name),
+                         algo_p);
+}
+
 dc_status_t dc_run_control(int coll, const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
     const dc_coll_algo_t *cand[DC_SELECT_MAX_ROWS];
@@ -179,11 +198,6 @@ dc_status_t dc_run_control(int coll, const dc_coll_ctx_t *ctx, const dc_coll_arg
         }
     }
     return dc_error_set(DCOMM_ERR_INTERNAL, "no control algorithm for %s", dc_coll_name(coll));
-}
-
-void dc_run_add_bytes(dc_runner_t *r, uint64_t bytes)
-{
-    r->cycle_bytes += bytes;
 }
 
 void dc_run_cycle_begin(dc_runner_t *r)

@@ -1,9 +1,9 @@
 /*
  * How the coordinator runs a collective: it asks the selector (collectives/
  * select.h) for the candidates, best first, and runs the first that accepts;
- * its own agreement messages take the selector's control rows. Counts calls,
- * bytes and time per algorithm (DCOMM_STATS) and the bytes of the cycle
- * (autotune).
+ * its own agreement messages take the selector's control rows, tensors in
+ * device memory its device rows. Counts calls, bytes and time per algorithm
+ * (DCOMM_STATS) and the bytes of the cycle (autotune).
  */
 #ifndef DC_COORD_RUN_H
 #define DC_COORD_RUN_H
@@ -54,12 +54,15 @@ dc_status_t dc_run_picked(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
 /* dc_run_pick, then dc_run_picked. */
 dc_status_t dc_run_algo(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
                         const dc_coll_args_t *args, const char *name, const char **algo_p);
+/* A tensor in device memory (ctx->dev set by device staging, coord_dev.c):
+ * the selector's device rows, the first that accepts, run and counted like
+ * dc_run_picked. */
+dc_status_t dc_run_device(dc_runner_t *r, int coll, const dc_coll_ctx_t *ctx,
+                          const dc_coll_args_t *args, const char *name, const char **algo_p);
 /* An agreement message of the coordinator itself (the selector's control
  * rows); not counted. */
 dc_status_t dc_run_control(int coll, const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
 
-/* Bytes run elsewhere (a device collective) that count for the cycle. */
-void dc_run_add_bytes(dc_runner_t *r, uint64_t bytes);
 void dc_run_cycle_begin(dc_runner_t *r);
 void dc_run_print_stats(const dc_runner_t *r, int rank);
 

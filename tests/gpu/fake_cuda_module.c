@@ -5,7 +5,8 @@
  * as a memcpy on the host path, crashes as it would on a GPU) and once
  * read-write (the module's own view, through which its copies, reductions and
  * scaling work). Lets CI run the coordinator's routing of device tensors:
- * classification, agreement, fusion by kind and staging.
+ * classification, agreement, fusion by kind and staging (and, with
+ * fake_nccl_module.c in the same library, the NCCL path of one rank).
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "dc_reduce.h"
+#include "fake_device.h"
 #include "module_shim.h"
 
 #define FAKE_REGIONS 1024
@@ -39,8 +41,7 @@ static region_t *find(const void *ptr)
     return NULL;
 }
 
-/* The module's view of ptr for len bytes: shadow for fake device memory. */
-static void *view(const void *ptr, size_t len, dc_status_t *status)
+void *dc_fake_view(const void *ptr, size_t len, dc_status_t *status)
 {
     region_t *r;
     void *v = (void *)ptr;
@@ -78,8 +79,8 @@ static int fake_is_device_ptr(const void *ptr)
 static dc_status_t fake_memcpy(void *dst, const void *src, size_t len)
 {
     dc_status_t status = DCOMM_OK;
-    void *d = view(dst, len, &status);
-    const void *s = view(src, len, &status);
+    void *d = dc_fake_view(dst, len, &status);
+    const void *s = dc_fake_view(src, len, &status);
 
     if (status == DCOMM_OK && len > 0) {
         memmove(d, s, len);
@@ -91,8 +92,8 @@ static dc_status_t fake_reduce(void *dst, const void *src, size_t count, int dty
 {
     size_t len = count * dc_reduce_dtype_size((dcomm_dtype_t)dtype);
     dc_status_t status = DCOMM_OK;
-    void *d = view(dst, len, &status);
-    const void *s = view(src, len, &status);
+    void *d = dc_fake_view(dst, len, &status);
+    const void *s = dc_fake_view(src, len, &status);
 
     if (status == DCOMM_OK) {
         dc_reduce(d, s, count, (dcomm_dtype_t)dtype, (dcomm_op_t)op);
@@ -103,7 +104,7 @@ static dc_status_t fake_reduce(void *dst, const void *src, size_t count, int dty
 static dc_status_t fake_scale(void *buf, size_t count, int dtype, double factor)
 {
     dc_status_t status = DCOMM_OK;
-    void *b = view(buf, count * dc_reduce_dtype_size((dcomm_dtype_t)dtype), &status);
+    void *b = dc_fake_view(buf, count * dc_reduce_dtype_size((dcomm_dtype_t)dtype), &status);
 
     if (status == DCOMM_OK) {
         dc_reduce_scale(b, count, (dcomm_dtype_t)dtype, factor);
