@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "dc_coll.h"
 
 /* Collectives are numbered by util/dc_coll.h's dc_coll_t; the selector knows
@@ -21,53 +22,15 @@
 /* Name used by DCOMM_TUNE ("allreduce", "broadcast" ...); NULL when out of range. */
 const char *dc_select_coll_name(int coll);
 
-/* Transport classes with their own alpha and bandwidth. */
-typedef enum dc_link_class {
-    DC_LINK_SELF = 0,
-    DC_LINK_SHM,
-    DC_LINK_TCP,
-    DC_LINK_UCX,
-    DC_LINK_MPI,
-    DC_LINK_NCCL,
-    DC_LINK_COUNT
-} dc_link_class_t;
-
+/* Transport classes (dc_link_class_t): coll_cost.h. */
 /* "self", "shm", "tcp" ... as dc_net_transport_name gives them; -1 when unknown. */
 int dc_link_class_from_name(const char *transport_name);
 const char *dc_link_class_name(dc_link_class_t cls);
 
-/* Which cost formula describes an algorithm (select.c documents each). */
-typedef enum dc_cost_model {
-    DC_COST_ALLREDUCE_RING = 0,
-    DC_COST_ALLREDUCE_RD,
-    DC_COST_ALLREDUCE_RAB,
-    DC_COST_ALLREDUCE_DBTREE,
-    DC_COST_ALLREDUCE_SHMDIRECT,
-    DC_COST_ALLREDUCE_HIER,
-    DC_COST_ALLGATHER_RING,
-    DC_COST_ALLGATHER_BRUCK,
-    DC_COST_ALLGATHER_HIER,
-    DC_COST_BCAST_BINOMIAL,
-    DC_COST_BCAST_CHAIN,
-    DC_COST_REDUCESCATTER_RING,
-    DC_COST_REDUCESCATTER_RHALVING,
-    DC_COST_ALLTOALL_PAIRWISE,
-    DC_COST_BARRIER_DISSEMINATION,
-    DC_COST_ALLREDUCE_MPI,
-    DC_COST_ALLGATHER_MPI,
-    DC_COST_BCAST_MPI,
-    DC_COST_COUNT
-} dc_cost_model_t;
-
-/* The algorithm name a cost model describes ("ring", "rd" ...), the same as
- * the row's algo->name; NULL when out of range. */
-const char *dc_cost_model_name(dc_cost_model_t model);
-
 /* One selectable algorithm. Table order breaks ties in predicted cost. */
 typedef struct dc_algo_row {
-    int coll;                  /* DC_COLL_ALLREDUCE .. DC_COLL_BARRIER */
-    dc_cost_model_t model;
-    const dc_coll_algo_t *algo;
+    int coll;                   /* DC_COLL_ALLREDUCE .. DC_COLL_BARRIER */
+    const dc_coll_algo_t *algo; /* ranked by algo->cost */
 } dc_algo_row_t;
 
 /* The algorithms built into this library (collectives/algo_table.c). */
@@ -130,8 +93,10 @@ int dc_select_candidates(const dc_select_t *sel, int coll, size_t bytes, int nra
  * (dc_control_table), in order. */
 int dc_select_control(int coll, const dc_coll_algo_t **out, int max);
 
-/* Predicted seconds of one algorithm (INFINITY when inapplicable); for logs and tests. */
-double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
+/* Predicted seconds of one row: its algorithm's cost function given the link
+ * costs of class cls (INFINITY when inapplicable or the algorithm has no cost
+ * function); for the ranking, logs and tests. */
+double dc_select_predict(const dc_select_t *sel, const dc_algo_row_t *row, size_t bytes, int nranks,
                          int nhosts, dc_link_class_t cls);
 
 /* Writes "allreduce 4194304 B, 4 ranks, 1 host, shm: ring (1.2 ms), rd (3.4 ms)"
