@@ -133,7 +133,8 @@ static double hier_cost(const dc_cost_in_t *in)
 {
     int p = in->p, h = in->h;
     double n = in->n, a = in->a, g = in->g, sa = in->shm_a, sb = in->shm_b;
-    double k = dc_cost_scratch_pieces(n), m, bx, nx, hq, f;
+    double k = dc_cost_scratch_pieces(n), m, bx, nx;
+    dc_cost_fold_t fo;
 
     if (p <= 1) {
         return 0.0;
@@ -144,10 +145,9 @@ static double hier_cost(const dc_cost_in_t *in)
     m = (double)(p / h);
     bx = m * in->b;
     nx = n / m;
-    hq = (double)(1 << dc_cost_floor_log2(h));
-    f = (h > hq) ? 1.0 : 0.0;
-    return (m - 1) * sa * k + (m - 1) / m * n * (sb + g) + 2 * dc_cost_floor_log2(h) * a +
-           (hq - 1) / hq * nx * (bx + DC_MAX(bx, g)) + f * (2 * a + 2 * nx * bx + nx * g) +
+    fo = dc_cost_fold(h);
+    return (m - 1) * sa * k + (m - 1) / m * n * (sb + g) + 2 * fo.lq * a +
+           (fo.q - 1) / fo.q * nx * (bx + DC_MAX(bx, g)) + fo.f * (2 * a + 2 * nx * bx + nx * g) +
            (m - 1) * sa + (m - 1) / m * n * sb;
 }
 

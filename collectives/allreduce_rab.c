@@ -132,13 +132,13 @@ static dc_status_t rab_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 static double rab_cost(const dc_cost_in_t *in)
 {
     double n = in->n, a = in->a, bs = in->b_shared, g = in->g;
-    double lq = dc_cost_floor_log2(in->p), q = (double)(1 << dc_cost_floor_log2(in->p));
-    double f = (in->p > q) ? 1.0 : 0.0;
+    dc_cost_fold_t fo = dc_cost_fold(in->p);
 
     if (in->p <= 1) {
         return 0.0;
     }
-    return 2 * lq * a + (q - 1) / q * n * (bs + DC_MAX(bs, g)) + f * (2 * a + 2 * n * bs + n * g);
+    return 2 * fo.lq * a + (fo.q - 1) / fo.q * n * (bs + DC_MAX(bs, g)) +
+           fo.f * (2 * a + 2 * n * bs + n * g);
 }
 
 const dc_coll_algo_t dc_allreduce_rab_algo = {

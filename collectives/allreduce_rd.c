@@ -90,13 +90,12 @@ static dc_status_t rd_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 static double rd_cost(const dc_cost_in_t *in)
 {
     double n = in->n, a = in->a, bs = in->b_shared, g = in->g;
-    double lq = dc_cost_floor_log2(in->p), q = (double)(1 << dc_cost_floor_log2(in->p));
-    double f = (in->p > q) ? 1.0 : 0.0;
+    dc_cost_fold_t fo = dc_cost_fold(in->p);
 
     if (in->p <= 1) {
         return 0.0;
     }
-    return lq * (a + n * bs + n * g) + f * (2 * a + 2 * n * bs + n * g);
+    return fo.lq * (a + n * bs + n * g) + fo.f * (2 * a + 2 * n * bs + n * g);
 }
 
 const dc_coll_algo_t dc_allreduce_rd_algo = {

@@ -79,6 +79,20 @@ static inline int dc_cost_floor_log2(int p)
     return l;
 }
 
+/* For algorithms that fold the r = p - q extra ranks in first: L' = log2 q,
+ * q = 2^floor(log2 p), and f = 1 when r > 0, else 0 (the notation above). */
+typedef struct dc_cost_fold {
+    double lq, q, f;
+} dc_cost_fold_t;
+
+static inline dc_cost_fold_t dc_cost_fold(int p)
+{
+    int l = dc_cost_floor_log2(p);
+    double q = (double)(1 << l);
+
+    return (dc_cost_fold_t){.lq = l, .q = q, .f = (p > q) ? 1.0 : 0.0};
+}
+
 /* k = ceil(n / DC_COLL_SCRATCH_MIN), at least 1: the column pieces the
  * reduce-scatters work through the scratch in, each a full schedule. */
 static inline double dc_cost_scratch_pieces(double n)

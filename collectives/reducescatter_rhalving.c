@@ -177,13 +177,14 @@ static dc_status_t rh_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 static double rh_cost(const dc_cost_in_t *in)
 {
     double n = in->n, p = in->p, a = in->a, bs = in->b_shared, g = in->g;
-    double lq = dc_cost_floor_log2(in->p), q = (double)(1 << dc_cost_floor_log2(in->p));
-    double f = (in->p > q) ? 1.0 : 0.0, k = dc_cost_scratch_pieces(n);
+    double k = dc_cost_scratch_pieces(n);
+    dc_cost_fold_t fo = dc_cost_fold(in->p);
 
     if (in->p <= 1) {
         return 0.0;
     }
-    return lq * a * k + (q - 1) / q * n * (bs + g) + f * (2 * a + n * bs + n * g + n / p * bs);
+    return fo.lq * a * k + (fo.q - 1) / fo.q * n * (bs + g) +
+           fo.f * (2 * a + n * bs + n * g + n / p * bs);
 }
 
 const dc_coll_algo_t dc_reducescatter_rhalving_algo = {
