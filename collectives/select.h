@@ -22,7 +22,8 @@
 /* Name used by DCOMM_TUNE ("allreduce", "broadcast" ...); NULL when out of range. */
 const char *dc_select_coll_name(int coll);
 
-/* Transport classes (dc_link_class_t): coll_cost.h. */
+/* Transport classes (dc_link_class_t) are in coll_cost.h. */
+
 /* "self", "shm", "tcp" ... as dc_net_transport_name gives them; -1 when unknown. */
 int dc_link_class_from_name(const char *transport_name);
 const char *dc_link_class_name(dc_link_class_t cls);
