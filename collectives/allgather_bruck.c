@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -83,9 +84,21 @@ static dc_status_t bruck_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *arg
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): L a + (p-1)/p n b' (blocks land in place: no rotation). */
+static double bruck_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, a = in->a, bs = in->b_shared, l = dc_cost_ceil_log2(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return l * a + (p - 1) / p * n * bs;
+}
+
 const dc_coll_algo_t dc_allgather_bruck_algo = {
     .name = "bruck",
     .doc = "Bruck allgatherv, ceil(log2 size) rounds, no staging copy; small messages",
     .supported = bruck_supported,
     .run = bruck_run,
+    .cost = bruck_cost,
 };

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -186,10 +187,38 @@ static dc_status_t agh_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return dc_bcast_chain_algo.run(&sub, &b);
 }
 
+/* Cost (coll_cost.h), m = ceil(p/h):
+ *   (m-1) as + (m-1)/p n bs          gather to each host's leader
+ *   + (h-1) a + (h-1)/h n b          ring of the h leaders
+ *   + the chain broadcast's cost over m ranks of the shm link, in each host;
+ * inapplicable unless h > 1 and p > h (a host with 2+ ranks): it saves
+ * network steps (latency), the rings keep bandwidth. */
+static double agh_cost(const dc_cost_in_t *in)
+{
+    int p = in->p, h = in->h;
+    double n = in->n, m = ceil((double)p / h);
+    dc_cost_in_t host = *in;
+
+    if (p <= 1) {
+        return 0.0;
+    }
+    if (h < 2 || p <= h) {
+        return INFINITY;
+    }
+    host.p = (int)m;
+    host.h = 1;
+    host.cls = DC_LINK_SHM;
+    host.a = in->shm_a;
+    host.b = host.b_shared = in->shm_b;
+    return (m - 1) * in->shm_a + (m - 1) / p * n * in->shm_b + (h - 1) * in->a +
+           (double)(h - 1) / h * n * in->b + dc_bcast_chain_algo.cost(&host);
+}
+
 const dc_coll_algo_t dc_allgather_hier_algo = {
     .name = "hier",
     .doc = "hierarchical allgatherv: gather to a leader per host, ring across the leaders, "
            "broadcast within each host; any ranks per host, comm spanning 2+ hosts",
     .supported = agh_supported,
     .run = agh_run,
+    .cost = agh_cost,
 };

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -54,9 +55,21 @@ static dc_status_t agring_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *ar
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): (p-1)a + (p-1)/p n b. */
+static double agring_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, a = in->a, b = in->b;
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return (p - 1) * a + (p - 1) / p * n * b;
+}
+
 const dc_coll_algo_t dc_allgather_ring_algo = {
     .name = "ring",
     .doc = "ring allgatherv, size-1 steps of one block each; bandwidth-optimal",
     .supported = agring_supported,
     .run = agring_run,
+    .cost = agring_cost,
 };

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -269,10 +270,23 @@ static dc_status_t dbt_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return dbt_bcast(ctx, trees, args->recvbuf, chunk, nmax);
 }
 
+/* Cost (coll_cost.h): 2L a + n (b' + max(b', g)): each rank is inner in one
+ * tree, leaf in the other, so it receives and sends ~n per phase. */
+static double dbt_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, a = in->a, bs = in->b_shared, g = in->g, l = dc_cost_ceil_log2(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return 2 * l * a + n * (bs + DC_MAX(bs, g));
+}
+
 const dc_coll_algo_t dc_allreduce_dbtree_algo = {
     .name = "dbtree",
     .doc = "double binary tree: two complementary trees, half the vector each, chunks "
            "reduced up then broadcast down",
     .supported = dbt_supported,
     .run = dbt_run,
+    .cost = dbt_cost,
 };

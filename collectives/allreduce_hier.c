@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -123,10 +124,38 @@ static dc_status_t hier_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args
     return dc_allgather_ring_algo.run(&sub, &a);
 }
 
+/* Cost (coll_cost.h), m = p/h ranks per host, k as for the reduce-scatters:
+ *   (m-1) as k + (m-1)/m n (bs + g)                      local reduce-scatter
+ *   + rab over h ranks of n/m bytes with b' = m b  (m flows share a host's link)
+ *   + (m-1) as + (m-1)/m n bs                            local allgather;
+ * inapplicable unless h > 1, m > 1 and h divides p. */
+static double hier_cost(const dc_cost_in_t *in)
+{
+    int p = in->p, h = in->h;
+    double n = in->n, a = in->a, g = in->g, sa = in->shm_a, sb = in->shm_b;
+    double k = dc_cost_scratch_pieces(n), m, bx, nx;
+    dc_cost_fold_t fo;
+
+    if (p <= 1) {
+        return 0.0;
+    }
+    if (h < 2 || p % h != 0 || p / h < 2) {
+        return INFINITY;
+    }
+    m = (double)(p / h);
+    bx = m * in->b;
+    nx = n / m;
+    fo = dc_cost_fold(h);
+    return (m - 1) * sa * k + (m - 1) / m * n * (sb + g) + 2 * fo.lq * a +
+           (fo.q - 1) / fo.q * nx * (bx + DC_MAX(bx, g)) + fo.f * (2 * a + 2 * nx * bx + nx * g) +
+           (m - 1) * sa + (m - 1) / m * n * sb;
+}
+
 const dc_coll_algo_t dc_allreduce_hier_algo = {
     .name = "hier",
     .doc = "hierarchical: reduce-scatter within each host, allreduce across hosts, "
            "allgather within each host; same rank count on every host",
     .supported = hier_supported,
     .run = hier_run,
+    .cost = hier_cost,
 };

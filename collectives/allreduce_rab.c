@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -127,10 +128,24 @@ static dc_status_t rab_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): 2L' a + (q-1)/q n (b' + max(b', g)) + f (2a + 2n b' + n g). */
+static double rab_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, a = in->a, bs = in->b_shared, g = in->g;
+    dc_cost_fold_t fo = dc_cost_fold(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return 2 * fo.lq * a + (fo.q - 1) / fo.q * n * (bs + DC_MAX(bs, g)) +
+           fo.f * (2 * a + 2 * n * bs + n * g);
+}
+
 const dc_coll_algo_t dc_allreduce_rab_algo = {
     .name = "rab",
     .doc = "Rabenseifner: recursive-halving reduce-scatter + recursive-doubling allgather, "
            "any size",
     .supported = rab_supported,
     .run = rab_run,
+    .cost = rab_cost,
 };

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -85,9 +86,22 @@ static dc_status_t rd_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): L' (a + n b' + n g) + f (2a + 2n b' + n g), L' = log2 q. */
+static double rd_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, a = in->a, bs = in->b_shared, g = in->g;
+    dc_cost_fold_t fo = dc_cost_fold(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return fo.lq * (a + n * bs + n * g) + fo.f * (2 * a + 2 * n * bs + n * g);
+}
+
 const dc_coll_algo_t dc_allreduce_rd_algo = {
     .name = "rd",
     .doc = "recursive doubling, log2(size) rounds of whole-vector swaps; small messages",
     .supported = rd_supported,
     .run = rd_run,
+    .cost = rd_cost,
 };

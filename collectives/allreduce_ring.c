@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "dc_reduce.h"
 
 #define RING_DEFAULT_CHUNK (1u << 20)
@@ -154,9 +155,21 @@ static dc_status_t ring_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): 2(p-1)a + (p-1)/p n (b + max(b, g)). */
+static double ring_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, a = in->a, b = in->b, g = in->g;
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return 2 * (p - 1) * a + (p - 1) / p * n * (b + DC_MAX(b, g));
+}
+
 const dc_coll_algo_t dc_allreduce_ring_algo = {
     .name = "ring",
     .doc = "reduce-scatter + allgather rings, chunk-pipelined; bandwidth-optimal",
     .supported = ring_supported,
     .run = ring_run,
+    .cost = ring_cost,
 };

@@ -30,6 +30,7 @@
 #endif
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "dc_reduce.h"
 #include "shm_group.h"
 
@@ -369,10 +370,32 @@ err:
     return status;
 }
 
+/* Cost (coll_cost.h): 2L a + 2n c + (p-1)/p n g (copy in, reduce a 1/p slice
+ * of every input, copy out; two barriers); one phase (p = 2, or p n small:
+ * dc_shm_group_onephase): a + n c + (p-1) n g (copy in, every rank reduces
+ * every input; one hand-off). Only for one host over shm, else inapplicable,
+ * whatever p. */
+static double shmdirect_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, a = in->a, c = in->c, g = in->g, l = dc_cost_ceil_log2(in->p);
+
+    if (in->h != 1 || in->cls != DC_LINK_SHM) {
+        return INFINITY;
+    }
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    if (dc_shm_group_onephase(in->p, in->bytes)) {
+        return a + n * c + (p - 1) * n * g;
+    }
+    return 2 * l * a + 2 * n * c + (p - 1) / p * n * g;
+}
+
 const dc_coll_algo_t dc_allreduce_shmdirect_algo = {
     .name = "shmdirect",
     .doc = "one host: every rank reduces its slice of a shared segment, chunk-pipelined",
     .supported = shmdirect_supported,
     .run = shmdirect_run,
+    .cost = shmdirect_cost,
     .segments = 1,
 };

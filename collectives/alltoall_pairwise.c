@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -107,9 +108,21 @@ static dc_status_t a2a_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): (p-1)(a + n/p b'), n what one rank sends. */
+static double a2a_cost(const dc_cost_in_t *in)
+{
+    double p = in->p;
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return (p - 1) * (in->a + in->n / p * in->b_shared);
+}
+
 const dc_coll_algo_t dc_alltoall_pairwise_algo = {
     .name = "pairwise",
     .doc = "pairwise exchange, size-1 steps with one peer each way, batched",
     .supported = a2a_supported,
     .run = a2a_run,
+    .cost = a2a_cost,
 };

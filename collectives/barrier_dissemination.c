@@ -4,6 +4,7 @@
  * directly or not, from every other. Messages are empty.
  */
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 
 static int dissem_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
@@ -28,9 +29,21 @@ static dc_status_t dissem_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *ar
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): L a. */
+static double dissem_cost(const dc_cost_in_t *in)
+{
+    double l = dc_cost_ceil_log2(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return l * in->a;
+}
+
 const dc_coll_algo_t dc_barrier_dissemination_algo = {
     .name = "dissemination",
     .doc = "dissemination barrier, ceil(log2 size) rounds of empty messages",
     .supported = dissem_supported,
     .run = dissem_run,
+    .cost = dissem_cost,
 };

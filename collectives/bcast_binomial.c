@@ -4,6 +4,7 @@
  * ceil(log2 size) rounds.
  */
 #include "coll.h"
+#include "coll_cost.h"
 #include "dc_reduce.h"
 
 static int binomial_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
@@ -63,9 +64,21 @@ static dc_status_t binomial_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *
     }
 }
 
+/* Cost (coll_cost.h): L (a + n b'). */
+static double binomial_cost(const dc_cost_in_t *in)
+{
+    double l = dc_cost_ceil_log2(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return l * (in->a + in->n * in->b_shared);
+}
+
 const dc_coll_algo_t dc_bcast_binomial_algo = {
     .name = "binomial",
     .doc = "binomial tree from the root, log2(size) rounds",
     .supported = binomial_supported,
     .run = binomial_run,
+    .cost = binomial_cost,
 };

@@ -6,6 +6,7 @@
  * bandwidth of one link, whatever the size.
  */
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -69,9 +70,22 @@ static dc_status_t chain_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *arg
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): (p-2+k)(a + n b / k), k = ceil(n / the default chunk)
+ * pieces (DCOMM's chunk setting aside). */
+static double chain_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, k = DC_MAX(1.0, ceil(n / (double)CHAIN_DEFAULT_CHUNK));
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return (p - 2.0 + k) * (in->a + n * in->b / k);
+}
+
 const dc_coll_algo_t dc_bcast_chain_algo = {
     .name = "chain",
     .doc = "pipelined chain from the root, chunked; large messages",
     .supported = chain_supported,
     .run = chain_run,
+    .cost = chain_cost,
 };

@@ -1,7 +1,7 @@
 /*
  * Collective algorithms over endpoints. Each algorithm is one file with a row
- * {name, doc, supported, run}; the coordinator (and later select.c) picks a
- * row, and an algorithm that declines via supported() passes to the next.
+ * {name, doc, supported, run, cost}; select.c ranks the rows by cost, and an
+ * algorithm that declines via supported() passes to the next.
  */
 #ifndef DC_COLL_H
 #define DC_COLL_H
@@ -106,11 +106,17 @@ typedef struct dc_coll_args {
     size_t nsegs;
 } dc_coll_args_t;
 
+typedef struct dc_cost_in dc_cost_in_t; /* coll_cost.h */
+
 typedef struct dc_coll_algo {
     const char *name;
     const char *doc;
     int (*supported)(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
     dc_status_t (*run)(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args);
+    /* Predicted seconds, INFINITY where the algorithm does not apply; the
+     * formula is documented beside it, in coll_cost.h's notation. Same result
+     * on every rank (it sees only what select.c gives it). */
+    double (*cost)(const dc_cost_in_t *in);
     int segments; /* runs arguments given as segments (dc_coll_args_t.segs) */
 } dc_coll_algo_t;
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 #include "log.h"
@@ -150,11 +151,50 @@ static dc_status_t bcast_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *arg
     return mpi_run(ctx, args, DC_COLL_BROADCAST);
 }
 
+/* Cost: the cheapest of dcomm's own flat schedules for the collective (MPI
+ * libraries pick among the same ones, without dcomm's per-message layer);
+ * inapplicable unless the class is mpi (every peer over mpi), whatever p. */
+static double mpi_cost(const dc_cost_in_t *in, const dc_coll_algo_t *const *own, size_t n)
+{
+    double best = INFINITY;
+
+    if (in->cls != DC_LINK_MPI) {
+        return INFINITY;
+    }
+    for (size_t i = 0; i < n; i++) {
+        best = DC_MIN(best, own[i]->cost(in));
+    }
+    return best;
+}
+
+static double allreduce_cost(const dc_cost_in_t *in)
+{
+    static const dc_coll_algo_t *const own[] = {&dc_allreduce_ring_algo, &dc_allreduce_rd_algo,
+                                                &dc_allreduce_rab_algo, &dc_allreduce_dbtree_algo};
+
+    return mpi_cost(in, own, DC_ARRAY_SIZE(own));
+}
+
+static double allgather_cost(const dc_cost_in_t *in)
+{
+    static const dc_coll_algo_t *const own[] = {&dc_allgather_ring_algo, &dc_allgather_bruck_algo};
+
+    return mpi_cost(in, own, DC_ARRAY_SIZE(own));
+}
+
+static double bcast_cost(const dc_cost_in_t *in)
+{
+    static const dc_coll_algo_t *const own[] = {&dc_bcast_binomial_algo, &dc_bcast_chain_algo};
+
+    return mpi_cost(in, own, DC_ARRAY_SIZE(own));
+}
+
 const dc_coll_algo_t dc_allreduce_mpi_algo = {
     .name = "mpi",
     .doc = "MPI_Iallreduce on the mpi module's communicator; every peer over mpi",
     .supported = allreduce_supported,
     .run = allreduce_run,
+    .cost = allreduce_cost,
 };
 
 const dc_coll_algo_t dc_allgather_mpi_algo = {
@@ -162,6 +202,7 @@ const dc_coll_algo_t dc_allgather_mpi_algo = {
     .doc = "MPI_Iallgatherv on the mpi module's communicator; every peer over mpi",
     .supported = allgather_supported,
     .run = allgather_run,
+    .cost = allgather_cost,
 };
 
 const dc_coll_algo_t dc_bcast_mpi_algo = {
@@ -169,4 +210,5 @@ const dc_coll_algo_t dc_bcast_mpi_algo = {
     .doc = "MPI_Ibcast on the mpi module's communicator; every peer over mpi",
     .supported = bcast_supported,
     .run = bcast_run,
+    .cost = bcast_cost,
 };

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -171,9 +172,25 @@ static dc_status_t rh_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): L' a k + (q-1)/q n (b' + g) + f (2a + n b' + n g + n/p b'),
+ * L' = log2 q, k = dc_cost_scratch_pieces(n). */
+static double rh_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, a = in->a, bs = in->b_shared, g = in->g;
+    double k = dc_cost_scratch_pieces(n);
+    dc_cost_fold_t fo = dc_cost_fold(in->p);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return fo.lq * a * k + (fo.q - 1) / fo.q * n * (bs + g) +
+           fo.f * (2 * a + n * bs + n * g + n / p * bs);
+}
+
 const dc_coll_algo_t dc_reducescatter_rhalving_algo = {
     .name = "rhalving",
     .doc = "recursive-halving reduce-scatter, log2(size) rounds, any size (pairs fold first)",
     .supported = rh_supported,
     .run = rh_run,
+    .cost = rh_cost,
 };

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "coll_p2p.h"
 #include "dc_reduce.h"
 
@@ -74,9 +75,22 @@ static dc_status_t rsring_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *ar
     return DCOMM_OK;
 }
 
+/* Cost (coll_cost.h): (p-1) a k + (p-1)/p n (b + g), n one rank's input,
+ * k = dc_cost_scratch_pieces(n). */
+static double rsring_cost(const dc_cost_in_t *in)
+{
+    double n = in->n, p = in->p, k = dc_cost_scratch_pieces(n);
+
+    if (in->p <= 1) {
+        return 0.0;
+    }
+    return (p - 1) * in->a * k + (p - 1) / p * n * (in->b + in->g);
+}
+
 const dc_coll_algo_t dc_reducescatter_ring_algo = {
     .name = "ring",
     .doc = "ring reduce-scatter, size-1 steps per column piece; bandwidth-optimal",
     .supported = rsring_supported,
     .run = rsring_run,
+    .cost = rsring_cost,
 };

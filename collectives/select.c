@@ -28,7 +28,6 @@
 #include <string.h>
 
 #include "log.h"
-#include "shm_group.h"
 
 typedef struct link_param {
     double alpha;  /* seconds per message */
@@ -48,7 +47,7 @@ struct dc_select {
     link_param_t links[DC_LINK_COUNT];
     double gamma;      /* seconds per byte reduced */
     double copy_beta;  /* seconds per byte copied in memory */
-    double alpha_scale;/* allreduce models: alpha multiplied by it (autotune) */
+    double alpha_scale;/* allreduce rows: alpha multiplied by it (autotune) */
     tune_rule_t *rules;
     int nrules;
 };
@@ -76,27 +75,6 @@ static const dc_transport_ops_t *const builtin_transports[] = {
 #define DEFAULT_REDUCE_GBS 8.0
 #define DEFAULT_COPY_GBS   8.0
 
-static const char *const model_names[DC_COST_COUNT] = {
-    [DC_COST_ALLREDUCE_RING] = "ring",
-    [DC_COST_ALLREDUCE_RD] = "rd",
-    [DC_COST_ALLREDUCE_RAB] = "rab",
-    [DC_COST_ALLREDUCE_DBTREE] = "dbtree",
-    [DC_COST_ALLREDUCE_SHMDIRECT] = "shmdirect",
-    [DC_COST_ALLREDUCE_HIER] = "hier",
-    [DC_COST_ALLGATHER_RING] = "ring",
-    [DC_COST_ALLGATHER_BRUCK] = "bruck",
-    [DC_COST_ALLGATHER_HIER] = "hier",
-    [DC_COST_BCAST_BINOMIAL] = "binomial",
-    [DC_COST_BCAST_CHAIN] = "chain",
-    [DC_COST_REDUCESCATTER_RING] = "ring",
-    [DC_COST_REDUCESCATTER_RHALVING] = "rhalving",
-    [DC_COST_ALLTOALL_PAIRWISE] = "pairwise",
-    [DC_COST_BARRIER_DISSEMINATION] = "dissemination",
-    [DC_COST_ALLREDUCE_MPI] = "mpi",
-    [DC_COST_ALLGATHER_MPI] = "mpi",
-    [DC_COST_BCAST_MPI] = "mpi",
-};
-
 const char *dc_select_coll_name(int coll)
 {
     return (coll >= 0 && coll < DC_SELECT_NCOLLS) ? dc_coll_name(coll) : NULL;
@@ -117,222 +95,41 @@ const char *dc_link_class_name(dc_link_class_t cls)
     return ((int)cls >= 0 && cls < DC_LINK_COUNT) ? link_names[cls] : "?";
 }
 
-const char *dc_cost_model_name(dc_cost_model_t model)
-{
-    return ((int)model >= 0 && model < DC_COST_COUNT) ? model_names[model] : NULL;
-}
-
 /* ---- cost model ----------------------------------------------------------- */
 
 /*
- * Notation: p ranks, n bytes, a = alpha and b = beta (1/bandwidth) of the link
- * class, g = gamma (seconds to reduce one byte), c = seconds to copy one byte
- * in memory, L = ceil(log2 p), q = 2^floor(log2 p) and r = p - q (ranks folded
- * in first by algorithms that need a power of two; f = 1 when r > 0, else 0).
- * Pipelined algorithms (ring, rab, dbtree) reduce one piece while the next is
- * in flight, so a step that receives and reduces s bytes costs s * max(b, g).
- * With several hosts (h > 1), algorithms other than the rings have every rank
- * of a host exchanging across hosts at once, so they see a bandwidth shared by
- * m = ceil(p / h) ranks: b' = m * b; the rings cross each host boundary once
- * per step and keep b (ranks in host order).
- *
- *  allreduce ring      2(p-1)a + (p-1)/p n (b + max(b, g))
- *  allreduce rd        L' (a + n b' + n g) + f (2a + 2n b' + n g),  L' = log2 q
- *  allreduce rab       2L' a + (q-1)/q n (b' + max(b', g)) + f (2a + 2n b' + n g)
- *  allreduce dbtree    2L a + n (b' + max(b', g))   (each rank is inner in one
- *                      tree, leaf in the other: receives and sends ~n per phase)
- *  allreduce shmdirect 2L a + 2n c + (p-1)/p n g   (copy in, reduce a 1/p slice
- *                      of every input, copy out; two barriers); only for one
- *                      host over shm, else inapplicable; one phase (p = 2, or
- *                      p n small: dc_shm_group_onephase): a + n c + (p-1) n g
- *                      (copy in, every rank reduces every input; one hand-off)
- *  allreduce hier      m = p/h ranks per host, s = the shm link (as, bs):
- *                      (m-1) as k + (m-1)/m n (bs + g)           local reduce-scatter
- *                      + rab over h ranks of n/m bytes with b' = m b  (m flows share
- *                      a host's link) + (m-1) as + (m-1)/m n bs   local allgather;
- *                      inapplicable unless h > 1, m > 1 and h divides p
- *  allgather ring      (p-1)a + (p-1)/p n b
- *  allgather bruck     L a + (p-1)/p n b'  (blocks land in place: no rotation)
- *  allgather hier      m = ceil(p/h), s = the shm link (as, bs), k as for chain:
- *                      (m-1) as + (m-1)/p n bs        gather to each host's leader
- *                      + (h-1) a + (h-1)/h n b        ring of the h leaders
- *                      + (m-2+k)(as + n bs / k)       chain broadcast in each host;
- *                      inapplicable unless h > 1 and p > h (a host with 2+ ranks):
- *                      it saves network steps (latency), the rings keep bandwidth
- *  bcast binomial      L (a + n b')
- *  bcast chain         (p-2+k)(a + n b / k), k = ceil(n / 256 KiB) pieces
- *                      (bcast_chain.c's default piece)
- *  reducescatter ring  (p-1) a k + (p-1)/p n (b + g)  (n: one rank's input;
- *                      k = ceil(n / 4 MiB): both reduce-scatters work through
- *                      the scratch in column pieces, each a full schedule)
- *  reducescatter rhalving
- *                      L' a k + (q-1)/q n (b' + g) + f (2a + n b' + n g + n/p b')
- *  alltoall pairwise   (p-1)(a + n/p b')              (n: what one rank sends)
- *  barrier dissemination  L a
- *  mpi (allreduce, allgather, broadcast): the cheapest of dcomm's own formulas
- *                      for that collective (MPI picks among the same schedules);
- *                      inapplicable unless the class is mpi (every peer over mpi)
- * With p = 1 every cost is 0 (ties keep table order); shmdirect stays
- * inapplicable unless the class is shm on one host.
+ * Each algorithm prices itself (dc_coll_algo_t.cost, its formula beside its
+ * row; notation in coll_cost.h). This fills in what the formulas read: the
+ * link costs of the class, the compute rates, and autotune's alpha scale.
  */
-static int ceil_log2(int p)
-{
-    int l = 0;
-
-    while ((1 << l) < p) {
-        l++;
-    }
-    return l;
-}
-
-static int floor_log2(int p)
-{
-    int l = 0;
-
-    while ((2 << l) <= p) {
-        l++;
-    }
-    return l;
-}
-
-/* bcast_chain.c's default piece (DCOMM chunk setting aside). */
-#define CHAIN_PIECE (256.0 * 1024.0)
-
-/* Hierarchical allreduce (see the table above); k as for the reduce-scatters. */
-static double allreduce_hier_cost(const dc_select_t *sel, double n, int p, int h, double a,
-                                  double b, double k)
-{
-    const link_param_t *s = &sel->links[DC_LINK_SHM];
-    double m = (double)(p / h), g = sel->gamma, bx = m * b, nx = n / m;
-    double sa = s->alpha * sel->alpha_scale;
-    double hq = (double)(1 << floor_log2(h)), f = (h > hq) ? 1.0 : 0.0;
-
-    if (h < 2 || p % h != 0 || p / h < 2) {
-        return INFINITY;
-    }
-    return (m - 1) * sa * k + (m - 1) / m * n * (s->beta + g) +
-           2 * floor_log2(h) * a + (hq - 1) / hq * nx * (bx + DC_MAX(bx, g)) +
-           f * (2 * a + 2 * nx * bx + nx * g) + (m - 1) * sa + (m - 1) / m * n * s->beta;
-}
-
-static double bcast_chain_cost(double n, double p, double a, double b)
-{
-    double k = DC_MAX(1.0, ceil(n / CHAIN_PIECE));
-
-    return (p - 2.0 + k) * (a + n * b / k);
-}
-
-/* Hierarchical allgather (see the table above). */
-static double allgather_hier_cost(const dc_select_t *sel, double n, int p, int h, double a,
-                                  double b)
-{
-    const link_param_t *s = &sel->links[DC_LINK_SHM];
-    double m = ceil((double)p / h);
-
-    if (h < 2 || p <= h) {
-        return INFINITY;
-    }
-    return (m - 1) * s->alpha + (m - 1) / p * n * s->beta + (h - 1) * a +
-           (double)(h - 1) / h * n * b + bcast_chain_cost(n, m, s->alpha, s->beta);
-}
-
-/* MPI's native collective (see the table above). */
-static double native_mpi_cost(const dc_select_t *sel, dc_cost_model_t model, size_t bytes,
-                              int nranks, int nhosts, dc_link_class_t cls)
-{
-    static const struct {
-        dc_cost_model_t native, own[4];
-        int n;
-    } rows[] = {
-        {DC_COST_ALLREDUCE_MPI,
-         {DC_COST_ALLREDUCE_RING, DC_COST_ALLREDUCE_RD, DC_COST_ALLREDUCE_RAB,
-          DC_COST_ALLREDUCE_DBTREE}, 4},
-        {DC_COST_ALLGATHER_MPI, {DC_COST_ALLGATHER_RING, DC_COST_ALLGATHER_BRUCK}, 2},
-        {DC_COST_BCAST_MPI, {DC_COST_BCAST_BINOMIAL, DC_COST_BCAST_CHAIN}, 2},
-    };
-    double best = INFINITY;
-
-    if (cls != DC_LINK_MPI) {
-        return INFINITY;
-    }
-    for (size_t r = 0; r < sizeof(rows) / sizeof(rows[0]); r++) {
-        for (int i = 0; rows[r].native == model && i < rows[r].n; i++) {
-            best = DC_MIN(best, dc_select_predict(sel, rows[r].own[i], bytes, nranks, nhosts,
-                                                  cls));
-        }
-    }
-    return best;
-}
-
-double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
+double dc_select_predict(const dc_select_t *sel, const dc_algo_row_t *row, size_t bytes, int nranks,
                          int nhosts, dc_link_class_t cls)
 {
     int li = ((int)cls >= 0 && cls < DC_LINK_COUNT) ? (int)cls : DC_LINK_TCP;
-    const link_param_t *lk = &sel->links[li];
-    double n = (double)bytes, p = nranks, a = lk->alpha, b = lk->beta, g = sel->gamma;
-    double c = sel->copy_beta, bs = b, L = ceil_log2(nranks), Lq = floor_log2(nranks);
-    double q = (double)(1 << floor_log2(nranks)), f = (nranks > q) ? 1.0 : 0.0;
-    double rs_pieces = DC_MAX(1.0, ceil(n / (double)DC_COLL_SCRATCH_MIN));
+    dc_cost_in_t in = {
+        .bytes = bytes,
+        .n = (double)bytes,
+        .p = nranks,
+        .h = nhosts,
+        .cls = cls,
+        .a = sel->links[li].alpha,
+        .b = sel->links[li].beta,
+        .g = sel->gamma,
+        .c = sel->copy_beta,
+        .shm_a = sel->links[DC_LINK_SHM].alpha,
+        .shm_b = sel->links[DC_LINK_SHM].beta,
+    };
 
-    if (model == DC_COST_ALLREDUCE_SHMDIRECT && (nhosts != 1 || cls != DC_LINK_SHM)) {
+    if (row->algo == NULL || row->algo->cost == NULL) {
         return INFINITY;
     }
-    if (model == DC_COST_ALLREDUCE_MPI || model == DC_COST_ALLGATHER_MPI ||
-        model == DC_COST_BCAST_MPI) {
-        return native_mpi_cost(sel, model, bytes, nranks, nhosts, cls);
+    /* Autotune's scale moves the allreduces' crossovers (select.h), and only theirs. */
+    if (row->coll == DC_COLL_ALLREDUCE) {
+        in.a *= sel->alpha_scale;
+        in.shm_a *= sel->alpha_scale;
     }
-    if (model <= DC_COST_ALLREDUCE_HIER) { /* dcomm's own allreduces */
-        a *= sel->alpha_scale;
-    }
-    if (nranks <= 1) {
-        return 0.0;
-    }
-    if (nhosts > 1) {
-        bs = b * ceil(p / nhosts);
-    }
-    switch (model) {
-    case DC_COST_ALLREDUCE_RING:
-        return 2 * (p - 1) * a + (p - 1) / p * n * (b + DC_MAX(b, g));
-    case DC_COST_ALLREDUCE_RD:
-        return Lq * (a + n * bs + n * g) + f * (2 * a + 2 * n * bs + n * g);
-    case DC_COST_ALLREDUCE_RAB:
-        return 2 * Lq * a + (q - 1) / q * n * (bs + DC_MAX(bs, g)) +
-               f * (2 * a + 2 * n * bs + n * g);
-    case DC_COST_ALLREDUCE_DBTREE:
-        return 2 * L * a + n * (bs + DC_MAX(bs, g));
-    case DC_COST_ALLREDUCE_SHMDIRECT:
-        if (dc_shm_group_onephase(nranks, bytes)) {
-            return a + n * c + (p - 1) * n * g;
-        }
-        return 2 * L * a + 2 * n * c + (p - 1) / p * n * g;
-    case DC_COST_ALLREDUCE_HIER:
-        return allreduce_hier_cost(sel, n, nranks, nhosts, a, b, rs_pieces);
-    case DC_COST_ALLGATHER_RING:
-        return (p - 1) * a + (p - 1) / p * n * b;
-    case DC_COST_ALLGATHER_BRUCK:
-        return L * a + (p - 1) / p * n * bs;
-    case DC_COST_ALLGATHER_HIER:
-        return allgather_hier_cost(sel, n, nranks, nhosts, a, b);
-    case DC_COST_BCAST_BINOMIAL:
-        return L * (a + n * bs);
-    case DC_COST_BCAST_CHAIN:
-        return bcast_chain_cost(n, p, a, b);
-    case DC_COST_REDUCESCATTER_RING:
-        return (p - 1) * a * rs_pieces + (p - 1) / p * n * (b + g);
-    case DC_COST_REDUCESCATTER_RHALVING:
-        return Lq * a * rs_pieces + (q - 1) / q * n * (bs + g) +
-               f * (2 * a + n * bs + n * g + n / p * bs);
-    case DC_COST_ALLTOALL_PAIRWISE:
-        return (p - 1) * (a + n / p * bs);
-    case DC_COST_BARRIER_DISSEMINATION:
-        return L * a;
-    case DC_COST_ALLREDUCE_MPI:
-    case DC_COST_ALLGATHER_MPI:
-    case DC_COST_BCAST_MPI:
-    case DC_COST_COUNT:
-        break;
-    }
-    return INFINITY;
+    in.b_shared = nhosts > 1 ? in.b * ceil((double)nranks / nhosts) : in.b;
+    return row->algo->cost(&in);
 }
 
 /* ---- DCOMM_TUNE ---------------------------------------------------------- */
@@ -622,7 +419,7 @@ static int rank_rows(const dc_select_t *sel, int coll, size_t bytes, int nranks,
     }
     if (forced >= 0) {
         idx[n] = forced;
-        cost[n] = dc_select_predict(sel, sel->rows[forced].model, bytes, nranks, nhosts, cls);
+        cost[n] = dc_select_predict(sel, &sel->rows[forced], bytes, nranks, nhosts, cls);
         n++;
     }
     for (int i = 0; i < sel->nrows; i++) {
@@ -632,7 +429,7 @@ static int rank_rows(const dc_select_t *sel, int coll, size_t bytes, int nranks,
         if (sel->rows[i].coll != coll || i == forced) {
             continue;
         }
-        c = dc_select_predict(sel, sel->rows[i].model, bytes, nranks, nhosts, cls);
+        c = dc_select_predict(sel, &sel->rows[i], bytes, nranks, nhosts, cls);
         if (!(c < INFINITY)) {
             continue;
         }
@@ -722,7 +519,7 @@ const char *dc_select_explain(const dc_select_t *sel, int coll, size_t bytes, in
 }
 
 /* The rows of coll in a table ranked by order alone, in order. */
-static int pref_rows(const dc_pref_row_t *rows, int nrows, int coll, const dc_coll_algo_t **out,
+static int pref_rows(const dc_algo_row_t *rows, int nrows, int coll, const dc_coll_algo_t **out,
                      int max)
 {
     int n = 0;

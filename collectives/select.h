@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "coll.h"
+#include "coll_cost.h"
 #include "dc_coll.h"
 
 /* Collectives are numbered by util/dc_coll.h's dc_coll_t; the selector knows
@@ -21,78 +22,34 @@
 /* Name used by DCOMM_TUNE ("allreduce", "broadcast" ...); NULL when out of range. */
 const char *dc_select_coll_name(int coll);
 
-/* Transport classes with their own alpha and bandwidth. */
-typedef enum dc_link_class {
-    DC_LINK_SELF = 0,
-    DC_LINK_SHM,
-    DC_LINK_TCP,
-    DC_LINK_UCX,
-    DC_LINK_MPI,
-    DC_LINK_NCCL,
-    DC_LINK_COUNT
-} dc_link_class_t;
+/* Transport classes (dc_link_class_t) are in coll_cost.h. */
 
 /* "self", "shm", "tcp" ... as dc_net_transport_name gives them; -1 when unknown. */
 int dc_link_class_from_name(const char *transport_name);
 const char *dc_link_class_name(dc_link_class_t cls);
 
-/* Which cost formula describes an algorithm (select.c documents each). */
-typedef enum dc_cost_model {
-    DC_COST_ALLREDUCE_RING = 0,
-    DC_COST_ALLREDUCE_RD,
-    DC_COST_ALLREDUCE_RAB,
-    DC_COST_ALLREDUCE_DBTREE,
-    DC_COST_ALLREDUCE_SHMDIRECT,
-    DC_COST_ALLREDUCE_HIER,
-    DC_COST_ALLGATHER_RING,
-    DC_COST_ALLGATHER_BRUCK,
-    DC_COST_ALLGATHER_HIER,
-    DC_COST_BCAST_BINOMIAL,
-    DC_COST_BCAST_CHAIN,
-    DC_COST_REDUCESCATTER_RING,
-    DC_COST_REDUCESCATTER_RHALVING,
-    DC_COST_ALLTOALL_PAIRWISE,
-    DC_COST_BARRIER_DISSEMINATION,
-    DC_COST_ALLREDUCE_MPI,
-    DC_COST_ALLGATHER_MPI,
-    DC_COST_BCAST_MPI,
-    DC_COST_COUNT
-} dc_cost_model_t;
-
-/* The algorithm name a cost model describes ("ring", "rd" ...), the same as
- * the row's algo->name; NULL when out of range. */
-const char *dc_cost_model_name(dc_cost_model_t model);
-
 /* One selectable algorithm. Table order breaks ties in predicted cost. */
 typedef struct dc_algo_row {
-    int coll;                  /* DC_COLL_ALLREDUCE .. DC_COLL_BARRIER */
-    dc_cost_model_t model;
-    const dc_coll_algo_t *algo;
+    int coll;                   /* DC_COLL_ALLREDUCE .. DC_COLL_BARRIER */
+    const dc_coll_algo_t *algo; /* ranked by algo->cost */
 } dc_algo_row_t;
 
 /* The algorithms built into this library (collectives/algo_table.c). */
 extern const dc_algo_row_t dc_algo_table[];
 extern const int dc_algo_table_len;
 
-/* A row of a table ranked by its order alone, no cost model: the control
- * and device tables below. The caller runs the first row of its collective
- * whose supported() accepts. */
-typedef struct dc_pref_row {
-    int coll;
-    const dc_coll_algo_t *algo;
-} dc_pref_row_t;
-
 /* The coordinator's own agreement traffic (the fast path's bit vector, the
  * settings of rank 0 at start-up): tiny, latency-bound messages whose algorithm
  * must not depend on the cost model, calibration, autotune or DCOMM_TUNE (every
- * cycle pays for it). Rows in preference order (collectives/algo_table.c). */
-extern const dc_pref_row_t dc_control_table[];
+ * cycle pays for it). Ranked by their order alone: the caller runs the first
+ * row of its collective whose supported() accepts (collectives/algo_table.c). */
+extern const dc_algo_row_t dc_control_table[];
 extern const int dc_control_table_len;
 
 /* Tensors in device memory (ctx->dev set): a device library's own collectives
- * (coll_nccl.c). One row per collective so far, hence no cost model; rows in
- * preference order (collectives/algo_table.c). */
-extern const dc_pref_row_t dc_device_table[];
+ * (coll_nccl.c). One row per collective so far, ranked by order alone like
+ * the control rows (collectives/algo_table.c). */
+extern const dc_algo_row_t dc_device_table[];
 extern const int dc_device_table_len;
 
 #define DC_SELECT_MAX_ROWS 32 /* rows per table, all collectives together */
@@ -148,8 +105,10 @@ int dc_select_control(int coll, const dc_coll_algo_t **out, int max);
  * accepts. */
 int dc_select_device(int coll, const dc_coll_algo_t **out, int max);
 
-/* Predicted seconds of one algorithm (INFINITY when inapplicable); for logs and tests. */
-double dc_select_predict(const dc_select_t *sel, dc_cost_model_t model, size_t bytes, int nranks,
+/* Predicted seconds of one row: its algorithm's cost function given the link
+ * costs of class cls (INFINITY when inapplicable or the algorithm has no cost
+ * function); for the ranking, logs and tests. */
+double dc_select_predict(const dc_select_t *sel, const dc_algo_row_t *row, size_t bytes, int nranks,
                          int nhosts, dc_link_class_t cls);
 
 /* Writes "allreduce 4194304 B, 4 ranks, 1 host, shm: ring (1.2 ms), rd (3.4 ms)"

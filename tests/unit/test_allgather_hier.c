@@ -190,6 +190,8 @@ static void test_declines(void **state)
 
 static void test_select(void **state)
 {
+    static const dc_algo_row_t hier = {DC_COLL_ALLGATHER, &dc_allgather_hier_algo};
+    static const dc_algo_row_t ring = {DC_COLL_ALLGATHER, &dc_allgather_ring_algo};
     const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
     dc_select_t *sel;
     int n;
@@ -205,10 +207,10 @@ static void test_select(void **state)
     for (int i = 0; i < n; i++) {
         assert_string_not_equal(out[i]->name, "hier");
     }
-    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLGATHER_HIER, 4096, 4, 1, DC_LINK_SHM)));
-    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLGATHER_HIER, 4096, 2, 2, DC_LINK_TCP)));
-    assert_true(dc_select_predict(sel, DC_COST_ALLGATHER_HIER, 4096, 8, 2, DC_LINK_TCP) <
-                dc_select_predict(sel, DC_COST_ALLGATHER_RING, 4096, 8, 2, DC_LINK_TCP));
+    assert_true(isinf(dc_select_predict(sel, &hier, 4096, 4, 1, DC_LINK_SHM)));
+    assert_true(isinf(dc_select_predict(sel, &hier, 4096, 2, 2, DC_LINK_TCP)));
+    assert_true(dc_select_predict(sel, &hier, 4096, 8, 2, DC_LINK_TCP) <
+                dc_select_predict(sel, &ring, 4096, 8, 2, DC_LINK_TCP));
     dc_select_destroy(sel);
 
     /* Forced, it comes first whatever the model says (even on one host). */

@@ -210,6 +210,8 @@ static void test_declines(void **state)
 
 static void test_model(void **state)
 {
+    static const dc_algo_row_t hier = {DC_COLL_ALLREDUCE, &dc_allreduce_hier_algo};
+    static const dc_algo_row_t ring = {DC_COLL_ALLREDUCE, &dc_allreduce_ring_algo};
     const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
     dc_select_t *sel;
     int n;
@@ -220,14 +222,11 @@ static void test_model(void **state)
                              DC_SELECT_MAX_ROWS);
     assert_true(n >= 1);
     assert_string_equal(out[0]->name, "hier");
-    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLREDUCE_HIER, 1 << 20, 4, 1,
-                                        DC_LINK_SHM)));
-    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLREDUCE_HIER, 1 << 20, 5, 2,
-                                        DC_LINK_TCP)));
-    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLREDUCE_HIER, 1 << 20, 2, 2,
-                                        DC_LINK_TCP)));
-    assert_true(dc_select_predict(sel, DC_COST_ALLREDUCE_HIER, 64u << 20, 8, 2, DC_LINK_TCP) <
-                dc_select_predict(sel, DC_COST_ALLREDUCE_RING, 64u << 20, 8, 2, DC_LINK_TCP));
+    assert_true(isinf(dc_select_predict(sel, &hier, 1 << 20, 4, 1, DC_LINK_SHM)));
+    assert_true(isinf(dc_select_predict(sel, &hier, 1 << 20, 5, 2, DC_LINK_TCP)));
+    assert_true(isinf(dc_select_predict(sel, &hier, 1 << 20, 2, 2, DC_LINK_TCP)));
+    assert_true(dc_select_predict(sel, &hier, 64u << 20, 8, 2, DC_LINK_TCP) <
+                dc_select_predict(sel, &ring, 64u << 20, 8, 2, DC_LINK_TCP));
     dc_select_destroy(sel);
 }
 

@@ -1,7 +1,8 @@
 /*
  * Algorithm selection: the DCOMM_TUNE grammar (accepted specs, and every kind
- * of rejection with its message), the cost model's choice at chosen points
- * over a table holding every algorithm, forced rules and their ranges, and
+ * of rejection with its message), every built-in row's cost function, the
+ * cost model's choice at chosen points over a table of dcomm's own flat
+ * algorithms, forced rules and their ranges, and
  * calibration over real shm and tcp links between forked ranks (every rank
  * must end with the same model).
  */
@@ -27,38 +28,42 @@
 #include "select.h"
 #include "store.h"
 
-/* ---- a table with every algorithm, independent of which files are built --- */
-
-#define FAKE(var, nm) static const dc_coll_algo_t var = {.name = nm, .doc = "test row"}
-FAKE(ar_ring, "ring");
-FAKE(ar_rab, "rab");
-FAKE(ar_rd, "rd");
-FAKE(ar_dbtree, "dbtree");
-FAKE(ar_shmdirect, "shmdirect");
-FAKE(ag_ring, "ring");
-FAKE(ag_bruck, "bruck");
-FAKE(bc_binomial, "binomial");
-FAKE(bc_chain, "chain");
-FAKE(rs_ring, "ring");
-FAKE(rs_rhalving, "rhalving");
-FAKE(a2a_pairwise, "pairwise");
-FAKE(bar_dissemination, "dissemination");
+/* ---- a table of dcomm's own flat algorithms (no mpi, no hier rows) -------- */
 
 static const dc_algo_row_t full_rows[] = {
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RING, &ar_ring},
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RAB, &ar_rab},
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_RD, &ar_rd},
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_DBTREE, &ar_dbtree},
-    {DC_COLL_ALLREDUCE, DC_COST_ALLREDUCE_SHMDIRECT, &ar_shmdirect},
-    {DC_COLL_ALLGATHER, DC_COST_ALLGATHER_RING, &ag_ring},
-    {DC_COLL_ALLGATHER, DC_COST_ALLGATHER_BRUCK, &ag_bruck},
-    {DC_COLL_BROADCAST, DC_COST_BCAST_BINOMIAL, &bc_binomial},
-    {DC_COLL_BROADCAST, DC_COST_BCAST_CHAIN, &bc_chain},
-    {DC_COLL_REDUCESCATTER, DC_COST_REDUCESCATTER_RING, &rs_ring},
-    {DC_COLL_REDUCESCATTER, DC_COST_REDUCESCATTER_RHALVING, &rs_rhalving},
-    {DC_COLL_ALLTOALL, DC_COST_ALLTOALL_PAIRWISE, &a2a_pairwise},
-    {DC_COLL_BARRIER, DC_COST_BARRIER_DISSEMINATION, &bar_dissemination},
+    {DC_COLL_ALLREDUCE, &dc_allreduce_ring_algo},
+    {DC_COLL_ALLREDUCE, &dc_allreduce_rab_algo},
+    {DC_COLL_ALLREDUCE, &dc_allreduce_rd_algo},
+    {DC_COLL_ALLREDUCE, &dc_allreduce_dbtree_algo},
+    {DC_COLL_ALLREDUCE, &dc_allreduce_shmdirect_algo},
+    {DC_COLL_ALLGATHER, &dc_allgather_ring_algo},
+    {DC_COLL_ALLGATHER, &dc_allgather_bruck_algo},
+    {DC_COLL_BROADCAST, &dc_bcast_binomial_algo},
+    {DC_COLL_BROADCAST, &dc_bcast_chain_algo},
+    {DC_COLL_REDUCESCATTER, &dc_reducescatter_ring_algo},
+    {DC_COLL_REDUCESCATTER, &dc_reducescatter_rhalving_algo},
+    {DC_COLL_ALLTOALL, &dc_alltoall_pairwise_algo},
+    {DC_COLL_BARRIER, &dc_barrier_dissemination_algo},
 };
+
+/* The built-in row of coll named name. */
+static const dc_algo_row_t *row_of(int coll, const char *name)
+{
+    for (int i = 0; i < dc_algo_table_len; i++) {
+        if (dc_algo_table[i].coll == coll && strcmp(dc_algo_table[i].algo->name, name) == 0) {
+            return &dc_algo_table[i];
+        }
+    }
+    fail_msg("no built-in %s row '%s'", dc_select_coll_name(coll), name);
+    return NULL;
+}
+
+/* Predicted seconds of the built-in row of coll named name. */
+static double predict(const dc_select_t *sel, int coll, const char *name, size_t bytes, int nranks,
+                      int nhosts, dc_link_class_t cls)
+{
+    return dc_select_predict(sel, row_of(coll, name), bytes, nranks, nhosts, cls);
+}
 
 static dc_select_t *make(const char *spec)
 {
@@ -171,30 +176,11 @@ static void test_reject(void **state)
     }
 }
 
-/* The built-in table: every row's name is the one its cost model describes,
- * and its collective matches the model's. */
+/* The built-in table: every row can run and has a cost function, no collective
+ * has two rows of one name (DCOMM_TUNE names a row), and the rows of the
+ * test table are built-in rows of the same collective. */
 static void test_builtin_table(void **state)
 {
-    static const int model_coll[DC_COST_COUNT] = {
-        [DC_COST_ALLREDUCE_RING] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLREDUCE_RD] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLREDUCE_RAB] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLREDUCE_DBTREE] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLREDUCE_SHMDIRECT] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLREDUCE_HIER] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLGATHER_RING] = DC_COLL_ALLGATHER,
-        [DC_COST_ALLGATHER_BRUCK] = DC_COLL_ALLGATHER,
-        [DC_COST_ALLGATHER_HIER] = DC_COLL_ALLGATHER,
-        [DC_COST_BCAST_BINOMIAL] = DC_COLL_BROADCAST,
-        [DC_COST_BCAST_CHAIN] = DC_COLL_BROADCAST,
-        [DC_COST_REDUCESCATTER_RING] = DC_COLL_REDUCESCATTER,
-        [DC_COST_REDUCESCATTER_RHALVING] = DC_COLL_REDUCESCATTER,
-        [DC_COST_ALLTOALL_PAIRWISE] = DC_COLL_ALLTOALL,
-        [DC_COST_BARRIER_DISSEMINATION] = DC_COLL_BARRIER,
-        [DC_COST_ALLREDUCE_MPI] = DC_COLL_ALLREDUCE,
-        [DC_COST_ALLGATHER_MPI] = DC_COLL_ALLGATHER,
-        [DC_COST_BCAST_MPI] = DC_COLL_BROADCAST,
-    };
     dc_select_t *sel = NULL;
     const dc_coll_algo_t *out[DC_SELECT_MAX_ROWS];
 
@@ -206,12 +192,15 @@ static void test_builtin_table(void **state)
         assert_non_null(row->algo);
         assert_non_null(row->algo->supported);
         assert_non_null(row->algo->run);
-        assert_string_equal(row->algo->name, dc_cost_model_name(row->model));
-        assert_int_equal(row->coll, model_coll[row->model]);
+        if (row->algo->cost == NULL) {
+            fail_msg("%s row '%s' has no cost function", dc_select_coll_name(row->coll),
+                     row->algo->name);
+        }
+        assert_ptr_equal(row_of(row->coll, row->algo->name), row);
     }
     for (size_t i = 0; i < DC_ARRAY_SIZE(full_rows); i++) {
-        assert_string_equal(full_rows[i].algo->name, dc_cost_model_name(full_rows[i].model));
-        assert_int_equal(full_rows[i].coll, model_coll[full_rows[i].model]);
+        assert_ptr_equal(row_of(full_rows[i].coll, full_rows[i].algo->name)->algo,
+                         full_rows[i].algo);
     }
     /* ring allreduce and binomial broadcast are always built in. */
     assert_int_equal(dc_select_create("allreduce:0-inf:ring#broadcast:0-inf:binomial", &sel),
@@ -231,6 +220,40 @@ static void test_builtin_table(void **state)
 }
 
 /* ---- the model ------------------------------------------------------------ */
+
+/* Every built-in cost function, over ranks, hosts, sizes and link classes:
+ * seconds >= 0 or INFINITY, never NaN or negative; 0 or INFINITY with one
+ * rank; INFINITY with no cost function. */
+static void test_builtin_costs(void **state)
+{
+    static const size_t sizes[] = {0, 1, 7, 4096, 65537, 1u << 20, 64u << 20, (size_t)1 << 34};
+    dc_select_t *sel = NULL;
+    const dc_algo_row_t bare = {DC_COLL_ALLREDUCE, &(dc_coll_algo_t){.name = "bare"}};
+
+    (void)state;
+    assert_int_equal(dc_select_create(NULL, &sel), DCOMM_OK);
+    for (int i = 0; i < dc_algo_table_len; i++) {
+        for (int cls = 0; cls < DC_LINK_COUNT; cls++) {
+            for (int p = 1; p <= 17; p++) {
+                for (int h = 1; h <= 4 && h <= p; h++) {
+                    for (size_t s = 0; s < DC_ARRAY_SIZE(sizes); s++) {
+                        double c = dc_select_predict(sel, &dc_algo_table[i], sizes[s], p, h,
+                                                     (dc_link_class_t)cls);
+
+                        if (!(c >= 0.0) || (p == 1 && c != 0.0 && !isinf(c))) {
+                            fail_msg("%s %s: %.17g s for %zu B, %d ranks, %d hosts, %s",
+                                     dc_select_coll_name(dc_algo_table[i].coll),
+                                     dc_algo_table[i].algo->name, c, sizes[s], p, h,
+                                     dc_link_class_name((dc_link_class_t)cls));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_true(isinf(dc_select_predict(sel, &bare, 1024, 4, 1, DC_LINK_SHM)));
+    dc_select_destroy(sel);
+}
 
 static void test_model_allreduce(void **state)
 {
@@ -299,8 +322,8 @@ static void test_model_sorted(void **state)
 
                     for (size_t k = 0; k < DC_ARRAY_SIZE(full_rows); k++) {
                         if (full_rows[k].algo == out[i]) {
-                            c = dc_select_predict(sel, full_rows[k].model, sizes[s], ranks[r],
-                                                  hosts, DC_LINK_TCP);
+                            c = dc_select_predict(sel, &full_rows[k], sizes[s], ranks[r], hosts,
+                                                  DC_LINK_TCP);
                         }
                     }
                     assert_true(c >= 0.0 && isfinite(c));
@@ -348,17 +371,17 @@ static void test_model_params(void **state)
     assert_string_not_equal(first(sel, DC_COLL_ALLREDUCE, 64u << 20, 4, 1, DC_LINK_SHM),
                             "shmdirect");
     /* Invalid values are ignored. */
-    before = dc_select_predict(sel, DC_COST_ALLREDUCE_RING, 1u << 20, 4, 1, DC_LINK_SHM);
+    before = predict(sel, DC_COLL_ALLREDUCE, "ring", 1u << 20, 4, 1, DC_LINK_SHM);
     dc_select_set_link(sel, DC_LINK_SHM, -1.0, 5.0);
     dc_select_set_link(sel, DC_LINK_SHM, 1.0, 0.0);
     dc_select_set_link(sel, DC_LINK_SHM, NAN, 5.0);
     dc_select_set_link(sel, DC_LINK_COUNT, 1.0, 5.0);
     dc_select_set_compute(sel, 0.0, -3.0);
-    after = dc_select_predict(sel, DC_COST_ALLREDUCE_RING, 1u << 20, 4, 1, DC_LINK_SHM);
+    after = predict(sel, DC_COLL_ALLREDUCE, "ring", 1u << 20, 4, 1, DC_LINK_SHM);
     assert_true(before == after);
     /* The barrier costs L alpha exactly. */
     dc_select_set_link(sel, DC_LINK_TCP, 10.0, 1.0);
-    assert_true(fabs(dc_select_predict(sel, DC_COST_BARRIER_DISSEMINATION, 0, 5, 5, DC_LINK_TCP) -
+    assert_true(fabs(predict(sel, DC_COLL_BARRIER, "dissemination", 0, 5, 5, DC_LINK_TCP) -
                      30e-6) < 1e-12);
     dc_select_destroy(sel);
 }
@@ -390,7 +413,20 @@ static void test_model_mpi(void **state)
             }
         }
     }
-    assert_true(isinf(dc_select_predict(sel, DC_COST_ALLREDUCE_MPI, 1024, 4, 1, DC_LINK_SHM)));
+    assert_true(isinf(predict(sel, DC_COLL_ALLREDUCE, "mpi", 1024, 4, 1, DC_LINK_SHM)));
+    /* Over mpi, the price of the cheapest flat schedule: not hier's, though
+     * cheaper for 32 KiB over 2 hosts. */
+    for (size_t bytes = 8; bytes <= (64u << 20); bytes *= 64) {
+        static const char *const flat[] = {"ring", "rd", "rab", "dbtree"};
+        double best = INFINITY;
+
+        for (size_t i = 0; i < DC_ARRAY_SIZE(flat); i++) {
+            best = fmin(best, predict(sel, DC_COLL_ALLREDUCE, flat[i], bytes, 8, 2, DC_LINK_MPI));
+        }
+        assert_true(predict(sel, DC_COLL_ALLREDUCE, "mpi", bytes, 8, 2, DC_LINK_MPI) == best);
+    }
+    assert_true(predict(sel, DC_COLL_ALLREDUCE, "hier", 32u << 10, 8, 2, DC_LINK_MPI) <
+                predict(sel, DC_COLL_ALLREDUCE, "mpi", 32u << 10, 8, 2, DC_LINK_MPI));
     dc_select_destroy(sel);
     assert_int_equal(dc_select_create("allgather:0-inf:mpi", &sel), DCOMM_OK);
     assert_string_equal(first(sel, DC_COLL_ALLGATHER, 1024, 4, 1, DC_LINK_SHM), "mpi");
@@ -399,6 +435,30 @@ static void test_model_mpi(void **state)
     assert_false(dc_allreduce_mpi_algo.supported(&ctx, &args));
     assert_false(dc_allgather_mpi_algo.supported(&ctx, &args));
     assert_false(dc_bcast_mpi_algo.supported(&ctx, &args));
+}
+
+/* One rank costs 0, but only where the algorithm applies: mpi off the mpi
+ * class and shmdirect off one shm host stay inapplicable; hier, which needs
+ * 2 hosts, is not asked (0 on one host too). */
+static void test_model_one_rank(void **state)
+{
+    dc_select_t *sel = NULL;
+
+    (void)state;
+    assert_int_equal(dc_select_create(NULL, &sel), DCOMM_OK);
+    for (int p = -1; p <= 1; p++) {
+        assert_true(isinf(predict(sel, DC_COLL_ALLREDUCE, "mpi", 1024, p, 1, DC_LINK_SHM)));
+        assert_true(isinf(predict(sel, DC_COLL_BROADCAST, "mpi", 1024, p, 1, DC_LINK_TCP)));
+        assert_true(predict(sel, DC_COLL_ALLGATHER, "mpi", 1024, p, 1, DC_LINK_MPI) == 0.0);
+        assert_true(isinf(predict(sel, DC_COLL_ALLREDUCE, "shmdirect", 1024, p, 1, DC_LINK_TCP)));
+        assert_true(isinf(predict(sel, DC_COLL_ALLREDUCE, "shmdirect", 1024, p, 2, DC_LINK_SHM)));
+        assert_true(predict(sel, DC_COLL_ALLREDUCE, "shmdirect", 1024, p, 1, DC_LINK_SHM) == 0.0);
+        assert_true(predict(sel, DC_COLL_ALLREDUCE, "hier", 1024, p, 1, DC_LINK_TCP) == 0.0);
+        assert_true(predict(sel, DC_COLL_ALLGATHER, "hier", 1024, p, 1, DC_LINK_TCP) == 0.0);
+        assert_true(predict(sel, DC_COLL_ALLREDUCE, "dbtree", 1024, p, 1, DC_LINK_TCP) == 0.0);
+    }
+    assert_true(isinf(predict(sel, DC_COLL_ALLREDUCE, "hier", 1024, 2, 1, DC_LINK_TCP)));
+    dc_select_destroy(sel);
 }
 
 /* The alpha scale autotune sets: the crossover between the latency-optimal
@@ -412,7 +472,7 @@ static void test_alpha_scale(void **state)
 
     (void)state;
     dc_select_set_link(sel, DC_LINK_TCP, 20.0, 1.0);
-    bcast = dc_select_predict(sel, DC_COST_BCAST_BINOMIAL, 1u << 20, 4, 4, DC_LINK_TCP);
+    bcast = predict(sel, DC_COLL_BROADCAST, "binomial", 1u << 20, 4, 4, DC_LINK_TCP);
     for (double scale = 0.25; scale <= 4.0; scale *= 16) {
         size_t bytes = 8;
 
@@ -422,7 +482,7 @@ static void test_alpha_scale(void **state)
             bytes *= 2;
         }
         *(scale < 1.0 ? &lo : &hi) = bytes;
-        assert_true(dc_select_predict(sel, DC_COST_BCAST_BINOMIAL, 1u << 20, 4, 4,
+        assert_true(predict(sel, DC_COLL_BROADCAST, "binomial", 1u << 20, 4, 4,
                                       DC_LINK_TCP) == bcast);
     }
     assert_true(lo > 8 && hi > lo);
@@ -513,11 +573,11 @@ static void cal_fill(const dc_select_t *sel, double *pred)
     static const dc_link_class_t cls[] = {DC_LINK_SHM, DC_LINK_TCP, DC_LINK_UCX};
 
     for (int i = 0; i < 3; i++) {
-        pred[2 * i] = dc_select_predict(sel, DC_COST_BARRIER_DISSEMINATION, 0, 2, 1, cls[i]);
-        pred[2 * i + 1] = dc_select_predict(sel, DC_COST_ALLGATHER_RING, 2u << 20, 2, 1, cls[i]);
+        pred[2 * i] = predict(sel, DC_COLL_BARRIER, "dissemination", 0, 2, 1, cls[i]);
+        pred[2 * i + 1] = predict(sel, DC_COLL_ALLGATHER, "ring", 2u << 20, 2, 1, cls[i]);
     }
-    pred[6] = dc_select_predict(sel, DC_COST_ALLREDUCE_SHMDIRECT, 1u << 20, 2, 1, DC_LINK_SHM);
-    pred[7] = dc_select_predict(sel, DC_COST_REDUCESCATTER_RHALVING, 1u << 20, 2, 1, DC_LINK_SHM);
+    pred[6] = predict(sel, DC_COLL_ALLREDUCE, "shmdirect", 1u << 20, 2, 1, DC_LINK_SHM);
+    pred[7] = predict(sel, DC_COLL_REDUCESCATTER, "rhalving", 1u << 20, 2, 1, DC_LINK_SHM);
 }
 
 /* Ranks 0 and 1 share host 0 (shm); rank 2 is alone on host 1 (tcp). */
@@ -657,11 +717,13 @@ int main(void)
         cmocka_unit_test(test_accept),
         cmocka_unit_test(test_reject),
         cmocka_unit_test(test_builtin_table),
+        cmocka_unit_test(test_builtin_costs),
         cmocka_unit_test(test_model_allreduce),
         cmocka_unit_test(test_model_sorted),
         cmocka_unit_test(test_model_others),
         cmocka_unit_test(test_model_params),
         cmocka_unit_test(test_model_mpi),
+        cmocka_unit_test(test_model_one_rank),
         cmocka_unit_test(test_alpha_scale),
         cmocka_unit_test(test_forced),
         cmocka_unit_test(test_explain),
