@@ -6,27 +6,29 @@ buckets, DistributedSampler and ZeRO-style optimizers work unchanged.
     torch.distributed.init_process_group("dcomm")
 
 Each op is submitted at once (several are in flight together, as DDP's
-buckets are) and returns a torch Work built on a torch Future, which one
-completion thread per process resolves in submission order. Torch calls
+buckets are) and returns a Work over a torch Future, which one completion
+thread per process resolves in submission order. Torch calls
 ProcessGroup methods in the same order on every rank, so names are drawn from
-per-group counters: identical on every rank, and repeating (a few slots per
-op and size), so that libdcomm's response cache serves repeated steps.
+one counter per group and op: identical on every rank, in step even after a
+failed op, and a mismatch (a different size on one rank) is caught by
+libdcomm's negotiation and named, as a failed op of every rank.
 """
 
-import threading
+import collections
+import functools
 import queue
+import threading
 
 import torch
 import torch.distributed as dist
-from torch._C._distributed_c10d import _create_work_from_future
 
 from .. import _core, _lib
 from . import mpi_ops, rendezvous
 
 BACKEND = "dcomm"
-# Names per (op, size) cycle through this many slots; a slot is reused only
-# once its previous op has completed (ops complete in order anyway).
-_SLOTS = 4
+# Names per op cycle through this many slots (bounded names and bookkeeping);
+# a slot is reused only once its previous op has completed.
+_SLOTS = 64
 _PRUNE_EVERY = 256
 
 _REDUCE_OPS = {"SUM": _core.Sum, "AVG": _core.Average, "MIN": _core.Min, "MAX": _core.Max,
@@ -66,6 +68,74 @@ class _Completer:
 
 _completer = _Completer()
 
+# Works handed to C++ (DDP's reducer calls get_future() on the Work it gets,
+# torch's helpers wait() on theirs) must keep their Python half: without it
+# C++ would reach the base class, whose wait() never returns. So every Work
+# stays referenced here until its op is done and a few later ops have started.
+_KEEP_DONE = 16
+_alive = collections.deque()
+_alive_lock = threading.Lock()
+
+
+class Work(dist.distributed_c10d.Work):
+    """An op in flight: wait() raises the op's RuntimeError (torch 1.13's
+    future-wrapping Work would return True even after a failure)."""
+
+    def __init__(self, fut):
+        super().__init__()
+        self._fut = fut
+
+    def wait(self, timeout=None):
+        self._fut.wait()          # raises the failure; libdcomm bounds every op itself
+        return True
+
+    def is_completed(self):
+        return self._fut.done()
+
+    def is_success(self):
+        if not self._fut.done():
+            return False
+        try:
+            self._fut.wait()
+        except RuntimeError:
+            return False
+        return True
+
+    def get_future(self):
+        return self._fut
+
+    def result(self):
+        return self._fut.wait()
+
+    def synchronize(self):
+        pass
+
+
+def _keep(work):
+    with _alive_lock:
+        _alive.append(work)
+        done = 0
+        for w in reversed(_alive):
+            done += w.is_completed()
+        while _alive and done > _KEEP_DONE and _alive[0].is_completed():
+            _alive.popleft()
+            done -= 1
+    return work
+
+
+def _collective(what):
+    """A ProcessGroup method whose argument errors (and libdcomm's refusals at
+    submission) raise RuntimeError naming the rank, as a failed op does."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (_lib.DcommError, TypeError, ValueError) as exc:
+                raise self._fail(what, exc) from exc
+        return run
+    return wrap
+
 
 def _reduce_op(reduce_op, what):
     op = getattr(reduce_op, "op", reduce_op)          # torch >= 1.13: ReduceOp.op is RedOpType
@@ -97,7 +167,7 @@ def _flat(t):
 
 def _check_numel(got, want, what):
     if got != want:
-        raise RuntimeError("%s: %d elements where %d were expected" % (what, got, want))
+        raise ValueError("%s: %d elements where %d were expected" % (what, got, want))
 
 
 def _copy_chunks(outs, flat, counts, what):
@@ -166,31 +236,32 @@ class ProcessGroupDcomm(dist.ProcessGroup):
                 for stem, submit in parts:
                     names.append(self._name(stem))
                     handles.append(submit(names[-1]))
-            except (_lib.DcommError, TypeError, ValueError) as exc:
+            except BaseException:
                 for h in handles:        # already submitted: let them finish in the background
                     _completer.add(h, lambda out: None, lambda e: e)
-                raise self._fail(what, exc) from exc
+                raise
             handle = _core.GroupHandle(handles)
             fut = _completer.add(handle, finish, lambda exc: self._fail(what, exc))
             for name in names:
                 self._slots[name] = fut
             self._prune()
-        return _create_work_from_future(fut)
+        return _keep(Work(fut))
 
     def _root(self, root, what):
         if self._unavailable:
             return root             # _start says why
         if not 0 <= root < self.size():
-            raise RuntimeError("dcomm backend: %s: root %d is not a rank of this group (size %d)"
+            raise ValueError("%s: root %d is not a rank of this group (size %d)"
                                % (what, root, self.size()))
         return self._ps.ranks[root] if self._ps is not _core.global_process_set else root
 
     # ---- collectives -------------------------------------------------------------------
 
+    @_collective("allreduce")
     def allreduce(self, tensors, opts=None):
         op = _reduce_op(opts.reduceOp if opts is not None else dist.ReduceOp.SUM, "allreduce")
         ts = [_real(t, op, "allreduce") for t in tensors]
-        parts = [("allreduce.%d" % t.numel(),
+        parts = [("allreduce",
                   lambda name, t=t: _ops.allreduce_async(t, op, name, self._ps, inplace=True))
                  for t in ts]
         return self._start("allreduce", parts, lambda _outs: list(tensors))
@@ -198,19 +269,21 @@ class ProcessGroupDcomm(dist.ProcessGroup):
     def allreduce_coalesced(self, tensors, opts=None):
         return self.allreduce(tensors, opts)
 
+    @_collective("reduce")
     def reduce(self, tensors, opts=None):
         op = _reduce_op(opts.reduceOp, "reduce")
         mine = self.rank() == opts.rootRank
         self._root(opts.rootRank, "reduce")
         ts = [_real(t, op, "reduce") for t in tensors]
-        parts = [("reduce.%d" % t.numel(),
+        parts = [("reduce",
                   lambda name, t=t: _ops.allreduce_async(t, op, name, self._ps, inplace=mine))
                  for t in ts]
         return self._start("reduce", parts, lambda _outs: list(tensors))
 
+    @_collective("broadcast")
     def broadcast(self, tensors, opts=None):
         root = self._root(opts.rootRank, "broadcast")
-        parts = [("broadcast.%d" % t.numel(),
+        parts = [("broadcast",
                   lambda name, t=t: _ops.broadcast_async(t, root, name, self._ps, inplace=True))
                  for t in tensors]
         return self._start("broadcast", parts, lambda _outs: list(tensors))
@@ -220,10 +293,11 @@ class ProcessGroupDcomm(dist.ProcessGroup):
                                                               with_rows=True))
                 for t in inputs]
 
+    @_collective("allgather")
     def allgather(self, output_lists, input_list, opts=None):
         for outs in output_lists:
             if len(outs) != self.size():
-                raise RuntimeError("dcomm backend: allgather: %d output tensors for a group of "
+                raise ValueError("allgather: %d output tensors for a group of "
                                    "%d ranks" % (len(outs), self.size()))
 
         def finish(gathered):
@@ -232,6 +306,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
             return list(output_lists)
         return self._start("allgather", self._gather_parts("allgather", input_list), finish)
 
+    @_collective("all_gather_into_tensor")
     def _allgather_base(self, output, input, opts=None):
         _check_numel(output.numel(), input.numel() * self.size(), "all_gather_into_tensor output")
 
@@ -242,6 +317,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
             return [output]
         return self._start("allgather", self._gather_parts("allgather", [input]), finish)
 
+    @_collective("gather")
     def gather(self, output_lists, input_list, opts=None):
         self._root(opts.rootRank, "gather")
         mine = self.rank() == opts.rootRank
@@ -253,17 +329,18 @@ class ProcessGroupDcomm(dist.ProcessGroup):
             return list(output_lists)
         return self._start("gather", self._gather_parts("gather", input_list), finish)
 
-    def _reduce_scatter_parts(self, op, flats, numel):
-        return [("reducescatter.%d" % numel,
+    def _reduce_scatter_parts(self, op, flats):
+        return [("reducescatter",
                  lambda name, f=f: _ops.reducescatter_async(f, op, name, self._ps))
                 for f in flats]
 
+    @_collective("reduce_scatter")
     def reduce_scatter(self, outputs, input_lists, opts=None):
         op = _reduce_op(opts.reduceOp, "reduce_scatter")
         flats = []
         for out, ins in zip(outputs, input_lists):
             if len(ins) != self.size():
-                raise RuntimeError("dcomm backend: reduce_scatter: %d input tensors for a group "
+                raise ValueError("reduce_scatter: %d input tensors for a group "
                                    "of %d ranks" % (len(ins), self.size()))
             for t in ins:
                 _check_numel(t.numel(), out.numel(), "reduce_scatter input")
@@ -273,9 +350,9 @@ class ProcessGroupDcomm(dist.ProcessGroup):
             for out, block in zip(outputs, blocks):
                 _copy_real(out, block, op)
             return list(outputs)
-        numel = outputs[0].numel() if outputs else 0
-        return self._start("reduce_scatter", self._reduce_scatter_parts(op, flats, numel), finish)
+        return self._start("reduce_scatter", self._reduce_scatter_parts(op, flats), finish)
 
+    @_collective("reduce_scatter_tensor")
     def _reduce_scatter_base(self, output, input, opts=None):
         op = _reduce_op(opts.reduceOp, "reduce_scatter_tensor")
         _check_numel(input.numel(), output.numel() * self.size(), "reduce_scatter_tensor input")
@@ -284,9 +361,9 @@ class ProcessGroupDcomm(dist.ProcessGroup):
             _copy_real(output, blocks[0], op)
             return [output]
         flat = _flat(_real(input, op, "reduce_scatter_tensor"))
-        return self._start("reduce_scatter", self._reduce_scatter_parts(op, [flat],
-                                                                        output.numel()), finish)
+        return self._start("reduce_scatter", self._reduce_scatter_parts(op, [flat]), finish)
 
+    @_collective("all_to_all_single")
     def alltoall_base(self, output, input, output_split_sizes, input_split_sizes, opts=None):
         splits = list(input_split_sizes) or None
         want = list(output_split_sizes)
@@ -294,19 +371,20 @@ class ProcessGroupDcomm(dist.ProcessGroup):
         def finish(results):
             received, rows = results[0]
             if want and list(rows) != want:
-                raise RuntimeError("all_to_all_single: received splits %r, output_split_sizes "
+                raise ValueError("all_to_all_single: received splits %r, output_split_sizes "
                                    "%r" % (list(rows), want))
             if tuple(received.shape) != tuple(output.shape):
-                raise RuntimeError("all_to_all_single: received shape %r, output has %r"
+                raise ValueError("all_to_all_single: received shape %r, output has %r"
                                    % (tuple(received.shape), tuple(output.shape)))
             output.copy_(received)
             return [output]
         return self._start("alltoall", [("alltoall", lambda name: _ops.alltoall_async(
             input, splits, name, self._ps))], finish)
 
+    @_collective("all_to_all")
     def alltoall(self, outputs, inputs, opts=None):
         if len(inputs) != self.size() or len(outputs) != self.size():
-            raise RuntimeError("dcomm backend: all_to_all: %d inputs and %d outputs for a group "
+            raise ValueError("all_to_all: %d inputs and %d outputs for a group "
                                "of %d ranks" % (len(inputs), len(outputs), self.size()))
         flat = torch.cat([_flat(t) for t in inputs])
         splits = [t.numel() for t in inputs]
@@ -318,6 +396,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
         return self._start("alltoall", [("alltoall", lambda name: _ops.alltoall_async(
             flat, splits, name, self._ps))], finish)
 
+    @_collective("scatter")
     def scatter(self, outputs, input_lists, opts=None):
         root = opts.rootRank
         self._root(root, "scatter")
@@ -325,7 +404,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
         if self.rank() == root:
             ins = input_lists[0]
             if len(ins) != self.size():
-                raise RuntimeError("dcomm backend: scatter: %d inputs for a group of %d ranks"
+                raise ValueError("scatter: %d inputs for a group of %d ranks"
                                    % (len(ins), self.size()))
             flat = torch.cat([_flat(t) for t in ins])
             splits = [t.numel() for t in ins]
@@ -341,6 +420,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
         return self._start("scatter", [("scatter", lambda name: _ops.alltoall_async(
             flat, splits, name, self._ps))], finish)
 
+    @_collective("barrier")
     def barrier(self, opts=None):
         return self._start("barrier", [("barrier", lambda _name: _core.barrier_async(self._ps))],
                            lambda _outs: [])

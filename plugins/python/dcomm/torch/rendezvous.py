@@ -80,9 +80,9 @@ def _dlaunch_store(timeout):
     host, _, port = where.rpartition(":")
     if store is None:
         store = dist.TCPStore(host, int(port), size, False, timeout)
-    # What torchrun would have set, for code that reads them.
-    for var, value in (("MASTER_ADDR", host), ("MASTER_PORT", port), ("RANK", rank),
-                       ("WORLD_SIZE", size), ("LOCAL_RANK", _core.local_rank()),
+    # What torchrun would have set, for code that reads them (not MASTER_*:
+    # this store's server ends with the group, and a later init finds it here).
+    for var, value in (("RANK", rank), ("WORLD_SIZE", size), ("LOCAL_RANK", _core.local_rank()),
                        ("LOCAL_WORLD_SIZE", _core.local_size())):
         os.environ.setdefault(var, str(value))
     return store, rank, size
