@@ -91,6 +91,18 @@ def test_all_reduce_non_contiguous_and_complex():
     assert torch.equal(z, torch.complex(want, -want))
 
 
+def test_outputs_that_require_grad():
+    """Parameters are broadcast and gathered into (DDP, ZeRO): no autograd error."""
+    want = rank_input(0, torch.float32, 12, "b.rg").reshape(3, 4).t()
+    p = torch.nn.Parameter(rank_input(rank(), torch.float32, 12, "b.rg").reshape(3, 4).t())
+    assert not p.is_contiguous()
+    dist.broadcast(p, src=0)
+    assert torch.equal(p.detach(), want)
+    out = torch.nn.Parameter(torch.zeros(2 * size()))
+    dist.all_gather_into_tensor(out, torch.full((2,), float(rank())))
+    assert torch.equal(out.detach(), torch.arange(size()).repeat_interleave(2).float())
+
+
 def test_ops_overlap_and_futures():
     """Several ops in flight at once, waited in reverse order; then() on a future."""
     xs = [rank_input(rank(), torch.float32, n, "b.ov%d" % n) for n in (1000, 7, 100000, 1)]

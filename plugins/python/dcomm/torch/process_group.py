@@ -59,7 +59,8 @@ class _Completer:
         while True:
             handle, finish, fail, fut = self._queue.get()
             try:
-                value = finish(handle.synchronize())
+                with torch.no_grad():       # outputs may be parameters that require grad
+                    value = finish(handle.synchronize())
             except Exception as exc:         # noqa: BLE001 -- every failure goes to the future
                 fut.set_exception(fail(exc))
                 continue
@@ -130,7 +131,8 @@ def _collective(what):
         @functools.wraps(method)
         def run(self, *args, **kwargs):
             try:
-                return method(self, *args, **kwargs)
+                with torch.no_grad():       # collectives are not recorded by autograd
+                    return method(self, *args, **kwargs)
             except (_lib.DcommError, TypeError, ValueError) as exc:
                 raise self._fail(what, exc) from exc
         return run
