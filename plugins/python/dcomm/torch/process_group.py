@@ -56,13 +56,17 @@ class _Completer:
         return fut
 
     def _run(self):
-        while True:
+        while True:              # never ends: a future left unresolved would hang its waiter
             handle, finish, fail, fut = self._queue.get()
             try:
                 with torch.no_grad():       # outputs may be parameters that require grad
                     value = finish(handle.synchronize())
             except Exception as exc:         # noqa: BLE001 -- every failure goes to the future
-                fut.set_exception(fail(exc))
+                try:
+                    error = fail(exc)
+                except Exception:            # noqa: BLE001
+                    error = RuntimeError(str(exc))
+                fut.set_exception(error)
                 continue
             fut.set_result(value)
 
@@ -187,6 +191,9 @@ class ProcessGroupDcomm(dist.ProcessGroup):
     def __init__(self, rank, size, process_set, group_id, unavailable=None):
         super().__init__(rank, size)
         self._ps = process_set
+        # this process's global rank, for messages (the default group is not yet
+        # registered with torch while it is created)
+        self._who = dist.get_rank() if dist.is_initialized() else _core.rank()
         self._prefix = "torch.pg%s" % group_id
         self._unavailable = unavailable     # why this group cannot run ops (or None)
         self._lock = threading.Lock()
@@ -203,9 +210,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
     # ---- submission ------------------------------------------------------------------
 
     def _fail(self, what, exc):
-        return RuntimeError("dcomm backend, rank %d: %s failed: %s"
-                            % (dist.get_rank() if dist.is_initialized() else _core.rank(),
-                               what, exc))
+        return RuntimeError("dcomm backend, rank %d: %s failed: %s" % (self._who, what, exc))
 
     def _name(self, stem):
         """This op's name (same on every rank); waits for the slot's last op."""
@@ -231,7 +236,7 @@ class ProcessGroupDcomm(dist.ProcessGroup):
         future's value (outputs: one per part). Returns the torch Work."""
         if self._unavailable:
             raise RuntimeError("dcomm backend, rank %d: %s: %s"
-                               % (_core.rank(), what, self._unavailable))
+                               % (self._who, what, self._unavailable))
         with self._lock:
             names, handles = [], []
             try:
