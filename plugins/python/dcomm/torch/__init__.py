@@ -7,7 +7,14 @@
 
 Run with `dlaunch -np 4 python3 train.py`. See the README's table for what of
 horovod.torch is supported; Adasum and elastic training are not.
+
+Importing it also registers the torch.distributed backend "dcomm":
+
+    import dcomm.torch
+    torch.distributed.init_process_group("dcomm")     # under dlaunch or torchrun
+    model = torch.nn.parallel.DistributedDataParallel(model)
 """
+import torch.distributed as _dist
 
 from .compression import Compression
 from .functions import (allgather_object, broadcast_object, broadcast_optimizer_state,
@@ -27,3 +34,8 @@ from .mpi_ops import (Adasum, Average, DcommError, HorovodInternalError, Max, Mi
                       sparse_allreduce_async, start_timeline, stop_timeline, synchronize)
 from .optimizer import DistributedOptimizer
 from .sync_batch_norm import SyncBatchNorm
+
+if _dist.is_available():
+    from .process_group import ProcessGroupDcomm, new_group
+    from .process_group import register as _register_backend
+    _register_backend()
