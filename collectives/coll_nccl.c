@@ -81,6 +81,16 @@ static int allgather_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *a
     return args->counts != NULL && nccl_supported(ctx, args);
 }
 
+static size_t counts_total(const size_t *counts, int n)
+{
+    size_t total = 0;
+
+    for (int i = 0; i < n; i++) {
+        total += counts[i];
+    }
+    return total;
+}
+
 static int counts_equal(const size_t *counts, int n)
 {
     for (int i = 1; i < n; i++) {
@@ -97,14 +107,12 @@ static dc_status_t allgather_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t 
 {
     const dc_coll_dev_t *dev = ctx->dev;
     const dc_nccl_ops_t *n = dev->nccl;
-    size_t esize = dc_reduce_dtype_size(args->dtype), total = 0;
+    size_t esize = dc_reduce_dtype_size(args->dtype);
+    size_t total = counts_total(args->counts, ctx->size);
     uint64_t ticket = 0;
     dc_status_t status;
     void *buf;
 
-    for (int i = 0; i < ctx->size; i++) {
-        total += args->counts[i];
-    }
     if (total == 0) {
         return DCOMM_OK;
     }
@@ -172,14 +180,12 @@ static int alltoall_supported(const dc_coll_ctx_t *ctx, const dc_coll_args_t *ar
 static dc_status_t alltoall_run(const dc_coll_ctx_t *ctx, const dc_coll_args_t *args)
 {
     const dc_coll_dev_t *dev = ctx->dev;
-    size_t esize = dc_reduce_dtype_size(args->dtype), total = 0;
+    size_t esize = dc_reduce_dtype_size(args->dtype);
+    size_t total = counts_total(args->recv_counts, ctx->size);
     uint64_t ticket = 0;
     dc_status_t status;
     void *buf;
 
-    for (int i = 0; i < ctx->size; i++) {
-        total += args->recv_counts[i];
-    }
     DC_CHECK_GOTO(dev->scratch(dev->owner, total * esize, &buf), status, out);
     status = dev->nccl->alltoallv(dev->nccl_comm, args->sendbuf, args->counts, buf,
                                   args->recv_counts, args->dtype, &ticket);

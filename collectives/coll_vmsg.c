@@ -5,19 +5,13 @@
 
 #include "coll_p2p.h"
 
-/* Posts into v->reqs[*n] / v->wait[*n] (one slot per call). */
-static dc_status_t post(const dc_coll_vmsg_t *v, int is_send, int peer, void *buf, size_t len,
-                        int *n)
+/* v's context with v's request storage, for dc_coll_post. */
+static dc_coll_ctx_t post_ctx(const dc_coll_vmsg_t *v)
 {
-    dc_endpoint_t *ep = dc_coll_ep(v->ctx, peer);
-    dc_status_t status = is_send ? dc_ep_isend(ep, buf, len, v->ctx->tag, &v->reqs[*n])
-                                 : dc_ep_irecv(ep, buf, len, v->ctx->tag, &v->reqs[*n]);
+    dc_coll_ctx_t c = *v->ctx;
 
-    if (status == DCOMM_OK) {
-        v->wait[*n] = &v->reqs[*n];
-        (*n)++;
-    }
-    return status;
+    c.reqs = v->reqs;
+    return c;
 }
 
 static dc_status_t wait_all(const dc_coll_vmsg_t *v, int n)
@@ -39,12 +33,13 @@ static dc_status_t reserve(const dc_coll_vmsg_t *v, int rank, uint64_t len, void
 
 dc_status_t dc_coll_vmsg_gather_post(dc_coll_vmsg_t *v)
 {
+    dc_coll_ctx_t c = post_ctx(v);
     dc_status_t status = DCOMM_OK;
     int n = 0;
 
     for (int r = 0; r < v->ctx->size && status == DCOMM_OK; r++) {
         if (r != v->root) {
-            status = post(v, 0, r, &v->lens[r], sizeof(uint64_t), &n);
+            status = dc_coll_post(&c, 0, r, &v->lens[r], sizeof(uint64_t), v->wait, &n);
         }
     }
     return status;
@@ -52,6 +47,7 @@ dc_status_t dc_coll_vmsg_gather_post(dc_coll_vmsg_t *v)
 
 dc_status_t dc_coll_vmsg_gather_wait(dc_coll_vmsg_t *v)
 {
+    dc_coll_ctx_t c = post_ctx(v);
     dc_status_t status = wait_all(v, v->ctx->size - 1);
     int n = 0;
 
@@ -63,7 +59,7 @@ dc_status_t dc_coll_vmsg_gather_wait(dc_coll_vmsg_t *v)
         }
         status = reserve(v, r, v->lens[r], &buf);
         if (status == DCOMM_OK) {
-            status = post(v, 0, r, buf, (size_t)v->lens[r], &n);
+            status = dc_coll_post(&c, 0, r, buf, (size_t)v->lens[r], v->wait, &n);
         }
     }
     return status == DCOMM_OK ? wait_all(v, n) : status;
@@ -71,15 +67,16 @@ dc_status_t dc_coll_vmsg_gather_wait(dc_coll_vmsg_t *v)
 
 dc_status_t dc_coll_vmsg_bcast(dc_coll_vmsg_t *v, const void *data, uint64_t len)
 {
+    dc_coll_ctx_t c = post_ctx(v);
     dc_status_t status = DCOMM_OK;
     int n = 0;
 
     v->lens[v->root] = len;
     for (int r = 0; r < v->ctx->size && status == DCOMM_OK; r++) {
         if (r != v->root) {
-            status = post(v, 1, r, &v->lens[v->root], sizeof(uint64_t), &n);
+            status = dc_coll_post(&c, 1, r, &v->lens[v->root], sizeof(uint64_t), v->wait, &n);
             if (status == DCOMM_OK) {
-                status = post(v, 1, r, (void *)data, (size_t)len, &n);
+                status = dc_coll_post(&c, 1, r, (void *)data, (size_t)len, v->wait, &n);
             }
         }
     }
@@ -89,20 +86,25 @@ dc_status_t dc_coll_vmsg_bcast(dc_coll_vmsg_t *v, const void *data, uint64_t len
 dc_status_t dc_coll_vmsg_exchange(dc_coll_vmsg_t *v, const void *data, uint64_t len,
                                   uint64_t *down_len_p)
 {
-    int me = v->ctx->rank, n = 0;
+    dc_coll_ctx_t c = post_ctx(v);
+    int me = v->ctx->rank, root = v->root, n = 0;
     void *buf;
     dc_status_t status;
 
     v->lens[me] = len;
-    DC_CHECK_GOTO(post(v, 1, v->root, &v->lens[me], sizeof(uint64_t), &n), status, out);
-    DC_CHECK_GOTO(post(v, 1, v->root, (void *)data, (size_t)len, &n), status, out);
-    DC_CHECK_GOTO(post(v, 0, v->root, &v->lens[v->root], sizeof(uint64_t), &n), status, out);
+    DC_CHECK_GOTO(dc_coll_post(&c, 1, root, &v->lens[me], sizeof(uint64_t), v->wait, &n),
+                  status, out);
+    DC_CHECK_GOTO(dc_coll_post(&c, 1, root, (void *)data, (size_t)len, v->wait, &n), status,
+                  out);
+    DC_CHECK_GOTO(dc_coll_post(&c, 0, root, &v->lens[root], sizeof(uint64_t), v->wait, &n),
+                  status, out);
     DC_CHECK_GOTO(wait_all(v, n), status, out);
-    DC_CHECK_GOTO(reserve(v, v->root, v->lens[v->root], &buf), status, out);
+    DC_CHECK_GOTO(reserve(v, root, v->lens[root], &buf), status, out);
     n = 0;
-    DC_CHECK_GOTO(post(v, 0, v->root, buf, (size_t)v->lens[v->root], &n), status, out);
+    DC_CHECK_GOTO(dc_coll_post(&c, 0, root, buf, (size_t)v->lens[root], v->wait, &n), status,
+                  out);
     DC_CHECK_GOTO(wait_all(v, n), status, out);
-    *down_len_p = v->lens[v->root];
+    *down_len_p = v->lens[root];
 out:
     return status;
 }

@@ -24,7 +24,7 @@
 typedef void *(*dc_coll_vmsg_reserve_fn)(void *arg, int rank, size_t len);
 
 typedef struct dc_coll_vmsg {
-    const dc_coll_ctx_t *ctx;  /* ranks, tag and net; ctx->reqs unused */
+    const dc_coll_ctx_t *ctx;  /* ranks, tag and net; ctx->reqs unused (reqs below) */
     int root;                  /* comm rank */
     uint64_t max;              /* longest message a peer may announce */
     const char *what;          /* "request list": names the messages in errors */

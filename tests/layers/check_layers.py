@@ -114,13 +114,11 @@ def main():
             if not f.endswith(('.c', '.h')):
                 continue
             for inc in INCLUDE.findall(open(os.path.join(d, f)).read()):
-                name = os.path.basename(inc)
-                shm = os.path.join(root, 'transports', 'shm', name)
-                rdv = name.startswith('rdv') and os.path.exists(os.path.join(root, 'util', name))
-                if any(p.search(inc) for p in FORBIDDEN) or os.path.exists(shm) or rdv:
+                shm = os.path.join(root, 'transports', 'shm', os.path.basename(inc))
+                if any(p.search(inc) for p in FORBIDDEN) or os.path.exists(shm):
                     bad = 1
                     print('%s/%s includes "%s" (%s internals)' %
-                          (layer, f, inc, 'the rendezvous protocol' if rdv or 'rdv' in name
+                          (layer, f, inc, 'the rendezvous protocol' if FORBIDDEN[1].search(inc)
                            else 'the shm backend'))
     print('%s; %s' % ('; '.join(counts), 'FAILED' if bad else 'no circle, no forbidden include'))
     return bad
