@@ -111,6 +111,11 @@ dc_status_t dc_api_submit(dc_wire_req_t *req, const char *name, const void *send
     op->counts = counts;
     counts = NULL;
     pthread_mutex_lock(&st->lock);
+    if (st->fatal_status == DCOMM_ERR_SHUT_DOWN) {
+        status = dc_error_set(DCOMM_ERR_SHUT_DOWN, "%s: dcomm has shut down: %s", fn,
+                              st->fatal_msg);
+        goto err_unlock;
+    }
     if (st->fatal_status < 0) {
         status = dc_error_set(DCOMM_ERR_SHUT_DOWN, "%s: dcomm stopped after an earlier error "
                               "(%s): %s", fn, dcomm_status_string(st->fatal_status),

@@ -174,6 +174,16 @@ static void finish_shutdown(coord_t *c, uint32_t flags)
 
     snprintf(msg, sizeof(msg), "rank %d called dcomm_shutdown before every rank submitted it",
              DC_WIRE_FLAG_GET_RANK(flags));
+    /* Every rank's coordinator leaves with this round, also where the
+     * application has not called dcomm_shutdown: what it submits from now on
+     * is refused with this cause (api_submit.c) instead of waiting for a
+     * coordinator that is gone. Set before fail_all takes the queue. */
+    pthread_mutex_lock(&c->st->lock);
+    if (c->st->fatal_status == 0) {
+        c->st->fatal_status = DCOMM_ERR_SHUT_DOWN;
+        snprintf(c->st->fatal_msg, sizeof(c->st->fatal_msg), "%s", msg);
+    }
+    pthread_mutex_unlock(&c->st->lock);
     fail_all(c, DCOMM_ERR_SHUT_DOWN, msg);
 }
 

@@ -6,6 +6,7 @@ Buffers are passed to libdcomm by pointer (no copy) when they are contiguous;
 the handle keeps them alive until it is synchronized or collected.
 """
 
+import atexit
 import ctypes
 import enum
 import threading
@@ -45,15 +46,30 @@ def _as_op(op):
 # Each init starts a new life of the runtime: handles and process sets of an
 # earlier one are void (their numbers may be reused by the new runtime).
 _life = 0
+_exit_hook = False
+
+
+def _shutdown_at_exit():
+    """As Horovod's init does: a process that exits initialized shuts the
+    runtime down, so its peers see a shutdown (their pending operations fail
+    naming this rank) rather than a vanished process."""
+    if lib.dcomm_is_initialized():
+        try:
+            shutdown()
+        except DcommError:  # exiting anyway; the runtime reported the cause
+            pass
 
 
 def init():
-    global _life
+    global _life, _exit_hook
     if lib.dcomm_is_initialized():
         return
     check(lib.dcomm_init(), "dcomm_init")
     _life += 1
     global_process_set._attach(0)
+    if not _exit_hook:
+        atexit.register(_shutdown_at_exit)
+        _exit_hook = True
 
 
 def shutdown():
