@@ -22,8 +22,7 @@ from ._core import (Adasum, Average, GroupHandle, Handle, Max, Min, ProcessSet, 
                     is_initialized, local_rank, local_size, poll, rank, remove_process_set,
                     size, start_timeline, stop_timeline, synchronize)
 from ._lib import DcommError, UnsupportedError, version
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 _NP_CODES = {
     np.dtype(np.uint8): _lib.UINT8, np.dtype(np.int8): _lib.INT8,

@@ -1,15 +1,21 @@
 """Loads libdcomm and declares its C ABI (include/dcomm.h) for ctypes.
 
-The library is looked for, in order: the path in DCOMM_LIBRARY, a libdcomm.so*
-next to this package (an install that bundles it), then the system loader
-(ld.so.cache, LD_LIBRARY_PATH). Every failing call becomes a DcommError that
-carries the status and dcomm_last_error(), read on the calling thread.
+The library is looked for, in order: the path in DCOMM_LIBRARY, the one a
+wheel bundles (dcomm/lib/, with the modules, dlaunch and dcomm-info in
+dcomm/bin/; pip install of the repository root), a libdcomm.so* copied next to
+this package, then the system loader (ld.so.cache, LD_LIBRARY_PATH). The
+library's dcomm_version() must be this package's version, else importing
+fails saying which of the two to replace. Every failing call becomes a
+DcommError that carries the status and dcomm_last_error(), read on the
+calling thread.
 """
 
 import ctypes
 import ctypes.util
 import glob
 import os
+
+from ._version import __version__
 
 # Status codes of dcomm_status_t (DCOMM_STATUS_MAP in dcomm.h).
 STATUS_NAMES = {
@@ -60,7 +66,8 @@ def _candidates():
         yield env
         return
     here = os.path.dirname(os.path.abspath(__file__))
-    yield from sorted(glob.glob(os.path.join(here, "libdcomm.so*")))
+    for where in (os.path.join(here, "lib"), here):
+        yield from sorted(glob.glob(os.path.join(where, "libdcomm.so*")))
     found = ctypes.util.find_library("dcomm")
     if found:
         yield found
@@ -167,3 +174,18 @@ def encode_name(name):
 
 def version():
     return lib.dcomm_version().decode()
+
+
+def _check_version():
+    """The C ABI declared above is this package's: a libdcomm of another
+    version may differ in it, so it is refused at import."""
+    found = version()
+    if found != __version__:
+        raise ImportError(
+            "dcomm: this Python package is version %s but the libdcomm it loaded (%s) is "
+            "version %s; install the package and the library from the same sources (pip "
+            "install of the repository root bundles both), or point DCOMM_LIBRARY at a "
+            "libdcomm %s" % (__version__, LIBRARY_PATH, found, __version__))
+
+
+_check_version()
