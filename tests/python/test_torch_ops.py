@@ -321,6 +321,9 @@ def test_reinit_lives():
         assert torch.equal(got, torch.full((2,), float(n)))
     hvd.remove_process_set(ps)
     late = hvd.allreduce_async(torch.ones(1), name="t.life.late", op=hvd.Sum)
+    # every rank has submitted it before any shuts down (else a slower rank's
+    # submission fails at once, naming the rank that shut down)
+    hvd.barrier()
     hvd.shutdown()
     hvd.init()
     with pytest.raises(hvd.DcommError):    # a handle of an earlier life is void
