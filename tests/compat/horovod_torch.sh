@@ -73,6 +73,15 @@ if [ "$mode" = timing ]; then
     echo "compat: the barrier timing tests failed three tries in a row"
     exit 1
 fi
+# Deselected where torch has Muon (torch >= 2.9 or so), and why: these three
+# build every torch.optim.Optimizer subclass with the suite's model, and Muon
+# refuses its 1-D bias parameters in its own constructor ("Muon only
+# supports 2D parameters"), before any Horovod or dcomm call.
+if "$python" -c "import torch.optim, sys; sys.exit(not hasattr(torch.optim, 'Muon'))"; then
+    for t in test_broadcast_state test_broadcast_state_options test_force_allreduce; do
+        deselect="$deselect --deselect test_torch.py::TorchTests::$t"
+    done
+fi
 deselect="$deselect --deselect test_torch.py::TorchTests::test_global_barrier_op"
 deselect="$deselect --deselect test_torch.py::TorchTests::test_process_set_barrier_op"
 # shellcheck disable=SC2086

@@ -1,6 +1,10 @@
-"""The torch.distributed backend "dcomm": a Python ProcessGroup whose
-collectives run through libdcomm's async handles, so that DDP's gradient
-buckets, DistributedSampler and ZeRO-style optimizers work unchanged.
+"""The torch.distributed backend "dcomm": a Python backend whose collectives
+run through libdcomm's async handles, so that DDP's gradient buckets,
+DistributedSampler and ZeRO-style optimizers work unchanged. On torch 2.x it
+is a c10d Backend (torch._C._distributed_c10d.Backend) registered for CPU
+tensors, which torch's ProcessGroup wraps; torch 1.13 has no such class and
+takes a ProcessGroup subclass itself. Tested on Debian's torch 1.13 and PyPI's
+2.15 (bench/torch_venv.sh).
 
     import dcomm.torch                      # registers the backend
     torch.distributed.init_process_group("dcomm")
@@ -16,6 +20,7 @@ libdcomm's negotiation and named, as a failed op of every rank.
 
 import collections
 import functools
+import inspect
 import queue
 import threading
 
@@ -185,8 +190,13 @@ def _copy_chunks(outs, flat, counts, what):
         start += counts[r]
 
 
-class ProcessGroupDcomm(dist.ProcessGroup):
-    """torch.distributed's ProcessGroup over one dcomm process set."""
+# torch >= 2.0 wraps a backend in its own ProcessGroup; 1.13 takes the group.
+_BASE = getattr(torch._C._distributed_c10d, "Backend", None) or dist.ProcessGroup
+
+
+class ProcessGroupDcomm(_BASE):
+    """torch.distributed's backend (torch 2.x) or ProcessGroup (1.13) over one
+    dcomm process set."""
 
     def __init__(self, rank, size, process_set, group_id, unavailable=None):
         super().__init__(rank, size)
@@ -427,6 +437,11 @@ class ProcessGroupDcomm(dist.ProcessGroup):
         return self._start("scatter", [("scatter", lambda name: _ops.alltoall_async(
             flat, splits, name, self._ps))], finish)
 
+    # torch 2.15 calls these three by new names (same arguments).
+    all_gather_single = _allgather_base
+    reduce_scatter_single = _reduce_scatter_base
+    all_to_all_single = alltoall_base
+
     @_collective("barrier")
     def barrier(self, opts=None):
         return self._start("barrier", [("barrier", lambda _name: _core.barrier_async(self._ps))],
@@ -517,5 +532,8 @@ def register():
     env:// work under dlaunch."""
     if BACKEND.upper() in dist.Backend._plugins:
         return
-    dist.Backend.register_backend(BACKEND, _create, extended_api=True)
+    kwargs = {"extended_api": True}
+    if "devices" in inspect.signature(dist.Backend.register_backend).parameters:
+        kwargs["devices"] = ["cpu"]          # torch >= 2.2; CUDA tensors are not taken yet
+    dist.Backend.register_backend(BACKEND, _create, **kwargs)
     rendezvous.install_env_handler()
