@@ -154,3 +154,52 @@ def test_sync_batch_norm_matches_batch_norm_on_whole_batch():
     torch.testing.assert_close(wgrad, ref.weight.grad, rtol=1e-9, atol=1e-9)
     sbn.eval()
     torch.testing.assert_close(sbn(xm), ref.eval()(my_part(x_all)))
+
+
+def test_zero_grad_set_to_none_and_a_gradient_only_some_ranks_have():
+    """zero_grad(set_to_none=True) (torch 2's default) leaves p.grad None; a
+    head that only rank 0 uses has no gradient on the other ranks, which
+    reduce zeros for it, and a layer no rank uses gets zeros (as Horovod).
+    The result is single-process training on the whole batch, every rank
+    the same."""
+    def model_with_head(seed):
+        torch.manual_seed(seed)
+        return make_model(seed), torch.nn.Linear(5, 1), torch.nn.Linear(5, 1)
+
+    def head_loss(head, x):          # rank 0's samples, on rank 0 only
+        return head(x).pow(2).mean()
+
+    body, head, unused = model_with_head(1)
+    params = list(body.parameters()) + list(head.parameters()) + list(unused.parameters())
+    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9)
+    for step in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        x, y = global_batch(step)
+        # the average over ranks has 1/size of rank 0's head loss
+        (loss_fn(body, x, y) + head_loss(head, x[:PER_RANK]) / hvd.size()).backward()
+        opt.step()
+    want = torch.cat([p.detach().reshape(-1) for p in params])
+
+    body, head, unused = model_with_head(1 + hvd.rank())     # differs until broadcast
+    named = [("body." + n, p) for n, p in body.named_parameters()] + \
+        [("head." + n, p) for n, p in head.named_parameters()] + \
+        [("unused." + n, p) for n, p in unused.named_parameters()]
+    for n, p in named:
+        hvd.broadcast_(p.data, root_rank=0, name="stn.init." + n)
+    params = [p for _, p in named]
+    opt = hvd.DistributedOptimizer(torch.optim.SGD(params, lr=0.1, momentum=0.9),
+                                   named_parameters=named)
+    for step in range(STEPS):
+        opt.zero_grad(set_to_none=True)
+        assert all(p.grad is None for p in params)
+        x, y = global_batch(step)
+        loss = loss_fn(body, my_part(x), my_part(y))
+        if hvd.rank() == 0:
+            loss = loss + head_loss(head, x[:PER_RANK])
+        loss.backward()
+        opt.step()
+    got = torch.cat([p.detach().reshape(-1) for p in params])
+    assert_same_everywhere(got, "set_to_none")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert all(p.grad is not None for p in head.parameters())
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in unused.parameters())
