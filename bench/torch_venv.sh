@@ -2,7 +2,7 @@
 # Installs today's PyTorch as its users get it, the newest wheel, into a virtual
 # environment: bench/train_compare.sh uses it when present, and so do the
 # python.torch2 tests (tests/python). The CPU wheels of PyTorch's own index are
-# taken when that index answers (about 200 MB); else PyPI's wheel, which pulls
+# taken when that index answers (a few hundred MB); else PyPI's wheel, which pulls
 # the CUDA libraries with it (about 5.5 GB). numpy and pytest come too, for the
 # test suites; the venv does not see Debian's packages, so its torch is the one
 # imported.
