@@ -33,6 +33,7 @@ typedef struct dc_config {
     char ifname[64];
     int tcp_encrypt;
     int stats;
+    int wait_progress;      /* DCOMM_WAIT_PROGRESS */
     int64_t coord_priority; /* nice levels above the initializing thread */
     uint64_t fusion_bypass; /* bytes: a larger allreduce skips the fusion buffer */
     uint64_t shm_ring_size; /* bytes; 0: the shm transport's own choice */
