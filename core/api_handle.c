@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "dcomm_internal.h"
 #include "config.h"
 #include "dc_reduce.h"
 #include "dc_time.h"
@@ -134,6 +135,11 @@ _Thread_local int dc_api_wait_follows;
 #define WAIT_FOLLOWS(call) (dc_api_wait_follows = 1, wf_status = (call), dc_api_wait_follows = 0, \
                             wf_status)
 static _Thread_local dc_status_t wf_status;
+
+DC_INTERNAL_API void dc_api_hint_wait_follows(int on)
+{
+    dc_api_wait_follows = on != 0;
+}
 
 dc_status_t dc_api_wait_release(dc_status_t status, dcomm_handle_t handle)
 {

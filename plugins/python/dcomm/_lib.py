@@ -143,6 +143,13 @@ for _name, (_res, _args) in _PROTOTYPES.items():
     _fn.restype = _res
     _fn.argtypes = _args
 
+# dcomm_internal.h: the synchronous calls' hint (absent from an older library:
+# then they simply wake the coordinator thread, as _async calls do).
+hint_wait_follows = getattr(lib, "dc_api_hint_wait_follows", None)
+if hint_wait_follows is not None:
+    hint_wait_follows.restype = None
+    hint_wait_follows.argtypes = [_int]
+
 
 def last_error():
     msg = lib.dcomm_last_error()
