@@ -61,6 +61,7 @@ DCOMM_API dcomm_status_t dcomm_init(void)
     DC_CHECK_GOTO(dc_bootstrap_identity(st), status, err);
     dc_log_set_rank(st->rank);
     DC_CHECK_GOTO(dc_bootstrap_connect(st), status, err); /* loads the modules */
+    dc_log_set_rank(st->rank); /* an elastic worker learns its rank there */
     if (dc_module_find("cuda") != NULL) {
         st->cuda = dc_module_find("cuda")->cuda;
     }
@@ -117,6 +118,20 @@ DCOMM_API dcomm_status_t dcomm_shutdown(void)
     state_free(st);
     pthread_mutex_unlock(&init_lock);
     return DCOMM_OK;
+}
+
+DCOMM_API dcomm_status_t dcomm_hosts_updated(uint64_t *stamp_p, int *result_p)
+{
+    dc_state_t *st = dc_state;
+
+    if (stamp_p == NULL || result_p == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_hosts_updated: stamp_p and result_p "
+                            "must not be NULL");
+    }
+    if (st == NULL) {
+        return dc_api_not_initialized();
+    }
+    return dc_bootstrap_hosts_notice(st, stamp_p, result_p);
 }
 
 DCOMM_API int dcomm_is_initialized(void)

@@ -153,6 +153,9 @@ int dc_bootstrap_launched(void);
 dc_status_t dc_bootstrap_identity(dc_state_t *st);
 dc_status_t dc_bootstrap_connect(dc_state_t *st);
 void dc_bootstrap_close(dc_state_t *st);
+/* Elastic jobs: dlaunch's latest notice that its hosts changed ("<stamp> <result>",
+ * Horovod's HostUpdateResult bits: 1 removed, 2 added); *stamp_p 0 when none. */
+dc_status_t dc_bootstrap_hosts_notice(dc_state_t *st, uint64_t *stamp_p, int *result_p);
 /* When dlaunch has reported a rank's end, that is the cause to give, not what
  * this rank saw of it: text (this rank's view, cap bytes) becomes "<dlaunch's
  * word> (seen here as: <text>)". Returns the rank dlaunch said exited with an
