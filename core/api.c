@@ -122,16 +122,21 @@ DCOMM_API dcomm_status_t dcomm_shutdown(void)
 
 DCOMM_API dcomm_status_t dcomm_hosts_updated(uint64_t *stamp_p, int *result_p)
 {
-    dc_state_t *st = dc_state;
+    dc_state_t *st;
 
     if (stamp_p == NULL || result_p == NULL) {
         return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_hosts_updated: stamp_p and result_p "
                             "must not be NULL");
     }
-    if (st == NULL) {
-        return dc_api_not_initialized();
-    }
-    return dc_bootstrap_hosts_notice(st, stamp_p, result_p);
+    dc_status_t status;
+
+    /* Under init_lock: a shutdown on another thread must not free st meanwhile. */
+    pthread_mutex_lock(&init_lock);
+    st = dc_state;
+    status = st != NULL ? dc_bootstrap_hosts_notice(st, stamp_p, result_p)
+                        : dc_api_not_initialized();
+    pthread_mutex_unlock(&init_lock);
+    return status;
 }
 
 DCOMM_API int dcomm_is_initialized(void)

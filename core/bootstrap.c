@@ -306,7 +306,8 @@ static unsigned joins;
 
 /* An elastic worker (id W) says it is ready, "elastic/ready/W" = n for its n-th
  * init, and waits until dlaunch places it in a round, "elastic/assign/W/n" =
- * "<round> <rank> <size>"; this life's keys are then scoped to the round, which
+ * "<round> <rank> <size> <stamp>" (stamp: dlaunch's latest hosts notice then,
+ * which this round already reflects); this life's keys are then scoped to the round, which
  * every member shares (their init counts differ). dlaunch answers when every
  * live worker is ready, or fails the job (the wait then ends with its cause). */
 static dc_status_t elastic_join(dc_state_t *st, int timeout_ms)
@@ -314,6 +315,7 @@ static dc_status_t elastic_join(dc_state_t *st, int timeout_ms)
     int worker = (int)DC_MIN(dc_config.elastic_worker, (int64_t)INT_MAX);
     char key[64], val[64];
     unsigned round;
+    unsigned long long stamp;
     size_t len;
     int n, rank, size;
     dc_status_t status;
@@ -332,13 +334,14 @@ static dc_status_t elastic_join(dc_state_t *st, int timeout_ms)
                             "%s", worker, dc_error_get());
     }
     val[DC_MIN(len, sizeof(val) - 1)] = '\0';
-    if (len >= sizeof(val) || sscanf(val, "%u %d %d", &round, &rank, &size) != 3 ||
+    if (len >= sizeof(val) || sscanf(val, "%u %d %d %llu", &round, &rank, &size, &stamp) != 4 ||
         size < 1 || rank < 0 || rank >= size) {
         return dc_error_set(DCOMM_ERR_INTERNAL, "elastic worker %d: dlaunch's assignment "
                             "'%.40s' is malformed", worker, val);
     }
     st->rank = rank;
     st->size = size;
+    st->hosts_stamp = stamp;
     snprintf(st->store->scope, sizeof(st->store->scope), "round%u", round);
     DC_DEBUG("elastic worker %d: rank %d of %d in round %u", worker, rank, size, round);
     return DCOMM_OK;
@@ -372,8 +375,9 @@ dc_status_t dc_bootstrap_hosts_notice(dc_state_t *st, uint64_t *stamp_p, int *re
         return dc_error_set(DCOMM_ERR_INTERNAL, "dlaunch's hosts notice '%.40s' is malformed",
                             val);
     }
-    *stamp_p = stamp;
-    *result_p = result;
+    /* Older notices are what this round was formed with. */
+    *stamp_p = stamp > st->hosts_stamp ? stamp : 0;
+    *result_p = stamp > st->hosts_stamp ? result : 0;
     return DCOMM_OK;
 }
 

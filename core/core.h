@@ -75,6 +75,7 @@ typedef struct dc_state {
 
     dc_store_t *store;
     int events_fd;         /* dlaunch's event channel, -1 when none */
+    uint64_t hosts_stamp;  /* elastic: dlaunch's hosts notice when this round formed */
     dc_net_t *net;
     /* Device buffers: the cuda module's services (NULL when it is not loaded,
      * e.g. no GPU), and the CUDA device this process's device tensors are on

@@ -110,8 +110,9 @@ DCOMM_API int dcomm_is_initialized(void);
  * naming it; the program then calls dcomm_shutdown and dcomm_init to carry on
  * with the survivors (and any workers added meanwhile).
  *
- * dlaunch's latest notice that its hosts changed: *stamp_p grows with each
- * change (0: none yet, or not an elastic job); *result_p says how, as
+ * dlaunch's latest notice that its hosts changed since this rank's round was
+ * formed: *stamp_p grows with each change (0: none since, or not an elastic
+ * job); *result_p says how, as
  * Horovod's HostUpdateResult: 1 hosts removed, 2 added, 3 both. Local, not
  * collective: ranks agree on it by a broadcast from rank 0 (the Python
  * package's State.commit does that). */

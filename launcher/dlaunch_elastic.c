@@ -387,7 +387,8 @@ static void form_round(dl_job_t *job, dl_rank_t **members, int n)
         r->round = el->round;
         r->round_rank = i;
         snprintf(key, sizeof(key), "elastic/assign/%d/%d", (int)(r - job->ranks), r->joins);
-        len = snprintf(val, sizeof(val), "%d %d %d", el->round, i, n);
+        len = snprintf(val, sizeof(val), "%d %d %d %llu", el->round, i, n,
+                       (unsigned long long)el->notice_stamp);
         if (dc_rdv_server_set(job->server, key, val, (size_t)len) != DCOMM_OK) {
             fail(job, "the rendezvous store refused a round's assignment");
             return;
@@ -478,7 +479,10 @@ void dl_elastic_tick(dl_job_t *job, uint64_t now)
         return;
     }
     publish_notice(job);
-    if (live_count(job) == 0 && usable == 0 && blacklisted > 0 && !el->succeeded) {
+    if (el->succeeded) {
+        return; /* no new round: the members of the last one finish */
+    }
+    if (live_count(job) == 0 && usable == 0 && blacklisted > 0) {
         fail(job, "no host is left to run workers on: every one failed, is blacklisted or "
                   "was removed");
         return;
@@ -535,11 +539,22 @@ void dl_elastic_ended(dl_job_t *job, dl_rank_t *r)
     dl_elastic_t *el = job->el;
     el_host_t *eh = &el->hosts[r->host];
     int member = r->round != 0 && r->round == el->round, w = (int)(r - job->ranks);
-    char how[160];
+    char how[160], cooldown[64];
 
     how_ended(r, how, sizeof(how));
     if (r->end_code == 0) {
+        /* Training is over: the round's members finish; workers waiting to
+         * join a round (added meanwhile) have nothing left to do. */
         el->succeeded = 1;
+        for (int i = 0; i < job->nranks; i++) {
+            dl_rank_t *q = &job->ranks[i];
+
+            if (live(q) && q->round != el->round) {
+                DL_VLOG("stopping worker %d: the job is finishing\n", i);
+                q->leaving = 1;
+                kill(-q->pid, SIGTERM);
+            }
+        }
         return;
     }
     if (r->leaving || job->stopping) {
@@ -553,15 +568,17 @@ void dl_elastic_ended(dl_job_t *job, dl_rank_t *r)
     eh->failures++;
     eh->blacklisted = 1;
     eh->until = 0;
+    cooldown[0] = '\0';
     if (job->opt.cooldown_hi > 0) {
         double s = job->opt.cooldown_lo * (double)(1u << DC_MIN(eh->failures - 1, 20));
 
         s = DC_MIN(DC_MAX(s, job->opt.cooldown_lo), job->opt.cooldown_hi);
         eh->until = dc_now_ns() + (uint64_t)(s * 1e9);
+        snprintf(cooldown, sizeof(cooldown), " for %g s (failure %d there)", s, eh->failures);
     }
     fprintf(stderr, "dlaunch: worker %d (started as rank %d) on host %s failed: %s; host %s "
                     "blacklisted%s\n", w, r->rank, job->hosts[r->host].name, how,
-            job->hosts[r->host].name, eh->until != 0 ? " for its cooldown" : "");
+            job->hosts[r->host].name, cooldown);
     stop_host(job, r->host);
     if (member) {
         lost_member(job, r, how);
