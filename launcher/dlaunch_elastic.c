@@ -190,32 +190,33 @@ static int hosts_update(dl_job_t *job, const char *list)
     return result;
 }
 
-/* Runs the discovery script (at most DISCOVERY_LIMIT_NS) and joins its lines
- * with commas into list; 0, or -1 after saying why. */
-static int discovery_run(const char *script, char *list, size_t cap)
+/* Runs the discovery script (at most DISCOVERY_LIMIT_NS, with dlaunch's signal
+ * mask undone) and joins its lines with commas into list; 0, or -1 after
+ * saying why. */
+static int discovery_run(const dl_job_t *job, char *list, size_t cap)
 {
+    const char *script = job->opt.discovery;
+    char *raw = malloc(cap);
     int fds[2], n = 0, wstatus;
     uint64_t deadline = dc_now_ns() + DISCOVERY_LIMIT_NS;
-    size_t len = 0;
+    size_t len = 0, out = 0;
     pid_t pid;
 
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        fprintf(stderr, "dlaunch: host discovery: pipe: %s\n", strerror(errno));
+    if (raw == NULL || pipe2(fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "dlaunch: host discovery: %s\n", strerror(errno));
+        free(raw);
         return -1;
     }
     pid = fork();
     if (pid == 0) {
-        dup2(fds[1], 1);
         setpgid(0, 0);
+        sigprocmask(SIG_SETMASK, &job->oldmask, NULL);
+        dup2(fds[1], 1);
         execl("/bin/sh", "sh", "-c", script, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
-    if (pid < 0) {
-        close(fds[0]);
-        return -1;
-    }
-    for (;;) {
+    for (; pid > 0;) {
         struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
         uint64_t now = dc_now_ns();
 
@@ -223,33 +224,34 @@ static int discovery_run(const char *script, char *list, size_t cap)
             n = -2;
             break;
         }
-        n = (int)read(fds[0], list + len, cap - 1 - len);
+        n = (int)read(fds[0], raw + len, cap - 1 - len);
         if (n <= 0 || (len += (size_t)n) >= cap - 1) {
             break;
         }
     }
     close(fds[0]);
-    if (n == -2 || len >= cap - 1) {
+    if (pid > 0 && (n == -2 || len >= cap - 1)) {
         kill(-pid, SIGKILL);
     }
-    waitpid(pid, &wstatus, 0);
-    if (n == -2 || len >= cap - 1 || !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    if (pid < 0 || waitpid(pid, &wstatus, 0) != pid || n == -2 || len >= cap - 1 ||
+        !WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
         fprintf(stderr, "dlaunch: host discovery script %s %s\n", script,
                 n == -2 ? "took longer than 10 s" : len >= cap - 1 ? "printed over 64 KiB"
                                                                    : "failed");
+        free(raw);
         return -1;
     }
-    list[len] = '\0';
+    raw[len] = '\0';
     /* Lines to a comma list; blank lines and surrounding blanks go. */
-    len = 0;
-    for (char *line = strtok(list, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+    for (char *line = strtok(raw, "\n"); line != NULL; line = strtok(NULL, "\n")) {
         line += strspn(line, " \t\r");
         line[strcspn(line, " \t\r")] = '\0';
         if (*line != '\0') {
-            len += (size_t)sprintf(list + len, "%s%s", len ? "," : "", line);
+            out += (size_t)snprintf(list + out, cap - out, "%s%s", out ? "," : "", line);
         }
     }
-    list[len] = '\0';
+    list[out] = '\0';
+    free(raw);
     return 0;
 }
 
@@ -298,7 +300,6 @@ static void spawn_workers(dl_job_t *job)
     if (el->succeeded) {
         return; /* the job is finishing: no new workers */
     }
-
     for (int h = 0; h < job->nhosts && want > 0; h++) {
         int free_slots = job->hosts[h].slots - live_on(job, h);
 
@@ -457,12 +458,11 @@ void dl_elastic_tick(dl_job_t *job, uint64_t now)
         int result;
 
         el->next_discovery = now + (uint64_t)(job->opt.discovery_interval_s * 1e9);
-        if (discovery_run(job->opt.discovery, list, sizeof(list)) != 0 ||
-            (result = hosts_update(job, list)) < 0) {
-            fail(job, "host discovery failed");
-            return;
+        /* A failed run (said above) keeps the hosts known so far, as Horovod. */
+        if (discovery_run(job, list, sizeof(list)) == 0 &&
+            (result = hosts_update(job, list)) >= 0) {
+            el->pending_notice |= el->round > 0 ? result : 0;
         }
-        el->pending_notice |= el->round > 0 ? result : 0;
     }
     for (int h = 0; h < job->nhosts; h++) {
         el_host_t *eh = &el->hosts[h];
@@ -615,7 +615,7 @@ int dl_elastic_prepare(dl_job_t *job)
         return DL_EXIT_USAGE;
     }
     if (opt->discovery != NULL) {
-        if (discovery_run(opt->discovery, list, sizeof(list)) != 0) {
+        if (discovery_run(job, list, sizeof(list)) != 0) {
             return DL_EXIT_USAGE;
         }
     } else {

@@ -216,25 +216,26 @@ def resurrecting_blacklisted_hosts(run):
     returns after its cooldown (1 s, the lower bound) when that ends before
     training does; when it is back by epoch 3, its new worker (started as rank
     3 again) fails again there and the host's second cooldown is 2 s (doubled,
-    the upper bound). What holds whatever the timing is checked: five
-    epochs, none repeated; the first two as Horovod says; rank 0 always the
-    worker that started as rank 0; each size 2 or 4, rendezvous counting the
-    resizes; the cooldowns 1 s then 2 s."""
+    the upper bound). Which epochs see 2 or 4 workers depends on the machine's
+    speed, so what holds whatever the timing is checked: five epochs, none
+    repeated; the first at 4 workers, rendezvous 1; a round of the 2
+    survivors; rank 0 always the worker that started as rank 0; each size 2
+    or 4, rendezvous growing with each resize; the cooldowns 1 s then 2 s."""
     rc, err, res = run(discovery_schedule=[(None, ["localhost:2", "127.0.0.1:2"])],
                        exit_schedule={str((1, 0)): [3], str((3, 0)): [3]},
                        exit_mode="exception", epoch_wait=0.25, epochs=5,
                        cooldown_range=[1, 2])
     check(rc == 0, "dlaunch exited %d" % rc)
-    expect(res, 5, [(0, dict(start_rank=0, size=4, rendezvous=1)),
-                    (1, dict(start_rank=0, size=2, rendezvous=2))])
+    expect(res, 5, [(0, dict(start_rank=0, size=4, rendezvous=1))])
     check([r["epoch"] for r in res] == list(range(5)), "epochs logged: %s"
           % [r["epoch"] for r in res])
-    sizes = [r["size"] for r in res]
+    sizes, rdv = [r["size"] for r in res], [r["rendezvous"] for r in res]
     check(all(r["start_rank"] == 0 for r in res), "rank 0 changed hands")
     check(set(sizes) <= {2, 4}, "sizes %s" % sizes)
-    changes = sum(1 for a, b in zip(sizes, sizes[1:]) if a != b)
-    check(res[-1]["rendezvous"] >= 2 + changes - 1, "rendezvous %s for sizes %s"
-          % ([r["rendezvous"] for r in res], sizes))
+    check(all(b > a if sb != sa else b >= a
+              for a, b, sa, sb in zip(rdv, rdv[1:], sizes, sizes[1:])),
+          "rendezvous %s do not follow the sizes %s" % (rdv, sizes))
+    check("round 2: 2 workers" in err, "no round of the 2 survivors after the failure")
     check("host 127.0.0.1 blacklisted for 1 s (failure 1 there)" in err,
           "no 1 s cooldown after the first failure")
     if "(failure 2 there)" in err:  # the host was back by epoch 3 and failed again
