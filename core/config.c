@@ -112,6 +112,10 @@ static const cfg_row_t cfg_table[] = {
      "SLURM_PROCID, else a job of one rank", CFG_LAUNCH},
     {"DCOMM_SIZE", "1", CFG_INT, CFG_FIELD(size),
      "set by dlaunch with DCOMM_RANK: the number of ranks in the job", CFG_LAUNCH},
+    {"DCOMM_ELASTIC_WORKER", "0", CFG_INT, CFG_FIELD(elastic_worker),
+     "set by dlaunch in an elastic job (--min-np, --max-np, --host-discovery-script): "
+     "this process's worker id; each dcomm_init then takes rank and size from dlaunch's "
+     "next membership round instead of DCOMM_RANK / DCOMM_SIZE", CFG_LAUNCH},
     {"DCOMM_LOCAL_RANK", "", CFG_EXTERNAL, 0, 0,
      "set by dlaunch for the application: this rank's index on its host (dcomm finds "
      "dcomm_local_rank() itself)", CFG_LAUNCH},

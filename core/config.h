@@ -43,6 +43,7 @@ typedef struct dc_config {
     /* The job (set by dlaunch, or by whoever starts the ranks). */
     int64_t rank;
     int64_t size;
+    int64_t elastic_worker; /* only when DCOMM_ELASTIC_WORKER is set */
     char rendezvous[256];
     char job_secret[65];
     uint64_t start_timeout_ms; /* 0: the larger of timeout_ms and 60 s */

@@ -75,6 +75,7 @@ typedef struct dc_state {
 
     dc_store_t *store;
     int events_fd;         /* dlaunch's event channel, -1 when none */
+    uint64_t hosts_stamp;  /* elastic: dlaunch's hosts notice when this round formed */
     dc_net_t *net;
     /* Device buffers: the cuda module's services (NULL when it is not loaded,
      * e.g. no GPU), and the CUDA device this process's device tensors are on
@@ -158,6 +159,9 @@ int dc_bootstrap_launched(void);
 dc_status_t dc_bootstrap_identity(dc_state_t *st);
 dc_status_t dc_bootstrap_connect(dc_state_t *st);
 void dc_bootstrap_close(dc_state_t *st);
+/* Elastic jobs: dlaunch's latest notice that its hosts changed ("<stamp> <result>",
+ * Horovod's HostUpdateResult bits: 1 removed, 2 added); *stamp_p 0 when none. */
+dc_status_t dc_bootstrap_hosts_notice(dc_state_t *st, uint64_t *stamp_p, int *result_p);
 /* When dlaunch has reported a rank's end, that is the cause to give, not what
  * this rank saw of it: text (this rank's view, cap bytes) becomes "<dlaunch's
  * word> (seen here as: <text>)". Returns the rank dlaunch said exited with an

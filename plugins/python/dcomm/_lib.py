@@ -136,6 +136,7 @@ _PROTOTYPES = {
     "dcomm_last_error": (_cp, []),
     "dcomm_version": (_cp, []),
     "dcomm_dtype_size": (_sz, [_int]),
+    "dcomm_hosts_updated": (_int, [ctypes.POINTER(_u64), _c_int_p]),
 }
 
 for _name, (_res, _args) in _PROTOTYPES.items():
