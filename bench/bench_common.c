@@ -128,7 +128,9 @@ static void usage(const char *prog, int allow_direct)
            "  -J           also print one JSON object per row (lines starting with '{')\n"
            "%s",
            prog, allow_direct ? "  --direct     run the algorithm alone on the transport, without "
-                                "the coordinator\n" : "");
+                                "the coordinator\n"
+                                "  --blocking   allreduce, broadcast: the blocking calls (dcomm_allreduce)"
+                                "\n               instead of _async then dcomm_wait\n" : "");
 }
 
 int bench_parse(int argc, char **argv, const char *prog, int allow_direct, bench_opts_t *o)
@@ -147,6 +149,10 @@ int bench_parse(int argc, char **argv, const char *prog, int allow_direct, bench
         }
         if (allow_direct && strcmp(a, "--direct") == 0) {
             o->direct = 1;
+            continue;
+        }
+        if (allow_direct && strcmp(a, "--blocking") == 0) {
+            o->blocking = 1;
             continue;
         }
         if (strcmp(a, "-J") == 0) {

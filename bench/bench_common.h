@@ -52,6 +52,7 @@ typedef struct bench_opts {
     int dtypes[B_NTYPES], ndtypes;
     int ops[B_NOPS], nops;
     int direct; /* dbench: --direct */
+    int blocking; /* dbench: --blocking */
 } bench_opts_t;
 
 extern const char *const bench_coll_names[B_NCOLLS];

@@ -3,7 +3,9 @@
  * nccl-tests (bench_common.h). Default mode: the public async API, as an
  * application sees it (negotiation, fusion, handles). --direct: the selected
  * algorithm alone on the transport (libdcomm's internal direct mode,
- * dcomm_internal.h), for raw speed.
+ * dcomm_internal.h), for raw speed. --blocking: allreduce and broadcast
+ * through the blocking calls (dcomm_allreduce), as a synchronous caller uses
+ * them.
  *   dlaunch -np 4 dbench -b 8 -e 256M -f 2 -o allreduce
  */
 #include <stdio.h>
@@ -34,6 +36,7 @@ static int supports_common(int dtype, int op, const char **why)
 
 typedef struct pub_ctx {
     size_t *counts; /* [size] for alltoall */
+    int blocking;   /* --blocking */
 } pub_ctx_t;
 
 static int pub_supports(void *ctx, int coll, int dtype, int op, const char **why)
@@ -82,6 +85,13 @@ static int pub_run(void *vctx, const bench_call_t *c)
     dcomm_handle_t h = 0;
     dcomm_status_t st;
 
+    if (ctx->blocking && (c->coll == B_ALLREDUCE || c->coll == B_BROADCAST)) {
+        st = c->coll == B_ALLREDUCE
+                 ? dcomm_allreduce(DCOMM_COMM_WORLD, c->name, c->sendbuf, c->recvbuf, c->count, dt,
+                                   to_op[c->op])
+                 : dcomm_broadcast(DCOMM_COMM_WORLD, c->name, c->recvbuf, c->count, dt, c->root);
+        return st == DCOMM_OK ? 0 : pub_fail(c->name, st);
+    }
     switch (c->coll) {
     case B_ALLREDUCE:
         st = dcomm_allreduce_async(DCOMM_COMM_WORLD, c->name, c->sendbuf, c->recvbuf, c->count,
@@ -291,14 +301,15 @@ int main(int argc, char **argv)
                 dcomm_last_error());
         return 2;
     }
-    pub_ctx_t ctx = {.counts = calloc((size_t)dcomm_size(), sizeof(size_t))};
+    pub_ctx_t ctx = {.counts = calloc((size_t)dcomm_size(), sizeof(size_t)),
+                     .blocking = o.blocking};
     if (ctx.counts == NULL) {
         fprintf(stderr, "dbench: out of memory\n");
         dcomm_shutdown();
         return 2;
     }
-    snprintf(info, sizeof(info), "mode: public async API (dcomm %s; negotiation included)",
-             dcomm_version());
+    snprintf(info, sizeof(info), "mode: public %s API (dcomm %s; negotiation included)",
+             o.blocking ? "blocking" : "async", dcomm_version());
     be = (bench_backend_t){.name = "dcomm", .rank = dcomm_rank(), .size = dcomm_size(),
                            .ctx = &ctx, .supports = pub_supports, .run = pub_run,
                            .agg = pub_agg, .barrier = pub_barrier, .info = info};

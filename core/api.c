@@ -61,6 +61,7 @@ DCOMM_API dcomm_status_t dcomm_init(void)
     DC_CHECK_GOTO(dc_bootstrap_identity(st), status, err);
     dc_log_set_rank(st->rank);
     DC_CHECK_GOTO(dc_bootstrap_connect(st), status, err); /* loads the modules */
+    dc_log_set_rank(st->rank); /* an elastic worker learns its rank there */
     if (dc_module_find("cuda") != NULL) {
         st->cuda = dc_module_find("cuda")->cuda;
     }
@@ -117,6 +118,25 @@ DCOMM_API dcomm_status_t dcomm_shutdown(void)
     state_free(st);
     pthread_mutex_unlock(&init_lock);
     return DCOMM_OK;
+}
+
+DCOMM_API dcomm_status_t dcomm_hosts_updated(uint64_t *stamp_p, int *result_p)
+{
+    dc_state_t *st;
+
+    if (stamp_p == NULL || result_p == NULL) {
+        return dc_error_set(DCOMM_ERR_INVALID_ARG, "dcomm_hosts_updated: stamp_p and result_p "
+                            "must not be NULL");
+    }
+    dc_status_t status;
+
+    /* Under init_lock: a shutdown on another thread must not free st meanwhile. */
+    pthread_mutex_lock(&init_lock);
+    st = dc_state;
+    status = st != NULL ? dc_bootstrap_hosts_notice(st, stamp_p, result_p)
+                        : dc_api_not_initialized();
+    pthread_mutex_unlock(&init_lock);
+    return status;
 }
 
 DCOMM_API int dcomm_is_initialized(void)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "dcomm_internal.h"
 #include "config.h"
 #include "dc_reduce.h"
 #include "dc_time.h"
@@ -52,6 +53,7 @@ DCOMM_API dcomm_status_t dcomm_wait(dcomm_handle_t handle)
     if (st == NULL) {
         return dc_api_not_initialized();
     }
+    dc_coord_drive(st, handle);
     pthread_mutex_lock(&st->lock);
     slot = dc_handle_wait_locked(st, handle);
     if (slot == NULL) {
@@ -112,6 +114,7 @@ DCOMM_API dcomm_status_t dcomm_release(dcomm_handle_t handle)
     if (st == NULL) {
         return dc_api_not_initialized();
     }
+    dc_coord_drive(st, handle);
     pthread_mutex_lock(&st->lock);
     slot = dc_handle_wait_locked(st, handle);
     if (slot == NULL) {
@@ -124,6 +127,19 @@ DCOMM_API dcomm_status_t dcomm_release(dcomm_handle_t handle)
 }
 
 /* ---- blocking forms ------------------------------------------------------------- */
+
+/* The caller waits at once: its submission need not wake the coordinator
+ * thread, since the wait runs the cycles itself (or wakes the thread when it
+ * cannot; dc_coord_drive). */
+_Thread_local int dc_api_wait_follows;
+#define WAIT_FOLLOWS(call) (dc_api_wait_follows = 1, wf_status = (call), dc_api_wait_follows = 0, \
+                            wf_status)
+static _Thread_local dc_status_t wf_status;
+
+DC_INTERNAL_API void dc_api_hint_wait_follows(int on)
+{
+    dc_api_wait_follows = on != 0;
+}
 
 dc_status_t dc_api_wait_release(dc_status_t status, dcomm_handle_t handle)
 {
@@ -150,7 +166,7 @@ DCOMM_API dcomm_status_t dcomm_allreduce(dcomm_comm_t comm, const char *name, co
                                          dcomm_op_t op)
 {
     dcomm_handle_t h = 0;
-    dc_status_t status = dcomm_allreduce_async(comm, name, sendbuf, recvbuf, count, dtype, op, &h);
+    dc_status_t status = WAIT_FOLLOWS(dcomm_allreduce_async(comm, name, sendbuf, recvbuf, count, dtype, op, &h));
 
     return dc_api_wait_release(status, h);
 }
@@ -159,7 +175,7 @@ DCOMM_API dcomm_status_t dcomm_broadcast(dcomm_comm_t comm, const char *name, vo
                                          size_t count, dcomm_dtype_t dtype, int root)
 {
     dcomm_handle_t h = 0;
-    dc_status_t status = dcomm_broadcast_async(comm, name, buf, count, dtype, root, &h);
+    dc_status_t status = WAIT_FOLLOWS(dcomm_broadcast_async(comm, name, buf, count, dtype, root, &h));
 
     return dc_api_wait_release(status, h);
 }
@@ -167,7 +183,7 @@ DCOMM_API dcomm_status_t dcomm_broadcast(dcomm_comm_t comm, const char *name, vo
 DCOMM_API dcomm_status_t dcomm_barrier(dcomm_comm_t comm)
 {
     dcomm_handle_t h = 0;
-    dc_status_t status = dcomm_barrier_async(comm, &h);
+    dc_status_t status = WAIT_FOLLOWS(dcomm_barrier_async(comm, &h));
 
     return dc_api_wait_release(status, h);
 }

@@ -156,7 +156,7 @@ dc_status_t dc_api_submit(dc_wire_req_t *req, const char *name, const void *send
     op->submit_ns = dc_now_ns();
     *handle_p = op->handle;
     dc_coord_enqueue(st, op);
-    dc_coord_wake(st);
+    dc_coord_notify(st, dc_api_wait_follows);
     pthread_mutex_unlock(&st->lock);
     return DCOMM_OK;
 err_unlock:

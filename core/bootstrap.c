@@ -1,7 +1,8 @@
 /*
  * Who am I, where are my peers: identity from dlaunch's DCOMM_* variables,
- * Open MPI's OMPI_COMM_WORLD_* or Slurm's SLURM_* (a single rank when none);
- * the rendezvous store; which ranks share a host; then the network.
+ * Open MPI's OMPI_COMM_WORLD_* or Slurm's SLURM_* (a single rank when none),
+ * or in an elastic job from dlaunch's membership round; the rendezvous store;
+ * which ranks share a host; then the network.
  */
 #include <errno.h>
 #include <limits.h>
@@ -75,12 +76,18 @@ static dc_status_t identity_from_dlaunch(dc_state_t *st)
     return DCOMM_OK;
 }
 
-/* 1 when a launcher started this process: dlaunch (DCOMM_RANK, parsed by the
- * config table), Open MPI or Slurm. */
+/* An elastic job's worker: rank and size come from dlaunch at each init. */
+static int elastic_worker(void)
+{
+    return dc_config_source("DCOMM_ELASTIC_WORKER") != NULL;
+}
+
+/* 1 when a launcher started this process: dlaunch (DCOMM_RANK or
+ * DCOMM_ELASTIC_WORKER, parsed by the config table), Open MPI or Slurm. */
 int dc_bootstrap_launched(void)
 {
-    return dc_config_source("DCOMM_RANK") != NULL || getenv("OMPI_COMM_WORLD_RANK") != NULL ||
-           getenv("SLURM_PROCID") != NULL;
+    return dc_config_source("DCOMM_RANK") != NULL || elastic_worker() ||
+           getenv("OMPI_COMM_WORLD_RANK") != NULL || getenv("SLURM_PROCID") != NULL;
 }
 
 dc_status_t dc_bootstrap_identity(dc_state_t *st)
@@ -90,7 +97,10 @@ dc_status_t dc_bootstrap_identity(dc_state_t *st)
 
     st->rank = 0;
     st->size = 1;
-    if (dc_config_source("DCOMM_RANK") != NULL) {
+    if (elastic_worker()) {
+        source = "dlaunch's next round (elastic)";
+        st->rank = -1; /* until dc_bootstrap_connect has joined a round */
+    } else if (dc_config_source("DCOMM_RANK") != NULL) {
         source = "dlaunch";
         status = identity_from_dlaunch(st);
     } else if (getenv("OMPI_COMM_WORLD_RANK") != NULL) {
@@ -291,6 +301,86 @@ static dc_status_t open_store(dc_state_t *st, int timeout_ms)
                         st->rank, st->size);
 }
 
+/* How many times this process has joined an elastic job's round. */
+static unsigned joins;
+
+/* An elastic worker (id W) says it is ready, "elastic/ready/W" = n for its n-th
+ * init, and waits until dlaunch places it in a round, "elastic/assign/W/n" =
+ * "<round> <rank> <size> <stamp>" (stamp: dlaunch's latest hosts notice then,
+ * which this round already reflects); this life's keys are then scoped to the round, which
+ * every member shares (their init counts differ). dlaunch answers when every
+ * live worker is ready, or fails the job (the wait then ends with its cause). */
+static dc_status_t elastic_join(dc_state_t *st, int timeout_ms)
+{
+    int worker = (int)DC_MIN(dc_config.elastic_worker, (int64_t)INT_MAX);
+    char key[64], val[64];
+    unsigned round;
+    unsigned long long stamp;
+    size_t len;
+    int n, rank, size;
+    dc_status_t status;
+
+    joins++;
+    snprintf(key, sizeof(key), "elastic/ready/%d", worker);
+    n = snprintf(val, sizeof(val), "%u", joins);
+    status = st->store->ops->set(st->store, key, val, (size_t)n);
+    if (status < 0) {
+        return status;
+    }
+    snprintf(key, sizeof(key), "elastic/assign/%d/%u", worker, joins);
+    status = st->store->ops->get(st->store, key, val, sizeof(val) - 1, &len, timeout_ms);
+    if (status < 0) {
+        return dc_error_set(status, "elastic worker %d found no place in a round of the job: "
+                            "%s", worker, dc_error_get());
+    }
+    val[DC_MIN(len, sizeof(val) - 1)] = '\0';
+    if (len >= sizeof(val) || sscanf(val, "%u %d %d %llu", &round, &rank, &size, &stamp) != 4 ||
+        size < 1 || rank < 0 || rank >= size) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "elastic worker %d: dlaunch's assignment "
+                            "'%.40s' is malformed", worker, val);
+    }
+    st->rank = rank;
+    st->size = size;
+    st->hosts_stamp = stamp;
+    snprintf(st->store->scope, sizeof(st->store->scope), "round%u", round);
+    DC_DEBUG("elastic worker %d: rank %d of %d in round %u", worker, rank, size, round);
+    return DCOMM_OK;
+}
+
+dc_status_t dc_bootstrap_hosts_notice(dc_state_t *st, uint64_t *stamp_p, int *result_p)
+{
+    char val[64];
+    unsigned long long stamp;
+    size_t len;
+    int result;
+    dc_status_t status;
+
+    if (!elastic_worker() || st->store == NULL) {
+        *stamp_p = 0;
+        *result_p = 0;
+        return DCOMM_OK;
+    }
+    status = st->store->ops->get(st->store, "elastic/hosts", val, sizeof(val) - 1, &len, 0);
+    if (status == DCOMM_ERR_TIMEOUT) { /* not set: no change yet */
+        *stamp_p = 0;
+        *result_p = 0;
+        return DCOMM_OK;
+    }
+    if (status < 0) {
+        return status;
+    }
+    val[DC_MIN(len, sizeof(val) - 1)] = '\0';
+    if (len >= sizeof(val) || sscanf(val, "%llu %d", &stamp, &result) != 2 || result < 0 ||
+        result > 3) {
+        return dc_error_set(DCOMM_ERR_INTERNAL, "dlaunch's hosts notice '%.40s' is malformed",
+                            val);
+    }
+    /* Older notices are what this round was formed with. */
+    *stamp_p = stamp > st->hosts_stamp ? stamp : 0;
+    *result_p = stamp > st->hosts_stamp ? result : 0;
+    return DCOMM_OK;
+}
+
 static dc_status_t events_watch(void *arg)
 {
     dc_state_t *st = arg;
@@ -365,9 +455,17 @@ dc_status_t dc_bootstrap_connect(dc_state_t *st)
         start_ms = (int)DC_MIN(dc_config.start_timeout_ms, (uint64_t)INT_MAX);
     }
     dc_modules_load(dc_config.module_path);
-    if (st->size > 1) {
+    if (elastic_worker() && dc_config.rendezvous[0] == '\0') {
+        status = dc_error_set(DCOMM_ERR_INVALID_ARG, "DCOMM_ELASTIC_WORKER is set but "
+                              "DCOMM_RENDEZVOUS is not: start elastic jobs with dlaunch");
+        goto err;
+    }
+    if (st->size > 1 || elastic_worker()) {
         lives++;
         DC_CHECK_GOTO(open_store(st, start_ms), status, err);
+        if (elastic_worker()) {
+            DC_CHECK_GOTO(elastic_join(st, start_ms), status, err);
+        }
         DC_CHECK_GOTO(exchange_hosts(st, start_ms), status, err);
         if (dc_config.rendezvous[0] != '\0') {
             boot.local_addr = dc_rdv_client_local_addr(st->store);

@@ -79,6 +79,11 @@ static const cfg_row_t cfg_table[] = {
      "every rank must have the same value", 0},
     {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
      "print each rank's coordinator counters at shutdown", 0},
+    {"DCOMM_WAIT_PROGRESS", "on", CFG_BOOL, CFG_FIELD(wait_progress),
+     "a thread blocked in a wait runs the coordinator's cycles itself while nobody else "
+     "does (no hand-off to the coordinator thread and back); off: it sleeps until the "
+     "coordinator thread completes its handle. Off by itself when a CUDA module is loaded",
+     0},
     {"DCOMM_COORD_PRIORITY", "20", CFG_INT, CFG_FIELD(coord_priority),
      "run the coordinator thread this many nice levels above the thread that called "
      "dcomm_init, so collectives preempt the application's compute (below nice 0 needs "
@@ -107,6 +112,10 @@ static const cfg_row_t cfg_table[] = {
      "SLURM_PROCID, else a job of one rank", CFG_LAUNCH},
     {"DCOMM_SIZE", "1", CFG_INT, CFG_FIELD(size),
      "set by dlaunch with DCOMM_RANK: the number of ranks in the job", CFG_LAUNCH},
+    {"DCOMM_ELASTIC_WORKER", "0", CFG_INT, CFG_FIELD(elastic_worker),
+     "set by dlaunch in an elastic job (--min-np, --max-np, --host-discovery-script): "
+     "this process's worker id; each dcomm_init then takes rank and size from dlaunch's "
+     "next membership round instead of DCOMM_RANK / DCOMM_SIZE", CFG_LAUNCH},
     {"DCOMM_LOCAL_RANK", "", CFG_EXTERNAL, 0, 0,
      "set by dlaunch for the application: this rank's index on its host (dcomm finds "
      "dcomm_local_rank() itself)", CFG_LAUNCH},

@@ -33,6 +33,7 @@ typedef struct dc_config {
     char ifname[64];
     int tcp_encrypt;
     int stats;
+    int wait_progress;      /* DCOMM_WAIT_PROGRESS */
     int64_t coord_priority; /* nice levels above the initializing thread */
     uint64_t fusion_bypass; /* bytes: a larger allreduce skips the fusion buffer */
     uint64_t shm_ring_size; /* bytes; 0: the shm transport's own choice */
@@ -42,6 +43,7 @@ typedef struct dc_config {
     /* The job (set by dlaunch, or by whoever starts the ranks). */
     int64_t rank;
     int64_t size;
+    int64_t elastic_worker; /* only when DCOMM_ELASTIC_WORKER is set */
     char rendezvous[256];
     char job_secret[65];
     uint64_t start_timeout_ms; /* 0: the larger of timeout_ms and 60 s */

@@ -12,17 +12,20 @@
  * idle period, and per-peer FIFO order keeps the cycle messages behind it.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "coord.h"
 #include "dc_time.h"
+#include "futex.h"
 #include "log.h"
 #include "shm_group.h"
 
@@ -33,12 +36,14 @@ static void fail_all(coord_t *c, dc_status_t status, const char *msg)
     dc_neg_fail_all(&c->neg, &c->work, status, msg);
 }
 
-static void coord_fatal(coord_t *c, dc_status_t status, const char *msg)
+/* quiet: the peer waited on in vain (a timeout), -1 when none. Runs on the
+ * coordinator thread only: it closes the network, on which a waiting thread
+ * may otherwise sleep (dc_coord_drive hands its failures over). */
+static void coord_fatal(coord_t *c, dc_status_t status, int quiet, const char *msg)
 {
     dc_state_t *st = c->st;
     char text[1024];
     dc_net_t *net;
-    int quiet = status == DCOMM_ERR_TIMEOUT ? dc_error_quiet_peer() : -1;
 
     dc_error_set_quiet_peer(-1);
     snprintf(text, sizeof(text), "%s", msg); /* msg may live in this thread's error */
@@ -116,20 +121,22 @@ static dc_status_t idle_drain(coord_t *c)
     return wait_reqs(c, c->wake_preqs, k);
 }
 
-static dc_status_t idle_wait(coord_t *c)
+/* Begins an idle period (the cycle ran nothing, on every rank alike): the
+ * previous period's WAKEs complete, this one's receives are posted. */
+static dc_status_t idle_enter(coord_t *c)
 {
     dc_status_t status = idle_drain(c);
-    int k = 0;
-
-    if (c->size == 1) { /* nobody to wake us: sleep until our own queue gets work */
-        while (!idle_stop(c)) {
-            dc_net_sleep_until(c->net, dc_now_ns() + 100000000ull);
-        }
-        return DCOMM_OK;
-    }
+    uint64_t now = dc_now_ns();
 
     if (status < 0) {
         return status;
+    }
+    c->idle = 1;
+    c->idle_periods++;
+    c->idle_deadline_ns = now + 100000000ull;
+    dc_neg_dl_idle_begin(&c->neg, now);
+    if (c->size == 1) { /* nobody to wake us: our own queue ends it */
+        return DCOMM_OK;
     }
     c->epoch++;
     for (int r = 0; r < c->size; r++) {
@@ -143,21 +150,40 @@ static dc_status_t idle_wait(coord_t *c)
     }
     c->wake_posted = 1;
     DC_TRACE("idle (epoch %llu)", (unsigned long long)c->epoch);
-    /* No deadline while idle (a stop function disables it); liveness checks
-     * and dlaunch's events still end the wait when a peer dies. */
-    for (int r = 0; r < c->size; r++) {
-        if (r != c->rank) {
-            c->wake_preqs[k++] = &c->wake_rx[r];
+    return DCOMM_OK;
+}
+
+/* Whether the idle period ends now (*leave): the network moves once, then
+ * idle_stop decides. No deadline while idle; liveness checks (each slice) and
+ * dlaunch's events still end it when a peer dies, as does a failed WAKE. */
+static dc_status_t idle_poll(coord_t *c, int *leave)
+{
+    *leave = 0;
+    if (c->size > 1) {
+        (void)dc_net_progress(c->net);
+        for (int r = 0; r < c->size; r++) {
+            if (r != c->rank && c->wake_rx[r].status < 0) {
+                return c->wake_rx[r].status;
+            }
         }
     }
-    status = dc_net_wait(c->net, c->wake_preqs, k, idle_stop, c);
-    if (status < 0) {
-        return status;
+    *leave = idle_stop(c);
+    if (!*leave && dc_now_ns() - c->idle_checked_ns >= 100000000ull) {
+        c->idle_checked_ns = dc_now_ns();
+        return c->size > 1 ? dc_net_check(c->net) : DCOMM_OK;
     }
+    return DCOMM_OK;
+}
+
+/* Ends it: exactly one WAKE to every peer (coord.c's header). */
+static dc_status_t idle_leave(coord_t *c)
+{
+    c->idle = 0;
     for (int r = 0; r < c->size; r++) {
         if (r != c->rank) {
-            status = dc_ep_isend(dc_net_ep(c->net, r), NULL, 0, TAG_WAKE | c->epoch,
-                                 &c->wake_tx[r]);
+            dc_status_t status = dc_ep_isend(dc_net_ep(c->net, r), NULL, 0,
+                                             TAG_WAKE | c->epoch, &c->wake_tx[r]);
+
             if (status < 0) {
                 return status;
             }
@@ -300,69 +326,303 @@ static dc_status_t execute(coord_t *c, uint64_t start)
     return status;
 }
 
+/* One cycle: take the queue, agree, execute. It ends on every rank alike:
+ * active, idle (idle_enter), or stopped by a shutdown. */
+static dc_status_t coord_cycle(coord_t *c, uint64_t *start_p)
+{
+    uint64_t start = dc_now_ns();
+    uint32_t flags = 0;
+    int slow = 1, shutdown = 0, ran = 0, idle;
+    dc_status_t status;
+
+    *start_p = start;
+    c->cycles++;
+    timeline_control(c);
+    if (c->tl != NULL && dc_config.timeline_mark_cycles) {
+        dc_timeline_tick(c->tl, "coordinator", "CYCLE_START", start, NULL);
+    }
+    status = dc_neg_intake(&c->neg);
+    dc_neg_stall_check(&c->neg);
+    dc_neg_dl_check(&c->neg);
+    if (status == DCOMM_OK) {
+        status = negotiate(c, &slow, &shutdown, &flags);
+    }
+    if (status == DCOMM_OK) {
+        ran = c->work.n > 0;
+        status = execute(c, start);
+    }
+    if (status < 0) {
+        return status;
+    }
+    if (flags & DC_WIRE_FLAG_SHUTDOWN) {
+        status = idle_drain(c);
+        if (status == DCOMM_OK) {
+            finish_shutdown(c, flags);
+            atomic_store(&c->stopped, 1);
+            atomic_store(&c->st->coord_exited, 1);
+        }
+        return status;
+    }
+    /* Fast path: a cycle that ran nothing goes idle on every rank (the
+     * condition is the same everywhere), also with work pending: the rank
+     * whose submission completes it wakes the others at once, so no rank
+     * waits out a sleeping peer's cycle time. */
+    idle = dc_neg_cache_on(&c->neg) ? !ran && !slow && !shutdown
+                                    : (flags & DC_WIRE_FLAG_IDLE) != 0;
+    return idle ? idle_enter(c) : DCOMM_OK;
+}
+
+static void drive_gone(coord_t *c);
+
+/* The coordinator thread's place among the network's sleepers (rings reach
+ * a sleeper only while the count is nonzero, dc_net_sleepers_add): counted
+ * while it watches an idle period, not while a waiting thread holds the role,
+ * whose every message would otherwise ring it awake for nothing. Either
+ * thread moves it; the exchange keeps the count exact. */
+static void bg_count(coord_t *c, int on)
+{
+    if (atomic_exchange(&c->bg_counted, on) != on) {
+        dc_net_sleepers_add(c->net, on ? 1 : -1);
+    }
+}
+
+/* The coordinator thread. It holds the role while it works and lets go of it
+ * while it sleeps, so that a thread blocked in dcomm_wait can run the cycles
+ * itself (dc_coord_drive). While the role is taken it sleeps uncounted: the
+ * waiting thread counts it back in, and rings it when it leaves work behind. */
 static void *coord_main(void *arg)
 {
     coord_t *c = arg;
-    uint32_t flags = 0;
-    dc_status_t status;
+    dc_status_t status = DCOMM_OK;
+    int quiet = -1;
 
     dc_log_set_rank(c->rank);
     pthread_setname_np(pthread_self(), "dcomm-coord"); /* for top -H, gdb and tests */
     coord_raise_priority(dc_config.coord_priority);
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    atomic_store(&c->bg_nice, errno == 0 ? nice : 20);
     for (;;) {
-        uint64_t start = dc_now_ns();
-        int slow = 1, shutdown = 0, idle, ran = 0;
+        uint32_t seq = dc_net_wake_seq(c->net), word = atomic_load(&c->bg_word);
+        uint64_t start = 0;
+        int leave = 0;
 
-        c->cycles++;
-        timeline_control(c);
-        if (c->tl != NULL && dc_config.timeline_mark_cycles) {
-            dc_timeline_tick(c->tl, "coordinator", "CYCLE_START", start, NULL);
+        if (pthread_mutex_trylock(&c->role) != 0) {
+            /* Parked apart from the network's rings, which a waiting thread's
+             * messages would otherwise end over and over; it wakes us when it
+             * lets go (dc_coord_drive). */
+            atomic_store(&c->bg_parked, 1);
+            dc_futex_wait(&c->bg_word, word, 100000000ull);
+            atomic_store(&c->bg_parked, 0);
+            continue;
         }
-        status = dc_neg_intake(&c->neg);
-        dc_neg_stall_check(&c->neg);
-        dc_neg_dl_check(&c->neg);
-        flags = 0;
-        if (status == DCOMM_OK) {
-            status = negotiate(c, &slow, &shutdown, &flags);
-        }
-        if (status == DCOMM_OK) {
-            ran = c->work.n > 0;
-            status = execute(c, start);
-        }
-        if (status == DCOMM_OK && (flags & DC_WIRE_FLAG_SHUTDOWN)) {
-            status = idle_drain(c);
-            if (status == DCOMM_OK) {
-                finish_shutdown(c, flags);
-                break;
-            }
-        }
-        /* Fast path: a cycle that ran nothing goes idle on every rank (the
-         * condition is the same everywhere), also with work pending: the
-         * rank whose submission completes it wakes the others at once, so
-         * no rank waits out a sleeping peer's cycle time. */
-        idle = dc_neg_cache_on(&c->neg) ? !ran && !slow && !shutdown
-                                        : (flags & DC_WIRE_FLAG_IDLE) != 0;
-        if (status == DCOMM_OK && idle) {
-            uint64_t now = dc_now_ns();
-
-            c->idle_periods++;
-            c->idle_deadline_ns = now + 100000000ull;
-            dc_neg_dl_idle_begin(&c->neg, now);
-            status = idle_wait(c);
-            if (status == DCOMM_OK) {
-                continue;
-            }
-        }
-        if (status < 0) {
-            coord_fatal(c, status, dc_error_get());
+        if (atomic_load(&c->stopped)) {
+            pthread_mutex_unlock(&c->role);
             break;
         }
-        if (!atomic_load(&c->st->queue_nonempty) && c->cycle_ns > 0) {
+        if (c->fail_status < 0) { /* a waiting thread's cycle failed */
+            status = c->fail_status;
+            quiet = c->fail_quiet;
+            dc_error_set(status, "%s", c->fail_text);
+        } else if (c->idle) {
+            bg_count(c, 1); /* before the look: a message after it rings us */
+            status = idle_poll(c, &leave);
+            if (status == DCOMM_OK && !leave) {
+                pthread_mutex_unlock(&c->role);
+                dc_net_sleep_unowned(c->net, seq, 100000000ull);
+                bg_count(c, 0);
+                continue;
+            }
+            bg_count(c, 0);
+            if (status == DCOMM_OK) {
+                status = idle_leave(c);
+            }
+        }
+        if (status == DCOMM_OK) {
+            status = coord_cycle(c, &start);
+        }
+        if (status < 0) {
+            char text[1024];
+
+            if (c->fail_status >= 0) {
+                quiet = status == DCOMM_ERR_TIMEOUT ? dc_error_quiet_peer() : -1;
+            }
+            snprintf(text, sizeof(text), "%s", dc_error_get());
+            atomic_store(&c->stopped, 1);
+            drive_gone(c);
+            coord_fatal(c, status, quiet, text);
+            pthread_mutex_unlock(&c->role);
+            break;
+        }
+        int active = !c->idle && !atomic_load(&c->stopped);
+        pthread_mutex_unlock(&c->role);
+        if (active && !atomic_load(&c->st->queue_nonempty) && c->cycle_ns > 0) {
             dc_net_sleep_until(c->net, start + c->cycle_ns);
         }
     }
     atomic_store(&c->st->coord_exited, 1);
     return NULL;
+}
+
+static void drive_end(dc_state_t *st, coord_t *c, dcomm_handle_t handle)
+{
+    pthread_mutex_lock(&st->lock);
+    dc_handle_wait_end(st, handle);
+    pthread_mutex_unlock(&st->lock);
+    atomic_fetch_sub(&c->drivers, 1);
+}
+
+/* Until no waiting thread is inside dc_coord_drive (they leave at once once
+ * the coordinator stopped or failed): before the network closes or c is
+ * freed. */
+static void drive_gone(coord_t *c)
+{
+    while (atomic_load(&c->drivers) > 0) {
+        struct timespec ts = {0, 100000};
+
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Whether handle is complete (or gone). */
+static int handle_done(dc_state_t *st, dcomm_handle_t handle)
+{
+    dc_handle_slot_t *slot;
+    int done;
+
+    pthread_mutex_lock(&st->lock);
+    slot = dc_handle_lookup(st, handle);
+    done = slot == NULL || atomic_load(&slot->done);
+    pthread_mutex_unlock(&st->lock);
+    return done;
+}
+
+/* Cycles after the awaited handle completed, at most: the next one usually
+ * finds nothing and enters the idle period, which the thread may then keep
+ * asleep without waking; past this, the thread takes over. */
+#define DRIVE_AFTER_DONE 4
+/* How long a waiting thread looks for the peers' submissions in an idle
+ * period before it sleeps. */
+#define DRIVE_IDLE_SPIN_NS 50000ull
+
+/* A thread blocked on handle runs the coordinator itself while the role is
+ * free: no hand-off to the coordinator thread on submission and none back on
+ * completion, which on a busy host cost a scheduler wake-up each (tens of
+ * microseconds). It keeps the role until its handle is complete and the
+ * coordinator is idle again (all ranks agree on idleness, so this costs one
+ * more short cycle), sleeping like the thread when idle; anything else it
+ * leaves to the thread, which it wakes. A failure is handed to the thread,
+ * which alone closes the network. Returns when the handle is complete, or at
+ * once when the role is taken (then the caller sleeps on the handle). */
+void dc_coord_drive(dc_state_t *st, dcomm_handle_t handle)
+{
+    coord_t *c;
+    int after = 0, ring = 0;
+    unsigned spins = 0;
+    uint64_t idle_since = 0;
+    dc_status_t status = DCOMM_OK;
+
+    pthread_mutex_lock(&st->lock);
+    c = st->coord;
+    if (c == NULL || !c->may_drive || atomic_load(&c->stopped) ||
+        !dc_handle_wait_begin(st, handle)) {
+        pthread_mutex_unlock(&st->lock);
+        return;
+    }
+    atomic_fetch_add(&c->drivers, 1);
+    pthread_mutex_unlock(&st->lock);
+    c->drive_tries++;
+    if (pthread_mutex_trylock(&c->role) != 0) {
+        /* the thread has it: it must see our submission (not rung when
+         * the submitter meant to wait here, dc_coord_notify) */
+        c->drive_busy++;
+        pthread_mutex_lock(&st->lock);
+        dc_coord_wake(st);
+        pthread_mutex_unlock(&st->lock);
+        drive_end(st, c, handle);
+        return;
+    }
+    bg_count(c, 0);
+    /* At the coordinator thread's priority while we run its cycles: on a
+     * loaded host a waiting thread at the application's would wait out
+     * other processes' time slices in every exchange. */
+    const id_t self = (id_t)syscall(SYS_gettid);
+    int bg_nice = atomic_load(&c->bg_nice), my_nice;
+    errno = 0;
+    my_nice = getpriority(PRIO_PROCESS, self);
+    int boosted = errno == 0 && bg_nice < my_nice && setpriority(PRIO_PROCESS, self, bg_nice) == 0;
+    while (!atomic_load(&c->stopped) && c->fail_status >= 0) {
+        int done = handle_done(st, handle), leave = 0;
+        uint64_t start;
+
+        if (done && !c->idle && ++after > DRIVE_AFTER_DONE) {
+            break;
+        }
+        if (c->idle) {
+            uint32_t seq = dc_net_wake_seq(c->net);
+
+            if (done) {
+                bg_count(c, 1); /* handing the watch back: from here rings reach it */
+            }
+            status = idle_poll(c, &leave);
+            if (status == DCOMM_OK && !leave) {
+                if (done) {
+                    break;
+                }
+                /* The peers' submissions are usually moments away: look
+                 * again for a while (yielding the core now and then) before
+                 * sleeping, which costs every sender a ring. */
+                if (idle_since == 0) {
+                    idle_since = dc_now_ns();
+                }
+                if (dc_now_ns() - idle_since < DRIVE_IDLE_SPIN_NS) {
+                    if ((++spins & 63) == 0) {
+                        sched_yield();
+                    }
+                    continue;
+                }
+                dc_net_sleepers_add(c->net, 1);
+                dc_net_sleep_unowned(c->net, seq, 100000000ull);
+                dc_net_sleepers_add(c->net, -1);
+                continue;
+            }
+            bg_count(c, 0);
+            idle_since = 0;
+            if (status == DCOMM_OK) {
+                status = idle_leave(c);
+            }
+        }
+        if (status == DCOMM_OK) {
+            status = coord_cycle(c, &start);
+            c->driven_cycles++;
+        }
+        if (status < 0) {
+            c->fail_status = status;
+            c->fail_quiet = status == DCOMM_ERR_TIMEOUT ? dc_error_quiet_peer() : -1;
+            snprintf(c->fail_text, sizeof(c->fail_text), "%s", dc_error_get());
+            break;
+        }
+    }
+    if (boosted) {
+        (void)setpriority(PRIO_PROCESS, self, my_nice);
+    }
+    ring = !c->idle || atomic_load(&c->stopped) || c->fail_status < 0;
+    if (ring) {
+        bg_count(c, 1); /* so that the ring reaches it */
+    }
+    pthread_mutex_unlock(&c->role);
+    if (ring) { /* the network outlives us: the thread closes it only once
+                 * no waiting thread is inside (drive_gone) */
+        dc_net_wake(c->net);
+    }
+    /* The thread parked while we held the role (it found the role taken):
+     * back to watching the network. Either it sees the word move before it
+     * sleeps, or we see it parked. */
+    atomic_fetch_add(&c->bg_word, 1);
+    if (atomic_load(&c->bg_parked)) {
+        dc_futex_wake(&c->bg_word);
+    }
+    drive_end(st, c, handle);
 }
 
 static void print_stats(coord_t *c)
@@ -382,6 +642,10 @@ static void print_stats(coord_t *c)
             (unsigned long long)cache->misses, (unsigned long long)c->idle_periods,
             (unsigned long long)x->fused_tensors, (unsigned long long)x->fused_groups,
             (unsigned long long)x->fused_bytes, (unsigned long long)x->zero_copy_groups);
+    fprintf(stderr, "dcomm stats rank %d: %llu cycles run by waiting threads (DCOMM_WAIT_PROGRESS); "
+            "%llu waits found the coordinator free, %llu busy\n",
+            c->rank, (unsigned long long)c->driven_cycles,
+            (unsigned long long)(c->drive_tries - c->drive_busy), (unsigned long long)c->drive_busy);
     dc_run_print_stats(&c->run, c->rank);
 }
 
@@ -404,6 +668,7 @@ static void coord_free(coord_t *c)
     if (c->ctx.scratch != NULL) {
         munmap(c->ctx.scratch, c->scratch_size);
     }
+    pthread_mutex_destroy(&c->role);
     free(c);
 }
 
@@ -441,8 +706,6 @@ static dc_status_t agree_settings(coord_t *c)
     return dc_neg_init(&c->neg, c->st, (int)v[2]);
 }
 
-static coord_t *the_coord;
-
 dc_status_t dc_coord_start(dc_state_t *st)
 {
     coord_t *c = calloc(1, sizeof(*c));
@@ -452,6 +715,7 @@ dc_status_t dc_coord_start(dc_state_t *st)
     if (c == NULL) {
         return dc_error_set(DCOMM_ERR_NO_MEMORY, "out of memory for the coordinator");
     }
+    pthread_mutex_init(&c->role, NULL);
     c->st = st;
     c->net = st->net;
     c->rank = st->rank;
@@ -518,11 +782,16 @@ dc_status_t dc_coord_start(dc_state_t *st)
         snprintf(st->timeline_path, sizeof(st->timeline_path), "%s", dc_config.timeline);
         atomic_store(&st->timeline_cmd, 1);
     }
+    /* A waiting thread runs cycles only without device work: CUDA streams and
+     * NCCL communicators belong to the coordinator thread's device context. */
+    c->may_drive = dc_config.wait_progress && st->cuda == NULL;
     if (pthread_create(&st->coord_thread, NULL, coord_main, c) != 0) {
         coord_free(c);
         return dc_error_set(DCOMM_ERR_INTERNAL, "cannot start the coordinator thread");
     }
-    the_coord = c;
+    pthread_mutex_lock(&st->lock);
+    st->coord = c;
+    pthread_mutex_unlock(&st->lock);
     return DCOMM_OK;
 }
 
@@ -533,14 +802,18 @@ void dc_coord_stop(dc_state_t *st)
     dc_coord_wake(st);
     pthread_mutex_unlock(&st->lock);
     pthread_join(st->coord_thread, NULL);
+    pthread_mutex_lock(&st->lock);
+    coord_t *c = st->coord;
+    st->coord = NULL;
+    pthread_mutex_unlock(&st->lock);
     /* Requests queued after the coordinator left. */
-    if (the_coord != NULL) {
-        fail_all(the_coord, DCOMM_ERR_SHUT_DOWN, "dcomm has shut down");
+    if (c != NULL) {
+        drive_gone(c);
+        fail_all(c, DCOMM_ERR_SHUT_DOWN, "dcomm has shut down");
         if (dc_config.stats) {
-            print_stats(the_coord);
+            print_stats(c);
         }
-        coord_free(the_coord);
-        the_coord = NULL;
+        coord_free(c);
     }
 }
 
@@ -554,6 +827,13 @@ void dc_coord_enqueue(dc_state_t *st, dc_op_t *op)
     }
     st->queue_tail = op;
     atomic_store(&st->queue_nonempty, 1);
+}
+
+void dc_coord_notify(dc_state_t *st, int wait_follows)
+{
+    if (!wait_follows || st->coord == NULL || !st->coord->may_drive) {
+        dc_coord_wake(st);
+    }
 }
 
 /* Lock held: the coordinator clears st->net under it before closing. */

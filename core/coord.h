@@ -37,6 +37,7 @@ typedef struct coord {
     int wake_posted;
     uint64_t epoch;
     uint64_t idle_deadline_ns;      /* rank 0 leaves idle then to check stalls */
+    uint64_t idle_checked_ns;       /* liveness last checked while idle */
 
     /* the parts */
     dc_neg_t neg;
@@ -47,6 +48,23 @@ typedef struct coord {
 
     dc_timeline_t *tl;              /* rank 0, when a timeline is on */
     uint64_t cycles, idle_periods;
+
+    /* Who runs it: the coordinator thread, or a thread blocked in dcomm_wait
+     * (coord.c, "the role"). Everything above belongs to the role's holder. */
+    pthread_mutex_t role;
+    int idle;                       /* in an idle period: WAKE receives posted */
+    _Atomic int stopped;            /* shut down or failed: nobody runs cycles now */
+    _Atomic int drivers;            /* waiting threads inside dc_coord_drive */
+    _Atomic int bg_counted;         /* the thread is among the network's sleepers */
+    _Atomic uint32_t bg_word;       /* the thread parks on it while the role is taken */
+    _Atomic int bg_parked;
+    _Atomic int bg_nice;            /* the thread's nice level (DCOMM_COORD_PRIORITY) */
+    int may_drive;                  /* DCOMM_WAIT_PROGRESS, and no device module */
+    dc_status_t fail_status;        /* a waiter's cycle failed: the thread handles it */
+    int fail_quiet;
+    char fail_text[1024];
+    uint64_t driven_cycles;
+    _Atomic uint64_t drive_tries, drive_busy;
 } coord_t;
 
 /* coord_cause.c: text (this rank's view of the failure, status) becomes the

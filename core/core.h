@@ -75,6 +75,7 @@ typedef struct dc_state {
 
     dc_store_t *store;
     int events_fd;         /* dlaunch's event channel, -1 when none */
+    uint64_t hosts_stamp;  /* elastic: dlaunch's hosts notice when this round formed */
     dc_net_t *net;
     /* Device buffers: the cuda module's services (NULL when it is not loaded,
      * e.g. no GPU), and the CUDA device this process's device tensors are on
@@ -105,6 +106,7 @@ typedef struct dc_state {
 
     /* life cycle */
     pthread_t coord_thread;
+    struct coord *coord;       /* under lock: the running coordinator, for dc_coord_drive */
     _Atomic int shutdown_requested;
     _Atomic int coord_exited;
     dc_status_t fatal_status;  /* first fatal error, 0 when none */
@@ -127,6 +129,10 @@ void dc_handle_complete_result(dc_state_t *st, dcomm_handle_t handle, void *resu
 /* Waits (lock held) until the handle completes; NULL when it is not (or no
  * longer) a valid handle. */
 dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle);
+/* Lock held: this thread begins / ends a wait on handle (deadlock detection
+ * counts it); begin returns 0 when the handle is already complete or unknown. */
+int dc_handle_wait_begin(dc_state_t *st, dcomm_handle_t handle);
+void dc_handle_wait_end(dc_state_t *st, dcomm_handle_t handle);
 void dc_handle_free_slot(dc_state_t *st, dc_handle_slot_t *slot);
 void dc_handle_table_free(dc_state_t *st);
 
@@ -153,6 +159,9 @@ int dc_bootstrap_launched(void);
 dc_status_t dc_bootstrap_identity(dc_state_t *st);
 dc_status_t dc_bootstrap_connect(dc_state_t *st);
 void dc_bootstrap_close(dc_state_t *st);
+/* Elastic jobs: dlaunch's latest notice that its hosts changed ("<stamp> <result>",
+ * Horovod's HostUpdateResult bits: 1 removed, 2 added); *stamp_p 0 when none. */
+dc_status_t dc_bootstrap_hosts_notice(dc_state_t *st, uint64_t *stamp_p, int *result_p);
 /* When dlaunch has reported a rank's end, that is the cause to give, not what
  * this rank saw of it: text (this rank's view, cap bytes) becomes "<dlaunch's
  * word> (seen here as: <text>)". Returns the rank dlaunch said exited with an
@@ -165,5 +174,12 @@ void dc_coord_stop(dc_state_t *st);
 /* Queues op (takes ownership) / wakes the coordinator. Lock held by caller. */
 void dc_coord_enqueue(dc_state_t *st, dc_op_t *op);
 void dc_coord_wake(dc_state_t *st);
+/* Lock held: work was queued. Wakes the coordinator thread, unless the
+ * submitting thread waits on it at once and may run the cycles itself. */
+void dc_coord_notify(dc_state_t *st, int wait_follows);
+/* A thread about to sleep on handle runs the coordinator meanwhile when it
+ * can (DCOMM_WAIT_PROGRESS; coord.c). Returns with the handle complete, or at
+ * once; call without st->lock. */
+void dc_coord_drive(dc_state_t *st, dcomm_handle_t handle);
 
 #endif

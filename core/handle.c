@@ -123,29 +123,47 @@ void dc_handle_complete_result(dc_state_t *st, dcomm_handle_t handle, void *resu
     dc_handle_complete(st, handle, DCOMM_OK, NULL);
 }
 
-dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle)
+int dc_handle_wait_begin(dc_state_t *st, dcomm_handle_t handle)
 {
     dc_handle_slot_t *slot = dc_handle_lookup(st, handle);
 
     if (slot == NULL || atomic_load(&slot->done)) {
-        return slot;
+        return 0;
     }
     /* This thread is blocked on the handle: the coordinator tells rank 0 when
      * it stays so (deadlock detection, coord_neg.c). */
     slot->waiters++;
     atomic_fetch_add(&st->nwaiters, 1);
     atomic_store(&st->wait_change_ns, dc_now_ns());
-    /* The table may be reallocated (or the handle released by another thread)
-     * while we sleep: look the slot up again each time. */
-    while (slot != NULL && !atomic_load(&slot->done)) {
-        pthread_cond_wait(&st->done_cond, &st->lock);
-        slot = dc_handle_lookup(st, handle);
-    }
+    return 1;
+}
+
+void dc_handle_wait_end(dc_state_t *st, dcomm_handle_t handle)
+{
+    dc_handle_slot_t *slot = dc_handle_lookup(st, handle);
+
     if (slot != NULL && slot->waiters > 0) {
         slot->waiters--;
     }
     atomic_fetch_sub(&st->nwaiters, 1);
     atomic_store(&st->wait_change_ns, dc_now_ns());
+}
+
+dc_handle_slot_t *dc_handle_wait_locked(dc_state_t *st, dcomm_handle_t handle)
+{
+    dc_handle_slot_t *slot;
+
+    if (!dc_handle_wait_begin(st, handle)) {
+        return dc_handle_lookup(st, handle);
+    }
+    /* The table may be reallocated (or the handle released by another thread)
+     * while we sleep: look the slot up again each time. */
+    slot = dc_handle_lookup(st, handle);
+    while (slot != NULL && !atomic_load(&slot->done)) {
+        pthread_cond_wait(&st->done_cond, &st->lock);
+        slot = dc_handle_lookup(st, handle);
+    }
+    dc_handle_wait_end(st, handle);
     return slot;
 }
 

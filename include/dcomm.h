@@ -104,6 +104,20 @@ DCOMM_API dcomm_status_t dcomm_shutdown(void);
 /* 1 between a successful dcomm_init and dcomm_shutdown, else 0. */
 DCOMM_API int dcomm_is_initialized(void);
 
+/* Elastic jobs (dlaunch --min-np / --max-np / --host-discovery-script): each
+ * dcomm_init joins dlaunch's next membership round, with new rank numbers. A
+ * collective that fails because a peer was lost returns DCOMM_ERR_PEER_LOST
+ * naming it; the program then calls dcomm_shutdown and dcomm_init to carry on
+ * with the survivors (and any workers added meanwhile).
+ *
+ * dlaunch's latest notice that its hosts changed since this rank's round was
+ * formed: *stamp_p grows with each change (0: none since, or not an elastic
+ * job); *result_p says how, as
+ * Horovod's HostUpdateResult: 1 hosts removed, 2 added, 3 both. Local, not
+ * collective: ranks agree on it by a broadcast from rank 0 (the Python
+ * package's State.commit does that). */
+DCOMM_API dcomm_status_t dcomm_hosts_updated(uint64_t *stamp_p, int *result_p);
+
 /* Identity; -1 when not initialized. local_*: ranks on this host;
  * cross_rank: index of this rank's host, cross_size: number of hosts. */
 DCOMM_API int dcomm_rank(void);

@@ -22,6 +22,13 @@ extern "C" {
 #define DC_INTERNAL_API
 #endif
 
+/* ---- Blocking calls of the Python binding -------------------------------------
+ * on: the submissions this thread makes until off are waited on at once (the
+ * binding's synchronous calls, _async then synchronize), so they need not wake
+ * the coordinator thread: the wait runs the cycles itself (DCOMM_WAIT_PROGRESS),
+ * or wakes the thread when it cannot. The C blocking calls do the same inside. */
+DC_INTERNAL_API void dc_api_hint_wait_follows(int on);
+
 /* ---- Direct mode (core/direct.c) ----------------------------------------------
  * One collective algorithm alone on the transport, without the coordinator:
  * the world comes from the same bootstrap as dcomm_init's (identity, store,

@@ -46,6 +46,9 @@ static void reap_children(dl_job_t *job)
         for (int i = 0; i < job->nranks; i++) {
             if (job->ranks[i].pid == pid && job->ranks[i].running) {
                 dl_rank_exited(job, &job->ranks[i], wstatus);
+                if (job->el != NULL) {
+                    dl_elastic_ended(job, &job->ranks[i]);
+                }
                 break;
             }
         }
@@ -95,6 +98,9 @@ static int ms_until(uint64_t t, uint64_t now)
 
 static void check_timers(dl_job_t *job, uint64_t now)
 {
+    if (job->el != NULL && !job->stopping) {
+        dl_elastic_tick(job, now);
+    }
     if (job->stopping && !job->killed && job->nrunning > 0 && now >= job->kill_at) {
         DL_VLOG("grace period over: sending SIGKILL\n");
         dl_ranks_signal(job, SIGKILL);
@@ -137,6 +143,9 @@ static int poll_timeout(dl_job_t *job, uint64_t now, uint64_t drain_by)
     if (job->start_by != 0) {
         t = DC_MIN(t, ms_until(job->start_by, now));
     }
+    if (job->el != NULL && !job->stopping) {
+        t = DC_MIN(t, dl_elastic_timeout_ms(job, now));
+    }
     if (drain_by != 0) {
         t = DC_MIN(t, ms_until(drain_by, now));
     }
@@ -178,7 +187,7 @@ static int poll_streams(dl_job_t *job, poll_set_t *ps, int fixed)
 
 static void run_loop(dl_job_t *job)
 {
-    size_t cap = (size_t)(3 + 2 * job->nranks + 2 * job->nagents);
+    size_t cap = (size_t)(3 + 2 * DC_MAX(job->nranks, job->ranks_cap) + 2 * job->nagents);
     poll_set_t ps = {calloc(cap, sizeof(struct pollfd)), calloc(cap, sizeof(dl_stream_t *)),
                      calloc(cap, sizeof(void *)), calloc(cap, sizeof(dl_line_fn_t)), 0};
     uint64_t drain_by = 0;
@@ -192,7 +201,7 @@ static void run_loop(dl_job_t *job)
         int fixed = 0, ns;
         uint64_t now;
 
-        if (job->nrunning == 0 && drain_by == 0) {
+        if (job->nrunning == 0 && drain_by == 0 && (job->el == NULL || dl_elastic_over(job))) {
             /* Every rank is gone: take stray children down so the pipes close. */
             dl_ranks_signal(job, SIGKILL);
             drain_by = dc_now_ns() + DRAIN_TIMEOUT_MS * 1000000ull;
@@ -383,6 +392,9 @@ static int prepare(dl_job_t *job)
     if (job->opt.agent) {
         return dl_agent_read_job(job) == 0 ? 0 : 1;
     }
+    if (job->opt.elastic) {
+        return dl_elastic_prepare(job);
+    }
     rc = dl_hosts_plan(job);
     if (rc != 0) {
         return rc;
@@ -450,6 +462,7 @@ static void finish(dl_job_t *job)
         }
         free(job->opt.argv);
     }
+    dl_elastic_free(job);
     free(job->ranks);
     free(job->agents);
     free(job->hosts);
@@ -480,6 +493,7 @@ int main(int argc, char **argv)
             }
         }
         free(job.out_files);
+        dl_elastic_free(&job);
         free(job.ranks);
         free(job.hosts);
         return rc == 256 ? 0 : rc;
@@ -488,13 +502,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "dlaunch: cannot start: %s\n", errno ? strerror(errno) : "see above");
         return 1;
     }
-    if (dl_ranks_start_local(&job) == 0 && !job.opt.agent) {
+    if (job.el != NULL) {
+        dl_elastic_tick(&job, dc_now_ns()); /* starts the first workers */
+    } else if (dl_ranks_start_local(&job) == 0 && !job.opt.agent) {
         if (dl_agents_start(&job) != 0) {
             dl_fail_job(&job, 1, "cannot start the remote agents");
         }
     }
-    job.start_by = job.opt.agent ? 0
-                                 : dc_now_ns() + (uint64_t)job.opt.start_timeout_s * 1000000000ull;
+    job.start_by = job.opt.agent || job.el != NULL
+                       ? 0 : dc_now_ns() + (uint64_t)job.opt.start_timeout_s * 1000000000ull;
     run_loop(&job);
     rc = job.exit_code;
     finish(&job);

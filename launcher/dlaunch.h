@@ -51,6 +51,15 @@ typedef struct dl_rank {
     int running;
     dl_stream_t out;
     dl_stream_t err;
+    /* Elastic jobs: rank is the one it started with (HOROVOD_RANK, and its label). */
+    int ident[6];   /* rank, size, local rank, local size, cross rank, cross size at start */
+    int ident_set;
+    int joins;      /* rounds it was placed in */
+    int round;      /* the round it is a member of (0: none yet) */
+    int round_rank; /* its rank there */
+    int leaving;    /* stopped by dlaunch (its host went): its end is no failure */
+    int end_code;   /* once ended: its exit code, or 128 + signal */
+    int end_sig;
 } dl_rank_t;
 
 typedef struct dl_agent {
@@ -85,6 +94,14 @@ typedef struct dl_options {
     const char *ssh_identity; /* -i / --ssh-identity-file: "-i F" likewise */
     char rsh_buf[512];      /* the rsh command with those added */
     int gloo;               /* --gloo: horovodrun's "no mpirun", dlaunch's default */
+    /* Elastic jobs (dlaunch_elastic.c): --min-np, --max-np or a discovery script. */
+    int elastic;
+    int min_np, max_np;     /* 0: -np / every slot */
+    const char *discovery;  /* --host-discovery-script */
+    double discovery_interval_s;
+    int reset_limit;        /* -1: none */
+    double cooldown_lo, cooldown_hi; /* --blacklist-cooldown-range; 0 0: for good */
+    int elastic_timeout_s;
     char **argv;
 } dl_options_t;
 
@@ -95,6 +112,8 @@ typedef struct dl_job {
     dl_rank_t *ranks;     /* [np] (the agent: its own ranks only) */
     int rank_base;        /* rank of ranks[0]: 0, in the agent its first rank */
     int nranks;           /* entries of ranks */
+    int ranks_cap;        /* entries allocated (elastic jobs add workers) */
+    struct dl_elastic *el; /* elastic jobs' driver state, else NULL */
     dl_agent_t *agents;   /* [nagents] */
     int nagents;
     int nrunning;
@@ -150,6 +169,8 @@ int dl_hosts_parse_slurm(const char *nodelist, const char *tasks, dl_host_t **ho
 /* The host's name for HOROVOD_HOSTNAME: as given in -H / the hostfile / Slurm,
  * or this machine's name when no host list was given. */
 const char *dl_host_label(const dl_job_t *job, const dl_host_t *host);
+/* 1 when name is this machine: localhost, a loopback address or our host name. */
+int dl_host_is_local(const char *name);
 
 /* ---- output (dlaunch_output.c) ---- */
 
@@ -188,6 +209,25 @@ void dl_rank_exited(dl_job_t *job, dl_rank_t *r, int wstatus);
 /* A rank ended: prints the verdict, fails the job when it failed. */
 void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig);
 void dl_fail_job(dl_job_t *job, int code, const char *text);
+
+/* Starts rank r (job->ranks entry) on this machine; 0 or -1 (errno). */
+int dl_rank_spawn(dl_job_t *job, dl_rank_t *r);
+
+/* ---- elastic jobs (dlaunch_elastic.c) ---- */
+
+/* Hosts (-H or the discovery script's first answer), the worker table; 0, or the
+ * exit code (usage errors print why). */
+int dl_elastic_prepare(dl_job_t *job);
+/* Discovery, blacklist cooldowns, new workers, forming rounds, deadlines. */
+void dl_elastic_tick(dl_job_t *job, uint64_t now);
+/* Milliseconds until dl_elastic_tick has something to do by the clock. */
+int dl_elastic_timeout_ms(const dl_job_t *job, uint64_t now);
+/* A worker ended (dl_rank_exited has recorded how): the elastic job's verdict,
+ * instead of failing the job. */
+void dl_elastic_ended(dl_job_t *job, dl_rank_t *r);
+/* 1 when no worker runs and none will be started: the job may end. */
+int dl_elastic_over(const dl_job_t *job);
+void dl_elastic_free(dl_job_t *job);
 
 /* ---- remote hosts (dlaunch_remote.c) ---- */
 

@@ -44,6 +44,17 @@ static void usage(FILE *f)
             "                      another mpirun or more options; --dry-run prints it)\n"
             "  --gloo              no mpirun (what dlaunch does without --mpi)\n"
             "  -v, --verbose       log launcher actions to stderr\n"
+            "elastic jobs (workers come and go; any of these makes the job elastic; the\n"
+            "hosts must be names of this machine, e.g. localhost, 127.0.0.1):\n"
+            "  --min-np N          fewest workers to train with (default: -np)\n"
+            "  --max-np N          most workers (default: every slot the hosts offer)\n"
+            "  --host-discovery-script F  prints the hosts now available, one 'host:slots'\n"
+            "                      a line; run every --discovery-interval S s (default 1)\n"
+            "  --reset-limit N     fail the job when it had to reset more than N times\n"
+            "  --blacklist-cooldown-range LO HI  a failed host returns after LO s, doubling\n"
+            "                      with each failure up to HI s (default: never returns)\n"
+            "  --elastic-timeout S fail when fewer than --min-np workers are left for S s\n"
+            "                      (default 600)\n"
             "horovodrun's tuning flags, set as the DCOMM_* variable for every rank:\n"
             "  --fusion-threshold-mb N   DCOMM_FUSION_THRESHOLD=N MiB\n"
             "  --cycle-time-ms MS        DCOMM_CYCLE_TIME (MS may be fractional)\n"
@@ -175,9 +186,6 @@ static const struct {
 } hvd_refused[] = {
     {"--mpi-args", "with --mpi, give mpirun's options in --mpirun 'mpirun ARGS...'"},
     {"--config-file", "set the DCOMM_* (or HOROVOD_*) variables instead"},
-    {"--min-np", "elastic jobs are not supported"},
-    {"--max-np", "elastic jobs are not supported"},
-    {"--host-discovery-script", "elastic jobs are not supported"},
     {"--jsrun", "only dlaunch's own launching and --mpi (Open MPI's mpirun) exist"},
     {"--hierarchical-allreduce", "dcomm chooses allreduce algorithms itself (DCOMM_TUNE)"},
     {"--hierarchical-allgather", "dcomm chooses allgather algorithms itself (DCOMM_TUNE)"},
@@ -243,6 +251,72 @@ static int parse_hvd_flag(const char *a, const char *val, int *rc_p)
     return 2;
 }
 
+/* An elastic job's flag (horovodrun's names too): 0 not one, else the number of
+ * arguments it took; rc_p on bad values. */
+static int parse_elastic_option(dl_options_t *opt, int argc, char **argv, int i, int *rc_p)
+{
+    static const struct {
+        const char *names[2];
+        double min, max;
+        int whole;
+    } rows[] = {
+        {{"--min-np", "--min-num-proc"}, 1, DL_MAX_RANKS, 1},
+        {{"--max-np", "--max-num-proc"}, 1, DL_MAX_RANKS, 1},
+        {{"--reset-limit", NULL}, 0, 1e6, 1},
+        {{"--elastic-timeout", NULL}, 1, 86400 * 7, 1},
+        {{"--discovery-interval", NULL}, 0.001, 3600, 0},
+        {{"--blacklist-cooldown-range", NULL}, 0, 86400, 0},
+    };
+    const char *a = argv[i];
+    double v[2];
+    int k = -1, nval;
+
+    for (int r = 0; r < (int)DC_ARRAY_SIZE(rows) && k < 0; r++) {
+        if (strcmp(a, rows[r].names[0]) == 0 ||
+            (rows[r].names[1] != NULL && strcmp(a, rows[r].names[1]) == 0)) {
+            k = r;
+        }
+    }
+    if (strcmp(a, "--host-discovery-script") == 0) {
+        *rc_p = need_value(a, i + 1 < argc ? argv[i + 1] : NULL);
+        opt->discovery = argv[i + 1];
+        opt->elastic = 1;
+        return 2;
+    }
+    if (k < 0) {
+        return 0;
+    }
+    nval = k == 5 ? 2 : 1;
+    for (int j = 0; j < nval; j++) {
+        if (i + 1 + j >= argc ||
+            parse_number(argv[i + 1 + j], rows[k].min, rows[k].max, &v[j]) != 0 ||
+            (rows[k].whole && v[j] != (int)v[j])) {
+            fprintf(stderr, "dlaunch: %s needs %s in %g..%g\n", a,
+                    nval == 2 ? "two numbers of seconds" : rows[k].whole ? "a whole number"
+                                                                         : "a number",
+                    rows[k].min, rows[k].max);
+            *rc_p = DL_EXIT_USAGE;
+            return 1 + nval;
+        }
+    }
+    switch (k) {
+    case 0: opt->min_np = (int)v[0]; opt->elastic = 1; break;
+    case 1: opt->max_np = (int)v[0]; opt->elastic = 1; break;
+    case 2: opt->reset_limit = (int)v[0]; break;
+    case 3: opt->elastic_timeout_s = (int)v[0]; break;
+    case 4: opt->discovery_interval_s = v[0]; break;
+    default:
+        if (v[1] < v[0]) {
+            fprintf(stderr, "dlaunch: %s LO HI needs LO <= HI\n", a);
+            *rc_p = DL_EXIT_USAGE;
+        }
+        opt->cooldown_lo = v[0];
+        opt->cooldown_hi = v[1];
+        break;
+    }
+    return 1 + nval;
+}
+
 /* -p / -i: ssh's own options, so only with an ssh rsh; no blanks (split there). */
 static int add_ssh_options(dl_options_t *opt)
 {
@@ -297,6 +371,9 @@ int dl_args_parse(int argc, char **argv, dl_options_t *opt)
     opt->grace_s = 3.0;
     opt->start_timeout_s = 60;
     opt->rsh = "ssh";
+    opt->reset_limit = -1;
+    opt->elastic_timeout_s = 600;
+    opt->discovery_interval_s = 1.0;
     for (i = 1; i < argc && argv[i][0] == '-' && rc == 0; i++) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
@@ -320,6 +397,8 @@ int dl_args_parse(int argc, char **argv, dl_options_t *opt)
         } else if (parse_string_option(opt, a, val, &rc)) {
             i++;
         } else if ((hf = parse_hvd_flag(a, val, &rc)) != 0) {
+            i += hf - 1;
+        } else if ((hf = parse_elastic_option(opt, argc, argv, i, &rc)) != 0) {
             i += hf - 1;
         } else if (strcmp(a, "-np") == 0 || strcmp(a, "-n") == 0 || strcmp(a, "--np") == 0 ||
                    strcmp(a, "--num-proc") == 0) {
@@ -362,8 +441,15 @@ int dl_args_parse(int argc, char **argv, dl_options_t *opt)
     if (opt->agent) {
         return 0; /* the job comes on stdin */
     }
+    if (opt->elastic && (opt->mpi || opt->output_dir != NULL || opt->hostfile != NULL ||
+                         (opt->discovery != NULL) == (opt->hosts_arg != NULL))) {
+        fprintf(stderr, "dlaunch: an elastic job takes its hosts from exactly one of "
+                        "--host-discovery-script and -H, and no --mpi, --hostfile or "
+                        "--output-filename\n");
+        return DL_EXIT_USAGE;
+    }
     if ((opt->np == 0 && opt->hosts_arg == NULL && opt->hostfile == NULL &&
-         getenv("SLURM_JOB_NODELIST") == NULL) ||
+         getenv("SLURM_JOB_NODELIST") == NULL && !opt->elastic) ||
         i >= argc) {
         fprintf(stderr, "dlaunch: %s\n", i >= argc ? "missing program" : "missing -np N");
         usage(stderr);

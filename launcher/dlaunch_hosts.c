@@ -240,7 +240,7 @@ int dl_hosts_parse_slurm(const char *nodelist, const char *tasks, dl_host_t **ho
 }
 
 /* This machine: "localhost", loopback addresses, or our host name (short or full). */
-static int host_is_local(const char *name)
+int dl_host_is_local(const char *name)
 {
     char self[256] = "";
     size_t short_len;
@@ -299,7 +299,7 @@ int dl_hosts_plan(dl_job_t *job)
 
         host->first_rank = job->opt.np - left;
         host->nranks = DC_MIN(host->slots, left);
-        host->local = host_is_local(host->name);
+        host->local = dl_host_is_local(host->name);
         left -= host->nranks;
     }
     while (job->nhosts > 1 && job->hosts[job->nhosts - 1].nranks == 0) {

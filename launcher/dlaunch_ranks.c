@@ -89,6 +89,10 @@ static void exec_rank(dl_job_t *job, const dl_rank_t *r, int out_fd, int err_fd)
         int values[] = {r->rank, job->size, local_rank, host->nranks,
                         job->cross_rank + r->host, job->cross_size};
 
+        if (r->ident_set) {
+            memcpy(values, r->ident, sizeof(values));
+        }
+
         for (size_t i = 0; i < DC_ARRAY_SIZE(names); i++) {
             char name[32];
 
@@ -96,11 +100,18 @@ static void exec_rank(dl_job_t *job, const dl_rank_t *r, int out_fd, int err_fd)
             set_env_int(name, values[i]);
         }
     }
-    if (!job->opt.agent) {
+    if (job->el != NULL) {
+        /* A worker of an elastic job: its id (this entry) asks dlaunch for its rank
+         * at each dcomm_init; the host is named as discovery or -H named it. */
+        set_env_int("DCOMM_ELASTIC_WORKER", (int)(r - job->ranks));
+        setenv("HOROVOD_HOSTNAME", host->name, 1);
+    } else if (!job->opt.agent) {
         /* The agent's ranks have theirs from dlaunch, in the job's environment. */
         setenv("HOROVOD_HOSTNAME", dl_host_label(job, host), 1);
     }
-    set_env_int("DCOMM_START_TIMEOUT", job->opt.start_timeout_s);
+    /* An elastic worker may wait for its round as long as dlaunch waits for workers. */
+    set_env_int("DCOMM_START_TIMEOUT", job->opt.start_timeout_s +
+                                           (job->el != NULL ? job->opt.elastic_timeout_s : 0));
     setenv("DCOMM_RENDEZVOUS", job->rdv_addr, 1);
     setenv("DCOMM_JOB_SECRET", job->secret_hex, 1);
     setenv("DCOMM_JOB_ID", job->job_id, 1);
@@ -119,7 +130,7 @@ static void exec_rank(dl_job_t *job, const dl_rank_t *r, int out_fd, int err_fd)
     _exit(127);
 }
 
-static int spawn_rank(dl_job_t *job, dl_rank_t *r)
+int dl_rank_spawn(dl_job_t *job, dl_rank_t *r)
 {
     int out[2], err[2];
     pid_t pid;
@@ -171,6 +182,7 @@ void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig)
         dl_write_all(job, 1, &iov, 1);
         return;
     }
+    r->end_sig = sig;
     if (sig != 0) {
         code = 128 + sig;
         n = snprintf(text, sizeof(text), "rank %d killed by signal %d (%s)", r->rank, sig,
@@ -181,7 +193,10 @@ void dl_rank_ended(dl_job_t *job, dl_rank_t *r, int code, int sig)
     if (!job->hosts[r->host].local) {
         snprintf(text + n, sizeof(text) - (size_t)n, " on host %s", job->hosts[r->host].name);
     }
-    if (code != 0 && !job->stopping) {
+    r->end_code = code;
+    if (job->el != NULL) {
+        DL_VLOG("%s\n", text); /* the elastic driver judges it (dlaunch.c calls it) */
+    } else if (code != 0 && !job->stopping) {
         dl_fail_job(job, code, text);
     } else {
         DL_VLOG("%s\n", text);
@@ -207,7 +222,7 @@ int dl_ranks_start_local(dl_job_t *job)
         for (int i = 0; job->hosts[h].local && i < job->hosts[h].nranks; i++) {
             dl_rank_t *r = &job->ranks[job->hosts[h].first_rank - job->rank_base + i];
 
-            if (spawn_rank(job, r) != 0) {
+            if (dl_rank_spawn(job, r) != 0) {
                 char text[128];
 
                 snprintf(text, sizeof(text), "cannot start rank %d: %s", r->rank,

@@ -427,38 +427,45 @@ dc_status_t dc_net_check(dc_net_t *net)
     return net_check(net);
 }
 
+/* poll() on the transports' descriptors and the wake descriptor, at most
+ * timeout_ns (a short slice when shm traffic, which rings no descriptor, is
+ * possible too). Consumes nothing but the wake counter; owned: the caller
+ * drives the network (then a readable watch makes the next check come now). */
+static void net_poll_sleep(dc_net_t *net, uint64_t timeout_ns, int owned)
+{
+    struct pollfd fds[NET_MAX_TRANSPORTS + 2];
+    int nfds = 0, shm_too = 0;
+    uint64_t drain;
+
+    for (int t = 0; t < net->ntps; t++) {
+        if (net->tps[t].fd >= 0) {
+            fds[nfds++] = (struct pollfd){.fd = net->tps[t].fd, .events = POLLIN};
+        }
+        shm_too |= (net->tps[t].db != NULL);
+    }
+    int wake_idx = nfds, watch_idx = -1;
+    fds[nfds++] = (struct pollfd){.fd = net->wake_fd, .events = POLLIN};
+    if (net->watch_fd >= 0) {
+        watch_idx = nfds;
+        fds[nfds++] = (struct pollfd){.fd = net->watch_fd, .events = POLLIN};
+    }
+    int ms = (shm_too || net->poller) ? NET_MIXED_SLICE_MS : (int)DC_MAX(1, timeout_ns / 1000000ull);
+    if (poll(fds, (nfds_t)nfds, ms) <= 0) {
+        return;
+    }
+    if (fds[wake_idx].revents != 0 && read(net->wake_fd, &drain, sizeof(drain)) < 0) {
+        /* already drained */
+    }
+    if (owned && watch_idx >= 0 && fds[watch_idx].revents != 0) {
+        net->last_check_ns = 0; /* check the watch at once */
+    }
+}
+
 /* Sleeps at most timeout_ns, unless progress shows up on the re-check. */
 static void net_sleep(dc_net_t *net, uint64_t timeout_ns)
 {
     if (net->poll_mode) {
-        struct pollfd fds[NET_MAX_TRANSPORTS + 2];
-        int nfds = 0, shm_too = 0;
-        uint64_t drain;
-
-        for (int t = 0; t < net->ntps; t++) {
-            if (net->tps[t].fd >= 0) {
-                fds[nfds++] = (struct pollfd){.fd = net->tps[t].fd, .events = POLLIN};
-            }
-            shm_too |= (net->tps[t].db != NULL);
-        }
-        int wake_idx = nfds, watch_idx = -1;
-        fds[nfds++] = (struct pollfd){.fd = net->wake_fd, .events = POLLIN};
-        if (net->watch_fd >= 0) {
-            watch_idx = nfds;
-            fds[nfds++] = (struct pollfd){.fd = net->watch_fd, .events = POLLIN};
-        }
-        /* With shm active as well, nobody rings our fds for shm traffic: keep
-         * the slice short. */
-        int ms = (shm_too || net->poller) ? NET_MIXED_SLICE_MS : (int)DC_MAX(1, timeout_ns / 1000000ull);
-        if (poll(fds, (nfds_t)nfds, ms) <= 0) {
-            return;
-        }
-        if (fds[wake_idx].revents != 0 && read(net->wake_fd, &drain, sizeof(drain)) < 0) {
-            /* already drained */
-        }
-        if (watch_idx >= 0 && fds[watch_idx].revents != 0) {
-            net->last_check_ns = 0; /* check the watch at once */
-        }
+        net_poll_sleep(net, timeout_ns, 1);
         return;
     }
     uint32_t seq = atomic_load(&net->db->seq);
@@ -469,6 +476,26 @@ static void net_sleep(dc_net_t *net, uint64_t timeout_ns)
                       net->poller ? DC_MIN(timeout_ns, NET_POLLER_NAP_NS) : timeout_ns);
     }
     atomic_fetch_sub(&net->db->sleepers, 1);
+}
+
+uint32_t dc_net_wake_seq(dc_net_t *net)
+{
+    return atomic_load(&net->db->seq);
+}
+
+void dc_net_sleep_unowned(dc_net_t *net, uint32_t seq, uint64_t timeout_ns)
+{
+    if (net->poll_mode) {
+        net_poll_sleep(net, timeout_ns, 0);
+        return;
+    }
+    dc_futex_wait(&net->db->seq, seq,
+                  net->poller ? DC_MIN(timeout_ns, NET_POLLER_NAP_NS) : timeout_ns);
+}
+
+void dc_net_sleepers_add(dc_net_t *net, int delta)
+{
+    atomic_fetch_add(&net->db->sleepers, (uint32_t)delta);
 }
 
 void dc_net_sleep_until(dc_net_t *net, uint64_t deadline_ns)

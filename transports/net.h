@@ -54,6 +54,17 @@ dc_status_t dc_net_wait(dc_net_t *net, dc_request_t *const *reqs, int nreqs,
 /* Sleeps until the deadline (dc_now_ns clock) or dc_net_wake; no progress. */
 void dc_net_sleep_until(dc_net_t *net, uint64_t deadline_ns);
 
+/* For a thread that does not drive the network while another may: the wake
+ * sequence now, then a sleep of at most timeout_ns that ends at once if the
+ * sequence moved after seq was read, else at the next ring that wakes
+ * sleepers. Rings (a peer's message, dc_net_wake) wake sleepers only while
+ * the sleeper count is nonzero: such a thread counts itself in with
+ * dc_net_sleepers_add(net, 1) when rings must reach it, and out (-1) after.
+ * Calls no transport, so it may run beside the thread that progresses. */
+uint32_t dc_net_wake_seq(dc_net_t *net);
+void dc_net_sleep_unowned(dc_net_t *net, uint32_t seq, uint64_t timeout_ns);
+void dc_net_sleepers_add(dc_net_t *net, int delta);
+
 /* Wakes the thread sleeping in dc_net_wait / dc_net_sleep_until. Any thread. */
 void dc_net_wake(dc_net_t *net);
 

@@ -48,6 +48,19 @@ void dc_rdv_server_set_store_limit(dc_rdv_server_t *server, size_t bytes);
  * listener's. peer names it in log lines. The server owns fd from here on, also
  * when this fails. */
 dc_status_t dc_rdv_server_add_conn(dc_rdv_server_t *server, int fd, const char *peer);
+/* The store as the server's own process sees it (dlaunch's elastic driver): a
+ * get that never waits (DCOMM_ERR_TIMEOUT when key is not set; at most cap
+ * bytes copied, *len_p the full length) and a set that answers the ranks
+ * waiting on key. */
+dc_status_t dc_rdv_server_get(dc_rdv_server_t *server, const char *key, void *buf, size_t cap,
+                              size_t *len_p);
+dc_status_t dc_rdv_server_set(dc_rdv_server_t *server, const char *key, const void *val,
+                              size_t len);
+/* Part of the job failed (an elastic job's round lost a member): every waiting
+ * get of a key starting with prefix, and every later get of such a key not yet
+ * set, is answered DCOMM_ERR_PEER_LOST with text. One prefix at a time (the
+ * latest). */
+void dc_rdv_server_fail_keys(dc_rdv_server_t *server, const char *prefix, const char *text);
 /* How many distinct ranks in [0, nranks) have authenticated so far. */
 int dc_rdv_server_ranks_seen(const dc_rdv_server_t *server, int nranks);
 

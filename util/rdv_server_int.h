@@ -65,6 +65,9 @@ struct dc_rdv_server {
     uint8_t *seen;
     int seen_cap;
     char failed[DC_RDV_MAX_EVENT + 1]; /* dc_rdv_server_fail's text; "" while the job runs */
+    /* dc_rdv_server_fail_keys: gets of unset keys under this prefix fail ("": none). */
+    char failed_prefix[DC_RDV_MAX_KEY + 1];
+    char failed_prefix_text[DC_RDV_MAX_EVENT + 1];
 };
 
 /* ---- rdv_server_conn.c ---- */

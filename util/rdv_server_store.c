@@ -77,32 +77,45 @@ static dc_status_t store_put(dc_rdv_server_t *s, const char *key, const void *va
 
 /* ---- Requests ------------------------------------------------------------------- */
 
-/* The waiters on key are unlinked before any reply is sent: a reply can kill its
- * connection, and conn_kill frees that connection's waiters still in the list,
- * which may include the one whose next pointer a single-pass loop would hold. */
-static void wake_waiters(dc_rdv_server_t *s, const char *key, const entry_t *e)
+/* Unlinks the waiters whose key matches key in its first n bytes (n past the
+ * NUL: exactly) before any reply is sent: a reply can kill its connection, and
+ * conn_kill frees that connection's waiters still in the list, which may
+ * include the one whose next pointer a single-pass loop would hold. */
+static waiter_t *take_waiters(dc_rdv_server_t *s, const char *key, size_t n)
 {
-    waiter_t **wp = &s->waiters, *ready = NULL;
+    waiter_t **wp = &s->waiters, *taken = NULL;
 
     while (*wp != NULL) {
         waiter_t *w = *wp;
 
-        if (strcmp(w->key, key) == 0) {
+        if (strncmp(w->key, key, n) == 0) {
             *wp = w->next;
-            w->next = ready;
-            ready = w;
+            w->next = taken;
+            taken = w;
             w->conn->nwaiters--;
         } else {
             wp = &w->next;
         }
     }
-    while (ready != NULL) {
-        waiter_t *w = ready;
+    return taken;
+}
 
-        ready = w->next;
-        dc_rdv_conn_reply(s, w->conn, w->id, DCOMM_OK, 0, e->val, e->len); /* no-op when dead */
+/* Answers and frees the taken waiters. */
+static void answer_waiters(dc_rdv_server_t *s, waiter_t *taken, dc_status_t status,
+                           const void *val, size_t len)
+{
+    while (taken != NULL) {
+        waiter_t *w = taken;
+
+        taken = w->next;
+        dc_rdv_conn_reply(s, w->conn, w->id, status, 0, val, len); /* no-op when dead */
         free(w);
     }
+}
+
+static void wake_waiters(dc_rdv_server_t *s, const char *key, const entry_t *e)
+{
+    answer_waiters(s, take_waiters(s, key, strlen(key) + 1), DCOMM_OK, e->val, e->len);
 }
 
 static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, const char *key)
@@ -120,6 +133,12 @@ static void handle_get(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, con
     }
     if (s->failed[0] != '\0') {
         dc_rdv_conn_reply(s, c, m->id, DCOMM_ERR_PEER_LOST, 0, s->failed, strlen(s->failed));
+        return;
+    }
+    if (s->failed_prefix[0] != '\0' &&
+        strncmp(key, s->failed_prefix, strlen(s->failed_prefix)) == 0) {
+        dc_rdv_conn_reply(s, c, m->id, DCOMM_ERR_PEER_LOST, 0, s->failed_prefix_text,
+                          strlen(s->failed_prefix_text));
         return;
     }
     if (c->nwaiters >= MAX_WAITERS_PER_CONN) {
@@ -177,6 +196,43 @@ static void handle_add(dc_rdv_server_t *s, conn_t *c, const dc_rdv_msg_t *m, con
     dc_rdv_conn_reply(s, c, m->id, status, value, NULL, 0);
     if (status == DCOMM_OK) {
         wake_waiters(s, key, store_find(s, key));
+    }
+}
+
+dc_status_t dc_rdv_server_get(dc_rdv_server_t *s, const char *key, void *buf, size_t cap,
+                              size_t *len_p)
+{
+    entry_t *e = store_find(s, key);
+
+    if (e == NULL) {
+        return DCOMM_ERR_TIMEOUT; /* what a get without waiting answers */
+    }
+    memcpy(buf, e->val, DC_MIN(cap, e->len));
+    *len_p = e->len;
+    return DCOMM_OK;
+}
+
+dc_status_t dc_rdv_server_set(dc_rdv_server_t *s, const char *key, const void *val, size_t len)
+{
+    dc_status_t status;
+
+    if (key[0] == '\0' || strlen(key) > DC_RDV_MAX_KEY || len > DC_RDV_MAX_VALUE) {
+        return DCOMM_ERR_INVALID_ARG;
+    }
+    status = store_put(s, key, val, len);
+    if (status == DCOMM_OK) {
+        wake_waiters(s, key, store_find(s, key));
+    }
+    return status;
+}
+
+void dc_rdv_server_fail_keys(dc_rdv_server_t *s, const char *prefix, const char *text)
+{
+    snprintf(s->failed_prefix, sizeof(s->failed_prefix), "%s", prefix);
+    snprintf(s->failed_prefix_text, sizeof(s->failed_prefix_text), "%s", text);
+    if (prefix[0] != '\0') {
+        answer_waiters(s, take_waiters(s, prefix, strlen(prefix)), DCOMM_ERR_PEER_LOST,
+                       s->failed_prefix_text, strlen(s->failed_prefix_text));
     }
 }
 

@@ -320,11 +320,16 @@ def test_reinit_lives():
         got = hvd.allreduce(torch.ones(2), name="t.life", op=hvd.Sum, process_set=ps)
         assert torch.equal(got, torch.full((2,), float(n)))
     hvd.remove_process_set(ps)
-    late = hvd.allreduce_async(torch.ones(1), name="t.life.late", op=hvd.Sum)
-    # every rank has submitted it before any shuts down (else a slower rank's
-    # submission fails at once, naming the rank that shut down)
-    hvd.barrier()
+    try:
+        late = hvd.allreduce_async(torch.ones(1), name="t.life.late", op=hvd.Sum)
+    except hvd.DcommError as err:
+        # A peer's shutdown came first: it stopped this rank's coordinator too,
+        # and a submission after that fails at once, naming that rank (as in
+        # Horovod, whose enqueue returns SHUT_DOWN_ERROR).
+        assert "called dcomm_shutdown" in str(err), err
+        late = None
     hvd.shutdown()
     hvd.init()
-    with pytest.raises(hvd.DcommError):    # a handle of an earlier life is void
-        hvd.synchronize(late)
+    if late is not None:
+        with pytest.raises(hvd.DcommError):    # a handle of an earlier life is void
+            hvd.synchronize(late)

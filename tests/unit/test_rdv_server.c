@@ -250,6 +250,63 @@ static void test_empty_values_counted(void **state)
     dc_rdv_server_destroy(v.s);
 }
 
+/* The server's own access (dlaunch's elastic driver): its set answers a rank's
+ * waiting get; its get sees a rank's set and never waits. fail_keys answers the
+ * waiting gets under a prefix, and later gets of unset keys there, with
+ * DCOMM_ERR_PEER_LOST and the text; other keys and set keys are untouched. */
+static void test_local_access_and_fail_keys(void **state)
+{
+    srv_t v;
+    raw_t *r;
+    dc_rdv_msg_t reply, set = {.type = DC_RDV_MSG_SET, .id = 1, .key = "ready/3",
+                               .key_len = 7, .val = "2", .val_len = 1};
+    char buf[16];
+    size_t len;
+
+    (void)state;
+    srv_open(&v);
+    r = raw_auth(&v, -1);
+    assert_int_equal(dc_rdv_server_get(v.s, "ready/3", buf, sizeof(buf), &len),
+                     DCOMM_ERR_TIMEOUT);
+    raw_send(r, &set);
+    assert_int_equal(raw_read(&v, r, &reply, 3000), DCOMM_OK);
+    assert_int_equal(dc_rdv_server_get(v.s, "ready/3", buf, sizeof(buf), &len), DCOMM_OK);
+    assert_int_equal(len, 1);
+    assert_memory_equal(buf, "2", 1);
+    raw_get(r, 2, "assign/3/2");
+    settle(&v);
+    assert_int_equal(dc_rdv_server_set(v.s, "assign/3/2", "1 0 2 0", 7), DCOMM_OK);
+    assert_int_equal(raw_read(&v, r, &reply, 3000), DCOMM_OK);
+    assert_int_equal(reply.id, 2);
+    assert_int_equal(reply.status, DCOMM_OK);
+    assert_int_equal(reply.val_len, 7);
+    /* A round fails: its waiters are answered, later gets too, other keys not. */
+    assert_int_equal(dc_rdv_server_set(v.s, "round1/host/0", "h", 1), DCOMM_OK);
+    raw_get(r, 3, "round1/host/1");
+    raw_get(r, 4, "round10/host/1");
+    settle(&v);
+    dc_rdv_server_fail_keys(v.s, "round1/", "rank 1 exited with code 3");
+    assert_int_equal(raw_read(&v, r, &reply, 3000), DCOMM_OK);
+    assert_int_equal(reply.id, 3);
+    assert_int_equal(reply.status, DCOMM_ERR_PEER_LOST);
+    assert_non_null(memmem(reply.val, reply.val_len, "rank 1 exited", 13));
+    raw_get(r, 5, "round1/host/0"); /* set before the failure: still served */
+    assert_int_equal(raw_read(&v, r, &reply, 3000), DCOMM_OK);
+    assert_int_equal(reply.id, 5);
+    assert_int_equal(reply.status, DCOMM_OK);
+    raw_get(r, 6, "round1/host/2");
+    assert_int_equal(raw_read(&v, r, &reply, 3000), DCOMM_OK);
+    assert_int_equal(reply.id, 6);
+    assert_int_equal(reply.status, DCOMM_ERR_PEER_LOST);
+    /* round10/ is not under round1/: its waiter (id 4) is still waiting. */
+    assert_int_equal(dc_rdv_server_set(v.s, "round10/host/1", "h", 1), DCOMM_OK);
+    assert_int_equal(raw_read(&v, r, &reply, 3000), DCOMM_OK);
+    assert_int_equal(reply.id, 4);
+    assert_int_equal(reply.status, DCOMM_OK);
+    raw_close(r);
+    dc_rdv_server_destroy(v.s);
+}
+
 /* Strangers holding many idle connections open (more than the handshake budget)
  * do not keep a rank from connecting and being served. */
 static void test_idle_flood(void **state)
@@ -298,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_waiters_bounded),
         cmocka_unit_test(test_empty_values_counted),
         cmocka_unit_test(test_idle_flood),
+        cmocka_unit_test(test_local_access_and_fail_keys),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -123,8 +123,8 @@ def allreduce_async(array, op=Sum, name=None, process_set=global_process_set,
 
 def allreduce(array, op=Sum, name=None, process_set=global_process_set,
               prescale_factor=1.0, postscale_factor=1.0):
-    return allreduce_async(array, op, name, process_set, prescale_factor,
-                           postscale_factor).synchronize()
+    return _core.blocking(lambda: allreduce_async(array, op, name, process_set,
+                                                  prescale_factor, postscale_factor))
 
 
 def allreduce_async_(array, op=Sum, name=None, process_set=global_process_set,
@@ -136,8 +136,8 @@ def allreduce_async_(array, op=Sum, name=None, process_set=global_process_set,
 
 def allreduce_(array, op=Sum, name=None, process_set=global_process_set,
                prescale_factor=1.0, postscale_factor=1.0):
-    return allreduce_async_(array, op, name, process_set, prescale_factor,
-                            postscale_factor).synchronize()
+    return _core.blocking(lambda: allreduce_async_(array, op, name, process_set,
+                                                   prescale_factor, postscale_factor))
 
 
 def grouped_allreduce_async(arrays, op=Sum, name=None, process_set=global_process_set,
@@ -148,8 +148,8 @@ def grouped_allreduce_async(arrays, op=Sum, name=None, process_set=global_proces
 
 def grouped_allreduce(arrays, op=Sum, name=None, process_set=global_process_set,
                       prescale_factor=1.0, postscale_factor=1.0):
-    return grouped_allreduce_async(arrays, op, name, process_set, prescale_factor,
-                                   postscale_factor).synchronize()
+    return _core.blocking(lambda: grouped_allreduce_async(arrays, op, name, process_set,
+                                                          prescale_factor, postscale_factor))
 
 
 def allgather_async(array, name=None, process_set=global_process_set):
@@ -159,7 +159,7 @@ def allgather_async(array, name=None, process_set=global_process_set):
 
 
 def allgather(array, name=None, process_set=global_process_set):
-    return allgather_async(array, name, process_set).synchronize()
+    return _core.blocking(lambda: allgather_async(array, name, process_set))
 
 
 def broadcast_async(array, root_rank, name=None, process_set=global_process_set):
@@ -168,7 +168,7 @@ def broadcast_async(array, root_rank, name=None, process_set=global_process_set)
 
 
 def broadcast(array, root_rank, name=None, process_set=global_process_set):
-    return broadcast_async(array, root_rank, name, process_set).synchronize()
+    return _core.blocking(lambda: broadcast_async(array, root_rank, name, process_set))
 
 
 def broadcast_async_(array, root_rank, name=None, process_set=global_process_set):
@@ -176,7 +176,7 @@ def broadcast_async_(array, root_rank, name=None, process_set=global_process_set
 
 
 def broadcast_(array, root_rank, name=None, process_set=global_process_set):
-    return broadcast_async_(array, root_rank, name, process_set).synchronize()
+    return _core.blocking(lambda: broadcast_async_(array, root_rank, name, process_set))
 
 
 def alltoall_async(array, splits=None, name=None, process_set=global_process_set):
@@ -186,7 +186,7 @@ def alltoall_async(array, splits=None, name=None, process_set=global_process_set
 
 
 def alltoall(array, splits=None, name=None, process_set=global_process_set):
-    out, received = alltoall_async(array, splits, name, process_set).synchronize()
+    out, received = _core.blocking(lambda: alltoall_async(array, splits, name, process_set))
     return out, np.asarray(received, dtype=np.int64)
 
 
@@ -200,8 +200,8 @@ def reducescatter_async(array, op=Sum, name=None, process_set=global_process_set
 
 def reducescatter(array, op=Sum, name=None, process_set=global_process_set,
                   prescale_factor=1.0, postscale_factor=1.0):
-    return reducescatter_async(array, op, name, process_set, prescale_factor,
-                               postscale_factor).synchronize()
+    return _core.blocking(lambda: reducescatter_async(array, op, name, process_set,
+                                                      prescale_factor, postscale_factor))
 
 
 def barrier(process_set=global_process_set):

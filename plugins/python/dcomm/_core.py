@@ -322,6 +322,23 @@ class GroupHandle:
         return self._finish(outputs) if self._finish else outputs
 
 
+def blocking(submit):
+    """The synchronous form of a call: submit() starts it (one or more _async
+    submissions, returning a handle), then this thread waits on it at once.
+    libdcomm is told so: the submissions do not wake its coordinator thread,
+    since the wait runs the coordinator's cycles itself (DCOMM_WAIT_PROGRESS),
+    with no thread hand-off either way."""
+    hint = _lib.hint_wait_follows
+    if hint is None:
+        return submit().synchronize()
+    hint(1)
+    try:
+        handle = submit()
+    finally:
+        hint(0)
+    return handle.synchronize()
+
+
 def poll(handle):
     return handle.poll()
 
@@ -572,7 +589,7 @@ def join_async(ps):
 
 
 def barrier(ps=global_process_set):
-    barrier_async(ps).synchronize()
+    blocking(lambda: barrier_async(ps))
 
 
 def join(ps=global_process_set):

@@ -143,12 +143,20 @@ _PROTOTYPES = {
     "dcomm_last_error": (_cp, []),
     "dcomm_version": (_cp, []),
     "dcomm_dtype_size": (_sz, [_int]),
+    "dcomm_hosts_updated": (_int, [ctypes.POINTER(_u64), _c_int_p]),
 }
 
 for _name, (_res, _args) in _PROTOTYPES.items():
     _fn = getattr(lib, _name)
     _fn.restype = _res
     _fn.argtypes = _args
+
+# dcomm_internal.h: the synchronous calls' hint (absent from an older library:
+# then they simply wake the coordinator thread, as _async calls do).
+hint_wait_follows = getattr(lib, "dc_api_hint_wait_follows", None)
+if hint_wait_follows is not None:
+    hint_wait_follows.restype = None
+    hint_wait_follows.argtypes = [_int]
 
 
 def last_error():

@@ -6,7 +6,7 @@
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
 Run with `dlaunch -np 4 python3 train.py`. See the README's table for what of
-horovod.torch is supported; Adasum and elastic training are not.
+horovod.torch is supported; Adasum is not. Elastic training: dcomm.torch.elastic (hvd.elastic).
 
 Importing it also registers the torch.distributed backend "dcomm":
 
@@ -33,6 +33,7 @@ from .mpi_ops import (Adasum, Average, DcommError, HorovodInternalError, Max, Mi
                       reducescatter_async, remove_process_set, rocm_built, shutdown, size,
                       sparse_allreduce_async, start_timeline, stop_timeline, synchronize)
 from .optimizer import DistributedOptimizer
+from . import elastic
 from .sync_batch_norm import SyncBatchNorm
 
 if _dist.is_available():

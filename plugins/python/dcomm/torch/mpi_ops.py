@@ -226,15 +226,16 @@ def allreduce_async_(tensor, average=None, name=None, op=None, prescale_factor=1
 
 def allreduce_(tensor, average=None, name=None, op=None, prescale_factor=1.0,
                postscale_factor=1.0, process_set=global_process_set):
-    return allreduce_async_(tensor, average, name, op, prescale_factor, postscale_factor,
-                            process_set).synchronize()
+    return _core.blocking(lambda: allreduce_async_(tensor, average, name, op, prescale_factor,
+                                                   postscale_factor, process_set))
 
 
 class _Allreduce(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor, name, op, prescale, postscale, ps):
         ctx.args = (op, prescale, postscale, ps)
-        return _ops.allreduce_async(tensor, op, name, ps, prescale, postscale).synchronize()
+        return _core.blocking(lambda: _ops.allreduce_async(tensor, op, name, ps, prescale,
+                                                           postscale))
 
     @staticmethod
     def backward(ctx, grad):
@@ -266,16 +267,17 @@ def grouped_allreduce_async_(tensors, average=None, name=None, op=None, prescale
 
 def grouped_allreduce_(tensors, average=None, name=None, op=None, prescale_factor=1.0,
                        postscale_factor=1.0, process_set=global_process_set):
-    return grouped_allreduce_async_(tensors, average, name, op, prescale_factor,
-                                    postscale_factor, process_set).synchronize()
+    return _core.blocking(lambda: grouped_allreduce_async_(tensors, average, name, op,
+                                                           prescale_factor, postscale_factor,
+                                                           process_set))
 
 
 class _GroupedAllreduce(torch.autograd.Function):
     @staticmethod
     def forward(ctx, name, op, prescale, postscale, ps, *tensors):
         ctx.args = (op, prescale, postscale, ps)
-        return tuple(_ops.grouped_allreduce_async(tensors, op, name, ps, prescale,
-                                                  postscale).synchronize())
+        return tuple(_core.blocking(lambda: _ops.grouped_allreduce_async(tensors, op, name, ps,
+                                                                         prescale, postscale)))
 
     @staticmethod
     def backward(ctx, *grads):
@@ -329,7 +331,7 @@ def allgather_async(tensor, name=None, process_set=global_process_set):
 class _Allgather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor, name, ps):
-        out, rows = _ops.allgather_async(tensor, name, ps, with_rows=True).synchronize()
+        out, rows = _core.blocking(lambda: _ops.allgather_async(tensor, name, ps, with_rows=True))
         me = ps.rank()
         ctx.span = (sum(rows[:me]), rows[me])
         ctx.ps = ps
@@ -362,9 +364,9 @@ def grouped_allgather_async(tensors, name=None, process_set=global_process_set):
 class _GroupedAllgather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, name, ps, *tensors):
-        outs = _core.GroupHandle([_ops.allgather_async(t, _member_name(name, i), ps,
-                                                       with_rows=True)
-                                  for i, t in enumerate(tensors)]).synchronize()
+        outs = _core.blocking(lambda: _core.GroupHandle(
+            [_ops.allgather_async(t, _member_name(name, i), ps, with_rows=True)
+             for i, t in enumerate(tensors)]))
         me = ps.rank()
         ctx.spans = [(sum(rows[:me]), rows[me]) for _, rows in outs]
         ctx.ps = ps
@@ -395,14 +397,14 @@ def broadcast_async_(tensor, root_rank, name=None, process_set=global_process_se
 
 
 def broadcast_(tensor, root_rank, name=None, process_set=global_process_set):
-    return broadcast_async_(tensor, root_rank, name, process_set).synchronize()
+    return _core.blocking(lambda: broadcast_async_(tensor, root_rank, name, process_set))
 
 
 class _Broadcast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor, root_rank, name, ps):
         ctx.root, ctx.ps = root_rank, ps
-        return _ops.broadcast_async(tensor, root_rank, name, ps).synchronize()
+        return _core.blocking(lambda: _ops.broadcast_async(tensor, root_rank, name, ps))
 
     @staticmethod
     def backward(ctx, grad):
@@ -449,7 +451,7 @@ def alltoall_async(tensor, splits=None, name=None, process_set=global_process_se
 class _Alltoall(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor, splits, name, ps):
-        out, received = alltoall_async(tensor, splits, name, ps).synchronize()
+        out, received = _core.blocking(lambda: alltoall_async(tensor, splits, name, ps))
         ctx.received, ctx.ps = received, ps
         ctx.mark_non_differentiable(received)
         return out, received
@@ -479,7 +481,8 @@ class _Reducescatter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor, name, op, ps, prescale, postscale):
         ctx.args = (op, ps, prescale * postscale)
-        return _ops.reducescatter_async(tensor, op, name, ps, prescale, postscale).synchronize()
+        return _core.blocking(lambda: _ops.reducescatter_async(tensor, op, name, ps, prescale,
+                                                               postscale))
 
     @staticmethod
     def backward(ctx, grad):

@@ -3,11 +3,13 @@ ranks. Each gradient's allreduce starts from a hook on its accumulator as soon
 as backward has produced it, so communication overlaps the rest of backward;
 step() waits for them all and then applies the wrapped optimizer's update."""
 
+import os
 import warnings
 from contextlib import contextmanager
 
 import torch
 
+from .. import _core
 from .compression import Compression
 from .mpi_ops import (Average, Adasum, allreduce_async_, global_process_set,
                       grouped_allreduce_async_, sparse_allreduce_async)
@@ -60,8 +62,24 @@ class _DistributedOptimizer:
         self._requires_update = [p for p in params if p.requires_grad]
         self._synchronized = False
         self._should_synchronize = True
-        if process_set.included() and process_set.size() > 1:
+        self._life = _core._life  # the runtime's life the pending handles belong to
+        # An elastic job's size changes: hooks from the start, idle while it is 1.
+        self._elastic = os.environ.get("DCOMM_ELASTIC_WORKER") is not None
+        if process_set.included() and (process_set.size() > 1 or self._elastic):
             self._register_hooks()
+
+    def _abandon(self):
+        """Forgets the pending allreduces (a failed step, or an earlier runtime
+        life in an elastic job): the next backward starts afresh."""
+        self._handles.clear()
+        self._ready.clear()
+        for k in self._delay:
+            self._delay[k] = self.backward_passes_per_step
+
+    def _drop_stale(self):
+        if self._life != _core._life:
+            self._abandon()
+            self._life = _core._life
 
     @staticmethod
     def _make_groups(params, num_groups, groups):
@@ -92,6 +110,9 @@ class _DistributedOptimizer:
     def _make_hook(self, p):
         def hook(*_ignored):
             key = id(p)
+            self._drop_stale()
+            if self._elastic and self._process_set.size() == 1:
+                return  # an elastic job down to one rank: nothing to reduce
             if key in self._handles and self._handles[key][0] is not None:
                 raise AssertionError("gradients were computed more than backward_passes_per_step "
                                      "times before step(); raise backward_passes_per_step to "
@@ -152,9 +173,17 @@ class _DistributedOptimizer:
             self._handles[id(p)] = (handle, ctx, t)
 
     def synchronize(self):
-        if not self._grad_accs:
+        self._drop_stale()
+        if not self._grad_accs or (self._elastic and self._process_set.size() == 1):
             self._synchronized = True
             return
+        try:
+            self._synchronize()
+        except BaseException:
+            self._abandon()  # e.g. a lost peer: an elastic job restores and retries
+            raise
+
+    def _synchronize(self):
         for p in self._requires_update:     # parameters backward did not reach
             h = self._handles.get(id(p))
             if h is None or h[0] is None:
@@ -199,6 +228,7 @@ class _DistributedOptimizer:
         return self._dc_base.step(self, closure)
 
     def zero_grad(self, *args, **kwargs):
+        self._drop_stale()
         if self._handles:
             raise AssertionError("optimizer.zero_grad() was called after loss.backward() but "
                                  "before optimizer.step() or optimizer.synchronize()")
