@@ -52,4 +52,4 @@ cd "$work/parallel"
 # shellcheck disable=SC2016
 dlaunch -np "$np" -- /bin/sh -c 'export HOROVOD_RANK=$DCOMM_RANK HOROVOD_SIZE=$DCOMM_SIZE
     export HOROVOD_LOCAL_RANK=$DCOMM_LOCAL_RANK HOROVOD_LOCAL_SIZE=$DCOMM_LOCAL_SIZE
-    exec "$PYTHON" -m pytest -p no:cacheprovider -q -rfEs --timeout=120 --timeout-method=thread "$@"' sh "$file" "$@"
+    exec "$PYTHON" -m pytest -p no:cacheprovider -q -rfEs --timeout=300 --timeout-method=thread "$@"' sh "$file" "$@"

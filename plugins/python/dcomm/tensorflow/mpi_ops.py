@@ -21,6 +21,7 @@ import weakref
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import record
 from tensorflow.python.framework.func_graph import FuncGraph
 
 import dcomm as _np_dcomm
@@ -124,7 +125,8 @@ def _run(fn, inputs, out_dtypes, out_shapes, name):
     out_dtypes; eagerly, or as a stateful tf.numpy_function in a graph."""
     if tf.executing_eagerly():
         outs = _as_tf_errors(fn)(*[np.asarray(x) for x in inputs])
-        return [tf.convert_to_tensor(o, dtype=d) for o, d in zip(outs, out_dtypes)]
+        return [tf.constant(o) if o.dtype == d.as_numpy_dtype else tf.constant(o, dtype=d)
+                for o, d in zip(outs, out_dtypes)]
     graph = tf.compat.v1.get_default_graph()
     with _in_order(graph):
         outs = tf.numpy_function(lambda *xs: tuple(fn(*xs)), list(inputs), list(out_dtypes),
@@ -182,6 +184,21 @@ def _np_allreduce(xs, op, name, ps, prescale, postscale):
     return _np_reduce(_ops.allreduce_async, xs, op, name, ps, prescale, postscale)
 
 
+def _differentiable(forward, backward, xs):
+    """forward(*xs) -> list of output tensors, with backward(xs, outs, *dys)
+    -> the inputs' gradients. Eagerly with no tape recording, the
+    bookkeeping of tf.custom_gradient (a large part of a small op's cost)
+    is skipped."""
+    if tf.executing_eagerly() and not record.could_possibly_record():
+        return forward(*xs)
+
+    @tf.custom_gradient
+    def op(*args):
+        outs = forward(*args)
+        return outs, lambda *dys: backward(args, outs, *dys)
+    return op(*xs)
+
+
 def _tensor(t):
     return t if isinstance(t, (tf.Tensor, tf.IndexedSlices)) else tf.convert_to_tensor(t)
 
@@ -198,18 +215,15 @@ def _grouped_allreduce(tensors, name=None, op=Sum, prescale_factor=1.0, postscal
     _core._as_op(op)
     opname = _op_name("HorovodAllreduce", tensors[0], name, ignore_name_scope)
 
-    @tf.custom_gradient
-    def fwd(*xs):
-        outs = _run(lambda *a: _np_allreduce(a, op, opname, process_set, prescale_factor,
+    def forward(*xs):
+        return _run(lambda *a: _np_allreduce(a, op, opname, process_set, prescale_factor,
                                               postscale_factor),
                     xs, [x.dtype for x in xs], [x.shape for x in xs], opname)
 
-        def grad(*dys):
-            return _grouped_allreduce(list(dys), op=op, prescale_factor=prescale_factor,
-                                      postscale_factor=postscale_factor,
-                                      process_set=process_set)
-        return outs, grad
-    return list(fwd(*tensors))
+    def backward(_xs, _outs, *dys):
+        return _grouped_allreduce(list(dys), op=op, prescale_factor=prescale_factor,
+                                  postscale_factor=postscale_factor, process_set=process_set)
+    return list(_differentiable(forward, backward, tensors))
 
 
 def _allreduce(tensor, name=None, op=Sum, prescale_factor=1.0, postscale_factor=1.0,
@@ -220,7 +234,7 @@ def _allreduce(tensor, name=None, op=Sum, prescale_factor=1.0, postscale_factor=
 
 # ---- allgather -------------------------------------------------------------------
 
-def _rows_shape(shapes, nranks):
+def _rows_shape(shapes):
     """Static output shape of a gather: first dimension unknown."""
     return [tf.TensorShape([None]).concatenate(s[1:]) if s.rank else tf.TensorShape([None])
             for s in shapes]
@@ -242,22 +256,19 @@ def grouped_allgather(tensors, name=None, ignore_name_scope=False,
         return []
     opname = _op_name("HorovodAllgather", tensors[0], name, ignore_name_scope)
 
-    @tf.custom_gradient
-    def fwd(*xs):
-        outs = _run(lambda *a: [g for g, _ in _np_allgather(a, opname, process_set)],
-                    xs, [x.dtype for x in xs], _rows_shape([x.shape for x in xs],
-                                                           process_set.size()), opname)
+    def forward(*xs):
+        return _run(lambda *a: [g for g, _ in _np_allgather(a, opname, process_set)],
+                    xs, [x.dtype for x in xs], _rows_shape([x.shape for x in xs]), opname)
 
-        def grad(*dys):
-            reduced = _grouped_allreduce(list(dys), op=Average, process_set=process_set)
-            # each rank's row count, to cut out this rank's rows
-            counts = grouped_allgather([tf.reshape(tf.shape(x, out_type=tf.int64)[0], [1])
-                                        for x in xs], process_set=process_set)
-            me = process_set.rank()
-            return [tf.split(g, tf.reshape(c, [-1]), axis=0, num=process_set.size())[me]
-                    for g, c in zip(reduced, counts)]
-        return outs, grad
-    return list(fwd(*tensors))
+    def backward(xs, _outs, *dys):
+        reduced = _grouped_allreduce(list(dys), op=Average, process_set=process_set)
+        # each rank's row count, to cut out this rank's rows
+        counts = grouped_allgather([tf.reshape(tf.shape(x, out_type=tf.int64)[0], [1])
+                                    for x in xs], process_set=process_set)
+        me = process_set.rank()
+        return [tf.split(g, tf.reshape(c, [-1]), axis=0, num=process_set.size())[me]
+                for g, c in zip(reduced, counts)]
+    return list(_differentiable(forward, backward, tensors))
 
 
 def allgather(tensor, name=None, ignore_name_scope=False, process_set=global_process_set):
@@ -273,17 +284,15 @@ def broadcast(tensor, root_rank, name=None, ignore_name_scope=False,
     opname = _op_name("HorovodBroadcast", tensor, name, ignore_name_scope)
     root = int(root_rank)
 
-    @tf.custom_gradient
-    def fwd(x):
-        out = _run(lambda a: [_ops.broadcast_async(_contig(a), root, opname,
-                                                   process_set).synchronize()],
-                   [x], [x.dtype], [x.shape], opname)[0]
+    def forward(x):
+        return _run(lambda a: [_ops.broadcast_async(_contig(a), root, opname,
+                                                    process_set).synchronize()],
+                    [x], [x.dtype], [x.shape], opname)
 
-        def grad(dy):
-            reduced = _allreduce(dy, op=Average, process_set=process_set)
-            return reduced if rank() == root else reduced * 0
-        return out, grad
-    return fwd(tensor)
+    def backward(_xs, _outs, dy):
+        reduced = _allreduce(dy, op=Average, process_set=process_set)
+        return reduced if rank() == root else reduced * 0
+    return _differentiable(forward, backward, [tensor])[0]
 
 
 def broadcast_(variables, root_rank, name=None, process_set=global_process_set):
@@ -321,16 +330,14 @@ def alltoall(tensor, splits=None, name=None, ignore_name_scope=False,
                                             process_set).synchronize()
         return out, np.asarray(received, dtype=np.int32)
 
-    @tf.custom_gradient
-    def fwd(x, s):
-        out, received = _run(np_fn, [x, s], [x.dtype, tf.int32],
-                             [_rows_shape([x.shape], 0)[0], [process_set.size()]], opname)
+    def forward(x, s):
+        return _run(np_fn, [x, s], [x.dtype, tf.int32],
+                    [_rows_shape([x.shape])[0], [process_set.size()]], opname)
 
-        def grad(dy, _dreceived):
-            back, _ = alltoall(dy, splits=received, process_set=process_set)
-            return back, None
-        return (out, received), grad
-    out, received = fwd(tensor, splits_t)
+    def backward(_xs, outs, dy, _dreceived):
+        back, _ = alltoall(dy, splits=outs[1], process_set=process_set)
+        return back, None
+    out, received = _differentiable(forward, backward, [tensor, splits_t])
     return (out, received) if has_splits else out
 
 
@@ -356,18 +363,16 @@ def _grouped_reducescatter(tensors, name=None, op=Sum, ignore_name_scope=False,
             raise ValueError("reducescatter: a scalar cannot be scattered")
     opname = _op_name("HorovodReducescatter", tensors[0], name, ignore_name_scope)
 
-    @tf.custom_gradient
-    def fwd(*xs):
-        outs = _run(lambda *a: _np_reducescatter(a, op, opname, process_set, prescale_factor,
+    def forward(*xs):
+        return _run(lambda *a: _np_reducescatter(a, op, opname, process_set, prescale_factor,
                                                   postscale_factor),
-                    xs, [x.dtype for x in xs], _rows_shape([x.shape for x in xs], 0), opname)
+                    xs, [x.dtype for x in xs], _rows_shape([x.shape for x in xs]), opname)
 
-        def grad(*dys):
-            scale = (process_set.size() if op == Sum else 1) * prescale_factor * postscale_factor
-            dys = [dy * tf.cast(scale, dy.dtype) if scale != 1 else dy for dy in dys]
-            return grouped_allgather(dys, process_set=process_set)
-        return outs, grad
-    return list(fwd(*tensors))
+    def backward(_xs, _outs, *dys):
+        scale = (process_set.size() if op == Sum else 1) * prescale_factor * postscale_factor
+        dys = [dy * tf.cast(scale, dy.dtype) if scale != 1 else dy for dy in dys]
+        return grouped_allgather(dys, process_set=process_set)
+    return list(_differentiable(forward, backward, tensors))
 
 
 def _reducescatter(tensor, name=None, op=Sum, ignore_name_scope=False,
