@@ -11,6 +11,8 @@ packages="$packages python3-numpy python3-pytest python3-torch dataset-fashion-m
 packages="$packages python3-venv"
 # Horovod's own suite (tests/compat, label "compat"): its imports and a per-test deadline.
 packages="$packages python3-cloudpickle python3-mock python3-packaging python3-pytest-timeout"
+# TensorFlow's virtual environment (below) is made with the venv module.
+packages="$packages python3-venv"
 # The multi-host suite (tests/multihost): network namespaces and veth pairs.
 packages="$packages iproute2"
 # The fuzz harnesses (tests/fuzz, run by scripts/test.sh): clang, libFuzzer and
@@ -26,6 +28,18 @@ if [ -n "$missing" ]; then
     apt-get update -q
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing
+fi
+# dcomm.tensorflow/dcomm.keras (tests labelled "tensorflow"): TensorFlow from
+# PyPI into .venv-tf (bench/tf_venv.sh), made once and kept: about 1.5 minutes
+# and 1.7 GB the first time. DCOMM_TF=0 skips it; without it (or without the
+# network) those tests are skipped, saying why.
+has_tf() {
+    [ -x .venv-tf/bin/python ] && .venv-tf/bin/python -c \
+        "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is None)"
+}
+if [ "${DCOMM_TF:-1}" != 0 ] && ! has_tf; then
+    bench/tf_venv.sh .venv-tf ||
+        echo "setup: TensorFlow could not be installed: the tensorflow tests will be skipped"
 fi
 build=${DCOMM_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="${CFLAGS:-} -Werror" "$@"

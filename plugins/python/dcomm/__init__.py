@@ -45,7 +45,7 @@ class _NumpyAdapter(_core.ArrayAdapter):
     def contiguous(x):
         if x.flags.c_contiguous and x.flags.writeable:
             return x, False
-        return np.ascontiguousarray(x).copy(), True
+        return np.array(x, order="C", copy=True), True    # keeps a 0-d array 0-d
 
     @staticmethod
     def ptr(x):

@@ -11,9 +11,7 @@ all it takes to run the same script on Horovod.
 """
 
 import argparse
-import gzip
 import os
-import struct
 import sys
 import time
 
@@ -25,20 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 import dcomm.torch as hvd
-
-DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
-
-
-def read_idx(path):
-    """An IDX file (gzip-compressed or not) as a NumPy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError("%s: not an IDX file of unsigned bytes" % path)
-    dims = struct.unpack(">%dI" % ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+from fashion_mnist_idx import DEFAULT_DATA, read_idx
 
 
 def load(data_dir, kind, limit):
