@@ -7,12 +7,11 @@ packages="build-essential cmake pkg-config libsodium-dev libhwloc-dev libcmocka-
           libopenblas-dev zlib1g-dev gnuplot-nox dataset-fashion-mnist"
 # The Python package's tests and example (plugins/python, tests/python).
 packages="$packages python3-numpy python3-pytest python3-torch dataset-fashion-mnist"
-# pip install of the package into a fresh venv (tests/install/pip_test.sh).
+# pip install of the package into a fresh venv (tests/install/pip_test.sh),
+# and TensorFlow's virtual environment (below): the venv module.
 packages="$packages python3-venv"
 # Horovod's own suite (tests/compat, label "compat"): its imports and a per-test deadline.
 packages="$packages python3-cloudpickle python3-mock python3-packaging python3-pytest-timeout"
-# TensorFlow's virtual environment (below) is made with the venv module.
-packages="$packages python3-venv"
 # The multi-host suite (tests/multihost): network namespaces and veth pairs.
 packages="$packages iproute2"
 # The fuzz harnesses (tests/fuzz, run by scripts/test.sh): clang, libFuzzer and
