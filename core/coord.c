@@ -402,6 +402,10 @@ static void *coord_main(void *arg)
     errno = 0;
     int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
     atomic_store(&c->bg_nice, errno == 0 ? nice : 20);
+    /* dc_coord_start returns once the thread exists with its name and
+     * priority (a waiting thread may run every cycle before it ever would). */
+    atomic_store(&c->started, 1);
+    dc_futex_wake(&c->started);
     for (;;) {
         uint32_t seq = dc_net_wake_seq(c->net), word = atomic_load(&c->bg_word);
         uint64_t start = 0;
@@ -788,6 +792,9 @@ dc_status_t dc_coord_start(dc_state_t *st)
     if (pthread_create(&st->coord_thread, NULL, coord_main, c) != 0) {
         coord_free(c);
         return dc_error_set(DCOMM_ERR_INTERNAL, "cannot start the coordinator thread");
+    }
+    while (atomic_load(&c->started) == 0) {
+        dc_futex_wait(&c->started, 0, 100000000ull);
     }
     pthread_mutex_lock(&st->lock);
     st->coord = c;

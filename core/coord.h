@@ -59,6 +59,7 @@ typedef struct coord {
     _Atomic uint32_t bg_word;       /* the thread parks on it while the role is taken */
     _Atomic int bg_parked;
     _Atomic int bg_nice;            /* the thread's nice level (DCOMM_COORD_PRIORITY) */
+    _Atomic uint32_t started;       /* the thread runs, named, at its priority */
     int may_drive;                  /* DCOMM_WAIT_PROGRESS, and no device module */
     dc_status_t fail_status;        /* a waiter's cycle failed: the thread handles it */
     int fail_quiet;
