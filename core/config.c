@@ -79,11 +79,11 @@ static const cfg_row_t cfg_table[] = {
      "every rank must have the same value", 0},
     {"DCOMM_STATS", "off", CFG_BOOL, CFG_FIELD(stats),
      "print each rank's coordinator counters at shutdown", 0},
-    {"DCOMM_WAIT_PROGRESS", "on", CFG_BOOL, CFG_FIELD(wait_progress),
-     "a thread blocked in a wait runs the coordinator's cycles itself while nobody else "
-     "does (no hand-off to the coordinator thread and back); off: it sleeps until the "
-     "coordinator thread completes its handle. Off by itself when a CUDA module is loaded",
-     0},
+    {"DCOMM_WAIT_PROGRESS", "off", CFG_BOOL, CFG_FIELD(wait_progress),
+     "on: a thread blocked in a wait runs the coordinator's cycles itself while nobody "
+     "else does (no hand-off to the coordinator thread and back; faster on a loaded host, "
+     "slower with ranks bound to cores, see README); off: it sleeps until the coordinator "
+     "thread completes its handle. Never with a CUDA module loaded", 0},
     {"DCOMM_COORD_PRIORITY", "20", CFG_INT, CFG_FIELD(coord_priority),
      "run the coordinator thread this many nice levels above the thread that called "
      "dcomm_init, so collectives preempt the application's compute (below nice 0 needs "
