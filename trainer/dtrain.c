@@ -646,6 +646,7 @@ int main(int argc, char **argv)
     long pos = 0;               /* images of this epoch's permutation consumed */
     double sums[3] = {0, 0, 0}; /* this epoch's loss sum, correct and images on this rank */
     double lost_at = 0.0; /* when this rank saw a lost peer, until its next step (--elastic) */
+    double epoch_t0 = 0.0; /* when this epoch began (before any reset in it) */
 
     /* One pass per membership round: without --elastic, only the first. */
     for (int round = 1;; round++) {
@@ -679,8 +680,12 @@ int main(int argc, char **argv)
             shuffle(perm, train.count, o.seed, epoch);
             double t0 = now_s(), lr = lr_at(&o, size, step, total_steps, warmup);
             const long pos0 = pos;
+            if (pos == 0 || epoch_t0 == 0.0) {
+                epoch_t0 = t0;
+            }
             for (; pos + global_batch <= train.count; step++) {
-                if (bench && (step == 3 || (o.bench_steps + 3 > steps_per_epoch * o.epochs && step == 0))) {
+                if (bench && (step == 3 ||
+                              (o.bench_steps + 3 > steps_per_epoch * o.epochs && step == 0))) {
                     bench_t0 = now_s();
                     bench_cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
                     memset(phase, 0, sizeof(phase));
@@ -764,7 +769,7 @@ int main(int argc, char **argv)
             if (bench_done) {
                 break;
             }
-            double epoch_s = now_s() - t0;
+            double epoch_s = now_s() - epoch_t0;
             /* train statistics of all ranks, then the test set */
             double tr[3], te[3];
             comm_check(dcomm_allreduce(DCOMM_COMM_WORLD, "train.sums", sums, tr, 3, DCOMM_FLOAT64,
@@ -778,8 +783,7 @@ int main(int argc, char **argv)
             final_acc = te[1] / te[2];
             if (rank == 0) {
                 report_epoch(&rep, epoch + 1, o.epochs, tr[0] / tr[2], tr[1] / tr[2],
-                             te[0] / te[2], final_acc,
-                             (double)(pos - pos0) / epoch_s, epoch_s, lr);
+                             te[0] / te[2], final_acc, (double)pos / epoch_s, epoch_s, lr);
                 if (o.checkpoint) {
                     char err[4400];
                     ckpt_header_t h = {.seed = o.seed, .ranks = size, .batch = o.batch,
