@@ -497,9 +497,9 @@ static int hosts_changed(void)
 
 /* The start of each round: rank 0's commit (position, parameters, momentum)
  * goes to every rank, through host_params / host_mom so that a failure in the
- * middle leaves this rank's own commit whole; then into the model. Returns 0
- * when a peer was lost meanwhile. */
-static int commit_sync(commit_t *c, model_t *m, float *host_params, float *host_mom)
+ * middle leaves this rank's own commit whole; then into the model. A position
+ * past the epoch's images is refused. Returns 0 when a peer was lost meanwhile. */
+static int commit_sync(commit_t *c, model_t *m, long images, float *host_params, float *host_mom)
 {
     int64_t info[2] = {c->epoch, c->pos};
     const size_t bytes = m->nparams * sizeof(float);
@@ -514,7 +514,7 @@ static int commit_sync(commit_t *c, model_t *m, float *host_params, float *host_
                                     DCOMM_FLOAT32, 0), "broadcast of the committed momentum")) {
         return 0;
     }
-    if (info[0] < 0 || info[1] < 0 || info[0] > INT32_MAX) {
+    if (info[0] < 0 || info[1] < 0 || info[0] > INT32_MAX || info[1] > images) {
         die("rank 0 committed a position out of range (epoch %lld, image %lld)",
             (long long)info[0], (long long)info[1]);
     }
@@ -650,7 +650,7 @@ int main(int argc, char **argv)
 
     /* One pass per membership round: without --elastic, only the first. */
     for (int round = 1;; round++) {
-        if (o.elastic && !commit_sync(&cm, &m, host_params, host_mom)) {
+        if (o.elastic && !commit_sync(&cm, &m, train.count, host_params, host_mom)) {
             goto reset;
         }
         if (o.elastic) {
