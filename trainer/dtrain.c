@@ -34,9 +34,16 @@ typedef struct options {
     uint64_t seed;
     progress_mode_t progress;
     int checkpoint;
+    int elastic, commit_every;
 } options_t;
 
 static int g_rank = -1; /* until dcomm_init says (dlaunch prefixes lines with it anyway) */
+/* --elastic: a collective that fails because a peer is gone is recoverable;
+ * the first such failure of a round is kept here (and its account in
+ * g_lost_why) until the reset that restores the last commit. */
+static int g_elastic;
+static dcomm_status_t g_lost = DCOMM_OK;
+static char g_lost_why[1024];
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -57,12 +64,24 @@ static void die(const char *fmt, ...)
 }
 
 /* A failed collective means a peer is gone or the job is broken: say which
- * operation, and dcomm's own account of the cause (which names the rank). */
-static void comm_check(dcomm_status_t st, const char *what)
+ * operation, and dcomm's own account of the cause (which names the rank).
+ * With --elastic the statuses of a lost peer (those the Python elastic run
+ * resets on) are kept in g_lost instead, and 0 returned; else 1. */
+static int comm_check(dcomm_status_t st, const char *what)
 {
-    if (st != DCOMM_OK) {
-        die("%s failed: %s: %s", what, dcomm_status_string(st), dcomm_last_error());
+    if (st == DCOMM_OK) {
+        return 1;
     }
+    if (g_elastic && (st == DCOMM_ERR_PEER_LOST || st == DCOMM_ERR_SHUT_DOWN ||
+                      st == DCOMM_ERR_TIMEOUT || st == DCOMM_ERR_TRANSPORT)) {
+        if (g_lost == DCOMM_OK) {
+            g_lost = st;
+            snprintf(g_lost_why, sizeof(g_lost_why), "%s failed: %s: %s", what,
+                     dcomm_status_string(st), dcomm_last_error());
+        }
+        return 0;
+    }
+    die("%s failed: %s: %s", what, dcomm_status_string(st), dcomm_last_error());
 }
 
 static double clock_s(clockid_t id)
@@ -103,7 +122,12 @@ static void usage(FILE *out)
             "  --progress auto|bar|lines|off   (default auto: a bar on a terminal)\n"
             "  --log-every SECONDS    interval of progress lines (default 10)\n"
             "  --bench STEPS          time STEPS training steps after 3 warm-up steps, print\n"
-            "                         images/s, then stop (no evaluation, no files)\n");
+            "                         images/s, then stop (no evaluation, no files)\n"
+            "  --elastic              under dlaunch's elastic flags: keep the state in memory at\n"
+            "                         each commit; when a peer is lost, restore it, join the\n"
+            "                         next round and go on at its size\n"
+            "  --commit-every N       with --elastic: commit every N steps and at each epoch's\n"
+            "                         end (default 10)\n");
 }
 
 static long parse_long(const char *opt, const char *s, long lo, long hi)
@@ -134,7 +158,7 @@ static void parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_DEVICE = 256, O_THREADS, O_EPOCHS, O_BATCH, O_LR, O_WARMUP, O_MOMENTUM, O_WD, O_SEED,
            O_DATA, O_LIMIT, O_TLIMIT, O_OUT, O_RESUME, O_NOCKPT, O_PLOT, O_PROGRESS, O_LOGEVERY,
-           O_BENCH, O_HELP };
+           O_BENCH, O_ELASTIC, O_COMMIT, O_HELP };
     static const struct option longopts[] = {
         {"device", required_argument, 0, O_DEVICE}, {"threads", required_argument, 0, O_THREADS},
         {"epochs", required_argument, 0, O_EPOCHS}, {"batch-size", required_argument, 0, O_BATCH},
@@ -146,12 +170,15 @@ static void parse_options(int argc, char **argv, options_t *o)
         {"resume", optional_argument, 0, O_RESUME}, {"no-checkpoint", no_argument, 0, O_NOCKPT},
         {"plot", required_argument, 0, O_PLOT}, {"progress", required_argument, 0, O_PROGRESS},
         {"log-every", required_argument, 0, O_LOGEVERY}, {"bench", required_argument, 0, O_BENCH},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+        {"elastic", no_argument, 0, O_ELASTIC},
+        {"commit-every", required_argument, 0, O_COMMIT}, {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0}};
 
     *o = (options_t){.device = "cpu", .data_dir = DEFAULT_DATA_DIR, .out_dir = "dtrain-out",
                      .threads = 1, .epochs = 5, .batch = 64, .limit = -1, .test_limit = -1,
                      .lr = 0.02, .momentum = 0.9, .weight_decay = 5e-4, .warmup_epochs = 0.5,
-                     .log_every_s = 10, .seed = 42, .progress = PROGRESS_AUTO, .checkpoint = 1};
+                     .log_every_s = 10, .seed = 42, .progress = PROGRESS_AUTO, .checkpoint = 1,
+                     .commit_every = 10};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -181,6 +208,8 @@ static void parse_options(int argc, char **argv, options_t *o)
             break;
         case O_LOGEVERY: o->log_every_s = parse_double("--log-every", optarg, 0, 1e6); break;
         case O_BENCH: o->bench_steps = (int)parse_long("--bench", optarg, 1, 1000000); break;
+        case O_ELASTIC: o->elastic = 1; break;
+        case O_COMMIT: o->commit_every = (int)parse_long("--commit-every", optarg, 1, 1000000); break;
         case O_HELP: case 'h': usage(stdout); exit(0);
         default:
             usage(stderr);
@@ -192,6 +221,9 @@ static void parse_options(int argc, char **argv, options_t *o)
     }
     if (strcmp(o->device, "cpu") != 0 && strcmp(o->device, "cuda") != 0) {
         die("--device: '%s' is not cpu or cuda", o->device);
+    }
+    if (o->elastic && (o->resume != NULL || o->bench_steps > 0)) {
+        die("--elastic does not combine with %s", o->resume != NULL ? "--resume" : "--bench");
     }
 }
 
@@ -273,6 +305,7 @@ typedef struct grad_sync {
     float *host;      /* m->grads on the CPU, a host mirror for the GPU */
     int size;
     dcomm_handle_t handle[MODEL_LAYERS];
+    int pending[MODEL_LAYERS]; /* handle[l] is to be waited for */
     char name[MODEL_LAYERS][32];
 } grad_sync_t;
 
@@ -286,13 +319,17 @@ static int grad_ready(void *ctx, int l)
     if (g->size == 1) {
         return 0;
     }
+    if (g_lost != DCOMM_OK) {
+        return 1; /* a reset is due: no more of this step's backward */
+    }
     if (g->host != g->m->grads) {
         g->m->ops->download(slice, g->m->grads + ly->offset, count * sizeof(float));
     }
-    comm_check(dcomm_allreduce_async(DCOMM_COMM_WORLD, g->name[l], slice, slice, count,
-                                     DCOMM_FLOAT32, DCOMM_AVG, &g->handle[l]),
-               g->name[l]);
-    return 0;
+    g->pending[l] = comm_check(dcomm_allreduce_async(DCOMM_COMM_WORLD, g->name[l], slice, slice,
+                                                     count, DCOMM_FLOAT32, DCOMM_AVG,
+                                                     &g->handle[l]),
+                               g->name[l]);
+    return !g->pending[l];
 }
 
 /* The averaged gradients in, and the SGD step; the seconds spent waiting and
@@ -300,7 +337,9 @@ static int grad_ready(void *ctx, int l)
  * soon as its allreduce completes, in the order backward submitted them: the
  * dense layers' updates (most of the parameters) then run while the last
  * gradients' allreduces wait for the other ranks to finish backward. The
- * layers' updates are independent, so the result is the same in any order. */
+ * layers' updates are independent, so the result is the same in any order.
+ * After a lost peer (--elastic) every submitted handle is still waited for
+ * and released, and no more layers are updated: the reset restores them. */
 static void grad_wait_update(grad_sync_t *g, float lr, float momentum, float weight_decay,
                              double *wait_s, double *update_s)
 {
@@ -310,17 +349,21 @@ static void grad_wait_update(grad_sync_t *g, float lr, float momentum, float wei
         char what[64];
         double t0 = now_s(), t1;
 
+        if (!g->pending[l]) {
+            continue;
+        }
+        g->pending[l] = 0;
         snprintf(what, sizeof(what), "allreduce of %s", g->name[l]);
         comm_check(dcomm_wait(g->handle[l]), what);
         comm_check(dcomm_release(g->handle[l]), "release");
         t1 = now_s();
         *wait_s += t1 - t0;
-        if (overlap) {
+        if (overlap && g_lost == DCOMM_OK) {
             model_update_layer(g->m, l, lr, momentum, weight_decay);
             *update_s += now_s() - t1;
         }
     }
-    if (!overlap) {
+    if (!overlap && g_lost == DCOMM_OK) {
         double t0 = now_s();
 
         if (g->size > 1 && g->host != g->m->grads) { /* the GPU's: one upload */
@@ -412,6 +455,81 @@ static void resume_from(const options_t *o, const char *path, model_t *m, int ra
     *step_p = (long)info[2];
 }
 
+/* ---- elastic ------------------------------------------------------------------------ */
+
+/* --elastic: the last commit, in host memory; everything a reset restores.
+ * The shuffles and dropout masks are counter-based (seed, epoch, rank, step),
+ * so the position in the data is all of the generators' state. */
+typedef struct commit {
+    float *params, *momentum;
+    int epoch;      /* the epoch in progress */
+    long pos;       /* images of its permutation consumed */
+    double sums[3]; /* this rank's training loss sum, correct and images in it so far */
+} commit_t;
+
+static void commit_take(commit_t *c, const model_t *m, int epoch, long pos, const double sums[3])
+{
+    m->ops->download(c->params, m->params, m->nparams * sizeof(float));
+    m->ops->download(c->momentum, m->momentum, m->nparams * sizeof(float));
+    c->epoch = epoch;
+    c->pos = pos;
+    memcpy(c->sums, sums, sizeof(c->sums));
+}
+
+/* At a commit, every rank learns whether dlaunch's hosts changed (rank 0's
+ * view, broadcast, so that all take the same branch). Returns 1 when the
+ * round must be re-formed; a lost peer also sets g_lost. */
+static int hosts_changed(void)
+{
+    uint64_t stamp = 0;
+    int how = 0;
+    int64_t flag = 0;
+
+    if (g_rank == 0 && dcomm_hosts_updated(&stamp, &how) == DCOMM_OK && stamp != 0) {
+        flag = how;
+    }
+    if (!comm_check(dcomm_broadcast(DCOMM_COMM_WORLD, "elastic.hosts", &flag, 1, DCOMM_INT64, 0),
+                    "broadcast of the hosts notice")) {
+        return 1;
+    }
+    return flag != 0;
+}
+
+/* The start of each round: rank 0's commit (position, parameters, momentum)
+ * goes to every rank, through host_params / host_mom so that a failure in the
+ * middle leaves this rank's own commit whole; then into the model. A position
+ * past the epoch's images is refused. Returns 0 when a peer was lost meanwhile. */
+static int commit_sync(commit_t *c, model_t *m, long images, float *host_params, float *host_mom)
+{
+    int64_t info[2] = {c->epoch, c->pos};
+    const size_t bytes = m->nparams * sizeof(float);
+
+    memcpy(host_params, c->params, bytes);
+    memcpy(host_mom, c->momentum, bytes);
+    if (!comm_check(dcomm_broadcast(DCOMM_COMM_WORLD, "elastic.info", info, 2, DCOMM_INT64, 0),
+                    "broadcast of the committed position") ||
+        !comm_check(dcomm_broadcast(DCOMM_COMM_WORLD, "elastic.params", host_params, m->nparams,
+                                    DCOMM_FLOAT32, 0), "broadcast of the committed parameters") ||
+        !comm_check(dcomm_broadcast(DCOMM_COMM_WORLD, "elastic.momentum", host_mom, m->nparams,
+                                    DCOMM_FLOAT32, 0), "broadcast of the committed momentum")) {
+        return 0;
+    }
+    if (info[0] < 0 || info[1] < 0 || info[0] > INT32_MAX || info[1] > images) {
+        die("rank 0 committed a position out of range (epoch %lld, image %lld)",
+            (long long)info[0], (long long)info[1]);
+    }
+    if (info[0] != c->epoch || info[1] != c->pos) { /* a new worker, or one a step behind */
+        memset(c->sums, 0, sizeof(c->sums));
+    }
+    c->epoch = (int)info[0];
+    c->pos = (long)info[1];
+    memcpy(c->params, host_params, bytes);
+    memcpy(c->momentum, host_mom, bytes);
+    m->ops->upload(m->params, c->params, bytes);
+    m->ops->upload(m->momentum, c->momentum, bytes);
+    return 1;
+}
+
 /* ---- main ------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -420,10 +538,11 @@ int main(int argc, char **argv)
     dcomm_status_t st;
 
     parse_options(argc, argv, &o);
+    g_elastic = o.elastic;
     if ((st = dcomm_init()) != DCOMM_OK) {
         die("dcomm_init failed: %s: %s", dcomm_status_string(st), dcomm_last_error());
     }
-    const int rank = dcomm_rank(), size = dcomm_size();
+    int rank = dcomm_rank(), size = dcomm_size();
     g_rank = rank;
 
     const model_ops_t *ops = &model_cpu_ops;
@@ -439,8 +558,8 @@ int main(int argc, char **argv)
     dataset_t train, test;
     load_set(o.data_dir, "train", o.limit, &train);
     load_set(o.data_dir, "t10k", o.test_limit, &test);
-    const long global_batch = (long)o.batch * size;
-    const long steps_per_epoch = train.count / global_batch;
+    long global_batch = (long)o.batch * size;
+    long steps_per_epoch = train.count / global_batch;
     if (steps_per_epoch == 0) {
         die("%d training images are fewer than one global batch (%d ranks x --batch-size %d)",
             train.count, size, o.batch);
@@ -457,11 +576,18 @@ int main(int argc, char **argv)
     uint8_t *yb = malloc((size_t)o.batch);
     uint32_t *perm = malloc((size_t)train.count * sizeof(uint32_t));
     uint32_t *eval_idx = malloc((size_t)o.batch * sizeof(uint32_t));
-    if (!host_params || !host_mom || !host_grads || !xb || !yb || !perm || !eval_idx) {
+    commit_t cm = {0};
+    if (o.elastic) {
+        cm.params = calloc(m.nparams, sizeof(float));
+        cm.momentum = calloc(m.nparams, sizeof(float));
+    }
+    if (!host_params || !host_mom || !host_grads || !xb || !yb || !perm || !eval_idx ||
+        (o.elastic && (!cm.params || !cm.momentum))) {
         die("out of host memory");
     }
 
-    /* The starting point: a checkpoint, or rank 0's initial weights. */
+    /* The starting point: a checkpoint, or rank 0's initial weights (with
+     * --elastic, broadcast as the first commit at the start of the round). */
     char ckpt_path[4096];
     int start_epoch = 0;
     long step = 0;
@@ -471,17 +597,21 @@ int main(int argc, char **argv)
                     host_params, host_mom, &start_epoch, &step);
     } else {
         if (rank == 0) {
-            model_init_params(&m, o.seed, host_params);
+            model_init_params(&m, o.seed, o.elastic ? cm.params : host_params);
         }
-        comm_check(dcomm_broadcast(DCOMM_COMM_WORLD, "init.params", host_params, m.nparams,
-                                   DCOMM_FLOAT32, 0), "broadcast of the initial weights");
+        if (!o.elastic) {
+            comm_check(dcomm_broadcast(DCOMM_COMM_WORLD, "init.params", host_params, m.nparams,
+                                       DCOMM_FLOAT32, 0), "broadcast of the initial weights");
+        }
     }
-    ops->upload(m.params, host_params, m.nparams * sizeof(float));
-    ops->upload(m.momentum, host_mom, m.nparams * sizeof(float));
+    if (!o.elastic) {
+        ops->upload(m.params, host_params, m.nparams * sizeof(float));
+        ops->upload(m.momentum, host_mom, m.nparams * sizeof(float));
+    }
 
     const int bench = o.bench_steps > 0;
     report_t rep;
-    const int files = rank == 0 && !bench;
+    int files = rank == 0 && !bench;
     if (files && mkdir(o.out_dir, 0755) != 0 && errno != EEXIST) {
         die("cannot create --out-dir %s: %s", o.out_dir, strerror(errno));
     }
@@ -491,10 +621,10 @@ int main(int argc, char **argv)
     }
     if (rank == 0) {
         printf("dtrain: %d rank%s, device %s, %d thread%s per rank, batch %d per rank (%ld "
-               "global), %d train / %d test images, %ld steps per epoch, lr %g x %d, seed %llu\n",
+               "global), %d train / %d test images, %ld steps per epoch, lr %g x %d, seed %llu%s\n",
                size, size > 1 ? "s" : "", ops->name, o.threads, o.threads > 1 ? "s" : "", o.batch,
                global_batch, train.count, test.count, steps_per_epoch, o.lr, size,
-               (unsigned long long)o.seed);
+               (unsigned long long)o.seed, o.elastic ? ", elastic" : "");
         if (ops == &model_cpu_ops) {
             printf("dtrain: kernels: %s\n", nn_kernels_config());
         }
@@ -509,103 +639,209 @@ int main(int argc, char **argv)
     for (int l = 0; l < MODEL_LAYERS; l++) {
         snprintf(gs.name[l], sizeof(gs.name[l]), "grad.%s", m.layer[l].name);
     }
-    const long total_steps = steps_per_epoch * o.epochs;
-    const long warmup = (long)(o.warmup_epochs * steps_per_epoch);
-    const uint64_t dropout_seed = nn_rand_u64(o.seed, 0xd20900ull + (uint64_t)rank);
     double final_acc = -1.0, bench_t0 = 0.0, bench_cpu0 = 0.0;
     double phase[5] = {0}; /* seconds in: batch, forward, backward, gradient wait, update */
     int bench_done = 0;
+    int epoch = start_epoch;
+    long pos = 0;               /* images of this epoch's permutation consumed */
+    double sums[3] = {0, 0, 0}; /* this epoch's loss sum, correct and images on this rank */
+    double lost_at = 0.0; /* when this rank saw a lost peer, until its next step (--elastic) */
+    double epoch_t0 = 0.0; /* when this epoch began (before any reset in it) */
 
-    for (int epoch = start_epoch; epoch < o.epochs && !bench_done; epoch++) {
-        shuffle(perm, train.count, o.seed, epoch);
-        double t0 = now_s(), loss_sum = 0.0, lr = 0.0;
-        long correct = 0, seen = 0;
-        for (long s = 0; s < steps_per_epoch; s++, step++) {
-            if (bench && (step == 3 || (o.bench_steps + 3 > steps_per_epoch * o.epochs && step == 0))) {
-                bench_t0 = now_s();
-                bench_cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-                memset(phase, 0, sizeof(phase));
+    /* One pass per membership round: without --elastic, only the first. */
+    for (int round = 1;; round++) {
+        if (o.elastic && !commit_sync(&cm, &m, train.count, host_params, host_mom)) {
+            goto reset;
+        }
+        if (o.elastic) {
+            epoch = cm.epoch;
+            pos = cm.pos;
+            memcpy(sums, cm.sums, sizeof(sums));
+            global_batch = (long)o.batch * size;
+            steps_per_epoch = train.count / global_batch;
+            if (steps_per_epoch == 0) {
+                die("%d training images are fewer than one global batch (%d ranks x "
+                    "--batch-size %d)", train.count, size, o.batch);
             }
-            double tp[4];
-            tp[0] = now_s();
-            make_batch(&train, perm + (s * size + rank) * o.batch, o.batch, xb, yb);
-            double loss;
-            int ok;
-            lr = lr_at(&o, size, step, total_steps, warmup);
-            tp[1] = now_s();
-            model_forward(&m, o.batch, xb, yb, 1, dropout_seed, (uint64_t)step * o.batch * 1024,
-                          &loss, &ok);
-            tp[2] = now_s();
-            model_backward(&m, o.batch, grad_ready, &gs);
-            tp[3] = now_s();
-            grad_wait_update(&gs, (float)lr, (float)o.momentum, (float)o.weight_decay,
-                             &phase[3], &phase[4]);
-            for (int k = 0; k < 3; k++) {
-                phase[k] += tp[k + 1] - tp[k];
+            /* the schedule's step for this size: the same fraction of the run */
+            step = epoch * steps_per_epoch + pos / global_batch;
+            if (rank == 0) {
+                printf("dtrain: elastic: round %d: %d rank%s from epoch %d image %ld\n", round,
+                       size, size > 1 ? "s" : "", epoch + 1, pos);
+                fflush(stdout);
             }
-            loss_sum += loss * o.batch;
-            correct += ok;
-            seen += o.batch;
-            double t = now_s();
-            double ips = (double)(s + 1) * global_batch / (t - t0);
-            report_progress(&rep, t, epoch + 1, o.epochs, s + 1, steps_per_epoch, ips,
-                            loss_sum / seen, (double)correct / seen, lr, s + 1 == steps_per_epoch);
-            if (rep.steps_csv != NULL && (s + 1) % 20 == 0) {
-                report_step_row(&rep, epoch + (double)(s + 1) / steps_per_epoch, step + 1,
-                                loss_sum / seen, (double)correct / seen, lr, ips);
+        }
+        gs.size = size;
+        const long total_steps = steps_per_epoch * o.epochs;
+        const long warmup = (long)(o.warmup_epochs * steps_per_epoch);
+        const uint64_t dropout_seed = nn_rand_u64(o.seed, 0xd20900ull + (uint64_t)rank);
+
+        for (; epoch < o.epochs && !bench_done; epoch++) {
+            shuffle(perm, train.count, o.seed, epoch);
+            double t0 = now_s(), lr = lr_at(&o, size, step, total_steps, warmup);
+            const long pos0 = pos;
+            if (pos == 0 || epoch_t0 == 0.0) {
+                epoch_t0 = t0;
             }
-            if (bench && step + 1 >= o.bench_steps + 3) {
-                double dt = now_s() - bench_t0;
-                double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - bench_cpu0;
-                long timed = step + 1 - (step >= 3 ? 3 : 0);
-                if (rank == 0) {
-                    /* CPU time as well: on a shared machine it is what the
-                     * work cost, whatever else ran */
-                    printf("dtrain: bench: %ld steps x %ld images in %.3f s: %.1f images/s "
-                           "(%d rank%s, %d thread%s each, batch %d per rank); rank 0: %.1f "
-                           "images per CPU second\n",
-                           timed, global_batch, dt, timed * global_batch / dt, size,
-                           size > 1 ? "s" : "", o.threads, o.threads > 1 ? "s" : "", o.batch,
-                           timed * o.batch / cpu);
+            for (; pos + global_batch <= train.count; step++) {
+                if (bench && (step == 3 ||
+                              (o.bench_steps + 3 > steps_per_epoch * o.epochs && step == 0))) {
+                    bench_t0 = now_s();
+                    bench_cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+                    memset(phase, 0, sizeof(phase));
                 }
-                /* every rank's: a rank that waits for the others shows it */
-                printf("dtrain: bench: rank %d per step: batch %.2f ms, forward %.2f, backward "
-                       "%.2f, gradient wait %.2f, update %.2f\n", rank, 1e3 * phase[0] / timed,
-                       1e3 * phase[1] / timed, 1e3 * phase[2] / timed, 1e3 * phase[3] / timed,
-                       1e3 * phase[4] / timed);
-                bench_done = 1;
+                double tp[4];
+                tp[0] = now_s();
+                make_batch(&train, perm + pos + (long)rank * o.batch, o.batch, xb, yb);
+                double loss;
+                int ok;
+                lr = lr_at(&o, size, step, total_steps, warmup);
+                tp[1] = now_s();
+                model_forward(&m, o.batch, xb, yb, 1, dropout_seed, (uint64_t)step * o.batch * 1024,
+                              &loss, &ok);
+                tp[2] = now_s();
+                model_backward(&m, o.batch, grad_ready, &gs);
+                tp[3] = now_s();
+                grad_wait_update(&gs, (float)lr, (float)o.momentum, (float)o.weight_decay,
+                                 &phase[3], &phase[4]);
+                if (g_lost != DCOMM_OK) {
+                    goto reset;
+                }
+                for (int k = 0; k < 3; k++) {
+                    phase[k] += tp[k + 1] - tp[k];
+                }
+                pos += global_batch;
+                const long s = pos / global_batch; /* steps done in this epoch */
+                sums[0] += loss * o.batch;
+                sums[1] += ok;
+                sums[2] += o.batch;
+                double t = now_s();
+                double ips = (double)(pos - pos0) / (t - t0);
+                if (lost_at > 0) {
+                    struct timespec wall;
+                    clock_gettime(CLOCK_REALTIME, &wall);
+                    printf("dtrain: elastic: rank %d of %d: first step of round %d done %.3f s "
+                           "after the lost peer was seen (wall clock %lld.%03ld)\n", rank, size,
+                           round, t - lost_at, (long long)wall.tv_sec, wall.tv_nsec / 1000000);
+                    fflush(stdout);
+                    lost_at = 0.0;
+                }
+                const int last = pos + global_batch > train.count;
+                report_progress(&rep, t, epoch + 1, o.epochs, s, steps_per_epoch, ips,
+                                sums[0] / sums[2], sums[1] / sums[2], lr, last);
+                if (rep.steps_csv != NULL && s % 20 == 0) {
+                    report_step_row(&rep, epoch + (double)s / steps_per_epoch, step + 1,
+                                    sums[0] / sums[2], sums[1] / sums[2], lr, ips);
+                }
+                if (o.elastic && (s % o.commit_every == 0 || last)) {
+                    commit_take(&cm, &m, epoch, pos, sums);
+                    if (rank == 0) {
+                        printf("dtrain: elastic: commit at epoch %d image %ld\n", epoch + 1, pos);
+                        fflush(stdout);
+                    }
+                    if (hosts_changed()) {
+                        goto reset;
+                    }
+                }
+                if (bench && step + 1 >= o.bench_steps + 3) {
+                    double dt = now_s() - bench_t0;
+                    double cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - bench_cpu0;
+                    long timed = step + 1 - (step >= 3 ? 3 : 0);
+                    if (rank == 0) {
+                        /* CPU time as well: on a shared machine it is what the
+                         * work cost, whatever else ran */
+                        printf("dtrain: bench: %ld steps x %ld images in %.3f s: %.1f images/s "
+                               "(%d rank%s, %d thread%s each, batch %d per rank); rank 0: %.1f "
+                               "images per CPU second\n",
+                               timed, global_batch, dt, timed * global_batch / dt, size,
+                               size > 1 ? "s" : "", o.threads, o.threads > 1 ? "s" : "", o.batch,
+                               timed * o.batch / cpu);
+                    }
+                    /* every rank's: a rank that waits for the others shows it */
+                    printf("dtrain: bench: rank %d per step: batch %.2f ms, forward %.2f, backward "
+                           "%.2f, gradient wait %.2f, update %.2f\n", rank, 1e3 * phase[0] / timed,
+                           1e3 * phase[1] / timed, 1e3 * phase[2] / timed, 1e3 * phase[3] / timed,
+                           1e3 * phase[4] / timed);
+                    bench_done = 1;
+                    break;
+                }
+            }
+            if (bench_done) {
                 break;
             }
-        }
-        if (bench_done) {
-            break;
-        }
-        double epoch_s = now_s() - t0;
-        /* train statistics of all ranks, then the test set */
-        double tr_local[3] = {loss_sum, (double)correct, (double)seen}, tr[3], te[3];
-        comm_check(dcomm_allreduce(DCOMM_COMM_WORLD, "train.sums", tr_local, tr, 3, DCOMM_FLOAT64,
-                                   DCOMM_SUM), "allreduce of the training loss");
-        evaluate(&m, &test, rank, size, xb, yb, eval_idx, te);
-        final_acc = te[1] / te[2];
-        if (rank == 0) {
-            report_epoch(&rep, epoch + 1, o.epochs, tr[0] / tr[2], tr[1] / tr[2], te[0] / te[2],
-                         final_acc, (double)steps_per_epoch * global_batch / epoch_s, epoch_s, lr);
-            if (o.checkpoint) {
-                char err[4400];
-                ckpt_header_t h = {.seed = o.seed, .ranks = size, .batch = o.batch,
-                                   .epochs_done = epoch + 1, .epochs = o.epochs, .step = step,
-                                   .limit = train.count, .nparams = m.nparams};
-                ops->download(host_params, m.params, m.nparams * sizeof(float));
-                ops->download(host_mom, m.momentum, m.nparams * sizeof(float));
-                if (ckpt_save(ckpt_path, &h, host_params, host_mom, err, sizeof(err)) != 0) {
-                    die("checkpoint: %s", err);
+            double epoch_s = now_s() - epoch_t0;
+            /* train statistics of all ranks, then the test set */
+            double tr[3], te[3];
+            comm_check(dcomm_allreduce(DCOMM_COMM_WORLD, "train.sums", sums, tr, 3, DCOMM_FLOAT64,
+                                       DCOMM_SUM), "allreduce of the training loss");
+            if (g_lost == DCOMM_OK) {
+                evaluate(&m, &test, rank, size, xb, yb, eval_idx, te);
+            }
+            if (g_lost != DCOMM_OK) {
+                goto reset;
+            }
+            final_acc = te[1] / te[2];
+            if (rank == 0) {
+                report_epoch(&rep, epoch + 1, o.epochs, tr[0] / tr[2], tr[1] / tr[2],
+                             te[0] / te[2], final_acc, (double)pos / epoch_s, epoch_s, lr);
+                if (o.checkpoint) {
+                    char err[4400];
+                    ckpt_header_t h = {.seed = o.seed, .ranks = size, .batch = o.batch,
+                                       .epochs_done = epoch + 1, .epochs = o.epochs, .step = step,
+                                       .limit = train.count, .nparams = m.nparams};
+                    ops->download(host_params, m.params, m.nparams * sizeof(float));
+                    ops->download(host_mom, m.momentum, m.nparams * sizeof(float));
+                    if (ckpt_save(ckpt_path, &h, host_params, host_mom, err, sizeof(err)) != 0) {
+                        die("checkpoint: %s", err);
+                    }
                 }
+            }
+            pos = 0;
+            memset(sums, 0, sizeof(sums));
+            if (o.elastic) {
+                commit_take(&cm, &m, epoch + 1, 0, sums);
+                if (hosts_changed()) {
+                    goto reset;
+                }
+            }
+        }
+        break;
+
+    reset:
+        /* --elastic: a lost peer (g_lost), or hosts added or removed; back to
+         * the last commit, and into dlaunch's next round */
+        if (g_lost != DCOMM_OK) {
+            lost_at = now_s();
+            printf("dtrain: elastic: rank %d of %d: %s; back to the commit at epoch %d image "
+                   "%ld\n", rank, size, g_lost_why, cm.epoch + 1, cm.pos);
+        } else {
+            printf("dtrain: elastic: rank %d of %d: hosts changed; re-forming at the commit at "
+                   "epoch %d image %ld\n", rank, size, cm.epoch + 1, cm.pos);
+        }
+        fflush(stdout);
+        g_lost = DCOMM_OK;
+        comm_check(dcomm_shutdown(), "dcomm_shutdown");
+        if ((st = dcomm_init()) != DCOMM_OK) {
+            die("dcomm_init of the next round failed: %s: %s", dcomm_status_string(st),
+                dcomm_last_error());
+        }
+        rank = dcomm_rank();
+        size = dcomm_size();
+        g_rank = rank;
+        if (rank == 0 && !files) { /* rank 0 now: the files and the progress are this rank's */
+            report_close(&rep);
+            files = 1;
+            if (mkdir(o.out_dir, 0755) != 0 && errno != EEXIST) {
+                die("cannot create --out-dir %s: %s", o.out_dir, strerror(errno));
+            }
+            if (report_open(&rep, o.progress, o.log_every_s, o.out_dir, 1) != 0) {
+                die("cannot write the metrics files");
             }
         }
     }
     if (bench && !bench_done) {
         die("--bench %d: the run has only %ld steps (--epochs x steps per epoch)", o.bench_steps,
-            total_steps);
+            steps_per_epoch * o.epochs);
     }
 
     int rc = 0;
@@ -626,6 +862,7 @@ int main(int argc, char **argv)
     report_close(&rep);
     model_destroy(&m);
     free(host_params), free(host_mom), free(xb), free(yb), free(perm), free(eval_idx);
+    free(cm.params), free(cm.momentum);
     if (host_grads != NULL && ops != &model_cpu_ops) {
         free(host_grads);
     }

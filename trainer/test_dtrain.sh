@@ -3,7 +3,8 @@
 # subset; the same run is then repeated with rank 1 killed (SIGKILL) in the
 # middle of epoch 2, which must stop the job with a message naming rank 1, and
 # `--resume` from the epoch-1 checkpoint must end bit-identical to the
-# uninterrupted run (same final checkpoint, same accuracy).
+# uninterrupted run (same final checkpoint, same accuracy), and so must a run
+# with --elastic (commits, no failure).
 # usage: test_dtrain.sh DLAUNCH DTRAIN
 set -u
 dlaunch=$1 dtrain=$2
@@ -63,4 +64,14 @@ acc_c=$(sed -n 's/.*final test accuracy \([0-9.]*\).*/\1/p' "$work/c.out")
 [ "$acc_c" = "$acc_a" ] || fail "resumed accuracy $acc_c differs from uninterrupted $acc_a"
 cmp "$work/a/checkpoint.dtc" "$work/b/checkpoint.dtc" ||
     fail "final checkpoints differ: the resume was not bit-exact"
-echo "dtrain test passed: accuracy $acc_a, resume bit-exact"
+
+# 4. --elastic without a failure: its commits and hosts checks change nothing
+timeout 120 "$dlaunch" -np 2 "$dtrain" $args --elastic --commit-every 3 --out-dir "$work/e" \
+    >"$work/e.out" 2>&1
+rc=$?
+cat "$work/e.out"
+[ "$rc" -eq 0 ] || fail "--elastic run exited $rc"
+[ "$(grep -c "elastic: commit at" "$work/e.out")" -ge 10 ] || fail "--elastic made no commits"
+cmp "$work/a/checkpoint.dtc" "$work/e/checkpoint.dtc" ||
+    fail "--elastic without a failure did not end bit-identical to the plain run"
+echo "dtrain test passed: accuracy $acc_a, resume bit-exact, --elastic bit-exact"
