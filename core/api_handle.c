@@ -132,9 +132,6 @@ DCOMM_API dcomm_status_t dcomm_release(dcomm_handle_t handle)
  * thread, since the wait runs the cycles itself (or wakes the thread when it
  * cannot; dc_coord_drive). */
 _Thread_local int dc_api_wait_follows;
-#define WAIT_FOLLOWS(call) (dc_api_wait_follows = 1, wf_status = (call), dc_api_wait_follows = 0, \
-                            wf_status)
-static _Thread_local dc_status_t wf_status;
 
 DC_INTERNAL_API void dc_api_hint_wait_follows(int on)
 {
@@ -166,7 +163,11 @@ DCOMM_API dcomm_status_t dcomm_allreduce(dcomm_comm_t comm, const char *name, co
                                          dcomm_op_t op)
 {
     dcomm_handle_t h = 0;
-    dc_status_t status = WAIT_FOLLOWS(dcomm_allreduce_async(comm, name, sendbuf, recvbuf, count, dtype, op, &h));
+    dc_status_t status;
+
+    dc_api_wait_follows = 1;
+    status = dcomm_allreduce_async(comm, name, sendbuf, recvbuf, count, dtype, op, &h);
+    dc_api_wait_follows = 0;
 
     return dc_api_wait_release(status, h);
 }
@@ -175,7 +176,11 @@ DCOMM_API dcomm_status_t dcomm_broadcast(dcomm_comm_t comm, const char *name, vo
                                          size_t count, dcomm_dtype_t dtype, int root)
 {
     dcomm_handle_t h = 0;
-    dc_status_t status = WAIT_FOLLOWS(dcomm_broadcast_async(comm, name, buf, count, dtype, root, &h));
+    dc_status_t status;
+
+    dc_api_wait_follows = 1;
+    status = dcomm_broadcast_async(comm, name, buf, count, dtype, root, &h);
+    dc_api_wait_follows = 0;
 
     return dc_api_wait_release(status, h);
 }
@@ -183,7 +188,11 @@ DCOMM_API dcomm_status_t dcomm_broadcast(dcomm_comm_t comm, const char *name, vo
 DCOMM_API dcomm_status_t dcomm_barrier(dcomm_comm_t comm)
 {
     dcomm_handle_t h = 0;
-    dc_status_t status = WAIT_FOLLOWS(dcomm_barrier_async(comm, &h));
+    dc_status_t status;
+
+    dc_api_wait_follows = 1;
+    status = dcomm_barrier_async(comm, &h);
+    dc_api_wait_follows = 0;
 
     return dc_api_wait_release(status, h);
 }

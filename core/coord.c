@@ -240,29 +240,31 @@ static void timeline_control(coord_t *c)
  * allreduce that takes 2 ms alone took 10-20 ms inside a training step. Raised
  * above the application, the coordinator preempts it for its short bursts and
  * sleeps otherwise. An unprivileged process may not go below nice 0 (beyond
- * RLIMIT_NICE): then it goes as far as it may. */
-static void coord_raise_priority(int64_t boost)
+ * RLIMIT_NICE): then it goes as far as it may. Returns the nice level the
+ * thread runs at (20, the lowest priority, when no boost was asked or the
+ * level is unknown: a waiting thread then never raises itself to it). */
+static int coord_raise_priority(int64_t boost)
 {
     const id_t self = (id_t)syscall(SYS_gettid);
     struct rlimit lim;
     int base, target, floor = 20;
 
     if (boost <= 0) {
-        return;
+        return 20;
     }
     errno = 0;
     base = getpriority(PRIO_PROCESS, self);
     if (errno != 0) {
         DC_DEBUG("coordinator priority: getpriority: %s", strerror(errno));
-        return;
+        return 20;
     }
     target = boost > base + 20 ? -20 : base - (int)boost;
     if (target >= base) {
-        return;
+        return base;
     }
     if (setpriority(PRIO_PROCESS, self, target) == 0) {
         DC_DEBUG("coordinator thread at nice %d (application thread %d)", target, base);
-        return;
+        return target;
     }
     int err = errno;
     /* RLIMIT_NICE's soft limit r allows nice down to 20 - r without privilege */
@@ -273,6 +275,7 @@ static void coord_raise_priority(int64_t boost)
               floor : base;
     DC_INFO("coordinator priority: nice %d not allowed (%s), running at nice %d beside the "
             "application's %d (DCOMM_COORD_PRIORITY)", target, strerror(err), got, base);
+    return got;
 }
 
 /* The setting autotune chose, agreed on the fast path: every rank applies it. */
@@ -398,10 +401,7 @@ static void *coord_main(void *arg)
 
     dc_log_set_rank(c->rank);
     pthread_setname_np(pthread_self(), "dcomm-coord"); /* for top -H, gdb and tests */
-    coord_raise_priority(dc_config.coord_priority);
-    errno = 0;
-    int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-    atomic_store(&c->bg_nice, errno == 0 ? nice : 20);
+    atomic_store(&c->bg_nice, coord_raise_priority(dc_config.coord_priority));
     /* dc_coord_start returns once the thread exists with its name and
      * priority (a waiting thread may run every cycle before it ever would). */
     atomic_store(&c->started, 1);
